@@ -1,0 +1,94 @@
+"""fanout: a distributed high-fan-out execution engine for LLM and tool calls.
+
+Build a :class:`DAG` of llm and tool steps, then run it with an :class:`Engine`::
+
+    from fanout import DAG, Engine
+
+    dag = DAG("classify")
+    text = dag.input("text")
+    dag.output(label=dag.llm("fast", "Sentiment of: {text}", max_tokens=5))
+
+    async with Engine.from_config("fanout.toml") as engine:
+        result = await engine.run(dag, {"text": "great product"}, budget_usd=0.01)
+"""
+
+from fanout.budget import Budget
+from fanout.clock import Clock, SystemClock
+from fanout.config import Config, ModelConfig, load_config, parse_config
+from fanout.dag import DAG, INDEX, ITEM, Ref, Tool
+from fanout.errors import (
+    BudgetExceeded,
+    ConfigError,
+    DeadlineExceeded,
+    FanoutError,
+    InvalidResponse,
+    NodeFailed,
+    OutputValidationError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderHTTPError,
+    ProviderTimeout,
+    RateLimited,
+    RunError,
+    TemplateError,
+    ToolError,
+    UpstreamFailed,
+)
+from fanout.providers import Provider
+from fanout.run import Engine, NodeResult, RunResult
+from fanout.types import (
+    ChatRequest,
+    ChatResponse,
+    Message,
+    NodeStatus,
+    RunStatus,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DAG",
+    "INDEX",
+    "ITEM",
+    "Budget",
+    "BudgetExceeded",
+    "ChatRequest",
+    "ChatResponse",
+    "Clock",
+    "Config",
+    "ConfigError",
+    "DeadlineExceeded",
+    "Engine",
+    "FanoutError",
+    "InvalidResponse",
+    "Message",
+    "ModelConfig",
+    "NodeFailed",
+    "NodeResult",
+    "NodeStatus",
+    "OutputValidationError",
+    "Provider",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderHTTPError",
+    "ProviderTimeout",
+    "RateLimited",
+    "Ref",
+    "RunError",
+    "RunResult",
+    "RunStatus",
+    "SystemClock",
+    "TemplateError",
+    "Tool",
+    "ToolCall",
+    "ToolError",
+    "ToolSpec",
+    "UpstreamFailed",
+    "Usage",
+    "__version__",
+    "load_config",
+    "parse_config",
+]

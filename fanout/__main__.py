@@ -1,0 +1,5 @@
+"""``python -m fanout``: the same as the ``fanout`` command."""
+
+from fanout.cli import main
+
+main()

@@ -1,0 +1,263 @@
+"""The ``fanout`` command line: argument parsing only; the work lives in batch, output in _console.
+
+Bad input (a pipeline, input file, config or DAG that is wrong) prints one
+``error: ...`` line naming the thing and the fix, and exits 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+from fanout._console import (
+    ProgressReporter,
+    make_console,
+    print_examples,
+    print_plan,
+    print_summary,
+)
+from fanout.errors import ConfigError
+
+if TYPE_CHECKING:  # the engine, pyarrow and the rest load per command: `--help` stays fast
+    from fanout.batch import JobStats
+    from fanout.config import Config
+    from fanout.dag import DAG
+    from fanout.run import Engine
+
+__all__ = ["app", "main"]
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    name="fanout",
+    help="Run DAGs of LLM and tool calls over files of records.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+PipelineArg = Annotated[
+    str,
+    typer.Argument(
+        help="The DAG to run: path/to/file.py:attr or module.name:attr.",
+        metavar="PIPELINE",
+        show_default=False,
+    ),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="TOML config (providers, models). Default: the embedded simulated provider.",
+        dir_okay=False,
+    ),
+]
+
+
+# -- the edge: one clear message for bad input -----------------------------------
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+@contextmanager
+def _bad_input_exits() -> Iterator[None]:
+    try:
+        yield
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+# -- commands --------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    pipeline: PipelineArg,
+    input_path: Annotated[
+        Path,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Records: .jsonl/.json/.ndjson (optionally .gz), .csv or .parquet.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Directory for results.parquet.", show_default=False),
+    ],
+    config: ConfigOpt = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Records in flight at once.")] = 64,
+    budget_usd: Annotated[
+        float | None, typer.Option(min=0.0, help="Spend cap per record, in USD.")
+    ] = None,
+    budget_tokens: Annotated[int | None, typer.Option(min=0, help="Token cap per record.")] = None,
+    deadline_s: Annotated[
+        float | None, typer.Option(min=0.0, help="Time limit per record, in seconds.")
+    ] = None,
+) -> None:
+    """Run a pipeline over a file of records.
+
+    PIPELINE runs once per record of --input (a record supplies the DAG's inputs
+    by field name; its `id` field, if any, is its key). One row per record goes to
+    --output/results.parquet; a bad record gets an error row and the job goes on.
+    """
+    from fanout.batch import load_pipeline
+    from fanout.run import Engine
+
+    with _bad_input_exits():
+        dag = load_pipeline(pipeline)
+        engine = Engine.from_config(config)
+        stats = _run_job(
+            engine,
+            dag,
+            input_path,
+            output,
+            concurrency=concurrency,
+            budget_usd=budget_usd,
+            budget_tokens=budget_tokens,
+            deadline_s=deadline_s,
+        )
+    print_summary(make_console(), dag.name, stats)
+
+
+@app.command()
+def demo(
+    records: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Records to run (the 40 samples repeat as needed).", show_default="40"
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Directory for results.", show_default="a new temp dir"
+        ),
+    ] = None,
+    latency_ms: Annotated[
+        float, typer.Option(min=0.0, help="Simulated provider latency per call.")
+    ] = 200.0,
+    concurrency: Annotated[int, typer.Option(min=1, help="Records in flight at once.")] = 64,
+) -> None:
+    """Run the demo pipeline offline (sim provider).
+
+    Triages ~40 sample customer reviews (sentiment per sentence, a route to an
+    apology or no action, a summary) on the simulated provider: no network, no keys.
+    """
+    from fanout._demo import iter_sample, write_sample
+    from fanout._demo.pipeline import dag
+    from fanout.run import Engine
+
+    with _bad_input_exits():
+        out = output if output is not None else Path(tempfile.mkdtemp(prefix="fanout-demo-"))
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            sample = write_sample(out / "input.jsonl", records)
+        except OSError as exc:
+            raise ConfigError(f"cannot write to {str(out)!r}: {exc.strerror}") from None
+        engine = Engine(_demo_config(latency_ms))
+        total = records if records is not None else sum(1 for _ in iter_sample())
+        stats = _run_job(engine, dag, sample, out, concurrency=concurrency, total=total)
+    console = make_console()
+    print_summary(console, dag.name, stats)
+    print_examples(console, stats.output_path)
+    console.print(f"input: {sample}", soft_wrap=True)
+
+
+@app.command()
+def validate(pipeline: PipelineArg, config: ConfigOpt = None) -> None:
+    """Check a pipeline and list what it runs.
+
+    Validates PIPELINE against the config's model aliases and prints its nodes,
+    inputs, outputs and models. Makes no calls.
+    """
+    from fanout.batch import load_pipeline
+    from fanout.config import default_config, load_config
+
+    with _bad_input_exits():
+        dag = load_pipeline(pipeline)
+        cfg = load_config(config) if config is not None else default_config()
+        plan = dag.validate(models=cfg.models.keys())
+    print_plan(make_console(), dag, plan, cfg, str(config) if config else "the embedded default")
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        from fanout import __version__
+
+        typer.echo(f"fanout {__version__}")
+        raise typer.Exit()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="fanout")
+
+
+# -- running a job -----------------------------------------------------------------
+
+
+def _run_job(
+    engine: Engine,
+    dag: DAG,
+    input_path: Path,
+    output: Path,
+    *,
+    concurrency: int,
+    budget_usd: float | None = None,
+    budget_tokens: int | None = None,
+    deadline_s: float | None = None,
+    total: int | None = None,
+) -> JobStats:
+    from fanout.batch import run_file
+
+    async def job(progress: ProgressReporter) -> JobStats:
+        async with engine:
+            return await run_file(
+                engine,
+                dag,
+                input_path,
+                output,
+                concurrency=concurrency,
+                budget_usd=budget_usd,
+                budget_tokens=budget_tokens,
+                deadline_s=deadline_s,
+                on_progress=progress,
+            )
+
+    with ProgressReporter(make_console(stderr=True), total) as progress:
+        try:
+            return asyncio.run(job(progress))
+        except KeyboardInterrupt:
+            last = progress.last
+            done = (
+                f"{last.records} finished records written to {last.output_path}"
+                if last
+                else "no record had finished"
+            )
+            typer.echo(f"interrupted: {done}", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _demo_config(latency_ms: float) -> Config:
+    from fanout.config import default_config, parse_config
+
+    data = default_config().model_dump()
+    data["providers"]["sim"]["latency_ms"] = latency_ms
+    return parse_config(data, source="demo config")

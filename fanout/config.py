@@ -1,0 +1,199 @@
+"""Engine configuration: parsed once at the edge from TOML into frozen, validated values."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fanout.errors import ConfigError
+
+__all__ = [
+    "CircuitConfig",
+    "Config",
+    "ModelConfig",
+    "OpenAIProviderConfig",
+    "ProviderConfig",
+    "RetryConfig",
+    "SimProviderConfig",
+    "default_config",
+    "load_config",
+    "parse_config",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryConfig(_Frozen):
+    """Retries of one call on the same provider (exponential back-off, full jitter)."""
+
+    max_attempts: int = Field(default=4, ge=1)
+    max_elapsed_s: float = Field(default=120.0, gt=0)
+    initial_backoff_s: float = Field(default=0.5, ge=0)
+    max_backoff_s: float = Field(default=30.0, ge=0)
+    retry_on: tuple[
+        Literal["rate_limited", "timeout", "connection", "server", "invalid_response"], ...
+    ] = ("rate_limited", "timeout", "connection", "server", "invalid_response")
+
+
+class CircuitConfig(_Frozen):
+    """Open the circuit of a provider/model after consecutive failures, for a cool-down."""
+
+    failure_threshold: int = Field(default=5, ge=1)
+    cooldown_s: float = Field(default=30.0, gt=0)
+
+
+class _ProviderBase(_Frozen):
+    requests_per_min: float | None = Field(default=None, gt=0)
+    tokens_per_min: float | None = Field(default=None, gt=0)
+    max_concurrency: int = Field(default=256, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+    adaptive: bool = Field(default=True, description="learn limits from 429s and headers")
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+
+
+class SimProviderConfig(_ProviderBase):
+    """The in-process simulated provider: latency model, deterministic replies, faults."""
+
+    kind: Literal["sim"]
+    latency_ms: float = Field(default=200.0, ge=0, description="base latency per call")
+    latency_per_token_ms: float = Field(default=0.0, ge=0, description="added per output token")
+    jitter_sigma: float = Field(default=0.25, ge=0, description="lognormal sigma on latency")
+    error_rate: float = Field(default=0.0, ge=0, le=1, description="share of calls that fail 5xx")
+    timeout_rate: float = Field(default=0.0, ge=0, le=1, description="share of calls that hang")
+    seed: int = 0
+
+
+class OpenAIProviderConfig(_ProviderBase):
+    """Any OpenAI-compatible chat-completions endpoint, by base URL."""
+
+    kind: Literal["openai"]
+    base_url: str
+    api_key_env: str | None = Field(
+        default=None, description="name of the environment variable that holds the key"
+    )
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+
+
+_PROVIDER_KINDS = ("sim", "openai")
+ProviderConfig = Annotated[SimProviderConfig | OpenAIProviderConfig, Field(discriminator="kind")]
+
+
+class ModelConfig(_Frozen):
+    """A model alias: which provider and model name, fallbacks, and prices."""
+
+    provider: str
+    model: str
+    fallbacks: tuple[str, ...] = ()
+    requests_per_min: float | None = Field(default=None, gt=0, description="overrides provider")
+    tokens_per_min: float | None = Field(default=None, gt=0, description="overrides provider")
+    input_usd_per_mtok: float = Field(default=0.0, ge=0)
+    output_usd_per_mtok: float = Field(default=0.0, ge=0)
+
+    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+        return (
+            input_tokens * self.input_usd_per_mtok + output_tokens * self.output_usd_per_mtok
+        ) / 1_000_000
+
+
+class Config(_Frozen):
+    """The whole configuration: providers by name and model aliases by name."""
+
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Config:
+        for alias, model in self.models.items():
+            if model.provider not in self.providers:
+                known = ", ".join(sorted(self.providers)) or "none"
+                raise ValueError(
+                    f"models.{alias}.provider = {model.provider!r} is not a configured "
+                    f"provider (configured: {known}); add [providers.{model.provider}] "
+                    "or fix the name"
+                )
+            for fallback in model.fallbacks:
+                if fallback not in self.models:
+                    raise ValueError(
+                        f"models.{alias}.fallbacks names {fallback!r}, which is not a "
+                        f"model alias; add [models.{fallback}] or remove it"
+                    )
+                if fallback == alias:
+                    raise ValueError(f"models.{alias}.fallbacks lists the model itself")
+        return self
+
+
+def default_config() -> Config:
+    """The embedded default: aliases ``fast`` and ``smart`` on the simulated provider."""
+    return parse_config(
+        {
+            "providers": {"sim": {"kind": "sim", "latency_ms": 200}},
+            "models": {
+                "fast": {
+                    "provider": "sim",
+                    "model": "sim-small",
+                    "fallbacks": ["smart"],
+                    "input_usd_per_mtok": 0.15,
+                    "output_usd_per_mtok": 0.60,
+                },
+                "smart": {
+                    "provider": "sim",
+                    "model": "sim-large",
+                    "input_usd_per_mtok": 2.50,
+                    "output_usd_per_mtok": 10.00,
+                },
+            },
+        }
+    )
+
+
+def parse_config(data: dict[str, object], *, source: str = "config") -> Config:
+    """Validate a config mapping; errors name the key and the fix."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML config file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(file)!r} does not exist; check the path") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {str(file)!r} cannot be read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    return parse_config(data, source=str(file))
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        parts = list(err["loc"])
+        # A discriminated union puts the tag into the location: providers.x.sim.key.
+        if len(parts) > 2 and parts[0] == "providers" and parts[2] in _PROVIDER_KINDS:
+            del parts[2]
+        loc = ".".join(str(p) for p in parts)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            lines.append(f"  {loc}: unknown key; remove it or check its spelling")
+        elif kind == "missing":
+            lines.append(f"  {loc}: required key is missing; add it")
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            kinds = ", ".join(repr(k) for k in _PROVIDER_KINDS)
+            lines.append(f"  {loc}.kind: must be one of {kinds}")
+        else:
+            got = err.get("input")
+            shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+            lines.append(f"  {loc or '(top level)'}: {err['msg']}{shown}")
+    return "\n".join(lines)

@@ -1,0 +1,40 @@
+"""The DAG model: nodes, the builder, templates, tool schemas and validation (pure, no I/O)."""
+
+from fanout.dag._builder import DAG
+from fanout.dag._nodes import (
+    INDEX,
+    ITEM,
+    InputNode,
+    LLMNode,
+    MapNode,
+    Node,
+    NodeKind,
+    PromptFn,
+    Ref,
+    RouteNode,
+    ToolNode,
+)
+from fanout.dag._plan import Plan, decide_event
+from fanout.dag._template import Template, render_value
+from fanout.dag._tools import Tool, make_tool
+
+__all__ = [
+    "DAG",
+    "INDEX",
+    "ITEM",
+    "InputNode",
+    "LLMNode",
+    "MapNode",
+    "Node",
+    "NodeKind",
+    "Plan",
+    "PromptFn",
+    "Ref",
+    "RouteNode",
+    "Template",
+    "Tool",
+    "ToolNode",
+    "decide_event",
+    "make_tool",
+    "render_value",
+]

@@ -1,0 +1,350 @@
+"""``DAG``: the builder users write pipelines with; ``validate`` turns it into a ``Plan``."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from fanout.dag._nodes import (
+    INDEX,
+    ITEM,
+    Arg,
+    InputNode,
+    LLMNode,
+    MapNode,
+    Node,
+    OnItemError,
+    PromptFn,
+    Ref,
+    RouteNode,
+    ToolNode,
+)
+from fanout.dag._plan import Plan, build_plan
+from fanout.dag._template import Template
+from fanout.dag._tools import Tool, make_tool
+from fanout.errors import ConfigError
+
+__all__ = ["DAG"]
+
+_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,127}$")
+_tokens = itertools.count(1)
+T = TypeVar("T")
+
+
+class DAG:
+    """A pipeline of LLM and tool steps, built from plain functions and prompt templates.
+
+    Each builder method adds a node and returns a :class:`Ref` to its output, which
+    later nodes take as arguments. Nothing runs until an ``Engine`` runs the DAG;
+    ``validate()`` checks it (cycles, unknown references, template fields, model
+    aliases) and is called by the engine before any provider call.
+
+    Example::
+
+        dag = DAG("triage")
+        text = dag.input("text")
+        parts = dag.tool(split_sentences, text, inline=True)
+        scores = dag.map(dag.llm("fast", "Sentiment of: {item}", max_tokens=5), over=parts)
+        summary = dag.llm("smart", "Summarise: {scores}", scores=scores)
+        dag.output(summary=summary, scores=scores)
+    """
+
+    item: Ref = ITEM
+    index: Ref = INDEX
+
+    def __init__(self, name: str, *, description: str = "") -> None:
+        if not name:
+            raise ConfigError("DAG needs a non-empty name, e.g. DAG('triage')")
+        self.name = name
+        self.description = description
+        self._token = f"{name}#{next(_tokens)}"
+        self._nodes: dict[str, Node] = {}
+        self._outputs: dict[str, Ref | object] = {}
+        self._plan: Plan | None = None
+
+    # -- inputs and outputs -------------------------------------------------
+
+    def input(self, name: str) -> Ref:
+        """Declare an input that every run must supply (``inputs={name: ...}``)."""
+        return self._add(InputNode(id=self._check_id(name, "input")))
+
+    def output(self, **outputs: Ref | object) -> None:
+        """Name the DAG's outputs: ``dag.output(summary=summary, label=label)``."""
+        if not outputs:
+            raise ConfigError(f"DAG {self.name!r}: output() needs at least one name=ref")
+        for name, value in outputs.items():
+            self._check_ref(value, f"output {name!r}")
+        self._outputs.update(outputs)
+        self._plan = None
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(n.id for n in self._nodes.values() if isinstance(n, InputNode))
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return tuple(self._outputs)
+
+    # -- steps ---------------------------------------------------------------
+
+    def llm(
+        self,
+        model: str,
+        prompt: str | PromptFn,
+        *,
+        system: str | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        tools: Sequence[Callable[..., object] | type[BaseModel] | Tool] = (),
+        max_tool_rounds: int = 5,
+        output: type[BaseModel] | None = None,
+        max_output_retries: int = 2,
+        name: str | None = None,
+        required: bool = False,
+        bind: Mapping[str, Arg] | None = None,
+        **values: Arg,
+    ) -> Ref:
+        """A chat-completion step on model alias ``model``.
+
+        ``prompt`` is a template over named values (``"Rate: {item}"``) or a function
+        of those values returning OpenAI-style messages. Values are bound by keyword
+        (``scores=scores_ref``, or ``bind={...}`` for names that clash with
+        parameters); DAG inputs and, inside ``map``, ``item``/``index`` bind by name.
+
+        ``tools``: Python functions (the model may call them; the node runs them and
+        continues, up to ``max_tool_rounds``) or pydantic models (schemas only: the
+        node's output is then the model's tool calls). ``output``: a pydantic model;
+        the reply is parsed as JSON and validated, and a failure is sent back to the
+        model with the validation error, up to ``max_output_retries`` times.
+        """
+        node_id = self._auto_id(name, "llm")
+        where = f"DAG {self.name!r}, node {node_id!r}"
+        bindings = {**(bind or {}), **values}
+        for key, value in bindings.items():
+            self._check_ref(value, f"node {node_id!r} value {key!r}")
+        if max_tokens <= 0:
+            raise ConfigError(f"{where}: max_tokens must be positive (got {max_tokens})")
+        if not model:
+            raise ConfigError(f"{where}: model alias is empty; name one, e.g. 'fast'")
+        made_tools = tuple(make_tool(t, where=where) for t in tools)
+        names = [t.name for t in made_tools]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{where}: two tools share a name ({names}); rename one")
+        template = Template.parse(prompt, where=where) if isinstance(prompt, str) else prompt
+        if not isinstance(template, Template) and not callable(template):
+            raise ConfigError(f"{where}: prompt must be a template string or a function")
+        return self._add(
+            LLMNode(
+                id=node_id,
+                required=required,
+                model=model,
+                prompt=template,
+                system=Template.parse(system, where=where) if system is not None else None,
+                bindings=bindings,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                tools=made_tools,
+                max_tool_rounds=max_tool_rounds,
+                output=output,
+                max_output_retries=max_output_retries,
+            )
+        )
+
+    def tool(
+        self,
+        fn: Callable[..., object],
+        *args: Arg,
+        name: str | None = None,
+        cpu: bool = False,
+        num_cpus: float = 1.0,
+        inline: bool = False,
+        timeout_s: float | None = None,
+        required: bool = False,
+        **kwargs: Arg,
+    ) -> Ref:
+        """A Python step: ``fn(*args, **kwargs)`` with upstream ``Ref`` s replaced by their values.
+
+        Async functions are awaited; sync functions run in a thread pool so they never
+        block the event loop, unless ``inline=True`` (for microsecond-cheap functions).
+        ``cpu=True`` marks CPU-bound work that the Ray backend runs as a Ray task with
+        ``num_cpus``; ``timeout_s`` bounds one call.
+        """
+        if not callable(fn):
+            raise ConfigError(f"DAG {self.name!r}: tool {fn!r} is not callable")
+        node_id = self._auto_id(name, getattr(fn, "__name__", "tool").strip("<>"))
+        for i, value in enumerate((*args, *kwargs.values())):
+            self._check_ref(value, f"node {node_id!r} argument {i}")
+        return self._add(
+            ToolNode(
+                id=node_id,
+                required=required,
+                fn=fn,
+                args=args,
+                kwargs=kwargs,
+                is_async=inspect.iscoroutinefunction(fn),
+                cpu=cpu,
+                num_cpus=num_cpus,
+                inline=inline,
+                timeout_s=timeout_s,
+            )
+        )
+
+    def reduce(
+        self,
+        fn: Callable[..., object],
+        over: Ref,
+        *args: Arg,
+        name: str | None = None,
+        inline: bool = False,
+        required: bool = False,
+    ) -> Ref:
+        """Fan-in: ``fn(results, *args)`` over a mapped list; a ``tool`` step by another name.
+
+        An ``llm`` step that binds a mapped list (``scores=scores``) is a fan-in too.
+        """
+        return self.tool(fn, over, *args, name=name, inline=inline, required=required)
+
+    def map(
+        self,
+        body: Ref,
+        *,
+        over: Ref,
+        concurrency: int | None = None,
+        on_item_error: OnItemError = "fail",
+        name: str | None = None,
+        required: bool = False,
+    ) -> Ref:
+        """Fan-out: run the step ``body`` once per element of the list ``over``.
+
+        ``body`` is an ``llm`` or ``tool`` step just built for this purpose; inside it,
+        ``item`` (``{item}`` in templates, ``DAG.item`` as an argument) is the element
+        and ``index`` its position. Items start as soon as the list exists and each
+        finishes on its own; ``concurrency`` caps how many run at once.
+        ``on_item_error``: ``"fail"`` fails the map (and cancels the rest) when an item
+        fails; ``"drop"`` leaves failed items out; ``"none"`` puts ``None`` in their place.
+        """
+        self._check_ref(body, "map body")
+        self._check_ref(over, "map over")
+        if not isinstance(body, Ref) or body.node_id not in self._nodes:
+            raise ConfigError(f"DAG {self.name!r}: map body must be a step of this DAG")
+        inner = self._nodes[body.node_id]
+        if not isinstance(inner, LLMNode | ToolNode):
+            raise ConfigError(
+                f"DAG {self.name!r}: map body {body.node_id!r} is a {inner.kind} node; "
+                "map an llm or tool step"
+            )
+        users = [n.id for n in self._nodes.values() if body in n.refs()]
+        if users:
+            raise ConfigError(
+                f"DAG {self.name!r}: map body {body.node_id!r} is already used by {users}; "
+                "build a fresh step for the map body"
+            )
+        if concurrency is not None and concurrency <= 0:
+            raise ConfigError(f"DAG {self.name!r}: map concurrency must be positive")
+        if on_item_error not in ("fail", "drop", "none"):
+            raise ConfigError(f"DAG {self.name!r}: on_item_error must be 'fail', 'drop' or 'none'")
+        del self._nodes[body.node_id]
+        node_id = self._check_id(name, "map") if name else body.node_id
+        if name:
+            self._unique(node_id)
+        return self._add(
+            MapNode(
+                id=node_id,
+                required=required,
+                body=inner,
+                over=over,
+                concurrency=concurrency,
+                on_item_error=on_item_error,
+            )
+        )
+
+    def route(
+        self,
+        fn: Callable[..., object],
+        args: Ref | Sequence[Arg],
+        branches: Mapping[str, Arg],
+        *,
+        name: str | None = None,
+        required: bool = False,
+    ) -> Ref:
+        """Routing: ``fn(*args)`` returns a key of ``branches``; only that branch runs.
+
+        Each branch is a ``Ref`` to a step (with the steps only it needs, which are
+        held back until the route decides) or a literal value. Branches not taken are
+        ``skipped``, not failed. The route's output is the chosen branch's output.
+        ``fn`` runs on the event loop: keep it cheap.
+        """
+        arg_tuple: tuple[Arg, ...] = (args,) if isinstance(args, Ref) else tuple(args)
+        if not branches:
+            raise ConfigError(f"DAG {self.name!r}: route needs at least one branch")
+        node_id = self._auto_id(name, f"route_{getattr(fn, '__name__', 'fn').strip('<>')}")
+        for value in (*arg_tuple, *branches.values()):
+            self._check_ref(value, f"route {node_id!r}")
+        return self._add(
+            RouteNode(id=node_id, required=required, fn=fn, args=arg_tuple, branches=dict(branches))
+        )
+
+    # -- validation ------------------------------------------------------------
+
+    def validate(self, *, models: Collection[str] | None = None) -> Plan:
+        """Check the DAG and return its execution plan; raises :class:`ConfigError`.
+
+        With ``models``, every model alias the DAG uses must be among them.
+        """
+        if self._plan is None:
+            self._plan = build_plan(self.name, self._nodes, self._outputs)
+        if models is not None:
+            self._plan.check_models(models)
+        return self._plan
+
+    def __repr__(self) -> str:
+        return f"DAG({self.name!r}, nodes={len(self._nodes)}, outputs={list(self._outputs)})"
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _add(self, node: Node) -> Ref:
+        self._nodes[node.id] = node
+        self._plan = None
+        return Ref(self._token, node.id)
+
+    def _auto_id(self, name: str | None, base: str) -> str:
+        if name is not None:
+            return self._unique(self._check_id(name, "step"))
+        base = re.sub(r"[^A-Za-z0-9_-]", "_", base) or "step"
+        candidate = base
+        for n in itertools.count(2):
+            if candidate not in self._nodes and candidate not in ("item", "index"):
+                return candidate
+            candidate = f"{base}_{n}"
+        raise AssertionError("unreachable")
+
+    def _unique(self, node_id: str) -> str:
+        if node_id in self._nodes:
+            raise ConfigError(f"DAG {self.name!r}: a node named {node_id!r} exists; rename one")
+        return node_id
+
+    def _check_id(self, name: str, what: str) -> str:
+        if not _ID.match(name) or name in ("item", "index"):
+            raise ConfigError(
+                f"DAG {self.name!r}: {what} name {name!r} is not valid; use letters, digits, "
+                "'_' or '-' (not 'item' or 'index'), starting with a letter"
+            )
+        return self._unique(name) if what == "input" else name
+
+    def _check_ref(self, value: object, where: str) -> None:
+        if isinstance(value, Ref) and value not in (ITEM, INDEX):
+            if value.dag != self._token:
+                raise ConfigError(
+                    f"DAG {self.name!r}: {where} refers to {value.node_id!r} of another DAG; "
+                    "use refs returned by this DAG's own methods"
+                )
+            if value.node_id not in self._nodes:
+                raise ConfigError(
+                    f"DAG {self.name!r}: {where} refers to {value.node_id!r}, which is a map "
+                    "body or was removed; use the ref that dag.map() returned"
+                )

@@ -1,0 +1,79 @@
+"""Tools for llm nodes: OpenAI tool schemas generated from Python functions or pydantic models."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import get_type_hints
+
+from pydantic import BaseModel, ConfigDict, create_model
+
+from fanout.errors import ConfigError
+from fanout.types import ToolSpec
+
+__all__ = ["Tool", "make_tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A tool offered to a model: its schema, and the callable that runs it (if any).
+
+    A tool built from a pydantic model has no callable: the model's call *is* the
+    result (structured extraction); the node's output is then the list of calls.
+    """
+
+    spec: ToolSpec
+    args_model: type[BaseModel]
+    fn: Callable[..., object] | None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def make_tool(obj: Callable[..., object] | type[BaseModel] | Tool, *, where: str) -> Tool:
+    """A :class:`Tool` from a function (its signature and docstring) or a pydantic model."""
+    if isinstance(obj, Tool):
+        return obj
+    if isinstance(obj, type) and issubclass(obj, BaseModel):
+        return Tool(_spec(obj.__name__, obj.__doc__, obj), obj, None)
+    if not callable(obj):
+        raise ConfigError(f"{where}: tool {obj!r} is neither a function nor a pydantic model")
+    name = getattr(obj, "__name__", "")
+    if not name or name == "<lambda>":
+        raise ConfigError(f"{where}: a tool needs a named function (lambdas have no name)")
+    args_model = _args_model(obj, name, where)
+    return Tool(_spec(name, obj.__doc__, args_model), args_model, obj)
+
+
+def _spec(name: str, doc: str | None, model: type[BaseModel]) -> ToolSpec:
+    schema = model.model_json_schema()
+    schema.pop("title", None)
+    description = inspect.cleandoc(doc).split("\n\n", 1)[0] if doc else ""
+    return ToolSpec(name=name, description=description, parameters=schema)
+
+
+def _args_model(fn: Callable[..., object], name: str, where: str) -> type[BaseModel]:
+    try:
+        hints = get_type_hints(fn)
+    except Exception as exc:
+        raise ConfigError(f"{where}: tool {name!r}: cannot read its type hints: {exc}") from None
+    fields: dict[str, tuple[object, object]] = {}
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise ConfigError(
+                f"{where}: tool {name!r} takes *args/**kwargs; a tool needs named parameters"
+            )
+        annotation = hints.get(param.name)
+        if annotation is None:
+            raise ConfigError(
+                f"{where}: tool {name!r}: parameter {param.name!r} has no type hint; "
+                "annotate it so the model knows what to send"
+            )
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (annotation, default)
+    model: type[BaseModel] = create_model(  # type: ignore[call-overload]  # dynamic fields
+        name, __config__=ConfigDict(extra="forbid"), **fields
+    )
+    return model

@@ -1,0 +1,200 @@
+"""The error tree: every error fanout raises, and how retry logic classifies them.
+
+::
+
+    FanoutError
+    ├── ConfigError              a DAG, config or input is wrong; raised before any call
+    │   └── TemplateError        a prompt template names a value that does not exist
+    └── RunError                 something went wrong while a request ran
+        ├── ProviderError        a provider call failed              (.retryable, .fallback_ok)
+        │   ├── RateLimited      429; carries retry_after_s
+        │   ├── ProviderTimeout  no answer in time
+        │   ├── ProviderConnectionError
+        │   ├── ProviderHTTPError  any other non-2xx; carries status_code
+        │   ├── InvalidResponse  a body that is not what the API promises
+        │   └── CircuitOpen      the provider/model failed repeatedly; not called now
+        ├── OutputValidationError  the reply did not validate against the node's output model
+        ├── BudgetExceeded       a call would overrun the request's budget; it was not made
+        ├── DeadlineExceeded     the request's deadline passed
+        ├── ToolError            a tool callable raised
+        ├── UpstreamFailed       a node this one depends on failed
+        └── NodeFailed           a required node failed, so the request stopped
+
+Retry and fallback decisions look at the type and its attributes, never at message
+text. Every error pickles with its attributes (they cross Ray boundaries).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BudgetExceeded",
+    "CircuitOpen",
+    "ConfigError",
+    "DeadlineExceeded",
+    "FanoutError",
+    "InvalidResponse",
+    "NodeFailed",
+    "OutputValidationError",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderHTTPError",
+    "ProviderTimeout",
+    "RateLimited",
+    "RunError",
+    "TemplateError",
+    "ToolError",
+    "UpstreamFailed",
+]
+
+
+class FanoutError(Exception):
+    """Root of every error fanout raises."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Exceptions pickle as cls(*args); ours keep keyword attributes, so rebuild
+        # through __new__ and restore __dict__ (which includes those attributes).
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(
+    cls: type[FanoutError], args: tuple[object, ...], state: dict[str, object]
+) -> FanoutError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
+
+class ConfigError(FanoutError):
+    """A DAG, config file or input is wrong. Raised before any provider call is made."""
+
+
+class TemplateError(ConfigError):
+    """A prompt template cannot be rendered with the values it was given."""
+
+
+class RunError(FanoutError):
+    """Something went wrong while a request was running."""
+
+
+class ProviderError(RunError):
+    """A provider call failed.
+
+    ``retryable``: the same call may succeed if tried again on the same provider.
+    ``fallback_ok``: trying another model may help (false for a request that is
+    invalid everywhere, such as a prompt that is too long for any model).
+    """
+
+    retryable: bool = True
+    fallback_ok: bool = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        status_code: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.status_code = status_code
+        self.headers = headers or {}  # rate-limit headers of the failed response
+
+
+class RateLimited(ProviderError):
+    """The provider answered 429; ``retry_after_s`` is its hint, if it gave one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        retry_after_s: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, status_code=429, headers=headers)
+        self.retry_after_s = retry_after_s
+
+
+class ProviderTimeout(ProviderError):
+    """The provider did not answer within the timeout."""
+
+
+class ProviderConnectionError(ProviderError):
+    """The connection to the provider failed or was reset."""
+
+
+class ProviderHTTPError(ProviderError):
+    """The provider answered with a non-2xx status other than 429."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        status_code: int | None = None,
+        retryable: bool | None = None,
+        fallback_ok: bool | None = None,
+        content_filter: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, status_code=status_code, headers=headers)
+        self.content_filter = content_filter
+        code = status_code or 0
+        # 5xx and 408/409 are transient; other 4xx are the request's or the key's fault.
+        self.retryable = code >= 500 or code in (408, 409) if retryable is None else retryable
+        # A 400 would fail on every model (a content filter is the provider's own
+        # policy, so another model may answer); auth, missing model and 5xx may not.
+        default_fallback = code != 400 or content_filter
+        self.fallback_ok = default_fallback if fallback_ok is None else fallback_ok
+
+
+class InvalidResponse(ProviderError):
+    """The provider's answer is malformed (bad JSON, missing fields, truncated)."""
+
+
+class CircuitOpen(ProviderError):
+    """The circuit of this provider/model is open: it was not called; try a fallback."""
+
+    retryable = False
+
+
+class OutputValidationError(RunError):
+    """The model's reply did not validate against the node's output model."""
+
+
+class BudgetExceeded(RunError):
+    """The next call would overrun the request's budget, so it was not made."""
+
+    def __init__(
+        self, message: str, *, limit: float = 0.0, needed: float = 0.0, unit: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.needed = needed
+        self.unit = unit
+
+
+class DeadlineExceeded(RunError):
+    """The request's deadline passed before this node finished."""
+
+
+class ToolError(RunError):
+    """A tool callable raised; the original error's type and text are in the message."""
+
+
+class UpstreamFailed(RunError):
+    """A node this node depends on failed, so this node could not run."""
+
+    def __init__(self, message: str, *, upstream: str = "") -> None:
+        super().__init__(message)
+        self.upstream = upstream
+
+
+class NodeFailed(RunError):
+    """A node marked ``required`` failed, so the whole request was stopped."""
+
+    def __init__(self, message: str, *, node_id: str = "") -> None:
+        super().__init__(message)
+        self.node_id = node_id

@@ -1,0 +1,302 @@
+"""``Limiter``: a paced FIFO queue over requests/min, tokens/min and a concurrency cap.
+
+Work waits its turn; nothing is rejected locally. One pump task wakes the head of
+the queue when its capacity is due (one timer, never a polling loop). Provider
+feedback (429s, ``x-ratelimit-*`` headers) adapts the pace through
+:class:`AdaptiveRate`, and a ``retry-after`` pauses the whole queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from fanout.clock import Clock
+from fanout.limits._adaptive import AdaptiveRate
+from fanout.limits._bucket import TokenBucket
+from fanout.limits._headers import RateLimitHeaders
+
+__all__ = ["Limiter", "LimiterState", "Permit"]
+
+_RATE_WINDOW_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterState:
+    """A snapshot for traces and progress output: where the time goes."""
+
+    name: str
+    requests_per_min: float | None  # the pace now (None: unlimited)
+    tokens_per_min: float | None
+    configured_requests_per_min: float | None
+    configured_tokens_per_min: float | None
+    in_flight: int
+    queued: int
+    granted: int
+    rate_limited: int
+    total_wait_s: float
+    paused_s: float  # time left in a retry-after pause
+
+
+class Permit:
+    """Capacity granted to one call: settle its tokens, then release its slot (once)."""
+
+    __slots__ = ("_limiter", "_open", "tokens", "wait_s")
+
+    def __init__(self, limiter: Limiter, tokens: int, wait_s: float) -> None:
+        self._limiter = limiter
+        self.tokens = tokens
+        self.wait_s = wait_s
+        self._open = True
+
+    def settle(self, actual_tokens: int) -> None:
+        """Replace the reserved token estimate by what the provider counted."""
+        self._limiter._adjust_tokens(self.tokens - actual_tokens)
+        self.tokens = actual_tokens
+
+    def release(self) -> None:
+        if self._open:
+            self._open = False
+            self._limiter._release()
+
+
+class Limiter:
+    """Paces calls to one (provider, model, key) under its requests/min and tokens/min.
+
+    ``acquire(tokens)`` waits until a request, ``tokens`` tokens and a concurrency
+    slot are all available, in arrival order. Limits left as ``None`` are not
+    enforced until the provider reveals them (429s or headers).
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        name: str = "",
+        requests_per_min: float | None = None,
+        tokens_per_min: float | None = None,
+        max_concurrency: int | None = None,
+        burst_s: float = 1.0,
+        adaptive: bool = True,
+    ) -> None:
+        self.name = name
+        self.clock = clock
+        self.burst_s = burst_s
+        self.adaptive = adaptive
+        self.max_concurrency = max_concurrency
+        now = clock.now()
+        self._requests = AdaptiveRate(requests_per_min / 60 if requests_per_min else None)
+        self._tokens = AdaptiveRate(tokens_per_min / 60 if tokens_per_min else None)
+        self._req_bucket = self._bucket(self._requests.rate, now, minimum=1.0)
+        self._tok_bucket = self._bucket(self._tokens.rate, now, minimum=1.0)
+        self._waiters: collections.deque[tuple[int, asyncio.Future[Permit], float]] = (
+            collections.deque()
+        )
+        self._pump_task: asyncio.Task[None] | None = None
+        self._slot_freed = asyncio.Event()
+        self._paused_until = 0.0
+        self._in_flight = 0
+        self._granted = 0
+        self._limited = 0
+        self._total_wait_s = 0.0
+        # Accepted responses per window, to estimate the provider's real rate at a 429.
+        self._window_start = now
+        self._window_ok = 0
+        self._window_tokens = 0
+        self._last_ok_per_s = 0.0
+        self._last_tok_per_s = 0.0
+
+    # -- the call path ----------------------------------------------------------
+
+    async def acquire(self, tokens: int = 0) -> Permit:
+        now = self.clock.now()
+        if not self._waiters and self._can_grant(tokens, now):
+            return self._grant(tokens, now, 0.0)
+        future: asyncio.Future[Permit] = asyncio.get_running_loop().create_future()
+        self._waiters.append((tokens, future, now))
+        if self._pump_task is None or self._pump_task.done():
+            self._pump_task = asyncio.get_running_loop().create_task(self._pump())
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                permit = future.result()  # granted as we were cancelled: give it back
+                permit.settle(0)
+                permit.release()
+            raise
+
+    def _can_grant(self, tokens: int, now: float) -> bool:
+        if self.max_concurrency is not None and self._in_flight >= self.max_concurrency:
+            return False
+        if now < self._paused_until:
+            return False
+        req, tok = self._req_bucket, self._tok_bucket
+        return (req is None or req.wait_s(1, now) == 0) and (
+            tok is None or tokens == 0 or tok.wait_s(tokens, now) == 0
+        )
+
+    def _grant(self, tokens: int, now: float, wait_s: float) -> Permit:
+        if self._req_bucket is not None:
+            self._req_bucket.take(1, now)
+        if self._tok_bucket is not None and tokens:
+            self._tok_bucket.take(tokens, now)
+        self._in_flight += 1
+        self._granted += 1
+        self._total_wait_s += wait_s
+        return Permit(self, tokens, wait_s)
+
+    async def _pump(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            tokens, future, since = waiters[0]
+            if future.done():  # its caller was cancelled
+                waiters.popleft()
+                continue
+            now = self.clock.now()
+            if now < self._paused_until:
+                await self.clock.sleep(self._paused_until - now)
+                continue
+            if self.max_concurrency is not None and self._in_flight >= self.max_concurrency:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            wait = 0.0
+            if self._req_bucket is not None:
+                wait = self._req_bucket.wait_s(1, now)
+            if self._tok_bucket is not None and tokens:
+                wait = max(wait, self._tok_bucket.wait_s(tokens, now))
+            if wait > 0:
+                await self.clock.sleep(wait)
+                continue
+            waiters.popleft()
+            future.set_result(self._grant(tokens, now, now - since))
+
+    def _release(self) -> None:
+        self._in_flight -= 1
+        self._slot_freed.set()
+
+    def _adjust_tokens(self, delta: int) -> None:
+        if self._tok_bucket is not None and delta:
+            self._tok_bucket.adjust(delta)
+
+    # -- feedback from the provider -------------------------------------------------
+
+    def observe(self, headers: Mapping[str, str], *, tokens: int = 0) -> None:
+        """A successful response: count it and learn from its rate-limit headers."""
+        now = self.clock.now()
+        self._count_ok(now, tokens)
+        if self.adaptive:
+            self._learn_headers(RateLimitHeaders.parse(headers), now)
+            self._recover(now)
+
+    def rate_limited(
+        self, *, retry_after_s: float | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """A 429: pause for ``retry_after_s`` and, if adaptive, cut the pace."""
+        now = self.clock.now()
+        self._limited += 1
+        parsed = RateLimitHeaders.parse(headers or {})
+        pause = retry_after_s if retry_after_s is not None else parsed.retry_after_s
+        if pause is not None and pause > 0:
+            self._paused_until = max(self._paused_until, now + pause)
+        if not self.adaptive:
+            return
+        self._learn_headers(parsed, now)
+        self._roll_window(now)
+        cooldown = max(1.0, pause or 0.0)
+        changed = self._requests.rate_limited(
+            now, observed_per_s=self._last_ok_per_s, cooldown_s=cooldown
+        )
+        if parsed.remaining_tokens == 0 or self._tokens.configured is not None:
+            changed |= self._tokens.rate_limited(
+                now, observed_per_s=self._last_tok_per_s, cooldown_s=cooldown
+            )
+        if changed:
+            self._apply_rates(now)
+
+    def _learn_headers(self, parsed: RateLimitHeaders, now: float) -> None:
+        changed = False
+        if parsed.limit_requests is not None:
+            changed |= self._requests.limit_stated(parsed.limit_requests / 60)
+        if parsed.limit_tokens is not None:
+            changed |= self._tokens.limit_stated(parsed.limit_tokens / 60)
+        if changed:
+            self._apply_rates(now)
+        # The provider's view of what is left is the truth when it is lower than ours
+        # (another client may share the key).
+        if parsed.remaining_requests is not None and self._req_bucket is not None:
+            self._req_bucket.refill(now)
+            self._req_bucket.level = min(self._req_bucket.level, parsed.remaining_requests)
+        if parsed.remaining_tokens is not None and self._tok_bucket is not None:
+            self._tok_bucket.refill(now)
+            self._tok_bucket.level = min(self._tok_bucket.level, parsed.remaining_tokens)
+
+    def _recover(self, now: float) -> None:
+        if self._requests.recover(now) | self._tokens.recover(now):
+            self._apply_rates(now)
+
+    def _count_ok(self, now: float, tokens: int) -> None:
+        self._roll_window(now)
+        self._window_ok += 1
+        self._window_tokens += tokens
+
+    def _roll_window(self, now: float) -> None:
+        elapsed = now - self._window_start
+        if elapsed >= _RATE_WINDOW_S:
+            self._last_ok_per_s = self._window_ok / elapsed
+            self._last_tok_per_s = self._window_tokens / elapsed
+            self._window_start, self._window_ok, self._window_tokens = now, 0, 0
+
+    def _apply_rates(self, now: float) -> None:
+        self._req_bucket = self._rebucket(self._req_bucket, self._requests.rate, now)
+        self._tok_bucket = self._rebucket(self._tok_bucket, self._tokens.rate, now)
+
+    def _rebucket(
+        self, bucket: TokenBucket | None, rate: float | None, now: float
+    ) -> TokenBucket | None:
+        if rate is None:
+            return None
+        if bucket is None:
+            # Newly limited: start empty, the provider just told us we are at its limit.
+            fresh = TokenBucket(rate, max(1.0, rate * self.burst_s), now)
+            fresh.level = 0.0
+            return fresh
+        bucket.set_rate(rate, max(1.0, rate * self.burst_s), now)
+        return bucket
+
+    def _bucket(self, rate: float | None, now: float, *, minimum: float) -> TokenBucket | None:
+        if rate is None:
+            return None
+        return TokenBucket(rate, max(minimum, rate * self.burst_s), now)
+
+    # -- observability --------------------------------------------------------------
+
+    def state(self) -> LimiterState:
+        now = self.clock.now()
+        req, tok = self._requests.rate, self._tokens.rate
+        return LimiterState(
+            name=self.name,
+            requests_per_min=req * 60 if req is not None else None,
+            tokens_per_min=tok * 60 if tok is not None else None,
+            configured_requests_per_min=(
+                self._requests.configured * 60 if self._requests.configured else None
+            ),
+            configured_tokens_per_min=(
+                self._tokens.configured * 60 if self._tokens.configured else None
+            ),
+            in_flight=self._in_flight,
+            queued=sum(1 for _, f, _ in self._waiters if not f.done()),
+            granted=self._granted,
+            rate_limited=self._limited,
+            total_wait_s=self._total_wait_s,
+            paused_s=max(0.0, self._paused_until - now),
+        )
+
+    def __repr__(self) -> str:
+        s = self.state()
+        return (
+            f"Limiter({self.name!r}, rpm={s.requests_per_min}, tpm={s.tokens_per_min}, "
+            f"in_flight={s.in_flight}, queued={s.queued})"
+        )

@@ -1,0 +1,6 @@
+"""Provider clients: the ``Provider`` protocol and the OpenAI-compatible HTTP client (httpx)."""
+
+from fanout.providers._base import Provider
+from fanout.providers._openai import OpenAIProvider
+
+__all__ = ["OpenAIProvider", "Provider"]

@@ -1,0 +1,82 @@
+"""``RetryPolicy``: which errors are retried, how many times, and how long to back off."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tenacity import RetryCallState, wait_random_exponential
+
+from fanout.errors import (
+    InvalidResponse,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderHTTPError,
+    ProviderTimeout,
+    RateLimited,
+)
+
+__all__ = ["ErrorClass", "RetryPolicy", "classify"]
+
+ErrorClass = str
+"""One of: rate_limited, timeout, connection, server, invalid_response, auth, not_found,
+bad_request, content_filter, client."""
+
+RETRYABLE_BY_DEFAULT: frozenset[ErrorClass] = frozenset(
+    {"rate_limited", "timeout", "connection", "server", "invalid_response"}
+)
+
+
+def classify(error: BaseException) -> ErrorClass:
+    """The class of a provider error, by type and status code (never by message text)."""
+    if isinstance(error, RateLimited):
+        return "rate_limited"
+    if isinstance(error, ProviderTimeout):
+        return "timeout"
+    if isinstance(error, ProviderConnectionError):
+        return "connection"
+    if isinstance(error, InvalidResponse):
+        return "invalid_response"
+    if isinstance(error, ProviderHTTPError):
+        code = error.status_code or 0
+        if code >= 500 or code in (408, 409):
+            return "server"
+        if code in (401, 403):
+            return "auth"
+        if code == 404:
+            return "not_found"
+        if code == 400 and error.content_filter:
+            return "content_filter"
+        if code in (400, 413, 422):
+            return "bad_request"
+    return "client"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retry with exponential back-off and full jitter, honouring ``Retry-After``.
+
+    A call is retried while its error class is in ``retry_on``, fewer than
+    ``max_attempts`` attempts were made and less than ``max_elapsed_s`` passed.
+    The wait is full jitter over ``initial_backoff_s * 2**n`` capped at
+    ``max_backoff_s`` (tenacity's ``wait_random_exponential``), but never shorter
+    than the provider's ``Retry-After``.
+    """
+
+    max_attempts: int = 4
+    max_elapsed_s: float = 120.0
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    retry_on: frozenset[ErrorClass] = RETRYABLE_BY_DEFAULT
+
+    def retryable(self, error: BaseException) -> bool:
+        return isinstance(error, ProviderError) and classify(error) in self.retry_on
+
+    def wait_s(self, state: RetryCallState) -> float:
+        """tenacity ``wait`` callable: jittered back-off, at least the Retry-After hint."""
+        jitter = wait_random_exponential(multiplier=self.initial_backoff_s, max=self.max_backoff_s)
+        wait = jitter(state)
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None and outcome.failed else None
+        if isinstance(error, RateLimited) and error.retry_after_s is not None:
+            wait = max(wait, min(error.retry_after_s, self.max_elapsed_s))
+        return wait

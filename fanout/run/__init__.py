@@ -1,0 +1,6 @@
+"""The async executor of DAG instances, and the ``Engine`` that owns providers and models."""
+
+from fanout.run._engine import Engine
+from fanout.run._result import NodeResult, RunResult
+
+__all__ = ["Engine", "NodeResult", "RunResult"]

@@ -1,0 +1,229 @@
+"""Per-request state shared by node executors, and the one path every provider call takes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+
+from fanout.budget import Budget
+from fanout.clock import Clock
+from fanout.config import Config, ModelConfig
+from fanout.errors import (
+    CircuitOpen,
+    ConfigError,
+    DeadlineExceeded,
+    ProviderError,
+    ProviderTimeout,
+    RateLimited,
+)
+from fanout.limits import Limiter
+from fanout.providers import Provider
+from fanout.retry import CircuitBreaker, RetryPolicy
+from fanout.types import ChatRequest, ChatResponse, Usage, estimate_prompt_tokens
+
+__all__ = ["ModelRoute", "NodeStats", "Router", "RunContext"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    """A model alias resolved to its provider, model name, prices, limiter, circuit, retries.
+
+    Aliases naming the same (provider, model) share one limiter and one circuit.
+    """
+
+    alias: str
+    provider: Provider
+    config: ModelConfig
+    timeout_s: float
+    limiter: Limiter
+    circuit: CircuitBreaker
+    retry: RetryPolicy
+
+    def cost_usd(self, usage: Usage) -> float:
+        return self.config.cost_usd(usage.input_tokens, usage.output_tokens)
+
+
+class Router:
+    """Model aliases to routes; one concurrency cap per provider, one limiter per model."""
+
+    def __init__(self, config: Config, providers: Mapping[str, Provider], clock: Clock) -> None:
+        self._routes: dict[str, ModelRoute] = {}
+        shared: dict[tuple[str, str], tuple[Limiter, CircuitBreaker]] = {}
+        for alias, model in config.models.items():
+            pcfg = config.providers[model.provider]
+            if model.provider not in providers:
+                raise ConfigError(f"provider {model.provider!r} of model {alias!r} was not built")
+            key = (model.provider, model.model)
+            if key not in shared:
+                limiter = Limiter(
+                    clock=clock,
+                    name=f"{model.provider}/{model.model}",
+                    requests_per_min=model.requests_per_min or pcfg.requests_per_min,
+                    tokens_per_min=model.tokens_per_min or pcfg.tokens_per_min,
+                    max_concurrency=pcfg.max_concurrency,
+                    adaptive=pcfg.adaptive,
+                )
+                circuit = CircuitBreaker(
+                    clock,
+                    failure_threshold=pcfg.circuit.failure_threshold,
+                    cooldown_s=pcfg.circuit.cooldown_s,
+                )
+                shared[key] = (limiter, circuit)
+            limiter, circuit = shared[key]
+            retry = RetryPolicy(
+                max_attempts=pcfg.retry.max_attempts,
+                max_elapsed_s=pcfg.retry.max_elapsed_s,
+                initial_backoff_s=pcfg.retry.initial_backoff_s,
+                max_backoff_s=pcfg.retry.max_backoff_s,
+                retry_on=frozenset(pcfg.retry.retry_on),
+            )
+            self._routes[alias] = ModelRoute(
+                alias, providers[model.provider], model, pcfg.timeout_s, limiter, circuit, retry
+            )
+
+    @property
+    def aliases(self) -> frozenset[str]:
+        return frozenset(self._routes)
+
+    def chain(self, alias: str) -> tuple[ModelRoute, ...]:
+        """The alias's route followed by its fallbacks, in order."""
+        route = self._routes[alias]
+        return (route, *(self._routes[f] for f in route.config.fallbacks))
+
+    def limiters(self) -> list[Limiter]:
+        return list({id(r.limiter): r.limiter for r in self._routes.values()}.values())
+
+
+@dataclass(slots=True)
+class NodeStats:
+    """Usage, cost and time of one node, summed over its calls (and, for a map, its items)."""
+
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    calls: int = 0
+    retries: int = 0
+    fallbacks: int = 0
+    limiter_wait_s: float = 0.0
+    backoff_s: float = 0.0
+
+
+class RunContext:
+    """One request's budget and deadline, and the single path every provider call takes."""
+
+    __slots__ = ("budget", "clock", "deadline_at", "router")
+
+    def __init__(
+        self, *, router: Router, budget: Budget, clock: Clock, deadline_at: float | None
+    ) -> None:
+        self.router = router
+        self.budget = budget
+        self.clock = clock
+        self.deadline_at = deadline_at
+
+    async def call(self, route: ModelRoute, request: ChatRequest, stats: NodeStats) -> ChatResponse:
+        """One logical call: attempts with back-off on retryable errors (tenacity).
+
+        The first attempt runs without tenacity's machinery (the common case stays cheap).
+        """
+        try:
+            return await self._attempt(route, request, stats)
+        except ProviderError as exc:
+            if not route.retry.retryable(exc) or route.retry.max_attempts <= 1:
+                raise
+            first_error = exc
+        start = self.clock.now()
+        policy = route.retry
+
+        def stop(state: RetryCallState) -> bool:
+            # attempt_number counts tenacity's attempts; the first one ran above.
+            return (
+                state.attempt_number + 1 >= policy.max_attempts
+                or self.clock.now() - start >= policy.max_elapsed_s
+            )
+
+        async def sleep(seconds: float) -> None:
+            if self.deadline_at is not None and self.clock.now() + seconds >= self.deadline_at:
+                raise first_error  # no time left for another attempt
+            stats.backoff_s += seconds
+            await self.clock.sleep(seconds)
+
+        retrying = AsyncRetrying(
+            stop=stop,
+            wait=policy.wait_s,
+            sleep=sleep,
+            retry=retry_if_exception(policy.retryable),
+            reraise=True,
+        )
+        await sleep(policy.wait_s(_first_state(retrying, first_error)))
+        async for attempt in retrying:
+            with attempt:
+                stats.retries += 1
+                return await self._attempt(route, request, stats)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _attempt(
+        self, route: ModelRoute, request: ChatRequest, stats: NodeStats
+    ) -> ChatResponse:
+        """Budget reservation, circuit check, limiter permit, the call, then settle."""
+        if not route.circuit.allow():
+            raise CircuitOpen(
+                f"{route.limiter.name}: circuit open after repeated failures; trying fallbacks",
+                provider=route.config.provider,
+            )
+        estimate_in = estimate_prompt_tokens(request.messages, request.tools)
+        estimate = Usage(estimate_in, request.max_tokens)
+        budget = self.budget
+        reservation = None
+        if budget.limited:
+            reservation = budget.reserve(tokens=estimate.total_tokens, usd=route.cost_usd(estimate))
+        permit = None
+        try:
+            permit = await route.limiter.acquire(estimate.total_tokens)
+            stats.limiter_wait_s += permit.wait_s
+            timeout_s = route.timeout_s
+            capped = False
+            if self.deadline_at is not None:
+                left = self.deadline_at - self.clock.now()
+                if left <= 0:
+                    raise DeadlineExceeded("the request's deadline passed before this call")
+                capped = left < timeout_s
+                timeout_s = min(timeout_s, left)
+            stats.calls += 1
+            try:
+                response = await route.provider.complete(request, timeout_s=timeout_s)
+            except ProviderTimeout:
+                if capped:  # the request's deadline, not the provider, ran out
+                    raise DeadlineExceeded("the request's deadline passed during a call") from None
+                raise
+        except BaseException as exc:
+            if reservation is not None:
+                budget.release(reservation)
+            if permit is not None:
+                if isinstance(exc, RateLimited):
+                    permit.settle(0)  # a 429 is not counted against the provider's tokens
+                    route.limiter.rate_limited(retry_after_s=exc.retry_after_s, headers=exc.headers)
+                if isinstance(exc, ProviderError) and not isinstance(exc, RateLimited):
+                    route.circuit.record_failure()  # 429s are the limiter's business
+                elif not isinstance(exc, ProviderError):
+                    route.circuit.abandon()  # cancelled: a half-open probe did not decide
+                permit.release()
+            raise
+        usage = response.usage
+        permit.settle(usage.total_tokens)
+        permit.release()
+        route.limiter.observe(response.headers, tokens=usage.total_tokens)
+        route.circuit.record_success()
+        cost = route.cost_usd(usage)
+        if reservation is not None:
+            budget.settle(reservation, tokens=usage.total_tokens, usd=cost)
+        stats.usage = stats.usage + usage
+        stats.cost_usd += cost
+        return response
+
+
+def _first_state(retrying: AsyncRetrying, error: BaseException) -> RetryCallState:
+    state = RetryCallState(retrying, fn=None, args=(), kwargs={})
+    state.set_exception((type(error), error, error.__traceback__))
+    return state

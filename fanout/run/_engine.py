@@ -1,0 +1,161 @@
+"""``Engine``: providers, models and clock, built once; runs any number of requests concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+from fanout.budget import Budget
+from fanout.clock import Clock, SystemClock
+from fanout.config import (
+    Config,
+    OpenAIProviderConfig,
+    SimProviderConfig,
+    default_config,
+    load_config,
+)
+from fanout.dag import DAG, Plan
+from fanout.errors import ConfigError
+from fanout.limits import LimiterState
+from fanout.providers import OpenAIProvider, Provider
+from fanout.run._context import Router, RunContext
+from fanout.run._executor import execute
+from fanout.run._result import RunResult
+from fanout.sim import SimProvider
+
+__all__ = ["Engine"]
+
+
+class Engine:
+    """Runs DAGs against configured providers.
+
+    Build it once (``Engine.from_config("fanout.toml")``, or ``Engine()`` for the
+    embedded simulated provider with aliases ``fast`` and ``smart``) and call
+    :meth:`run` for each request; runs share the engine's providers and their
+    concurrency limits. Use it as an async context manager, or call :meth:`aclose`.
+
+    ``providers`` replaces the providers built from the config, by name (tests
+    and custom backends pass their own :class:`fanout.providers.Provider`).
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        providers: Mapping[str, Provider] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config if config is not None else default_config()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        built = dict(providers or {})
+        for name, cfg in self.config.providers.items():
+            if name not in built:
+                built[name] = _build_provider(name, cfg, self.clock)
+        self.providers: dict[str, Provider] = built
+        self._router: Router | None = None
+        self._router_loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_config(cls, path: str | Path | None = None, *, clock: Clock | None = None) -> Engine:
+        """An engine from a TOML file; with ``None``, the embedded simulated default."""
+        return cls(load_config(path) if path is not None else None, clock=clock)
+
+    def validate(self, dag: DAG) -> Plan:
+        """Check ``dag`` against this engine's model aliases; raises :class:`ConfigError`."""
+        return dag.validate(models=self.config.models.keys())
+
+    async def run(
+        self,
+        dag: DAG,
+        inputs: Mapping[str, object],
+        *,
+        budget_usd: float | None = None,
+        budget_tokens: int | None = None,
+        deadline_s: float | None = None,
+        request_id: str | None = None,
+        budget: Budget | None = None,
+    ) -> RunResult:
+        """Run one request of ``dag`` with ``inputs``.
+
+        ``budget_usd`` / ``budget_tokens`` cap what this request may spend: a call
+        whose worst case would pass the cap is not made. ``deadline_s``: nodes still
+        running then are cancelled and the result says which finished. Raises
+        :class:`ConfigError` (before any call) for an invalid DAG or missing inputs;
+        every run-time failure is reported in the result instead.
+
+        ``budget``: a :class:`Budget` shared with other runs (a job-level cap), used
+        instead of ``budget_usd``/``budget_tokens``.
+        """
+        plan = self.validate(dag)
+        missing = [name for name in plan.inputs if name not in inputs]
+        if missing:
+            raise ConfigError(
+                f"DAG {dag.name!r}: missing input(s) {missing}; pass them in inputs="
+                f"{{...}} (expected: {list(plan.inputs)})"
+            )
+        if deadline_s is not None and deadline_s <= 0:
+            raise ConfigError(f"deadline_s must be positive (got {deadline_s})")
+        if budget is not None and (budget_usd is not None or budget_tokens is not None):
+            raise ConfigError("pass either budget= or budget_usd/budget_tokens, not both")
+        ctx = RunContext(
+            router=self._get_router(),
+            budget=budget if budget is not None else Budget(usd=budget_usd, tokens=budget_tokens),
+            clock=self.clock,
+            deadline_at=self.clock.now() + deadline_s if deadline_s is not None else None,
+        )
+        return await execute(plan, inputs, ctx, request_id or uuid.uuid4().hex)
+
+    def run_sync(
+        self, dag: DAG, inputs: Mapping[str, object], **kwargs: float | str | None
+    ) -> RunResult:
+        """:meth:`run` from synchronous code (starts and closes an event loop)."""
+        return asyncio.run(self.run(dag, inputs, **kwargs))  # type: ignore[arg-type]
+
+    def limiter_states(self) -> list[LimiterState]:
+        """Each (provider, model) limiter's pace, queue and waits: where the time goes."""
+        return [limiter.state() for limiter in self._router.limiters()] if self._router else []
+
+    async def aclose(self) -> None:
+        for provider in self.providers.values():
+            await provider.aclose()
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _get_router(self) -> Router:
+        # Semaphores belong to one event loop; an engine reused under a new loop
+        # (asyncio.run twice) gets fresh ones.
+        loop = asyncio.get_running_loop()
+        if self._router is None or self._router_loop is not loop:
+            self._router = Router(self.config, self.providers, self.clock)
+            self._router_loop = loop
+        return self._router
+
+    def __repr__(self) -> str:
+        return f"Engine(providers={sorted(self.providers)}, models={sorted(self.config.models)})"
+
+
+def _build_provider(
+    name: str, cfg: SimProviderConfig | OpenAIProviderConfig, clock: Clock
+) -> Provider:
+    if isinstance(cfg, SimProviderConfig):
+        return SimProvider.from_config(name, cfg, clock=clock)
+    return OpenAIProvider.from_env(
+        name,
+        base_url=cfg.base_url,
+        api_key_env=cfg.api_key_env,
+        max_connections=cfg.max_concurrency,
+        timeout_s=cfg.timeout_s,
+        connect_timeout_s=cfg.connect_timeout_s,
+    )

@@ -1,0 +1,398 @@
+"""Executes one DAG instance: each node starts the moment its own inputs are ready.
+
+No level-by-level barrier: completion of an event decrements its dependents'
+counters and starts whichever reach zero. Every task a request starts is owned
+by it and awaited before the request returns (deadline, failure or caller
+cancellation included), so reservations are always released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from fanout.dag import (
+    InputNode,
+    LLMNode,
+    MapNode,
+    Plan,
+    Ref,
+    RouteNode,
+    ToolNode,
+    decide_event,
+)
+from fanout.errors import (
+    BudgetExceeded,
+    DeadlineExceeded,
+    FanoutError,
+    NodeFailed,
+    RunError,
+    UpstreamFailed,
+)
+from fanout.run._context import NodeStats, RunContext
+from fanout.run._llm import run_llm
+from fanout.run._result import NodeResult, RunResult
+from fanout.run._tools import call_tool
+from fanout.types import NodeStatus, RunStatus, Usage
+
+__all__ = ["execute"]
+
+
+@dataclass(slots=True)
+class _Outcome:
+    status: NodeStatus
+    value: object = None
+    error: BaseException | None = None
+
+
+_SKIPPED = _Outcome(NodeStatus.SKIPPED)
+
+
+class _Run:
+    def __init__(self, plan: Plan, inputs: Mapping[str, object], ctx: RunContext) -> None:
+        self.plan = plan
+        self.inputs = inputs
+        self.ctx = ctx
+        self.outcomes: dict[str, _Outcome] = {}
+        self.waiting = {e: len(d) for e, d in plan.deps.items()}
+        self.unfinished = len(plan.deps)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.stats: dict[str, NodeStats] = {}
+        self.times: dict[str, tuple[float, float | None]] = {}
+        self.items: dict[str, tuple[int, int]] = {}
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.stop_status: RunStatus | None = None
+        self.stop_error: BaseException | None = None
+        self.budget_hit = False  # some call was refused by the budget (even in a map item)
+        self.t0 = ctx.clock.now()
+
+    # -- scheduling ----------------------------------------------------------
+
+    async def run(self) -> None:
+        watchdog = None
+        if self.ctx.deadline_at is not None:
+            watchdog = asyncio.ensure_future(self._watch_deadline(self.ctx.deadline_at))
+        try:
+            self._advance([e for e, n in self.waiting.items() if n == 0])
+            if self.unfinished:
+                await self.done
+        except asyncio.CancelledError:
+            self.stop_status = self.stop_status or RunStatus.CANCELLED
+            await self._cancel_all()
+            raise
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+        await self._cancel_all()
+
+    async def _watch_deadline(self, deadline_at: float) -> None:
+        await self.ctx.clock.sleep(deadline_at - self.ctx.clock.now())
+        self._stop(RunStatus.DEADLINE_EXCEEDED, DeadlineExceeded("the request's deadline passed"))
+
+    def _stop(self, status: RunStatus, error: BaseException | None) -> None:
+        if self.stop_status is None:
+            self.stop_status = status
+            self.stop_error = error
+        if not self.done.done():
+            self.done.set_result(None)
+
+    async def _cancel_all(self) -> None:
+        pending = [t for t in self.tasks if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _advance(self, ready: list[str]) -> None:
+        """Start every ready event; events that finish at once (skips, inputs) cascade here."""
+        while ready:
+            event = ready.pop()
+            outcome = self._start(event)
+            if outcome is not None:
+                ready.extend(self._finish(event, outcome))
+
+    def _finish(self, event: str, outcome: _Outcome) -> list[str]:
+        self.outcomes[event] = outcome
+        self.unfinished -= 1
+        node = self.plan.nodes.get(event)
+        if outcome.status is NodeStatus.ERROR and node is not None and node.required:
+            self._stop(
+                RunStatus.ERROR, NodeFailed(f"required node {event!r} failed", node_id=event)
+            )
+        elif self.unfinished == 0:
+            self._stop(RunStatus.OK, None)
+        ready = []
+        for dependent in self.plan.dependents[event]:
+            self.waiting[dependent] -= 1
+            if self.waiting[dependent] == 0:
+                ready.append(dependent)
+        return ready
+
+    def _start(self, event: str) -> _Outcome | None:
+        """Decide an event now (returns its outcome) or start a task for it (returns None)."""
+        if self.stop_status is not None:
+            return _Outcome(NodeStatus.CANCELLED, error=self.stop_error)
+        node = self.plan.nodes.get(event)
+        if node is None:  # a route's decision
+            return self._decide(self.plan.nodes[event.removesuffix(".decide")])  # type: ignore[arg-type]
+        if isinstance(node, RouteNode):
+            # Waits for every branch, but only the decision and the chosen one matter.
+            blocked = self._blocked(event, deps=(decide_event(node.id),))
+            return blocked if blocked is not None else self._route_output(node)
+        blocked = self._blocked(event)
+        if blocked is not None:
+            return blocked
+        if isinstance(node, InputNode):
+            return _Outcome(NodeStatus.OK, self.inputs[node.id])
+        self._spawn(node.id, node)
+        return None
+
+    def _blocked(self, event: str, deps: tuple[str, ...] | None = None) -> _Outcome | None:
+        """Skipped or failed because of a dependency or a route that chose another branch."""
+        for dep in self.plan.deps[event] if deps is None else deps:
+            outcome = self.outcomes[dep]
+            if outcome.status is NodeStatus.OK:
+                continue
+            if outcome.status is NodeStatus.SKIPPED:
+                return _SKIPPED
+            if outcome.status is NodeStatus.CANCELLED:
+                return _Outcome(NodeStatus.CANCELLED, error=outcome.error)
+            return _Outcome(NodeStatus.ERROR, error=_upstream(dep, outcome))
+        for route, keys in self.plan.gates.get(event, ()):
+            if self.outcomes[decide_event(route)].value not in keys:
+                return _SKIPPED
+        return None
+
+    def _decide(self, route: RouteNode) -> _Outcome:
+        blocked = self._blocked(decide_event(route.id))
+        if blocked is not None:
+            return blocked
+        where = f"route {route.id!r}"
+        try:
+            key = route.fn(*(self._value(a) for a in route.args))
+        except Exception as exc:
+            return _Outcome(
+                NodeStatus.ERROR, error=RunError(f"{where}: {type(exc).__name__}: {exc}")
+            )
+        if key not in route.branches:
+            return _Outcome(
+                NodeStatus.ERROR,
+                error=RunError(
+                    f"{where}: the route function returned {key!r}; it must return one of "
+                    f"{sorted(route.branches)}"
+                ),
+            )
+        return _Outcome(NodeStatus.OK, key)
+
+    def _route_output(self, route: RouteNode) -> _Outcome:
+        branch = route.branches[str(self.outcomes[decide_event(route.id)].value)]
+        if not isinstance(branch, Ref):
+            return _Outcome(NodeStatus.OK, branch)
+        chosen = self.outcomes[branch.node_id]
+        if chosen.status is NodeStatus.ERROR:
+            return _Outcome(NodeStatus.ERROR, error=_upstream(branch.node_id, chosen))
+        return chosen
+
+    # -- running nodes -----------------------------------------------------------
+
+    def _spawn(self, node_id: str, node: LLMNode | ToolNode | MapNode) -> None:
+        task = asyncio.get_running_loop().create_task(self._guard(node_id, node))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _guard(self, node_id: str, node: LLMNode | ToolNode | MapNode) -> None:
+        stats = self.stats[node_id] = NodeStats()
+        start = self.ctx.clock.now() - self.t0
+        self.times[node_id] = (start, None)
+        try:
+            value = await self._execute(node, stats, {})
+        except asyncio.CancelledError:
+            self.times[node_id] = (start, self.ctx.clock.now() - self.t0)
+            self.outcomes.setdefault(node_id, _Outcome(NodeStatus.CANCELLED, error=self.stop_error))
+            raise
+        except DeadlineExceeded as exc:
+            outcome = _Outcome(NodeStatus.CANCELLED, error=exc)
+        except Exception as exc:
+            outcome = _Outcome(NodeStatus.ERROR, error=exc)
+        else:
+            outcome = _Outcome(NodeStatus.OK, value)
+        self.times[node_id] = (start, self.ctx.clock.now() - self.t0)
+        self._advance(self._finish(node_id, outcome))
+
+    async def _execute(
+        self, node: LLMNode | ToolNode | MapNode, stats: NodeStats, local: Mapping[str, object]
+    ) -> object:
+        if isinstance(node, MapNode):
+            return await self._map(node, stats)
+        if isinstance(node, LLMNode):
+            values = {k: self._value(v, local) for k, v in node.bindings.items()}
+            where = f"node {node.id!r}" + (f" item {local['index']}" if local else "")
+            return await run_llm(node, values, self.ctx, stats, where)
+        args = tuple(self._value(a, local) for a in node.args)
+        kwargs = {k: self._value(v, local) for k, v in node.kwargs.items()}
+        return await call_tool(
+            node.fn,
+            args,
+            kwargs,
+            timeout_s=node.timeout_s,
+            is_async=node.is_async,
+            inline=node.inline,
+        )
+
+    async def _map(self, node: MapNode, stats: NodeStats) -> list[object]:
+        items = self._value(node.over)
+        if not isinstance(items, list | tuple):
+            raise RunError(
+                f"map {node.id!r}: expected a list from {node.over.node_id!r}, got "
+                f"{type(items).__name__}; make that step return a list"
+            )
+        results: list[object] = [None] * len(items)
+        failed: list[int] = []
+        body, mode = node.body, node.on_item_error
+
+        async def one(index: int) -> None:
+            try:
+                results[index] = await self._execute(
+                    body, stats, {"item": items[index], "index": index}
+                )
+            except Exception as exc:
+                failed.append(index)
+                self.budget_hit = self.budget_hit or isinstance(exc, BudgetExceeded)
+                if mode == "fail":
+                    raise
+
+        limit = node.concurrency
+        try:
+            async with asyncio.TaskGroup() as group:
+                if limit is None or limit >= len(items):
+                    for index in range(len(items)):
+                        group.create_task(one(index))
+                else:
+                    cursor = iter(range(len(items)))
+
+                    async def worker() -> None:
+                        for index in cursor:
+                            await one(index)
+
+                    for _ in range(limit):
+                        group.create_task(worker())
+        except BaseExceptionGroup as group_error:
+            self.items[node.id] = (len(items), len(failed))
+            raise _first(group_error) from None
+        self.items[node.id] = (len(items), len(failed))
+        if not failed:
+            return results
+        if mode == "drop":
+            dropped = set(failed)
+            return [r for i, r in enumerate(results) if i not in dropped]
+        return results
+
+    def _value(self, arg: object, local: Mapping[str, object] | None = None) -> object:
+        if not isinstance(arg, Ref):
+            return arg
+        if arg.dag == "":  # item/index inside a map, or a template field bound to an input
+            if local and arg.node_id in local:
+                return local[arg.node_id]
+            return self.inputs[arg.node_id]
+        return self.outcomes[arg.node_id].value
+
+    # -- result ----------------------------------------------------------------
+
+    def result(self, request_id: str) -> RunResult:
+        nodes: dict[str, NodeResult] = {}
+        usage, cost = Usage(), 0.0
+        root_error: BaseException | None = None
+        budget_hit = self.budget_hit
+        for node_id, node in self.plan.nodes.items():
+            if isinstance(node, InputNode):
+                continue
+            outcome = self.outcomes.get(node_id) or _Outcome(
+                NodeStatus.CANCELLED, error=self.stop_error
+            )
+            stats = self.stats.get(node_id) or NodeStats()
+            usage, cost = usage + stats.usage, cost + stats.cost_usd
+            error = outcome.error
+            if error is not None and not isinstance(error, UpstreamFailed):
+                root_error = root_error or error
+                budget_hit = budget_hit or isinstance(error, BudgetExceeded)
+            start, end = self.times.get(node_id, (None, None))
+            total, failed = self.items.get(node_id, (None, None))
+            nodes[node_id] = NodeResult(
+                node_id=node_id,
+                kind=str(node.kind),
+                status=outcome.status,
+                error_type=type(error).__name__ if error is not None else None,
+                error_message=str(error) if error is not None else None,
+                usage=stats.usage,
+                cost_usd=stats.cost_usd,
+                calls=stats.calls,
+                fallbacks=stats.fallbacks,
+                start_s=start,
+                end_s=end,
+                items_total=total,
+                items_failed=failed,
+            )
+        outputs: dict[str, object] = {}
+        all_ok = True
+        for name, ref in self.plan.outputs.items():
+            if not isinstance(ref, Ref):
+                outputs[name] = ref
+                continue
+            out = self.outcomes.get(ref.node_id)
+            ok = out is not None and out.status in (NodeStatus.OK, NodeStatus.SKIPPED)
+            all_ok = all_ok and ok
+            outputs[name] = out.value if ok and out is not None else None
+        if self.stop_status is RunStatus.ERROR:
+            all_ok = False
+            root_error = self.stop_error if root_error is None else root_error
+        status = RunStatus.OK
+        if not all_ok or budget_hit or self.stop_status not in (None, RunStatus.OK):
+            if self.stop_status in (RunStatus.DEADLINE_EXCEEDED, RunStatus.CANCELLED):
+                status = self.stop_status
+                root_error = self.stop_error or root_error
+            elif budget_hit:
+                status = RunStatus.BUDGET_EXCEEDED
+            else:
+                status = RunStatus.ERROR
+        if status is RunStatus.OK:
+            root_error = None
+        return RunResult(
+            request_id=request_id,
+            dag_name=self.plan.dag_name,
+            status=status,
+            outputs=outputs,
+            nodes=nodes,
+            usage=usage,
+            cost_usd=cost,
+            wall_time_s=self.ctx.clock.now() - self.t0,
+            error_type=type(root_error).__name__ if root_error is not None else None,
+            error_message=str(root_error) if root_error is not None else None,
+        )
+
+
+def _upstream(dep: str, outcome: _Outcome) -> UpstreamFailed:
+    error = outcome.error
+    if isinstance(error, UpstreamFailed):
+        return UpstreamFailed(str(error), upstream=error.upstream)
+    kind = type(error).__name__ if error is not None else "error"
+    return UpstreamFailed(f"upstream node {dep!r} failed ({kind}: {error})", upstream=dep)
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real error of a task group (cancellations of siblings are not errors)."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first(exc)
+        if isinstance(exc, FanoutError | Exception):
+            return exc
+    return group.exceptions[0]
+
+
+async def execute(
+    plan: Plan, inputs: Mapping[str, object], ctx: RunContext, request_id: str
+) -> RunResult:
+    """Run one instance of ``plan`` to completion (or deadline, failure, cancellation)."""
+    run = _Run(plan, inputs, ctx)
+    await run.run()
+    return run.result(request_id)

@@ -1,0 +1,178 @@
+"""Runs one llm step: render the prompt, call with fallbacks, tool rounds, validation retries."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ValidationError
+
+from fanout.dag import LLMNode, Template, Tool
+from fanout.errors import (
+    ConfigError,
+    OutputValidationError,
+    ProviderError,
+    RunError,
+    TemplateError,
+)
+from fanout.run._context import ModelRoute, NodeStats, RunContext
+from fanout.run._tools import call_tool
+from fanout.types import ChatRequest, JSONSchema, Message, ToolCall
+
+__all__ = ["build_messages", "run_llm"]
+
+
+def build_messages(node: LLMNode, values: Mapping[str, object], where: str) -> list[Message]:
+    """The node's chat messages for these bound values."""
+    prompt = node.prompt
+    if isinstance(prompt, Template):
+        messages: list[Message] = [{"role": "user", "content": prompt.render(values, where=where)}]
+    else:
+        try:
+            messages = list(prompt(values))
+        except Exception as exc:
+            raise TemplateError(
+                f"{where}: prompt function raised {type(exc).__name__}: {exc}"
+            ) from exc
+        if not messages or not all(isinstance(m, dict) and "role" in m for m in messages):
+            raise TemplateError(
+                f"{where}: prompt function must return a non-empty list of message dicts "
+                "with 'role' and 'content'"
+            )
+    if node.system is not None:
+        messages.insert(0, {"role": "system", "content": node.system.render(values, where=where)})
+    return messages
+
+
+async def run_llm(
+    node: LLMNode, values: Mapping[str, object], ctx: RunContext, stats: NodeStats, where: str
+) -> object:
+    """The node's output: text, a validated ``output`` model, or tool calls (schema-only tools)."""
+    messages = build_messages(node, values, where)
+    chain = ctx.router.chain(node.model)
+    for position, route in enumerate(chain):
+        try:
+            return await _converse(node, route, list(messages), ctx, stats, where)
+        except ProviderError as exc:
+            if not exc.fallback_ok or position == len(chain) - 1:
+                raise
+            stats.fallbacks += 1
+    raise AssertionError("unreachable: the chain always has a primary")
+
+
+@functools.lru_cache(maxsize=256)
+def _schema(model: type[BaseModel]) -> JSONSchema:
+    return model.model_json_schema()
+
+
+async def _converse(
+    node: LLMNode,
+    route: ModelRoute,
+    messages: list[Message],
+    ctx: RunContext,
+    stats: NodeStats,
+    where: str,
+) -> object:
+    specs = tuple(t.spec for t in node.tools)
+    runnable = {t.name: t for t in node.tools if t.fn is not None}
+    schema = _schema(node.output) if node.output is not None else None
+    schema_name = node.output.__name__ if node.output is not None else "output"
+    invalid_replies = 0
+    tool_rounds = 0
+    while True:
+        request = ChatRequest(
+            model=route.config.model,
+            messages=messages,
+            max_tokens=node.max_tokens,
+            temperature=node.temperature,
+            tools=specs,
+            response_schema=schema,
+            response_schema_name=schema_name,
+        )
+        response = await ctx.call(route, request, stats)
+        if response.tool_calls:
+            if not runnable:
+                return list(response.tool_calls)
+            tool_rounds += 1
+            if tool_rounds > node.max_tool_rounds:
+                raise RunError(
+                    f"{where}: the model kept calling tools after {node.max_tool_rounds} "
+                    "rounds; raise max_tool_rounds or check the tools' results"
+                )
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": response.content,
+                    "tool_calls": [c.to_wire() for c in response.tool_calls],
+                }
+            )
+            results = await asyncio.gather(
+                *(_run_tool_call(runnable, call) for call in response.tool_calls)
+            )
+            for call, result in zip(response.tool_calls, results, strict=True):
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+            continue
+        content = response.content or ""
+        if node.output is None:
+            return content
+        try:
+            return node.output.model_validate_json(_strip_fences(content))
+        except ValidationError as exc:
+            invalid_replies += 1
+            if invalid_replies > node.max_output_retries:
+                raise OutputValidationError(
+                    f"{where}: reply is not a valid {schema_name} after "
+                    f"{invalid_replies} tries: {_brief(exc)}"
+                ) from None
+            messages.append({"role": "assistant", "content": content})
+            messages.append(
+                {
+                    "role": "user",
+                    "content": (
+                        f"Your reply is not valid JSON for the {schema_name} schema: "
+                        f"{_brief(exc)}. Reply again with only the corrected JSON document."
+                    ),
+                }
+            )
+
+
+async def _run_tool_call(tools: Mapping[str, Tool], call: ToolCall) -> str:
+    """A tool's result as text for the model; errors go back to the model, not up."""
+    tool = tools.get(call.name)
+    if tool is None or tool.fn is None:
+        return f"error: there is no tool named {call.name!r}; available: {sorted(tools)}"
+    try:
+        args = tool.args_model.model_validate(call.parsed_arguments())
+    except (ValueError, ValidationError) as exc:
+        return f"error: invalid arguments for {call.name}: {_brief(exc)}"
+    kwargs = {name: getattr(args, name) for name in type(args).model_fields}
+    try:
+        result = await call_tool(tool.fn, (), kwargs, timeout_s=None)
+    except (RunError, ConfigError) as exc:
+        return f"error: {exc}"
+    if isinstance(result, str):
+        return result
+    if isinstance(result, BaseModel):
+        return result.model_dump_json()
+    return json.dumps(result, default=str, ensure_ascii=False)
+
+
+def _strip_fences(text: str) -> str:
+    # Models often wrap JSON in ```json fences even when asked not to.
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        stripped = stripped.split("\n", 1)[-1]
+        if stripped.rstrip().endswith("```"):
+            stripped = stripped.rstrip()[:-3]
+    return stripped
+
+
+def _brief(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        parts = [
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
+        ]
+        return "; ".join(parts[:5])
+    return str(exc)

@@ -1,0 +1,104 @@
+"""What a request returns: outputs, per-node status, usage, cost and timing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from fanout.dag import render_value
+from fanout.types import NodeStatus, RunStatus, ToolCall, Usage
+
+__all__ = ["NodeResult", "RunResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeResult:
+    """One node of one request. For a ``map``, counts cover all its items."""
+
+    node_id: str
+    kind: str
+    status: NodeStatus
+    error_type: str | None = None
+    error_message: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    calls: int = 0  # provider calls made (every attempt, fallback and validation retry)
+    fallbacks: int = 0
+    start_s: float | None = None  # seconds since the request started
+    end_s: float | None = None
+    items_total: int | None = None
+    items_failed: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "status": str(self.status),
+            "kind": self.kind,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "input_tokens": self.usage.input_tokens,
+            "output_tokens": self.usage.output_tokens,
+            "cost_usd": self.cost_usd,
+            "calls": self.calls,
+            "fallbacks": self.fallbacks,
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "items_total": self.items_total,
+            "items_failed": self.items_failed,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """The result of one request (one DAG run).
+
+    ``outputs`` holds every declared output; an output whose node did not finish is
+    ``None`` and its node's status says why. ``status`` is ``ok`` only when every
+    output is available; otherwise, in order of precedence, ``deadline_exceeded``,
+    ``cancelled``, ``budget_exceeded`` or ``error``.
+    """
+
+    request_id: str
+    dag_name: str
+    status: RunStatus
+    outputs: dict[str, object]
+    nodes: dict[str, NodeResult]
+    usage: Usage
+    cost_usd: float
+    wall_time_s: float
+    error_type: str | None = None
+    error_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is RunStatus.OK
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-friendly view (outputs rendered like prompt values when not plain JSON)."""
+        return {
+            "request_id": self.request_id,
+            "dag": self.dag_name,
+            "status": str(self.status),
+            "outputs": {k: _jsonable(v) for k, v in self.outputs.items()},
+            "nodes": {k: v.to_dict() for k, v in self.nodes.items()},
+            "input_tokens": self.usage.input_tokens,
+            "output_tokens": self.usage.output_tokens,
+            "cost_usd": self.cost_usd,
+            "wall_time_s": self.wall_time_s,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+        }
+
+
+def _jsonable(value: object) -> object:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, ToolCall):
+        return {"id": value.id, "name": value.name, "arguments": value.arguments}
+    return render_value(value)

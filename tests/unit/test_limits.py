@@ -1,0 +1,142 @@
+"""Limiter and buckets on a fake clock: pacing, FIFO, concurrency, settle, 429 adaptation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fanout.limits import AdaptiveRate, Limiter, RateLimitHeaders, TokenBucket, parse_duration_s
+from fanout.sim import FakeClock
+
+
+def test_bucket_refills_to_capacity_and_allows_debt() -> None:
+    bucket = TokenBucket(rate=10, capacity=5, now=0.0)
+    assert bucket.wait_s(5, 0.0) == 0
+    bucket.take(5, 0.0)
+    assert bucket.wait_s(1, 0.0) == pytest.approx(0.1)
+    assert bucket.wait_s(1, 100.0) == 0 and bucket.level == 5  # capped at capacity
+    bucket.take(12, 100.0)  # larger than the bucket: admitted when full, then owed
+    assert bucket.level == -7
+    assert bucket.wait_s(1, 100.0) == pytest.approx(0.8)
+
+
+async def test_requests_are_paced_at_the_configured_rate(clock: FakeClock) -> None:
+    limiter = Limiter(clock=clock, requests_per_min=600, burst_s=1.0)  # 10/s, burst 10
+    times: list[float] = []
+
+    async def call() -> None:
+        permit = await limiter.acquire()
+        times.append(clock.now())
+        permit.release()
+
+    await asyncio.gather(*(call() for _ in range(60)))
+    burst = sum(1 for t in times if t == 0.0)
+    assert 9 <= burst <= 10
+    steady = [b - a for a, b in zip(times[burst:], times[burst + 1 :], strict=False)]
+    assert all(gap == pytest.approx(1 / 9.9, rel=1e-3) for gap in steady)
+    assert times == sorted(times)
+    assert limiter.state().total_wait_s > 0
+
+
+async def test_tokens_are_paced_in_fifo_order_and_settle_gives_back(clock: FakeClock) -> None:
+    limiter = Limiter(clock=clock, tokens_per_min=60_000, burst_s=1.0)  # 1000 tokens/s
+    order: list[str] = []
+
+    async def call(name: str, tokens: int, actual: int) -> None:
+        permit = await limiter.acquire(tokens)
+        order.append(name)
+        permit.settle(actual)
+        permit.release()
+
+    # big waits for a full bucket; small ones behind it do not jump the queue
+    await asyncio.gather(call("a", 900, 100), call("big", 990, 990), call("small", 10, 10))
+    assert order == ["a", "big", "small"]
+    # "a" reserved 900 but used 100: 800 came back, so "big" went early
+    assert clock.now() < 1.0
+
+
+async def test_concurrency_cap_holds(clock: FakeClock) -> None:
+    limiter = Limiter(clock=clock, max_concurrency=3)
+    peak = 0
+
+    async def call(i: int) -> None:
+        nonlocal peak
+        permit = await limiter.acquire()
+        peak = max(peak, limiter.state().in_flight)
+        await clock.sleep(0.1 * (i % 4 + 1))
+        permit.release()
+
+    await asyncio.gather(*(call(i) for i in range(20)))
+    assert peak == 3
+    assert limiter.state().in_flight == 0 and limiter.state().granted == 20
+
+
+async def test_retry_after_pauses_the_queue(clock: FakeClock) -> None:
+    limiter = Limiter(clock=clock, requests_per_min=6000, adaptive=False)
+    limiter.rate_limited(retry_after_s=2.5)
+    permit = await limiter.acquire()
+    assert clock.now() == pytest.approx(2.5)
+    permit.release()
+
+
+async def test_a_cancelled_waiter_does_not_hold_the_queue(clock: FakeClock) -> None:
+    limiter = Limiter(clock=clock, max_concurrency=1)
+    first = await limiter.acquire()
+    blocked = asyncio.create_task(limiter.acquire())
+    later = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+    blocked.cancel()
+    first.release()
+    permit = await later
+    assert limiter.state().in_flight == 1
+    permit.release()
+    assert limiter.state().in_flight == 0
+
+
+def test_429_cuts_the_pace_then_it_recovers_towards_the_ceiling() -> None:
+    rate = AdaptiveRate(100.0)  # configured 100/s; the provider really allows 50/s
+    assert rate.rate == pytest.approx(99.0)
+    assert rate.rate_limited(10.0, observed_per_s=50.0, cooldown_s=1.0)
+    assert rate.ceiling == pytest.approx(69.3)  # never below 0.7 x pace in one cut
+    assert not rate.rate_limited(10.5, observed_per_s=50.0, cooldown_s=1.0)  # same episode
+    assert rate.rate_limited(11.5, observed_per_s=50.0, cooldown_s=1.0)
+    assert rate.ceiling == pytest.approx(50.0, rel=0.05)
+    rate.recover(11.5 + 10.0)
+    assert rate.rate is not None and 0.97 * 50 < rate.rate <= 50 * 1.05
+
+
+def test_a_stated_limit_clamps_the_pace_at_once() -> None:
+    rate = AdaptiveRate(None)
+    assert rate.rate is None  # unlimited until the provider says otherwise
+    assert rate.limit_stated(20.0)
+    assert rate.rate == pytest.approx(19.8)
+    configured = AdaptiveRate(10.0)
+    configured.limit_stated(20.0)  # never above the configured limit
+    assert configured.rate == pytest.approx(9.9)
+
+
+async def test_unconfigured_limiter_learns_from_headers(clock: FakeClock) -> None:
+    limiter = Limiter(clock=clock)
+    assert limiter.state().requests_per_min is None
+    limiter.observe({"x-ratelimit-limit-requests": "600", "x-ratelimit-limit-tokens": "60000"})
+    state = limiter.state()
+    assert state.requests_per_min == pytest.approx(594.0)
+    assert state.tokens_per_min == pytest.approx(59_400.0)
+
+
+def test_rate_limit_headers_parse_openai_forms() -> None:
+    parsed = RateLimitHeaders.parse(
+        {
+            "X-RateLimit-Limit-Requests": "500",
+            "x-ratelimit-remaining-tokens": "1999",
+            "x-ratelimit-reset-requests": "6m0s",
+            "x-ratelimit-reset-tokens": "20ms",
+            "retry-after-ms": "1500",
+        }
+    )
+    assert parsed.limit_requests == 500 and parsed.remaining_tokens == 1999
+    assert parsed.reset_requests_s == 360 and parsed.reset_tokens_s == pytest.approx(0.02)
+    assert parsed.retry_after_s == 1.5
+    assert RateLimitHeaders.parse({"retry-after": "3"}).retry_after_s == 3
+    assert parse_duration_s("1m30.5s") == 90.5 and parse_duration_s("soon") is None
