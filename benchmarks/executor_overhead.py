@@ -86,6 +86,17 @@ async def mapped(engine: Engine, seconds: float, width: int = 1000) -> tuple[int
     return n, time.perf_counter() - start
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 async def main(seconds: float) -> None:
     async with Engine(CONFIG) as engine:
         await mapped(engine, 0.5)  # warm-up: imports, caches
@@ -94,7 +105,7 @@ async def main(seconds: float) -> None:
             ("1-node DAG, 500 in flight", await concurrent(engine, seconds)),
             ("1000-way map", await mapped(engine, seconds)),
         ]
-    print(f"machine: {platform.machine()} {platform.processor() or ''}".rstrip())
+    print(f"machine: {cpu_model()} ({platform.machine()})")
     print(f"python {platform.python_version()}, cpus visible: {len(os.sched_getaffinity(0))}")
     for name, (n, elapsed) in runs:
         rate = n / elapsed

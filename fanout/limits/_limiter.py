@@ -21,6 +21,10 @@ from fanout.limits._headers import RateLimitHeaders
 __all__ = ["Limiter", "LimiterState", "Permit"]
 
 _RATE_WINDOW_S = 2.0
+# Slow start: until the provider first answers, at most this many calls are in flight,
+# so a limit configured too high is corrected by the first response's headers before
+# a whole local burst has gone out.
+_INITIAL_WINDOW = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,7 @@ class Limiter:
         self._pump_task: asyncio.Task[None] | None = None
         self._slot_freed = asyncio.Event()
         self._paused_until = 0.0
+        self._answered = False  # has the provider answered yet (slow start until then)
         self._in_flight = 0
         self._granted = 0
         self._limited = 0
@@ -127,8 +132,14 @@ class Limiter:
                 permit.release()
             raise
 
+    def _cap(self) -> int | None:
+        if self._answered:
+            return self.max_concurrency
+        return min(self.max_concurrency or _INITIAL_WINDOW, _INITIAL_WINDOW)
+
     def _can_grant(self, tokens: int, now: float) -> bool:
-        if self.max_concurrency is not None and self._in_flight >= self.max_concurrency:
+        cap = self._cap()
+        if cap is not None and self._in_flight >= cap:
             return False
         if now < self._paused_until:
             return False
@@ -158,7 +169,8 @@ class Limiter:
             if now < self._paused_until:
                 await self.clock.sleep(self._paused_until - now)
                 continue
-            if self.max_concurrency is not None and self._in_flight >= self.max_concurrency:
+            cap = self._cap()
+            if cap is not None and self._in_flight >= cap:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
@@ -187,6 +199,7 @@ class Limiter:
         """A successful response: count it and learn from its rate-limit headers."""
         now = self.clock.now()
         self._count_ok(now, tokens)
+        self._first_answer()
         if self.adaptive:
             self._learn_headers(RateLimitHeaders.parse(headers), now)
             self._recover(now)
@@ -197,6 +210,7 @@ class Limiter:
         """A 429: pause for ``retry_after_s`` and, if adaptive, cut the pace."""
         now = self.clock.now()
         self._limited += 1
+        self._first_answer()
         parsed = RateLimitHeaders.parse(headers or {})
         pause = retry_after_s if retry_after_s is not None else parsed.retry_after_s
         if pause is not None and pause > 0:
@@ -216,19 +230,31 @@ class Limiter:
         if changed:
             self._apply_rates(now)
 
+    def _first_answer(self) -> None:
+        if not self._answered:
+            self._answered = True
+            self._slot_freed.set()
+
+    def failed(self) -> None:
+        """A call failed without a rate-limit verdict (timeout, 5xx): still an answer."""
+        self._first_answer()
+
     def _learn_headers(self, parsed: RateLimitHeaders, now: float) -> None:
         changed = False
         if parsed.limit_requests is not None:
             changed |= self._requests.limit_stated(parsed.limit_requests / 60)
         if parsed.limit_tokens is not None:
             changed |= self._tokens.limit_stated(parsed.limit_tokens / 60)
+        # The provider's view of what is left is the truth when it is lower than ours
+        # (another client may share the key). When we just learned that our pace was
+        # too high, calls still in flight will draw on that remainder too.
+        in_flight = self._in_flight if changed else 0
         if changed:
             self._apply_rates(now)
-        # The provider's view of what is left is the truth when it is lower than ours
-        # (another client may share the key).
         if parsed.remaining_requests is not None and self._req_bucket is not None:
             self._req_bucket.refill(now)
-            self._req_bucket.level = min(self._req_bucket.level, parsed.remaining_requests)
+            left = parsed.remaining_requests - in_flight
+            self._req_bucket.level = min(self._req_bucket.level, left)
         if parsed.remaining_tokens is not None and self._tok_bucket is not None:
             self._tok_bucket.refill(now)
             self._tok_bucket.level = min(self._tok_bucket.level, parsed.remaining_tokens)

@@ -206,6 +206,7 @@ class RunContext:
                     route.limiter.rate_limited(retry_after_s=exc.retry_after_s, headers=exc.headers)
                 if isinstance(exc, ProviderError) and not isinstance(exc, RateLimited):
                     route.circuit.record_failure()  # 429s are the limiter's business
+                    route.limiter.failed()
                 elif not isinstance(exc, ProviderError):
                     route.circuit.abandon()  # cancelled: a half-open probe did not decide
                 permit.release()

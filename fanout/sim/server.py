@@ -7,12 +7,14 @@ headers; accepted calls wait a lognormal latency, then get the simulated
 provider's deterministic reply with ``usage``. Faults: 5xx, truncated bodies
 (the connection breaks mid-response), hangs and malformed bodies, each at a rate.
 ``GET /v1/models``; ``GET /stats`` gives accepted/limited counts per second;
-``POST /stats/reset`` clears them.
+``POST /stats/reset`` clears them and the buckets; ``POST /admin/faults`` with
+``{"error_rate": 0.5, ...}`` changes fault rates while running.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import random
@@ -210,6 +212,15 @@ class _Emulator:
             }
         )
 
+    async def set_faults(self, request: Request) -> Response:
+        changes = json.loads(await request.body())
+        allowed = {"error_rate", "truncate_rate", "hang_rate", "malformed_rate", "latency_ms"}
+        unknown = set(changes) - allowed
+        if unknown:
+            return _error(400, "invalid_request_error", f"unknown fields {sorted(unknown)}")
+        self.config = dataclasses.replace(self.config, **{k: float(v) for k, v in changes.items()})
+        return JSONResponse({"ok": True})
+
     async def reset_stats(self, request: Request) -> Response:
         self.stats = _Stats()
         self.buckets.clear()
@@ -276,6 +287,7 @@ def build_app(config: EmulatorConfig) -> Starlette:
             Route("/v1/models", emulator.models, methods=["GET"]),
             Route("/stats", emulator.get_stats, methods=["GET"]),
             Route("/stats/reset", emulator.reset_stats, methods=["POST"]),
+            Route("/admin/faults", emulator.set_faults, methods=["POST"]),
         ]
     )
     app.state.emulator = emulator

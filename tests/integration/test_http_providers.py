@@ -1,0 +1,216 @@
+"""The OpenAI-compatible provider, limiter, retries, fallbacks and circuit against the emulator.
+
+Everything runs over 127.0.0.1 against ``fanout.sim.server`` — the same emulator
+``fanout sim-server`` runs — and asserts on the emulator's own counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from fanout import DAG, Engine, NodeStatus, parse_config
+from fanout.config import Config
+from fanout.sim.server import EmulatorConfig
+
+from support import Emulator, start_emulator
+
+KEY = "sk-fanout-test-0123456789-SECRET"
+LIMIT_RPM = 1200.0  # 20 requests/s per key and model
+
+
+@pytest.fixture(scope="module")
+def limited() -> Iterator[Emulator]:
+    with start_emulator(EmulatorConfig(requests_per_min=LIMIT_RPM, api_key=KEY)) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def faulty() -> Iterator[Emulator]:
+    with start_emulator(EmulatorConfig(api_key=KEY)) as emulator:
+        yield emulator
+
+
+@pytest.fixture(autouse=True)
+def _fresh(limited: Emulator, faulty: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    limited.reset()
+    faulty.reset()
+    monkeypatch.setenv("FANOUT_TEST_KEY", KEY)
+
+
+def config(
+    primary: Emulator,
+    *,
+    fallback: Emulator | None = None,
+    rpm: float | None = None,
+    adaptive: bool = True,
+    retry: dict[str, object] | None = None,
+    circuit: dict[str, object] | None = None,
+    timeout_s: float = 10.0,
+) -> Config:
+    def provider(emulator: Emulator) -> dict[str, object]:
+        return {
+            "kind": "openai",
+            "base_url": emulator.base_url,
+            "api_key_env": "FANOUT_TEST_KEY",
+            "requests_per_min": rpm,
+            "adaptive": adaptive,
+            "timeout_s": timeout_s,
+            "retry": {"initial_backoff_s": 0.05, "max_backoff_s": 2.0, **(retry or {})},
+            "circuit": circuit or {},
+        }
+
+    providers = {"primary": provider(primary)}
+    models: dict[str, object] = {
+        "fast": {"provider": "primary", "model": "sim-small", "input_usd_per_mtok": 1.0}
+    }
+    if fallback is not None:
+        providers["backup"] = provider(fallback)
+        models["smart"] = {"provider": "backup", "model": "sim-large"}
+        models["fast"]["fallbacks"] = ["smart"]  # type: ignore[index]
+    return parse_config({"providers": providers, "models": models})
+
+
+def classify() -> DAG:
+    dag = DAG("classify")
+    dag.input("text")
+    dag.output(label=dag.llm("fast", "Rate the sentiment of: {text}", max_tokens=5, name="rate"))
+    return dag
+
+
+REVIEWS = ["great, I love it", "broken and late, terrible", "it is a chair"]
+EXPECTED = ["positive", "negative", "neutral"]
+
+
+async def run_many(engine: Engine, n: int) -> list[str]:
+    dag = classify()
+    results = await asyncio.gather(
+        *(engine.run(dag, {"text": f"{REVIEWS[i % 3]} #{i}"}) for i in range(n))
+    )
+    assert all(r.ok for r in results), [r.error_message for r in results if not r.ok][:3]
+    return [str(r.outputs["label"]) for r in results]
+
+
+async def test_limits_are_respected_and_every_record_is_billed_once(limited: Emulator) -> None:
+    async with Engine(config(limited, rpm=LIMIT_RPM)) as engine:
+        labels = await run_many(engine, 90)
+    assert labels == [EXPECTED[i % 3] for i in range(90)]
+    stats = limited.stats()
+    assert stats["accepted"] == 90  # nothing lost, nothing sent twice
+    assert stats["limited"] <= 90 * 0.05
+
+
+async def test_a_limit_configured_too_high_is_learned_from_the_provider(limited: Emulator) -> None:
+    async with Engine(config(limited, rpm=LIMIT_RPM * 4)) as engine:
+        await run_many(engine, 60)
+        (state,) = engine.limiter_states()
+    assert state.requests_per_min is not None and state.requests_per_min <= LIMIT_RPM
+    stats = limited.stats()
+    assert stats["accepted"] == 60
+    assert stats["limited"] <= 60 * 0.1
+
+
+async def test_retry_after_is_honoured(faulty: Emulator) -> None:
+    with start_emulator(EmulatorConfig(requests_per_min=60, api_key=KEY)) as slow:
+        # No local limit and no adaptation: only the 429s' Retry-After paces the retries.
+        async with Engine(config(slow, adaptive=False, retry={"max_attempts": 6})) as engine:
+            labels = await run_many(engine, 3)
+        stats = slow.stats()
+    assert sorted(labels) == sorted(EXPECTED)
+    assert stats["accepted"] == 3
+    # One token per second: two 429s at the start, one more at the first retry. Retrying
+    # on the 50 ms back-off instead of the 1 s Retry-After would draw many more.
+    assert stats["limited"] <= 4
+
+
+async def test_fallback_is_taken_when_the_primary_fails(
+    faulty: Emulator, limited: Emulator
+) -> None:
+    faulty.faults(error_rate=1.0)
+    async with Engine(config(faulty, fallback=limited, retry={"max_attempts": 2})) as engine:
+        result = await engine.run(classify(), {"text": "great, I love it"})
+    assert result.ok
+    assert result.outputs["label"] == "positive"
+    assert result.nodes["rate"].fallbacks == 1
+    assert result.nodes["rate"].calls == 3  # two attempts on the primary, one fallback
+    assert faulty.stats()["errors"] == 2 and limited.stats()["accepted"] == 1
+
+
+async def test_circuit_opens_then_half_opens_and_closes(
+    faulty: Emulator, limited: Emulator
+) -> None:
+    faulty.faults(error_rate=1.0)
+    cfg = config(
+        faulty,
+        fallback=limited,
+        retry={"max_attempts": 1},
+        circuit={"failure_threshold": 2, "cooldown_s": 0.5},
+    )
+    dag = classify()
+    async with Engine(cfg) as engine:
+        for _ in range(2):  # two failures open the circuit
+            assert (await engine.run(dag, {"text": "x"})).nodes["rate"].fallbacks == 1
+        assert faulty.stats()["accepted"] == 2
+        open_result = await engine.run(dag, {"text": "x"})
+        assert open_result.ok and open_result.nodes["rate"].fallbacks == 1
+        assert faulty.stats()["accepted"] == 2  # open: the primary was not called
+        faulty.faults(error_rate=0.0)
+        await asyncio.sleep(0.6)  # the cool-down passes: one probe goes through
+        probe = await engine.run(dag, {"text": "x"})
+        assert probe.ok and probe.nodes["rate"].fallbacks == 0
+        closed = await engine.run(dag, {"text": "x"})
+        assert closed.nodes["rate"].fallbacks == 0
+    assert faulty.stats()["accepted"] == 4
+
+
+async def test_a_hang_is_cut_by_the_timeout(faulty: Emulator) -> None:
+    faulty.faults(hang_rate=1.0)
+    cfg = config(faulty, timeout_s=0.3, retry={"max_attempts": 2})
+    async with Engine(cfg) as engine:
+        result = await engine.run(classify(), {"text": "x"})
+    node = result.nodes["rate"]
+    assert node.status is NodeStatus.ERROR
+    assert node.error_type == "ProviderTimeout"
+    assert node.calls == 2
+
+
+@pytest.mark.parametrize(
+    ("fault", "error_type", "text"),
+    [
+        ("malformed_rate", "InvalidResponse", "malformed response"),
+        ("truncate_rate", "ProviderConnectionError", "connection failed"),
+    ],
+)
+async def test_broken_bodies_are_clear_provider_errors(
+    faulty: Emulator, fault: str, error_type: str, text: str
+) -> None:
+    faulty.faults(**{fault: 1.0})
+    async with Engine(config(faulty, retry={"max_attempts": 2})) as engine:
+        result = await engine.run(classify(), {"text": "x"})
+    node = result.nodes["rate"]
+    assert node.error_type == error_type
+    assert text in (node.error_message or "")
+    assert node.calls == 2
+
+
+async def test_the_key_never_reaches_a_log_an_error_or_a_repr(
+    limited: Emulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with Engine(config(limited)) as engine:
+        ok = await engine.run(classify(), {"text": "great"})
+        seen = [repr(engine), repr(engine.providers["primary"]), str(ok.to_dict())]
+    assert ok.ok
+    wrong = "sk-wrong-key-abcdefghijklmnop"
+    monkeypatch.setenv("FANOUT_TEST_KEY", wrong)
+    async with Engine(config(limited, retry={"max_attempts": 1})) as engine:
+        denied = await engine.run(classify(), {"text": "great"})
+    assert denied.nodes["rate"].error_type == "ProviderHTTPError"
+    assert "401" in (denied.error_message or "")
+    seen += [str(denied.to_dict()), caplog.text]
+    for text in seen:
+        assert KEY not in text
+        assert wrong not in text
