@@ -218,7 +218,8 @@ class _Emulator:
         unknown = set(changes) - allowed
         if unknown:
             return _error(400, "invalid_request_error", f"unknown fields {sorted(unknown)}")
-        self.config = dataclasses.replace(self.config, **{k: float(v) for k, v in changes.items()})
+        merged = {**dataclasses.asdict(self.config), **{k: float(v) for k, v in changes.items()}}
+        self.config = EmulatorConfig(**merged)
         return JSONResponse({"ok": True})
 
     async def reset_stats(self, request: Request) -> Response:

@@ -11,12 +11,11 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from support import Emulator, start_emulator
 
 from fanout import DAG, Engine, NodeStatus, parse_config
 from fanout.config import Config
 from fanout.sim.server import EmulatorConfig
-
-from support import Emulator, start_emulator
 
 KEY = "sk-fanout-test-0123456789-SECRET"
 LIMIT_RPM = 1200.0  # 20 requests/s per key and model
