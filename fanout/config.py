@@ -106,6 +106,9 @@ class Config(_Frozen):
 
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    escalation_path: str | None = Field(
+        default=None, description="JSONL file for steps whose every option failed"
+    )
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:

@@ -250,7 +250,7 @@ class Limiter:
         # too high, calls still in flight will draw on that remainder too.
         in_flight = self._in_flight if changed else 0
         if changed:
-            self._apply_rates(now)
+            self._apply_rates(now, start_full=True)  # bounded by `remaining` just below
         if parsed.remaining_requests is not None and self._req_bucket is not None:
             self._req_bucket.refill(now)
             left = parsed.remaining_requests - in_flight
@@ -275,19 +275,21 @@ class Limiter:
             self._last_tok_per_s = self._window_tokens / elapsed
             self._window_start, self._window_ok, self._window_tokens = now, 0, 0
 
-    def _apply_rates(self, now: float) -> None:
-        self._req_bucket = self._rebucket(self._req_bucket, self._requests.rate, now)
-        self._tok_bucket = self._rebucket(self._tok_bucket, self._tokens.rate, now)
+    def _apply_rates(self, now: float, *, start_full: bool = False) -> None:
+        self._req_bucket = self._rebucket(self._req_bucket, self._requests.rate, now, start_full)
+        self._tok_bucket = self._rebucket(self._tok_bucket, self._tokens.rate, now, start_full)
 
     def _rebucket(
-        self, bucket: TokenBucket | None, rate: float | None, now: float
+        self, bucket: TokenBucket | None, rate: float | None, now: float, start_full: bool
     ) -> TokenBucket | None:
         if rate is None:
             return None
         if bucket is None:
-            # Newly limited: start empty, the provider just told us we are at its limit.
+            # Newly limited. After a 429 start empty (we are at the provider's limit);
+            # from headers start full and let their `remaining` bound the level.
             fresh = TokenBucket(rate, max(1.0, rate * self.burst_s), now)
-            fresh.level = 0.0
+            if not start_full:
+                fresh.level = 0.0
             return fresh
         bucket.set_rate(rate, max(1.0, rate * self.burst_s), now)
         return bucket

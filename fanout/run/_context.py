@@ -21,6 +21,7 @@ from fanout.errors import (
 from fanout.limits import Limiter
 from fanout.providers import Provider
 from fanout.retry import CircuitBreaker, RetryPolicy
+from fanout.run._escalation import EscalationSink
 from fanout.types import ChatRequest, ChatResponse, Usage, estimate_prompt_tokens
 
 __all__ = ["ModelRoute", "NodeStats", "Router", "RunContext"]
@@ -112,15 +113,26 @@ class NodeStats:
 class RunContext:
     """One request's budget and deadline, and the single path every provider call takes."""
 
-    __slots__ = ("budget", "clock", "deadline_at", "router")
+    __slots__ = ("budget", "clock", "dag_name", "deadline_at", "escalation", "request_id", "router")
 
     def __init__(
-        self, *, router: Router, budget: Budget, clock: Clock, deadline_at: float | None
+        self,
+        *,
+        router: Router,
+        budget: Budget,
+        clock: Clock,
+        deadline_at: float | None,
+        request_id: str = "",
+        dag_name: str = "",
+        escalation: EscalationSink | None = None,
     ) -> None:
         self.router = router
         self.budget = budget
         self.clock = clock
         self.deadline_at = deadline_at
+        self.request_id = request_id
+        self.dag_name = dag_name
+        self.escalation = escalation
 
     async def call(self, route: ModelRoute, request: ChatRequest, stats: NodeStats) -> ChatResponse:
         """One logical call: attempts with back-off on retryable errors (tenacity).

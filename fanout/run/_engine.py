@@ -22,6 +22,7 @@ from fanout.errors import ConfigError
 from fanout.limits import LimiterState
 from fanout.providers import OpenAIProvider, Provider
 from fanout.run._context import Router, RunContext
+from fanout.run._escalation import EscalationSink
 from fanout.run._executor import execute
 from fanout.run._result import RunResult
 from fanout.sim import SimProvider
@@ -39,6 +40,8 @@ class Engine:
 
     ``providers`` replaces the providers built from the config, by name (tests
     and custom backends pass their own :class:`fanout.providers.Provider`).
+    ``escalation``: a JSONL file where LLM steps whose every option (retries,
+    fallbacks, validation retries) failed are written for a person to handle.
     """
 
     def __init__(
@@ -47,9 +50,12 @@ class Engine:
         *,
         providers: Mapping[str, Provider] | None = None,
         clock: Clock | None = None,
+        escalation: str | Path | None = None,
     ) -> None:
         self.config = config if config is not None else default_config()
         self.clock: Clock = clock if clock is not None else SystemClock()
+        path = escalation if escalation is not None else self.config.escalation_path
+        self.escalation = EscalationSink(path, clock=self.clock) if path is not None else None
         built = dict(providers or {})
         for name, cfg in self.config.providers.items():
             if name not in built:
@@ -100,13 +106,17 @@ class Engine:
             raise ConfigError(f"deadline_s must be positive (got {deadline_s})")
         if budget is not None and (budget_usd is not None or budget_tokens is not None):
             raise ConfigError("pass either budget= or budget_usd/budget_tokens, not both")
+        request_id = request_id or uuid.uuid4().hex
         ctx = RunContext(
+            request_id=request_id,
+            dag_name=dag.name,
+            escalation=self.escalation,
             router=self._get_router(),
             budget=budget if budget is not None else Budget(usd=budget_usd, tokens=budget_tokens),
             clock=self.clock,
             deadline_at=self.clock.now() + deadline_s if deadline_s is not None else None,
         )
-        return await execute(plan, inputs, ctx, request_id or uuid.uuid4().hex)
+        return await execute(plan, inputs, ctx, request_id)
 
     def run_sync(
         self, dag: DAG, inputs: Mapping[str, object], **kwargs: float | str | None

@@ -55,10 +55,21 @@ async def run_llm(
     for position, route in enumerate(chain):
         try:
             return await _converse(node, route, list(messages), ctx, stats, where)
-        except ProviderError as exc:
-            if not exc.fallback_ok or position == len(chain) - 1:
-                raise
-            stats.fallbacks += 1
+        except (ProviderError, OutputValidationError) as exc:
+            last = position == len(chain) - 1
+            if isinstance(exc, ProviderError) and exc.fallback_ok and not last:
+                stats.fallbacks += 1
+                continue
+            if ctx.escalation is not None:
+                ctx.escalation.escalate(
+                    request_id=ctx.request_id,
+                    dag=ctx.dag_name,
+                    node=where,
+                    models=[r.alias for r in chain[: position + 1]],
+                    messages=messages,
+                    error=exc,
+                )
+            raise
     raise AssertionError("unreachable: the chain always has a primary")
 
 

@@ -2,50 +2,53 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable
 
-from fanout.sim._provider import sim_usage
-from fanout.sim._text import token_count
+from fanout.sim._counters import CallCounters
+from fanout.sim._text import sim_usage, token_count
 from fanout.types import ChatRequest, ChatResponse
 
-__all__ = ["FunctionProvider"]
+__all__ = ["FunctionProvider", "ReplyFunction"]
 
 Reply = ChatResponse | str
-ReplyFn = Callable[[ChatRequest], Reply | Awaitable[Reply]]
+ReplyFunction = Callable[[ChatRequest], Reply | Awaitable[Reply]]
+"""``fn(request)``, sync or async, returning a :class:`ChatResponse` or just its text."""
 
 
-class FunctionProvider:
-    """Calls ``fn(request)`` (sync or async); a ``str`` becomes a reply with simulated usage."""
+class FunctionProvider(CallCounters):
+    """A :class:`fanout.providers.Provider` that answers with ``fn(request)``.
 
-    def __init__(self, name: str, fn: ReplyFn) -> None:
+    A ``str`` becomes a reply with that content and the simulated provider's
+    usage; a :class:`ChatResponse` is returned as it is (its ``model`` filled in
+    if empty). ``fn`` may raise a :class:`fanout.errors.ProviderError` to script
+    a failure. Every request is kept in ``requests``, in call order, and the
+    same counters as :class:`SimProvider` are kept.
+    """
+
+    def __init__(self, name: str, fn: ReplyFunction) -> None:
+        super().__init__()
         self.name = name
         self._fn = fn
-        self.calls = 0
-        self.calls_by_model: dict[str, int] = {}
-        self.in_flight = 0
-        self.max_in_flight = 0
         self.requests: list[ChatRequest] = []
 
     async def complete(
         self, request: ChatRequest, *, timeout_s: float | None = None
     ) -> ChatResponse:
-        self.calls += 1
-        self.calls_by_model[request.model] = self.calls_by_model.get(request.model, 0) + 1
+        self._call_started(request.model)
         self.requests.append(request)
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             reply = self._fn(request)
             if inspect.isawaitable(reply):
                 reply = await reply
         finally:
-            self.in_flight -= 1
+            self._call_ended()
         if isinstance(reply, ChatResponse):
-            return reply
+            return reply if reply.model else dataclasses.replace(reply, model=request.model)
         return ChatResponse(
             content=reply,
-            usage=sim_usage(request.messages, token_count(reply)),
+            usage=sim_usage(request.messages, max(1, token_count(reply))),
             model=request.model,
         )
 

@@ -1,47 +1,62 @@
 """``SimProvider``: an in-process provider with a latency model, deterministic replies and faults.
 
-Replies depend only on the request: sentiment prompts get positive/negative/neutral,
-"summar..." prompts a summary, others an echo; a ``response_schema`` gets a JSON
-document valid against it; offered tools are called once, then answered.
+Replies depend only on the request (model, messages, ``max_tokens``, tools,
+schema) and the provider's seed:
+
+- a prompt mentioning "sentiment" gets ``positive``/``negative``/``neutral`` by
+  keywords; one asking to "summar..." gets ``Summary: `` and its first words;
+  anything else ``sim reply: `` and its first words. A reply longer than
+  ``max_tokens`` is cut, with finish reason ``length``;
+- a ``response_schema`` gets a JSON document valid against it;
+- offered tools get one call (to the tool named in the prompt, else the first)
+  until a tool has answered; then the reply quotes the tools' results.
+
+Latency is ``(latency_ms + latency_per_token_ms * output_tokens)`` times a
+lognormal jitter fixed per request, slept on the injected clock (not at all
+when it is zero). ``error_rate``, ``timeout_rate`` and ``invalid_json_rate``
+are drawn per (request, attempt), where the attempt counts how many times this
+provider has seen the same request: the same call always fails the same way,
+yet a retry may succeed, like a flaky server seen by a deterministic test.
 
 Markers in the last user message steer single requests (tests use them):
-``[sim:fail]`` always 500; ``[sim:fail-once]`` 500 on the first attempt only;
-``[sim:invalid-once]`` invalid JSON on the first attempt; ``[sim:latency=NNN]``
-NNN ms base latency; ``[sim:timeout]`` hangs until the timeout. "Attempt" counts how
-often this provider saw the same request, so retries and fallbacks can succeed.
+
+``[sim:fail]``          always a 500 (``ProviderHTTPError``)
+``[sim:fail-once]``     a 500 on the first attempt of the request only
+``[sim:invalid-once]``  invalid JSON on the first attempt, valid JSON afterwards
+``[sim:latency=NNN]``   NNN ms of base latency for this request
+``[sim:timeout]``       no answer: waits out ``timeout_s`` and raises ``ProviderTimeout``
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
-import zlib
-from collections.abc import Iterable
 
 from fanout.clock import Clock, SystemClock
 from fanout.config import SimProviderConfig
 from fanout.errors import ProviderHTTPError, ProviderTimeout
-from fanout.sim._schema_gen import generate
-from fanout.sim._text import reply_text, token_count
-from fanout.types import ChatRequest, ChatResponse, Message, ToolCall, ToolSpec, Usage
+from fanout.sim._counters import CallCounters
+from fanout.sim._fingerprint import Attempts, Fingerprints, uniforms
+from fanout.sim._schema_gen import generate, invalid_document
+from fanout.sim._text import MARKER, fit_tokens, last_user_text, reply_text, sim_usage, token_count
+from fanout.types import ChatRequest, ChatResponse, Message, ToolCall, ToolSpec
 
-__all__ = ["SimProvider", "sim_usage"]
+__all__ = ["SimProvider"]
 
 _LATENCY = re.compile(r"\[sim:latency=(\d+(?:\.\d+)?)\]")
-_MAX_REMEMBERED = 100_000
+_HANG_S = 3600.0  # how long a hung call waits when the caller gave no timeout
+_JITTER_SALT = 0xFFFFFFFF  # attempts take salts from 0 up; jitter is per request, not attempt
+_TOOL_RESULT_CHARS = 60
 
 
-def sim_usage(messages: Iterable[Message], output_tokens: int) -> Usage:
-    """Token counts as the simulated provider reports them (near, not equal to, the estimate)."""
-    count = 0
-    for message in messages:
-        count += 3 + token_count(message.get("content") or "")
-    return Usage(count, output_tokens)
+class SimProvider(CallCounters):
+    """A :class:`fanout.providers.Provider` that simulates a model offline.
 
-
-class SimProvider:
-    """A :class:`fanout.providers.Provider` that simulates a model offline."""
+    Counters (``calls``, ``calls_by_model``, ``in_flight``, ``max_in_flight``)
+    let tests prove a call was or was not made and that concurrency caps held.
+    """
 
     def __init__(
         self,
@@ -56,6 +71,21 @@ class SimProvider:
         seed: int = 0,
         clock: Clock | None = None,
     ) -> None:
+        super().__init__()
+        for label, value in (
+            ("latency_ms", latency_ms),
+            ("latency_per_token_ms", latency_per_token_ms),
+            ("jitter_sigma", jitter_sigma),
+        ):
+            if value < 0:
+                raise ValueError(f"SimProvider: {label} must be >= 0 (got {value})")
+        for label, rate in (
+            ("error_rate", error_rate),
+            ("timeout_rate", timeout_rate),
+            ("invalid_json_rate", invalid_json_rate),
+        ):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"SimProvider: {label} must be within [0, 1] (got {rate})")
         self.name = name
         self.latency_ms = latency_ms
         self.latency_per_token_ms = latency_per_token_ms
@@ -65,11 +95,8 @@ class SimProvider:
         self.invalid_json_rate = invalid_json_rate
         self.seed = seed
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.calls = 0
-        self.calls_by_model: dict[str, int] = {}
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self._seen: dict[int, int] = {}
+        self._fingerprints = Fingerprints(seed)
+        self._attempts = Attempts()
 
     @classmethod
     def from_config(
@@ -89,95 +116,79 @@ class SimProvider:
     async def complete(
         self, request: ChatRequest, *, timeout_s: float | None = None
     ) -> ChatResponse:
-        self.calls += 1
-        self.calls_by_model[request.model] = self.calls_by_model.get(request.model, 0) + 1
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self._call_started(request.model)
         try:
-            return await self._complete(request, timeout_s)
+            prompt = last_user_text(request.messages)
+            marked = MARKER in prompt
+            rates = self.error_rate or self.timeout_rate or self.invalid_json_rate
+            # The fingerprint costs a hash; a plain text reply at zero latency needs none.
+            key = 0
+            if rates or marked or request.tools or request.response_schema is not None:
+                key = self._fingerprints.of(request)
+            hang = fail = invalid = False
+            if rates or marked:
+                attempt = self._attempts.next(key)
+                if rates:
+                    u_hang, u_fail, u_invalid = uniforms(key, attempt, 3)
+                    hang = u_hang < self.timeout_rate
+                    fail = u_fail < self.error_rate
+                    invalid = u_invalid < self.invalid_json_rate
+                if marked:
+                    hang = hang or "[sim:timeout]" in prompt
+                    fail = fail or "[sim:fail]" in prompt
+                    fail = fail or ("[sim:fail-once]" in prompt and attempt == 0)
+                    invalid = invalid or ("[sim:invalid-once]" in prompt and attempt == 0)
+            response = self._reply(request, prompt, key, invalid)
+
+            base_ms = self.latency_ms
+            if marked:
+                found = _LATENCY.search(prompt)
+                if found:
+                    base_ms = float(found.group(1))
+            latency_s = (base_ms + self.latency_per_token_ms * response.usage.output_tokens) / 1000
+            if latency_s > 0 and self.jitter_sigma > 0:
+                if not key:
+                    key = self._fingerprints.of(request)
+                latency_s *= _lognormal(key, self.jitter_sigma)
+            if hang or (timeout_s is not None and latency_s > timeout_s):
+                waited_s = _HANG_S if timeout_s is None else timeout_s
+                await self.clock.sleep(waited_s)
+                raise ProviderTimeout(
+                    f"{self.name}: no answer within {waited_s:g}s (simulated); "
+                    "raise the timeout or lower the latency",
+                    provider=self.name,
+                )
+            if latency_s > 0:
+                await self.clock.sleep(latency_s)
+            if fail:
+                raise ProviderHTTPError(
+                    "sim: injected server error", provider=self.name, status_code=500
+                )
+            return response
         finally:
-            self.in_flight -= 1
+            self._call_ended()
 
-    async def _complete(self, request: ChatRequest, timeout_s: float | None) -> ChatResponse:
-        prompt = _last_user(request.messages)
-        marked = "[sim:" in prompt
-        faults = marked or self.error_rate or self.timeout_rate or self.invalid_json_rate
-        attempt, draw = 0, 1.0
-        if faults or self.jitter_sigma:
-            key = zlib.crc32(f"{request.model}\x00{len(request.messages)}\x00{prompt}".encode())
-            if faults:
-                attempt = self._seen.get(key, 0)
-                if len(self._seen) >= _MAX_REMEMBERED:
-                    self._seen.clear()
-                self._seen[key] = attempt + 1
-            rng = random.Random(key ^ (attempt * 0x9E3779B1) ^ self.seed)
-            draw = rng.random()
-        else:
-            rng = None
-        response = self._reply(request, prompt, marked, attempt, draw)
-        latency_ms = self.latency_ms
-        if marked:
-            found = _LATENCY.search(prompt)
-            if found:
-                latency_ms = float(found.group(1))
-        latency_s = (latency_ms + self.latency_per_token_ms * response.usage.output_tokens) / 1000
-        if rng is not None and self.jitter_sigma and latency_s:
-            latency_s *= rng.lognormvariate(0.0, self.jitter_sigma)
-        hang = (marked and "[sim:timeout]" in prompt) or draw < self.timeout_rate
-        if hang or (timeout_s is not None and latency_s > timeout_s):
-            await self.clock.sleep(timeout_s if timeout_s is not None else 3600.0)
-            raise ProviderTimeout(f"{self.name}: no answer within {timeout_s}s", provider=self.name)
-        if latency_s > 0:
-            await self.clock.sleep(latency_s)
-        fail = draw < self.timeout_rate + self.error_rate and draw >= self.timeout_rate
-        if marked and ("[sim:fail]" in prompt or ("[sim:fail-once]" in prompt and attempt == 0)):
-            fail = True
-        if fail:
-            raise ProviderHTTPError(
-                f"{self.name}: injected server error", provider=self.name, status_code=500
-            )
-        return response
-
-    def _reply(
-        self, request: ChatRequest, prompt: str, marked: bool, attempt: int, draw: float
-    ) -> ChatResponse:
-        if request.tools and not _answered_tools(request.messages):
-            call = _tool_call(request.tools, prompt)
+    def _reply(self, request: ChatRequest, prompt: str, key: int, invalid: bool) -> ChatResponse:
+        messages = request.messages
+        if request.tools and not _tools_answered(messages):
+            call = _tool_call(request.tools, prompt, random.Random(key))
             return ChatResponse(
                 content=None,
-                usage=sim_usage(request.messages, token_count(call.arguments) + 5),
+                usage=sim_usage(messages, max(3, token_count(call.name + call.arguments))),
                 finish_reason="tool_calls",
                 tool_calls=(call,),
                 model=request.model,
             )
-        if request.response_schema is not None:
-            invalid = (marked and "[sim:invalid-once]" in prompt and attempt == 0) or (
-                1.0 - draw < self.invalid_json_rate
-            )
-            rng = random.Random(zlib.crc32(prompt.encode()) ^ self.seed)
-            value = generate(request.response_schema, rng, pick_text=prompt)
-            if invalid and isinstance(value, dict) and value:
-                value.pop(next(iter(value)))  # drop a (required) field
-            elif invalid:
-                value = {"unexpected": True}
-            text = json.dumps(value)
-            return ChatResponse(
-                content=text,
-                usage=sim_usage(request.messages, token_count(text)),
-                model=request.model,
-            )
-        text = _tool_context(request.messages) or reply_text(prompt)
-        output_tokens = token_count(text)
-        finish = "stop"
-        if output_tokens > request.max_tokens:
-            text, output_tokens, finish = (
-                text[: request.max_tokens * 4],
-                request.max_tokens,
-                "length",
-            )
+        schema = request.response_schema
+        if schema is not None:
+            value = generate(schema, random.Random(key), text=prompt)
+            natural = invalid_document(schema, value) if invalid else json.dumps(value)
+        else:
+            natural = _tool_summary(messages) or reply_text(prompt)
+        text, output_tokens, finish = fit_tokens(natural, request.max_tokens)
         return ChatResponse(
             content=text,
-            usage=sim_usage(request.messages, output_tokens),
+            usage=sim_usage(messages, output_tokens),
             finish_reason=finish,
             model=request.model,
         )
@@ -189,34 +200,52 @@ class SimProvider:
         return f"SimProvider({self.name!r}, latency_ms={self.latency_ms}, calls={self.calls})"
 
 
-def _last_user(messages: list[Message]) -> str:
-    for message in reversed(messages):
-        if message["role"] == "user":
-            return message.get("content") or ""
-    return ""
+def _lognormal(key: int, sigma: float) -> float:
+    """A lognormal(0, sigma) factor fixed by ``key`` (Box-Muller over two hashed uniforms)."""
+    u1, u2 = uniforms(key, _JITTER_SALT, 2)
+    normal = math.sqrt(-2.0 * math.log(1.0 - u1)) * math.cos(2.0 * math.pi * u2)
+    return math.exp(sigma * normal)
 
 
-def _answered_tools(messages: list[Message]) -> bool:
+def _tools_answered(messages: list[Message]) -> bool:
     """Has a tool answered since the last user message?"""
     for message in reversed(messages):
-        if message["role"] == "tool":
+        role = message["role"]
+        if role == "tool":
             return True
-        if message["role"] == "user":
+        if role == "user":
             return False
     return False
 
 
-def _tool_context(messages: list[Message]) -> str:
-    if not messages or messages[-1]["role"] != "tool":
-        return ""
-    results = [m.get("content") or "" for m in messages if m["role"] == "tool"]
-    return "sim reply: based on the tools: " + "; ".join(r[:80] for r in results)
-
-
-def _tool_call(tools: tuple[ToolSpec, ...], prompt: str) -> ToolCall:
+def _tool_call(tools: tuple[ToolSpec, ...], prompt: str, rng: random.Random) -> ToolCall:
     chosen = next((t for t in tools if t.name in prompt), tools[0])
-    rng = random.Random(zlib.crc32(f"{chosen.name}\x00{prompt}".encode()))
-    args = generate(chosen.parameters, rng, pick_text=prompt)
+    arguments = generate(chosen.parameters, rng, text=prompt)
     return ToolCall(
-        id=f"call_{rng.getrandbits(32):08x}", name=chosen.name, arguments=json.dumps(args)
+        id=f"call_{rng.getrandbits(32):08x}", name=chosen.name, arguments=json.dumps(arguments)
     )
+
+
+def _tool_summary(messages: list[Message]) -> str:
+    """``Based on <tool>: <result>`` for the tool results since the last user message."""
+    results: list[Message] = []
+    names: dict[str, str] = {}
+    for message in reversed(messages):
+        role = message["role"]
+        if role == "user":
+            break
+        if role == "tool":
+            results.append(message)
+        elif role == "assistant":
+            for call in message.get("tool_calls") or ():
+                function = call.get("function")
+                if isinstance(function, dict):
+                    names[str(call.get("id"))] = str(function.get("name"))
+    if not results:
+        return ""
+    parts = []
+    for message in reversed(results):
+        name = message.get("name") or names.get(message.get("tool_call_id", ""), "the tool")
+        content = (message.get("content") or "")[:_TOOL_RESULT_CHARS]
+        parts.append(f"Based on {name}: {content}")
+    return "; ".join(parts)

@@ -1,11 +1,25 @@
-"""Deterministic reply text for the simulated provider: sentiment, summaries, echoes."""
+"""What the simulated model says and counts: reply text, sentiment, token counts, usage."""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["reply_text", "sentiment", "token_count"]
+from fanout.types import Message, Usage
 
+__all__ = [
+    "MARKER",
+    "fit_tokens",
+    "last_user_text",
+    "reply_text",
+    "sentiment",
+    "sim_usage",
+    "subject",
+    "token_count",
+]
+
+MARKER = "[sim:"
+_MARKERS = re.compile(r"\[sim:[^\]]*\]\s*")
+_WORD = re.compile(r"[a-z']+")
 _NEGATIVE = frozenset(
     {
         *("bad", "broken", "terrible", "awful", "angry", "refund", "late", "worst", "poor"),
@@ -19,34 +33,95 @@ _POSITIVE = frozenset(
         *("perfect", "fast", "wonderful", "recommend", "best", "nice", "helpful", "pleased"),
     }
 )
-_WORD = re.compile(r"[a-z']+")
-_MARKER = re.compile(r"\[sim:[^\]]*\]\s*")
+_ECHO_WORDS = 8
+_SUMMARY_WORDS = 12
+_MIN_OUTPUT_TOKENS = 3  # a real reply also spends tokens on framing and end-of-turn
+_MAX_REPLY_CHARS = 160  # keeps a plain reply within 40 tokens
+_TOKENS_PER_MESSAGE = 3
+
+
+def token_count(text: str) -> int:
+    """Tokens in ``text`` as the simulated model counts them: one per four characters."""
+    return -(-len(text) // 4)
+
+
+def sim_usage(messages: list[Message], output_tokens: int) -> Usage:
+    """Usage as the simulated provider reports it.
+
+    Near, on purpose not equal to, ``fanout.types.estimate_prompt_tokens``: the
+    engine reserves by its estimate and must settle by what the provider reports.
+    """
+    count = 0
+    for message in messages:
+        count += _TOKENS_PER_MESSAGE
+        content = message.get("content")
+        if content:
+            count += -(-len(content) // 4)
+        calls = message.get("tool_calls")
+        if calls:
+            count += 8 * len(calls)
+    return Usage(count, output_tokens)
+
+
+def last_user_text(messages: list[Message]) -> str:
+    """The content of the last user message ("" if there is none)."""
+    for message in reversed(messages):
+        if message["role"] == "user":
+            return message.get("content") or ""
+    return ""
+
+
+def subject(prompt: str) -> str:
+    """What a prompt is about: markers removed, and the text after the first colon, if any."""
+    if MARKER in prompt:
+        prompt = _MARKERS.sub("", prompt)
+    head, colon, tail = prompt.partition(":")
+    return (tail if colon and tail.strip() else head).strip()
 
 
 def sentiment(text: str) -> str:
+    """``positive``, ``negative`` or ``neutral``, by counting keywords in ``text``."""
     words = _WORD.findall(text.lower())
-    neg = sum(w in _NEGATIVE for w in words)
-    pos = sum(w in _POSITIVE for w in words)
-    if neg > pos:
+    score = 0
+    for word in words:
+        if word in _NEGATIVE:
+            score -= 1
+        elif word in _POSITIVE:
+            score += 1
+    if score < 0:
         return "negative"
-    if pos > neg:
+    if score > 0:
         return "positive"
     return "neutral"
 
 
-def token_count(text: str) -> int:
-    return -(-len(text) // 4)
-
-
 def reply_text(prompt: str) -> str:
-    """What the simulated model says to ``prompt`` (the last user message)."""
-    clean = _MARKER.sub("", prompt).strip()
-    lower = clean.lower()
-    subject = clean.split(":", 1)[1].strip() if ":" in clean else clean
+    """What the simulated model answers to ``prompt`` (the last user message).
+
+    A prompt that mentions "sentiment" gets ``positive``/``negative``/``neutral``;
+    one that asks to "summar..." gets ``Summary: `` and the first words of its
+    subject; anything else gets ``sim reply: `` and its first words.
+    """
+    lower = prompt.lower()
+    about = subject(prompt)
     if "sentiment" in lower:
-        return sentiment(subject)
+        return sentiment(about)
     if "summar" in lower:
-        words = subject.split()
-        return "Summary: " + " ".join(words[:12]) + (" ..." if len(words) > 12 else "")
-    words = clean.split()
-    return "sim reply: " + " ".join(words[:8])
+        words = about.split()
+        more = " ..." if len(words) > _SUMMARY_WORDS else ""
+        return ("Summary: " + " ".join(words[:_SUMMARY_WORDS]) + more)[:_MAX_REPLY_CHARS]
+    words = (_MARKERS.sub("", prompt) if MARKER in prompt else prompt).split()
+    return ("sim reply: " + " ".join(words[:_ECHO_WORDS]))[:_MAX_REPLY_CHARS]
+
+
+def fit_tokens(text: str, max_tokens: int) -> tuple[str, int, str]:
+    """``(text, output_tokens, finish_reason)`` for a reply limited to ``max_tokens``.
+
+    A reply that fits reports at least 3 tokens (framing; plain replies are at
+    most 40 by construction); a longer one is cut to ``max_tokens`` with finish
+    reason ``length``.
+    """
+    natural = token_count(text)
+    if natural > max_tokens:
+        return text[: max_tokens * 4], max_tokens, "length"
+    return text, min(max(natural, _MIN_OUTPUT_TOKENS), max_tokens), "stop"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
@@ -287,11 +289,9 @@ async def test_cancelling_a_request_releases_its_reservations(engine: Engine) ->
     dag.output(out=dag.map(dag.llm("fast", "[sim:latency=5000] {item}"), over=items))
     budget = Budget(usd=10.0)
     task = asyncio.create_task(engine.run(dag, {"items": list(range(20))}, budget=budget))
-    for _ in range(1000):  # let the items reach the provider (the fake clock holds them)
-        if sim(engine).in_flight == 20:
-            break
+    for _ in range(100):  # let items reach the provider (the fake clock holds them there)
         await asyncio.sleep(0)
-    assert sim(engine).in_flight == 20
+    assert sim(engine).in_flight > 0  # (the limiter's slow start admits 8 before an answer)
     assert budget.held_usd > 0
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -402,3 +402,21 @@ async def test_many_requests_share_one_engine(engine: Engine) -> None:
     # 40 requests x (2 items + summary) calls, concurrently: much less than serial time
     assert sim(engine).calls == 40 * 3
     assert max(r.wall_time_s for r in results) < 40 * 0.3
+
+
+async def test_a_step_whose_every_option_failed_is_escalated(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    queue = tmp_path / "review" / "escalated.jsonl"
+    dag = DAG("esc")
+    dag.input("text")
+    dag.output(a=dag.llm("fast", "[sim:fail] {text}", name="a"), b=dag.llm("fast", "{text}"))
+    async with Engine(sim_config(), clock=clock, escalation=queue) as engine:
+        result = await engine.run(dag, {"text": "help me"}, request_id="req-1")
+    assert result.nodes["a"].fallbacks == 1  # fast failed, then smart failed too
+    (line,) = queue.read_text().splitlines()
+    record = json.loads(line)
+    assert record["request_id"] == "req-1" and record["dag"] == "esc"
+    assert record["models_tried"] == ["fast", "smart"]
+    assert record["error_type"] == "ProviderHTTPError"
+    assert record["messages"] == [{"role": "user", "content": "[sim:fail] help me"}]
