@@ -66,6 +66,9 @@ class SimProviderConfig(_ProviderBase):
     jitter_sigma: float = Field(default=0.25, ge=0, description="lognormal sigma on latency")
     error_rate: float = Field(default=0.0, ge=0, le=1, description="share of calls that fail 5xx")
     timeout_rate: float = Field(default=0.0, ge=0, le=1, description="share of calls that hang")
+    invalid_json_rate: float = Field(
+        default=0.0, ge=0, le=1, description="share of structured replies that fail validation"
+    )
     seed: int = 0
 
 

@@ -106,6 +106,10 @@ class Engine:
             raise ConfigError(f"deadline_s must be positive (got {deadline_s})")
         if budget is not None and (budget_usd is not None or budget_tokens is not None):
             raise ConfigError("pass either budget= or budget_usd/budget_tokens, not both")
+        if (budget_usd is not None and budget_usd < 0) or (
+            budget_tokens is not None and budget_tokens < 0
+        ):
+            raise ConfigError("budget_usd and budget_tokens must be >= 0 (or None: no limit)")
         request_id = request_id or uuid.uuid4().hex
         ctx = RunContext(
             request_id=request_id,

@@ -109,6 +109,7 @@ class SimProvider(CallCounters):
             jitter_sigma=cfg.jitter_sigma,
             error_rate=cfg.error_rate,
             timeout_rate=cfg.timeout_rate,
+            invalid_json_rate=cfg.invalid_json_rate,
             seed=cfg.seed,
             clock=clock,
         )
@@ -120,36 +121,17 @@ class SimProvider(CallCounters):
         try:
             prompt = last_user_text(request.messages)
             marked = MARKER in prompt
-            rates = self.error_rate or self.timeout_rate or self.invalid_json_rate
+            # Rates are read per call: tests may change them on a live provider.
+            rated = bool(self.error_rate or self.timeout_rate or self.invalid_json_rate)
             # The fingerprint costs a hash; a plain text reply at zero latency needs none.
-            key = 0
-            if rates or marked or request.tools or request.response_schema is not None:
+            key: int | None = None
+            if rated or marked or request.tools or request.response_schema is not None:
                 key = self._fingerprints.of(request)
             hang = fail = invalid = False
-            if rates or marked:
-                attempt = self._attempts.next(key)
-                if rates:
-                    u_hang, u_fail, u_invalid = uniforms(key, attempt, 3)
-                    hang = u_hang < self.timeout_rate
-                    fail = u_fail < self.error_rate
-                    invalid = u_invalid < self.invalid_json_rate
-                if marked:
-                    hang = hang or "[sim:timeout]" in prompt
-                    fail = fail or "[sim:fail]" in prompt
-                    fail = fail or ("[sim:fail-once]" in prompt and attempt == 0)
-                    invalid = invalid or ("[sim:invalid-once]" in prompt and attempt == 0)
-            response = self._reply(request, prompt, key, invalid)
-
-            base_ms = self.latency_ms
-            if marked:
-                found = _LATENCY.search(prompt)
-                if found:
-                    base_ms = float(found.group(1))
-            latency_s = (base_ms + self.latency_per_token_ms * response.usage.output_tokens) / 1000
-            if latency_s > 0 and self.jitter_sigma > 0:
-                if not key:
-                    key = self._fingerprints.of(request)
-                latency_s *= _lognormal(key, self.jitter_sigma)
+            if key is not None and (rated or marked):
+                hang, fail, invalid = self._faults(key, prompt, rated)
+            response = self._reply(request, prompt, key or 0, invalid)
+            latency_s = self._latency_s(request, prompt, key, response.usage.output_tokens)
             if hang or (timeout_s is not None and latency_s > timeout_s):
                 waited_s = _HANG_S if timeout_s is None else timeout_s
                 await self.clock.sleep(waited_s)
@@ -167,6 +149,37 @@ class SimProvider(CallCounters):
             return response
         finally:
             self._call_ended()
+
+    def _faults(self, key: int, prompt: str, rated: bool) -> tuple[bool, bool, bool]:
+        """``(hang, fail, invalid)`` for this attempt at the request ``key``."""
+        attempt = self._attempts.next(key)
+        hang = fail = invalid = False
+        if rated:
+            u_hang, u_fail, u_invalid = uniforms(key, attempt, 3)
+            hang = u_hang < self.timeout_rate
+            fail = u_fail < self.error_rate
+            invalid = u_invalid < self.invalid_json_rate
+        if MARKER in prompt:
+            first = attempt == 0
+            hang = hang or "[sim:timeout]" in prompt
+            fail = fail or "[sim:fail]" in prompt or (first and "[sim:fail-once]" in prompt)
+            invalid = invalid or (first and "[sim:invalid-once]" in prompt)
+        return hang, fail, invalid
+
+    def _latency_s(
+        self, request: ChatRequest, prompt: str, key: int | None, output_tokens: int
+    ) -> float:
+        base_ms = self.latency_ms
+        if MARKER in prompt:
+            found = _LATENCY.search(prompt)
+            if found:
+                base_ms = float(found.group(1))
+        latency_s = (base_ms + self.latency_per_token_ms * output_tokens) / 1000
+        if latency_s > 0 and self.jitter_sigma > 0:
+            if key is None:
+                key = self._fingerprints.of(request)
+            latency_s *= _lognormal(key, self.jitter_sigma)
+        return latency_s
 
     def _reply(self, request: ChatRequest, prompt: str, key: int, invalid: bool) -> ChatResponse:
         messages = request.messages
