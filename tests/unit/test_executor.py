@@ -110,11 +110,19 @@ async def test_map_route_and_fan_in(engine: Engine) -> None:
     assert angry.cost_usd > 0
 
 
-async def test_deadline_cancels_the_rest_and_keeps_what_finished(engine: Engine) -> None:
+# The definition order decides which ready node the caller's own task runs and which
+# gets a task of its own: both orders must stop the same way.
+@pytest.mark.parametrize("slow_first", [False, True])
+async def test_deadline_cancels_the_rest_and_keeps_what_finished(
+    engine: Engine, slow_first: bool
+) -> None:
     dag = DAG("d")
     dag.input("text")
+    if slow_first:
+        slow = dag.llm("fast", "[sim:latency=9000] {text}", name="slow")
     quick = dag.llm("fast", "[sim:latency=100] {text}", name="quick")
-    slow = dag.llm("fast", "[sim:latency=9000] {text}", name="slow")
+    if not slow_first:
+        slow = dag.llm("fast", "[sim:latency=9000] {text}", name="slow")
     after = dag.llm("fast", "{s}", s=slow, name="after")
     dag.output(quick=quick, after=after)
 
@@ -235,11 +243,15 @@ async def test_a_failed_node_fails_its_dependents_only(engine: Engine) -> None:
     assert result.outputs["fine"] and result.outputs["after"] is None
 
 
-async def test_a_required_node_failure_stops_the_request(engine: Engine) -> None:
+@pytest.mark.parametrize("slow_first", [False, True])
+async def test_a_required_node_failure_stops_the_request(engine: Engine, slow_first: bool) -> None:
     dag = DAG("f")
     dag.input("text")
+    if slow_first:
+        slow = dag.llm("smart", "[sim:latency=5000] {text}", name="slow")
     bad = dag.llm("smart", "[sim:latency=10][sim:fail] {text}", name="bad", required=True)
-    slow = dag.llm("smart", "[sim:latency=5000] {text}", name="slow")
+    if not slow_first:
+        slow = dag.llm("smart", "[sim:latency=5000] {text}", name="slow")
     dag.output(bad=bad, slow=slow)
     result = await engine.run(dag, {"text": "x"})
     assert result.status is RunStatus.ERROR
