@@ -45,7 +45,8 @@ def pin(cpu: int) -> None:
 
 
 @contextlib.contextmanager
-def emulator() -> Iterator[str]:
+def emulator() -> Iterator[tuple[str, int]]:
+    """``fanout sim-server`` pinned to the last CPU; yields its root URL and process id."""
     port = free_port()
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
     server_cpu = cpus[-1]
@@ -61,7 +62,7 @@ def emulator() -> Iterator[str]:
                 httpx.get(f"{root}/stats").raise_for_status()
                 break
             time.sleep(0.05)
-        yield root
+        yield root, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -127,13 +128,15 @@ async def engine_rps(base_url: str, seconds: float, concurrency: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="workers (bare httpx is at its best near 8)"
+    )
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     pin(0)
     bare_runs: list[float] = []
     engine_runs: list[float] = []
-    with emulator() as root:
+    with emulator() as (root, _):
         base_url = f"{root}/v1"
         asyncio.run(bare(base_url, 1.0, args.concurrency))  # warm-up
         for _ in range(args.rounds):
