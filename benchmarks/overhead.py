@@ -7,8 +7,12 @@ one CPU, pins this process to the other, then alternates two measurements:
   engine  ``Engine.run`` of the ``classify`` example (one llm node) with N workers,
           through the full call path: budget, limiter, circuit, retry, parsing
 
-and prints requests/s for each and the ratio engine / bare (target >= 0.8).
-Run: python benchmarks/overhead.py [--seconds 5] [--concurrency 64] [--rounds 2]
+  traced  the same engine writing its trace (run, node and attempt rows; HMAC content)
+          to Parquet in a temporary directory
+
+and prints requests/s for each, the ratio engine / bare (target >= 0.8) and the
+ratio traced / engine (target >= 0.95: tracing costs at most 5%).
+Run: python benchmarks/overhead.py [--seconds 5] [--concurrency 8] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from statistics import mean
@@ -95,7 +100,9 @@ async def bare(base_url: str, seconds: float, concurrency: int) -> float:
         return done / (time.perf_counter() - start)
 
 
-async def engine_rps(base_url: str, seconds: float, concurrency: int) -> float:
+async def engine_rps(
+    base_url: str, seconds: float, concurrency: int, traces: str | None = None
+) -> float:
     config = parse_config(
         {
             "providers": {
@@ -107,7 +114,7 @@ async def engine_rps(base_url: str, seconds: float, concurrency: int) -> float:
     dag = DAG("classify")
     dag.input("text")
     dag.output(label=dag.llm("fast", PROMPT, max_tokens=5))
-    async with Engine(config) as engine:
+    async with Engine(config, traces=traces) as engine:
         done = 0
         end = time.perf_counter() + seconds
 
@@ -131,17 +138,22 @@ def main() -> None:
     parser.add_argument(
         "--concurrency", type=int, default=8, help="workers (bare httpx is at its best near 8)"
     )
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     pin(0)
+    os.environ.setdefault("FANOUT_TRACE_KEY", "benchmark-key")
     bare_runs: list[float] = []
     engine_runs: list[float] = []
-    with emulator() as (root, _):
+    traced_runs: list[float] = []
+    with emulator() as (root, _), tempfile.TemporaryDirectory() as tmp:
         base_url = f"{root}/v1"
         asyncio.run(bare(base_url, 1.0, args.concurrency))  # warm-up
-        for _ in range(args.rounds):
+        for r in range(args.rounds):
             bare_runs.append(asyncio.run(bare(base_url, args.seconds, args.concurrency)))
             engine_runs.append(asyncio.run(engine_rps(base_url, args.seconds, args.concurrency)))
+            traced_runs.append(
+                asyncio.run(engine_rps(base_url, args.seconds, args.concurrency, f"{tmp}/{r}"))
+            )
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}"
     )
@@ -150,7 +162,11 @@ def main() -> None:
     print(
         f"fanout engine     {mean(engine_runs):8,.0f} requests/s  {[round(r) for r in engine_runs]}"
     )
+    print(
+        f"fanout + traces   {mean(traced_runs):8,.0f} requests/s  {[round(r) for r in traced_runs]}"
+    )
     print(f"ratio engine/bare {mean(engine_runs) / mean(bare_runs):8.3f}")
+    print(f"ratio traced/engine {mean(traced_runs) / mean(engine_runs):6.3f}  (target >= 0.95)")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Bad input (a pipeline, input file, config or DAG that is wrong) prints one
 from __future__ import annotations
 
 import asyncio
+import signal
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,6 +108,16 @@ def run(
     deadline_s: Annotated[
         float | None, typer.Option(min=0.0, help="Time limit per record, in seconds.")
     ] = None,
+    traces: Annotated[
+        Path | None,
+        typer.Option(
+            "--traces",
+            help="Directory for the trace (Parquet, a row per run, node and attempt).",
+            show_default="OUTPUT/traces",
+            file_okay=False,
+        ),
+    ] = None,
+    no_traces: Annotated[bool, typer.Option("--no-traces", help="Write no trace.")] = False,
 ) -> None:
     """Run a pipeline over a file of records.
 
@@ -117,9 +128,12 @@ def run(
     from fanout.batch import load_pipeline
     from fanout.run import Engine
 
+    if no_traces and traces is not None:
+        _fail("--traces and --no-traces contradict each other; pass one")
     with _bad_input_exits():
         dag = load_pipeline(pipeline)
-        engine = Engine.from_config(config)
+        trace_dir = None if no_traces else (traces or output / "traces")
+        engine = Engine.from_config(config, traces=_trace_dir(trace_dir))
         stats = _run_job(
             engine,
             dag,
@@ -168,13 +182,14 @@ def demo(
             sample = write_sample(out / "input.jsonl", records)
         except OSError as exc:
             raise ConfigError(f"cannot write to {str(out)!r}: {exc.strerror}") from None
-        engine = Engine(_demo_config(latency_ms))
+        engine = Engine(_demo_config(latency_ms), traces=_trace_dir(out / "traces"))
         total = records if records is not None else sum(1 for _ in iter_sample())
         stats = _run_job(engine, dag, sample, out, concurrency=concurrency, total=total)
     console = make_console()
     print_summary(console, dag.name, stats)
     print_examples(console, stats.output_path)
     console.print(f"input: {sample}", soft_wrap=True)
+    console.print(f"traces: fanout traces summary {out / 'traces'}", soft_wrap=True)
 
 
 @app.command()
@@ -247,6 +262,130 @@ def sim_server(
     serve(config, host=host, port=port)
 
 
+# -- traces: reading a traces directory (summary, one request, OTLP export) ----------
+
+traces_app = typer.Typer(
+    help="Read a traces directory: summaries, one request's timeline, OTLP export.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(traces_app, name="traces")
+
+TRACE_EXPORT_FORMATS = ("otlp-json",)
+
+TracesDirArg = Annotated[
+    Path,
+    typer.Argument(
+        help="A traces directory: the one a job wrote its trace files to.",
+        metavar="DIR",
+        show_default=False,
+    ),
+]
+
+
+@traces_app.command("summary")
+def traces_summary(
+    directory: TracesDirArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Calls, errors, 429s, retries, latency, tokens and cost per model, node and job.
+
+    Reads the Parquet parts and the open log segments, so a running or crashed
+    job shows as far as it got.
+    """
+    from fanout._console import print_trace_summary
+    from fanout.trace import summarize
+
+    with _bad_input_exits():
+        summary = summarize(directory)
+    print_trace_summary(make_console(), summary, as_json=as_json)
+
+
+@traces_app.command("show")
+def traces_show(
+    directory: TracesDirArg,
+    trace_id: Annotated[
+        str,
+        typer.Argument(help="A trace id, or a unique prefix of 6+ characters.", show_default=False),
+    ],
+) -> None:
+    """One request as an indented timeline: run, nodes, attempts."""
+    from fanout._console import print_trace_tree
+    from fanout.trace import trace_tree
+
+    with _bad_input_exits():
+        rows = trace_tree(directory, trace_id)
+    print_trace_tree(make_console(), rows)
+
+
+@traces_app.command("export")
+def traces_export(
+    directory: TracesDirArg,
+    export_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help=f"Output format: {', '.join(TRACE_EXPORT_FORMATS)}.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="File to write.", show_default="stdout", dir_okay=False
+        ),
+    ] = None,
+) -> None:
+    """Export every span, e.g. as OTLP/JSON lines for an OpenTelemetry collector.
+
+    otlp-json: one ExportTraceServiceRequest per line (the collector's file
+    exporter format), with gen_ai.* and OpenInference attributes.
+    """
+    import sys
+
+    from fanout.trace import export_otlp
+
+    if export_format not in TRACE_EXPORT_FORMATS:
+        formats = ", ".join(TRACE_EXPORT_FORMATS)
+        _fail(f"unknown --format {export_format!r}: choose one of {formats}")
+    with _bad_input_exits():
+        if output is None:
+            try:
+                export_otlp(directory, sys.stdout)
+                sys.stdout.flush()
+            except BrokenPipeError:  # `| head`: the reader has all it wanted
+                _quiet_stdout()
+            return
+        partial = output.with_name(output.name + ".partial")
+        try:  # a whole file or none: a failed export leaves no half file behind
+            with partial.open("w", encoding="utf-8") as out:
+                count = export_otlp(directory, out)
+            partial.replace(output)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {str(output)!r}: {exc.strerror}") from None
+        finally:
+            partial.unlink(missing_ok=True)
+    typer.echo(f"exported {count:,} spans to {output}", err=True)
+
+
+def _quiet_stdout() -> None:
+    import os
+    import sys
+
+    # Python flushes stdout again at exit; point it at /dev/null so that cannot fail.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (a test runner's buffer)
+        pass
+    finally:
+        os.close(devnull)
+
+
+# -- the root callback ---------------------------------------------------------------
+
+
 @app.callback(invoke_without_command=True)
 def _root(
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
@@ -295,6 +434,8 @@ def _run_job(
             )
 
     with ProgressReporter(make_console(stderr=True), total) as progress:
+        # SIGTERM ends a job like Ctrl-C: finished records and the trace are written out.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             return asyncio.run(job(progress))
         except KeyboardInterrupt:
@@ -306,6 +447,13 @@ def _run_job(
             )
             typer.echo(f"interrupted: {done}", err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _trace_dir(path: Path | None) -> Path | None:
+    """``path``, unless it is a file (it is created when the job starts)."""
+    if path is not None and path.exists() and not path.is_dir():
+        raise ConfigError(f"--traces {str(path)!r} exists and is not a directory; pick a directory")
+    return path
 
 
 def _demo_config(latency_ms: float) -> Config:

@@ -18,6 +18,7 @@ __all__ = [
     "ProviderConfig",
     "RetryConfig",
     "SimProviderConfig",
+    "TraceConfig",
     "default_config",
     "load_config",
     "parse_config",
@@ -104,6 +105,21 @@ class ModelConfig(_Frozen):
         ) / 1_000_000
 
 
+class TraceConfig(_Frozen):
+    """``[traces]``: what the trace keeps of prompts and replies, and how it is written."""
+
+    content: Literal["hmac", "full", "none"] = Field(
+        default="hmac",
+        description="hmac: keyed digests and sizes of inputs/outputs; full: the texts; none",
+    )
+    hmac_key_env: str = Field(
+        default="FANOUT_TRACE_KEY", description="environment variable holding the HMAC key"
+    )
+    flush_interval_s: float = Field(default=1.0, gt=0, description="at most this much is lost")
+    row_group_rows: int = Field(default=100_000, ge=1_000, description="rows per Parquet part")
+    roll_interval_s: float = Field(default=300.0, gt=0, description="max age of an open part")
+
+
 class Config(_Frozen):
     """The whole configuration: providers by name and model aliases by name."""
 
@@ -112,6 +128,7 @@ class Config(_Frozen):
     escalation_path: str | None = Field(
         default=None, description="JSONL file for steps whose every option failed"
     )
+    traces: TraceConfig = Field(default_factory=TraceConfig)
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:

@@ -149,6 +149,11 @@ async def run_file(
     started = clock.now()
     tally = _Tally()
     writer = ResultWriter(output_dir, tuple(plan.outputs))
+    try:
+        engine.open_traces()  # a bad traces directory is a usage error, before any record
+    except ConfigError:
+        writer.abort()
+        raise
     slots = asyncio.Semaphore(concurrency)
 
     async def run_record(record: Record) -> RunResult | tuple[str, str]:
@@ -169,6 +174,7 @@ async def run_file(
                 budget_usd=budget_usd,
                 budget_tokens=budget_tokens,
                 deadline_s=deadline_s,
+                record_key=str(record.key),
             )
         except ConfigError as exc:
             return type(exc).__name__, f"row {record.index}: {exc}"

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import pyarrow as pa  # type: ignore[import-untyped]  # pyarrow ships no type hints
-import pyarrow.parquet as pq  # type: ignore[import-untyped]  # pyarrow ships no type hints
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from fanout.errors import ConfigError
 

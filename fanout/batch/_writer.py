@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-import pyarrow as pa  # type: ignore[import-untyped]  # pyarrow ships no type hints
-import pyarrow.parquet as pq  # type: ignore[import-untyped]  # pyarrow ships no type hints
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from fanout.errors import ConfigError
 from fanout.run import RunResult
@@ -32,6 +32,7 @@ def result_schema(outputs: Sequence[str]) -> pa.Schema:
             pa.field("output_tokens", pa.int64(), nullable=False),
             pa.field("cost_usd", pa.float64(), nullable=False),
             pa.field("wall_time_s", pa.float64(), nullable=False),
+            pa.field("trace_id", pa.string()),  # joins the record to its trace rows
         ]
     )
 
@@ -96,6 +97,7 @@ class ResultWriter:
             output_tokens=result.usage.output_tokens,
             cost_usd=result.cost_usd,
             wall_time_s=result.wall_time_s,
+            trace_id=result.trace_id,
         )
 
     def write_error(
@@ -118,6 +120,7 @@ class ResultWriter:
             output_tokens=0,
             cost_usd=0.0,
             wall_time_s=wall_time_s,
+            trace_id=None,
         )
 
     def flush(self) -> None:
@@ -130,6 +133,14 @@ class ResultWriter:
         self._writer.write_table(table, row_group_size=len(table))
         for column in self._columns.values():
             column.clear()
+
+    def abort(self) -> None:
+        """Close without publishing: the partial file is removed. Idempotent."""
+        if self._writer is None:
+            return
+        writer, self._writer = self._writer, None
+        writer.close()
+        self._tmp_path.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Flush, finish the file and move it to ``results.parquet``. Idempotent."""
@@ -165,6 +176,7 @@ class ResultWriter:
         output_tokens: int,
         cost_usd: float,
         wall_time_s: float,
+        trace_id: str | None,
     ) -> None:
         if self._writer is None:
             raise RuntimeError("ResultWriter is closed")
@@ -182,6 +194,7 @@ class ResultWriter:
         columns["output_tokens"].append(output_tokens)
         columns["cost_usd"].append(cost_usd)
         columns["wall_time_s"].append(wall_time_s)
+        columns["trace_id"].append(trace_id)
         self.rows_written += 1
         if len(columns["key"]) >= self._row_group_rows:
             self.flush()

@@ -22,6 +22,7 @@ from fanout.limits import Limiter
 from fanout.providers import Provider
 from fanout.retry import CircuitBreaker, RetryPolicy
 from fanout.run._escalation import EscalationSink
+from fanout.run._tracing import CallSite, Tracer
 from fanout.types import ChatRequest, ChatResponse, Usage, estimate_prompt_tokens
 
 __all__ = ["ModelRoute", "NodeStats", "Router", "RunContext"]
@@ -108,12 +109,24 @@ class NodeStats:
     fallbacks: int = 0
     limiter_wait_s: float = 0.0
     backoff_s: float = 0.0
+    span_id: str = ""  # the node's trace span, parent of its attempt rows
 
 
 class RunContext:
     """One request's budget and deadline, and the single path every provider call takes."""
 
-    __slots__ = ("budget", "clock", "dag_name", "deadline_at", "escalation", "request_id", "router")
+    __slots__ = (
+        "budget",
+        "clock",
+        "dag_name",
+        "deadline_at",
+        "escalation",
+        "record_key",
+        "request_id",
+        "router",
+        "trace_id",
+        "tracer",
+    )
 
     def __init__(
         self,
@@ -125,6 +138,9 @@ class RunContext:
         request_id: str = "",
         dag_name: str = "",
         escalation: EscalationSink | None = None,
+        tracer: Tracer | None = None,
+        trace_id: str = "",
+        record_key: str | None = None,
     ) -> None:
         self.router = router
         self.budget = budget
@@ -133,14 +149,19 @@ class RunContext:
         self.request_id = request_id
         self.dag_name = dag_name
         self.escalation = escalation
+        self.tracer = tracer
+        self.trace_id = trace_id
+        self.record_key = record_key
 
-    async def call(self, route: ModelRoute, request: ChatRequest, stats: NodeStats) -> ChatResponse:
+    async def call(
+        self, route: ModelRoute, request: ChatRequest, stats: NodeStats, site: CallSite | None
+    ) -> ChatResponse:
         """One logical call: attempts with back-off on retryable errors (tenacity).
 
         The first attempt runs without tenacity's machinery (the common case stays cheap).
         """
         try:
-            return await self._attempt(route, request, stats)
+            return await self._attempt(route, request, stats, site, 1, 0.0)
         except ProviderError as exc:
             if not route.retry.retryable(exc) or route.retry.max_attempts <= 1:
                 raise
@@ -155,10 +176,13 @@ class RunContext:
                 or self.clock.now() - start >= policy.max_elapsed_s
             )
 
+        backoff = [0.0]  # the sleep before the next attempt, for its trace row
+
         async def sleep(seconds: float) -> None:
             if self.deadline_at is not None and self.clock.now() + seconds >= self.deadline_at:
                 raise first_error  # no time left for another attempt
             stats.backoff_s += seconds
+            backoff[0] = seconds
             await self.clock.sleep(seconds)
 
         retrying = AsyncRetrying(
@@ -172,11 +196,58 @@ class RunContext:
         async for attempt in retrying:
             with attempt:
                 stats.retries += 1
-                return await self._attempt(route, request, stats)
+                number = attempt.retry_state.attempt_number + 1
+                return await self._attempt(route, request, stats, site, number, backoff[0])
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
     async def _attempt(
-        self, route: ModelRoute, request: ChatRequest, stats: NodeStats
+        self,
+        route: ModelRoute,
+        request: ChatRequest,
+        stats: NodeStats,
+        site: CallSite | None,
+        number: int,
+        backoff_s: float,
+    ) -> ChatResponse:
+        if self.tracer is None or site is None:
+            return await self._attempt_untraced(route, request, stats, None)
+        note = _AttemptNote()
+        start = self.clock.now()
+        response: ChatResponse | None = None
+        error: BaseException | None = None
+        try:
+            response = await self._attempt_untraced(route, request, stats, note)
+            return response
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if note.called:  # a call refused locally (budget, circuit, deadline) is no attempt
+                self.tracer.attempt(
+                    site,
+                    dag_name=self.dag_name,
+                    record_key=self.record_key,
+                    attempt=number,
+                    model_alias=route.alias,
+                    provider=route.config.provider,
+                    request=request,
+                    response=response,
+                    error=error,
+                    start=start,
+                    end=self.clock.now(),
+                    limiter_wait_s=note.wait_s,
+                    backoff_s=backoff_s,
+                    estimated_input_tokens=note.estimated_input_tokens,
+                    cost_usd=note.cost_usd,
+                    budget=self.budget,
+                )
+
+    async def _attempt_untraced(
+        self,
+        route: ModelRoute,
+        request: ChatRequest,
+        stats: NodeStats,
+        note: _AttemptNote | None,
     ) -> ChatResponse:
         """Budget reservation, circuit check, limiter permit, the call, then settle."""
         if not route.circuit.allow():
@@ -203,6 +274,9 @@ class RunContext:
                 capped = left < timeout_s
                 timeout_s = min(timeout_s, left)
             stats.calls += 1
+            if note is not None:
+                note.called, note.wait_s = True, permit.wait_s
+                note.estimated_input_tokens = estimate_in
             try:
                 response = await route.provider.complete(request, timeout_s=timeout_s)
             except ProviderTimeout:
@@ -233,7 +307,21 @@ class RunContext:
             budget.settle(reservation, tokens=usage.total_tokens, usd=cost)
         stats.usage = stats.usage + usage
         stats.cost_usd += cost
+        if note is not None:
+            note.cost_usd = cost
         return response
+
+
+class _AttemptNote:
+    """What one attempt's trace row needs to know from inside the call path."""
+
+    __slots__ = ("called", "cost_usd", "estimated_input_tokens", "wait_s")
+
+    def __init__(self) -> None:
+        self.called = False
+        self.wait_s = 0.0
+        self.estimated_input_tokens = 0
+        self.cost_usd = 0.0
 
 
 def _first_state(retrying: AsyncRetrying, error: BaseException) -> RetryCallState:

@@ -25,7 +25,9 @@ from fanout.run._context import Router, RunContext
 from fanout.run._escalation import EscalationSink
 from fanout.run._executor import execute
 from fanout.run._result import RunResult
+from fanout.run._tracing import SpanSink, Tracer
 from fanout.sim import SimProvider
+from fanout.trace import ContentPolicy, Redactor, TraceWriter
 
 __all__ = ["Engine"]
 
@@ -42,6 +44,12 @@ class Engine:
     and custom backends pass their own :class:`fanout.providers.Provider`).
     ``escalation``: a JSONL file where LLM steps whose every option (retries,
     fallbacks, validation retries) failed are written for a person to handle.
+
+    ``traces``: a directory for the trace (one Parquet row per run, node and attempt,
+    see :mod:`fanout.trace`), or any object with ``emit(span)``; ``None``: no trace.
+    The config's ``[traces]`` section says what is kept of prompts and replies;
+    ``redact`` masks PII in them (and in error messages) before anything is
+    hashed or written. ``job_id`` groups the rows of one job (default: random).
     """
 
     def __init__(
@@ -51,11 +59,19 @@ class Engine:
         providers: Mapping[str, Provider] | None = None,
         clock: Clock | None = None,
         escalation: str | Path | None = None,
+        traces: str | Path | SpanSink | None = None,
+        redact: Redactor | None = None,
+        job_id: str | None = None,
     ) -> None:
         self.config = config if config is not None else default_config()
         self.clock: Clock = clock if clock is not None else SystemClock()
         path = escalation if escalation is not None else self.config.escalation_path
         self.escalation = EscalationSink(path, clock=self.clock) if path is not None else None
+        self.job_id = job_id or uuid.uuid4().hex[:16]
+        self.trace_writer: TraceWriter | None = None  # the writer this engine owns
+        self._traces = traces
+        self._redact = redact
+        self._tracer: Tracer | None = None
         built = dict(providers or {})
         for name, cfg in self.config.providers.items():
             if name not in built:
@@ -65,9 +81,36 @@ class Engine:
         self._router_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
-    def from_config(cls, path: str | Path | None = None, *, clock: Clock | None = None) -> Engine:
+    def from_config(
+        cls,
+        path: str | Path | None = None,
+        *,
+        clock: Clock | None = None,
+        traces: str | Path | SpanSink | None = None,
+        redact: Redactor | None = None,
+        job_id: str | None = None,
+    ) -> Engine:
         """An engine from a TOML file; with ``None``, the embedded simulated default."""
-        return cls(load_config(path) if path is not None else None, clock=clock)
+        config = load_config(path) if path is not None else None
+        return cls(config, clock=clock, traces=traces, redact=redact, job_id=job_id)
+
+    def open_traces(self) -> None:
+        """Open the trace writer now (else the first run does): a bad directory is a
+        :class:`ConfigError` here rather than in a run. Idempotent."""
+        traces = self._traces
+        if traces is None or self._tracer is not None:
+            return
+        tcfg = self.config.traces
+        if isinstance(traces, str | Path):
+            traces = self.trace_writer = TraceWriter(
+                traces,
+                job_id=self.job_id,
+                flush_interval_s=tcfg.flush_interval_s,
+                row_group_rows=tcfg.row_group_rows,
+                roll_interval_s=tcfg.roll_interval_s,
+            )
+        content = ContentPolicy(tcfg.content, key_env=tcfg.hmac_key_env, redact=self._redact)
+        self._tracer = Tracer(traces, clock=self.clock, job_id=self.job_id, content=content)
 
     def validate(self, dag: DAG) -> Plan:
         """Check ``dag`` against this engine's model aliases; raises :class:`ConfigError`."""
@@ -83,6 +126,7 @@ class Engine:
         deadline_s: float | None = None,
         request_id: str | None = None,
         budget: Budget | None = None,
+        record_key: str | None = None,
     ) -> RunResult:
         """Run one request of ``dag`` with ``inputs``.
 
@@ -93,7 +137,8 @@ class Engine:
         every run-time failure is reported in the result instead.
 
         ``budget``: a :class:`Budget` shared with other runs (a job-level cap), used
-        instead of ``budget_usd``/``budget_tokens``.
+        instead of ``budget_usd``/``budget_tokens``. ``record_key``: the batch record
+        this request runs, for its trace rows.
         """
         plan = self.validate(dag)
         missing = [name for name in plan.inputs if name not in inputs]
@@ -111,7 +156,16 @@ class Engine:
         ):
             raise ConfigError("budget_usd and budget_tokens must be >= 0 (or None: no limit)")
         request_id = request_id or uuid.uuid4().hex
+        if self._tracer is None and self._traces is not None:
+            self.open_traces()
+        tracer = self._tracer
+        trace_id = ""
+        if tracer is not None:
+            trace_id = request_id if _is_trace_id(request_id) else tracer.new_trace_id()
         ctx = RunContext(
+            tracer=tracer,
+            trace_id=trace_id,
+            record_key=record_key,
             request_id=request_id,
             dag_name=dag.name,
             escalation=self.escalation,
@@ -133,8 +187,13 @@ class Engine:
         return [limiter.state() for limiter in self._router.limiters()] if self._router else []
 
     async def aclose(self) -> None:
-        for provider in self.providers.values():
-            await provider.aclose()
+        """Close providers and write out the trace (an owned writer rolls into Parquet)."""
+        try:
+            for provider in self.providers.values():
+                await provider.aclose()
+        finally:
+            if self.trace_writer is not None:
+                await asyncio.to_thread(self.trace_writer.close)
 
     async def __aenter__(self) -> Engine:
         return self
@@ -158,6 +217,11 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"Engine(providers={sorted(self.providers)}, models={sorted(self.config.models)})"
+
+
+def _is_trace_id(value: str) -> bool:
+    """A request id usable as the trace id: 32 lowercase hex digits, not all zero."""
+    return len(value) == 32 and value.strip("0123456789abcdef") == "" and value != "0" * 32
 
 
 def _build_provider(

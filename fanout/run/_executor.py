@@ -13,7 +13,7 @@ cancellation included), so reservations are always released.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 
 from fanout.dag import (
@@ -25,6 +25,7 @@ from fanout.dag import (
     RouteNode,
     ToolNode,
     decide_event,
+    render_value,
 )
 from fanout.errors import (
     BudgetExceeded,
@@ -38,6 +39,7 @@ from fanout.run._context import NodeStats, RunContext
 from fanout.run._llm import run_llm
 from fanout.run._result import NodeResult, RunResult
 from fanout.run._tools import call_tool
+from fanout.run._tracing import CallSite
 from fanout.types import NodeStatus, RunStatus, Usage
 
 __all__ = ["execute"]
@@ -74,6 +76,9 @@ class _Run:
         self.caller: asyncio.Task[object] | None = None
         self.inline_running = False  # the caller's task is running a node right now
         self.cancelled_inline = False  # ... and _stop cancelled it (to be uncancelled)
+        self.tracer = ctx.tracer
+        self.run_span_id = ctx.tracer.new_span_id() if ctx.tracer is not None else ""
+        self.ready_at: dict[str, float] = {}  # traced runs only: when each step became ready
 
     # -- scheduling ----------------------------------------------------------
 
@@ -142,7 +147,10 @@ class _Run:
             started = self._start(event)
             if isinstance(started, _Outcome):
                 ready.extend(self._finish(event, started))
-            elif keep and kept is None:
+                continue
+            if self.tracer is not None:
+                self.ready_at[event] = self.ctx.clock.now()
+            if keep and kept is None:
                 kept = started
             else:
                 self._spawn(started)
@@ -245,10 +253,12 @@ class _Run:
         """Run one node to its outcome; return a newly ready step for this task to run next."""
         node_id = node.id
         stats = self.stats[node_id] = NodeStats()
+        if self.tracer is not None:
+            stats.span_id = self.tracer.new_span_id()
         start = self.ctx.clock.now() - self.t0
         self.times[node_id] = (start, None)
         try:
-            value = await self._execute(node, stats, {})
+            value = await self._execute(node, stats, {}, node_id)
         except asyncio.CancelledError:
             self.times[node_id] = (start, self.ctx.clock.now() - self.t0)
             self.outcomes.setdefault(node_id, _Outcome(NodeStatus.CANCELLED, error=self.stop_error))
@@ -265,24 +275,63 @@ class _Run:
         return self._advance(self._finish(node_id, outcome), keep=True)
 
     async def _execute(
-        self, node: LLMNode | ToolNode | MapNode, stats: NodeStats, local: Mapping[str, object]
+        self,
+        node: LLMNode | ToolNode | MapNode,
+        stats: NodeStats,
+        local: Mapping[str, object],
+        owner_id: str,
     ) -> object:
+        """Run a node (or, with ``local``, one item of the map ``owner_id``)."""
         if isinstance(node, MapNode):
             return await self._map(node, stats)
+        index = local.get("index") if local else None
+        index = index if isinstance(index, int) else None
         if isinstance(node, LLMNode):
             values = {k: self._value(v, local) for k, v in node.bindings.items()}
-            where = f"node {node.id!r}" + (f" item {local['index']}" if local else "")
-            return await run_llm(node, values, self.ctx, stats, where)
+            where = f"node {node.id!r}" + (f" item {index}" if local else "")
+            return await run_llm(node, values, self.ctx, stats, where, index, owner_id)
         args = tuple(self._value(a, local) for a in node.args)
         kwargs = {k: self._value(v, local) for k, v in node.kwargs.items()}
-        return await call_tool(
-            node.fn,
-            args,
-            kwargs,
-            timeout_s=node.timeout_s,
-            is_async=node.is_async,
+        call = call_tool(
+            node.fn, args, kwargs, timeout_s=node.timeout_s, is_async=node.is_async,
             inline=node.inline,
         )
+        if self.tracer is None:
+            return await call
+        return await self._traced_tool(node, call, stats, args, kwargs, owner_id, index)
+
+    async def _traced_tool(
+        self,
+        node: ToolNode,
+        call: Coroutine[object, None, object],
+        stats: NodeStats,
+        args: tuple[object, ...],
+        kwargs: Mapping[str, object],
+        owner_id: str,
+        index: int | None,
+    ) -> object:
+        assert self.tracer is not None
+        start = self.ctx.clock.now()
+        value: object = None
+        error: BaseException | None = None
+        try:
+            value = await call
+            return value
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.tracer.tool(
+                CallSite(self.ctx.trace_id, owner_id, stats.span_id, index),
+                dag_name=self.ctx.dag_name,
+                record_key=self.ctx.record_key,
+                tool_name=getattr(node.fn, "__name__", node.id),
+                start=start,
+                end=self.ctx.clock.now(),
+                error=error,
+                input_text=render_value({"args": args, "kwargs": kwargs}),
+                output_text=render_value(value) if error is None else None,
+            )
 
     async def _map(self, node: MapNode, stats: NodeStats) -> list[object]:
         items = self._value(node.over)
@@ -298,7 +347,7 @@ class _Run:
         async def one(index: int) -> None:
             try:
                 results[index] = await self._execute(
-                    body, stats, {"item": items[index], "index": index}
+                    body, stats, {"item": items[index], "index": index}, node.id
                 )
             except Exception as exc:
                 failed.append(index)
@@ -417,7 +466,57 @@ class _Run:
             wall_time_s=self.ctx.clock.now() - self.t0,
             error_type=type(root_error).__name__ if root_error is not None else None,
             error_message=str(root_error) if root_error is not None else None,
+            trace_id=self.ctx.trace_id or None,
         )
+
+
+    def trace(self, result: RunResult) -> None:
+        """Emit the run's row and one row per node (attempt rows went out as they ended)."""
+        tracer = self.tracer
+        if tracer is None:
+            return
+        ctx, t0 = self.ctx, self.t0
+        for node_id, node in self.plan.nodes.items():
+            if isinstance(node, InputNode):
+                continue
+            res = result.nodes[node_id]
+            outcome = self.outcomes.get(node_id)
+            stats = self.stats.get(node_id)
+            ready = self.ready_at.get(node_id)
+            start = t0 + res.start_s if res.start_s is not None else None
+            tracer.node(
+                trace_id=ctx.trace_id,
+                span_id=stats.span_id if stats is not None else tracer.new_span_id(),
+                parent_span_id=self.run_span_id,
+                dag_name=self.plan.dag_name,
+                record_key=ctx.record_key,
+                node_id=node_id,
+                kind=res.kind,
+                status=str(res.status),
+                error=outcome.error if outcome is not None else self.stop_error,
+                start=start,
+                end=t0 + res.end_s if res.end_s is not None else None,
+                queue_wait_s=start - ready if start is not None and ready is not None else None,
+                model_alias=_model_of(node),
+            )
+        tracer.run(
+            trace_id=ctx.trace_id,
+            span_id=self.run_span_id,
+            dag_name=self.plan.dag_name,
+            record_key=ctx.record_key,
+            status=str(result.status),
+            error_type=result.error_type,
+            error_message=result.error_message,
+            start=t0,
+            end=t0 + result.wall_time_s,
+            budget=ctx.budget,
+        )
+
+
+def _model_of(node: object) -> str | None:
+    if isinstance(node, MapNode):
+        node = node.body
+    return node.model if isinstance(node, LLMNode) else None
 
 
 def _upstream(dep: str, outcome: _Outcome) -> UpstreamFailed:
@@ -443,5 +542,11 @@ async def execute(
 ) -> RunResult:
     """Run one instance of ``plan`` to completion (or deadline, failure, cancellation)."""
     run = _Run(plan, inputs, ctx)
-    await run.run()
-    return run.result(request_id)
+    try:
+        await run.run()
+    except asyncio.CancelledError:
+        run.trace(run.result(request_id))  # a cancelled request leaves its rows too
+        raise
+    result = run.result(request_id)
+    run.trace(result)
+    return result

@@ -16,9 +16,11 @@ from fanout.errors import (
     ProviderError,
     RunError,
     TemplateError,
+    ToolError,
 )
 from fanout.run._context import ModelRoute, NodeStats, RunContext
 from fanout.run._tools import call_tool
+from fanout.run._tracing import CallSite
 from fanout.types import ChatRequest, JSONSchema, Message, ToolCall
 
 __all__ = ["build_messages", "run_llm"]
@@ -47,14 +49,27 @@ def build_messages(node: LLMNode, values: Mapping[str, object], where: str) -> l
 
 
 async def run_llm(
-    node: LLMNode, values: Mapping[str, object], ctx: RunContext, stats: NodeStats, where: str
+    node: LLMNode,
+    values: Mapping[str, object],
+    ctx: RunContext,
+    stats: NodeStats,
+    where: str,
+    map_index: int | None = None,
+    owner_id: str | None = None,
 ) -> object:
-    """The node's output: text, a validated ``output`` model, or tool calls (schema-only tools)."""
+    """The node's output: text, a validated ``output`` model, or tool calls (schema-only tools).
+
+    ``map_index`` and ``owner_id`` (the map running this node as its body) place the
+    calls' trace rows.
+    """
     messages = build_messages(node, values, where)
     chain = ctx.router.chain(node.model)
     for position, route in enumerate(chain):
+        site = None
+        if ctx.tracer is not None:
+            site = CallSite(ctx.trace_id, owner_id or node.id, stats.span_id, map_index, position)
         try:
-            return await _converse(node, route, list(messages), ctx, stats, where)
+            return await _converse(node, route, list(messages), ctx, stats, where, site)
         except (ProviderError, OutputValidationError) as exc:
             last = position == len(chain) - 1
             if isinstance(exc, ProviderError) and exc.fallback_ok and not last:
@@ -85,6 +100,7 @@ async def _converse(
     ctx: RunContext,
     stats: NodeStats,
     where: str,
+    site: CallSite | None,
 ) -> object:
     specs = tuple(t.spec for t in node.tools)
     runnable = {t.name: t for t in node.tools if t.fn is not None}
@@ -102,7 +118,7 @@ async def _converse(
             response_schema=schema,
             response_schema_name=schema_name,
         )
-        response = await ctx.call(route, request, stats)
+        response = await ctx.call(route, request, stats, site)
         if response.tool_calls:
             if not runnable:
                 return list(response.tool_calls)
@@ -120,7 +136,7 @@ async def _converse(
                 }
             )
             results = await asyncio.gather(
-                *(_run_tool_call(runnable, call) for call in response.tool_calls)
+                *(_run_tool_call(runnable, call, ctx, site) for call in response.tool_calls)
             )
             for call, result in zip(response.tool_calls, results, strict=True):
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
@@ -149,7 +165,30 @@ async def _converse(
             )
 
 
-async def _run_tool_call(tools: Mapping[str, Tool], call: ToolCall) -> str:
+async def _run_tool_call(
+    tools: Mapping[str, Tool], call: ToolCall, ctx: RunContext, site: CallSite | None
+) -> str:
+    """A tool's result as text for the model (errors too), with its trace row."""
+    if ctx.tracer is None or site is None:
+        return await _tool_result(tools, call)
+    start = ctx.clock.now()
+    result = await _tool_result(tools, call)
+    failed = result.startswith("error: ")
+    ctx.tracer.tool(
+        site,
+        dag_name=ctx.dag_name,
+        record_key=ctx.record_key,
+        tool_name=call.name,
+        start=start,
+        end=ctx.clock.now(),
+        error=ToolError(result.removeprefix("error: ")) if failed else None,
+        input_text=call.arguments,
+        output_text=result,
+    )
+    return result
+
+
+async def _tool_result(tools: Mapping[str, Tool], call: ToolCall) -> str:
     """A tool's result as text for the model; errors go back to the model, not up."""
     tool = tools.get(call.name)
     if tool is None or tool.fn is None:

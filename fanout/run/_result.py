@@ -68,6 +68,7 @@ class RunResult:
     wall_time_s: float
     error_type: str | None = None
     error_message: str | None = None
+    trace_id: str | None = None  # the request's rows in the trace (None: tracing off)
 
     @property
     def ok(self) -> bool:
@@ -87,6 +88,7 @@ class RunResult:
             "wall_time_s": self.wall_time_s,
             "error_type": self.error_type,
             "error_message": self.error_message,
+            "trace_id": self.trace_id,
         }
 
 

@@ -249,6 +249,7 @@ def test_writer_row_groups_and_atomic_rename(tmp_path: Path) -> None:
         "output_tokens",
         "cost_usd",
         "wall_time_s",
+        "trace_id",
     ]
     assert table.schema.field("input_tokens").type == pa.int64()
     assert table.column("key").to_pylist() == [str(i) for i in range(7)]

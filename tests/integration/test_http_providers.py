@@ -7,15 +7,21 @@ Everything runs over 127.0.0.1 against ``fanout.sim.server`` — the same emulat
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from support import Emulator, start_emulator
 
-from fanout import DAG, Engine, NodeStatus, parse_config
+from fanout import DAG, Engine, NodeStatus, RunResult, parse_config
 from fanout.config import Config
 from fanout.sim.server import EmulatorConfig
+from fanout.trace import read_segment, trace_files
 
 KEY = "sk-fanout-test-0123456789-SECRET"
 LIMIT_RPM = 1200.0  # 20 requests/s per key and model
@@ -213,3 +219,58 @@ async def test_the_key_never_reaches_a_log_an_error_or_a_repr(
     for text in seen:
         assert KEY not in text
         assert wrong not in text
+
+
+def _all_text(directory: Path) -> str:
+    """Every file under ``directory``: raw bytes, and every Parquet value decompressed."""
+    chunks = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        chunks.append(path.read_bytes().decode("latin-1"))
+        if path.suffix == ".parquet":
+            chunks.append(json.dumps(pq.read_table(path).to_pylist(), default=str))
+        if path.suffix == ".arrows":
+            chunks.append(json.dumps(read_segment(path).to_pylist(), default=str))
+    return "\n".join(chunks)
+
+
+async def test_traces_match_the_providers_counts_and_hold_no_key(
+    limited: Emulator, faulty: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    faulty.faults(error_rate=0.3)  # retries and error rows, with messages, in the trace
+    cfg = config(faulty, retry={"max_attempts": 6})
+    cfg = cfg.model_copy(update={"traces": cfg.traces.model_copy(update={"content": "full"})})
+    traces = tmp_path / "traces"
+    async with Engine(cfg, traces=traces) as engine:
+        results = await asyncio.gather(
+            *(engine.run(classify(), {"text": f"{REVIEWS[i % 3]} #{i}"}) for i in range(30))
+        )
+    wrong = "sk-wrong-key-abcdefghijklmnop"
+    monkeypatch.setenv("FANOUT_TEST_KEY", wrong)
+    async with Engine(config(limited, retry={"max_attempts": 1}), traces=traces) as engine:
+        denied = await engine.run(classify(), {"text": "great"})
+    assert denied.nodes["rate"].error_type == "ProviderHTTPError"
+
+    files = trace_files(traces)
+    assert files.segments == [] and len(files.parts) == 2
+    table = pa.concat_tables([pq.read_table(p) for p in files.parts])
+    attempts = table.filter(pc.equal(table.column("record_type"), "attempt")).to_pylist()
+    stats = faulty.stats()
+    ok = [a for a in attempts if a["status"] == "ok" and a["job_id"] != denied_job(table, denied)]
+    assert len(ok) == sum(r.ok for r in results) == 30
+    assert sum(a["input_tokens"] for a in ok) == sum(r.usage.input_tokens for r in results)
+    assert sum(a["output_tokens"] for a in ok) == sum(r.usage.output_tokens for r in results)
+    errors = [a for a in attempts if a["http_status"] == 500]
+    # one row per request the emulator answered; tokens as the emulator counted them
+    assert (len(ok) + len(errors), len(errors)) == (stats["accepted"], stats["errors"])
+    assert len(errors) > 0
+    assert sum(a["input_tokens"] + a["output_tokens"] for a in ok) == stats["tokens"]
+    assert all(a["retryable"] and a["error_message"] for a in errors)
+    assert [a["http_status"] for a in attempts if a["job_id"] == denied_job(table, denied)] == [401]
+    text = _all_text(tmp_path)
+    assert "Rate the sentiment" in text  # content = "full" stores prompts...
+    assert KEY not in text and wrong not in text  # ...but never a key
+
+
+def denied_job(table: pa.Table, denied: RunResult) -> str:
+    rows = table.filter(pc.equal(table.column("trace_id"), denied.trace_id)).to_pylist()
+    return str(rows[0]["job_id"])

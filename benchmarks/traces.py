@@ -1,0 +1,117 @@
+"""Trace writing throughput, and what tracing costs a request.
+
+1. Spans written per second on one core: real spans (run, node and attempt rows of
+   the demo pipeline on the simulated provider, HMAC content) are fed to a
+   ``TraceWriter`` again and again; the clock runs from the first ``emit`` to the
+   closed Parquet part, so it covers conversion, the crash-safe log and the roll.
+   Target: >= 200,000 spans/s.
+2. With ``--overhead``: ``benchmarks/overhead.py``'s engine against the emulator,
+   with tracing off and on (target: tracing costs <= 5% of requests/s).
+
+Run: python benchmarks/traces.py [--spans 1000000] [--overhead]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from statistics import mean
+
+import pyarrow.parquet as pq
+
+from fanout import Engine
+from fanout._demo import iter_sample
+from fanout._demo.pipeline import dag as demo_dag
+from fanout.config import default_config
+from fanout.trace import Span, TraceWriter, spans_to_batch, trace_files
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+
+    def emit(self, span: Span) -> None:
+        self.spans.append(span)
+
+
+async def real_spans(records: int) -> list[Span]:
+    """The trace of ``records`` demo records (sim provider, no latency)."""
+    sink = _Collect()
+    data = default_config().model_dump()
+    data["providers"]["sim"]["latency_ms"] = 0.0
+    samples = [r for r in iter_sample() if isinstance(r.get("text"), str)]
+    async with Engine(default_config().model_validate(data), traces=sink) as engine:
+        for start in range(0, records, 200):
+            batch = [samples[i % len(samples)] for i in range(start, min(records, start + 200))]
+            await asyncio.gather(*(engine.run(demo_dag, {"text": r["text"]}) for r in batch))
+    return sink.spans
+
+
+def writer_rate(spans: list[Span], total: int, directory: Path) -> tuple[float, int, int]:
+    """Spans/s from first emit to closed part; the part's bytes and row groups."""
+    start = time.perf_counter()
+    with TraceWriter(directory, job_id="bench") as writer:
+        emitted = 0
+        while emitted < total:
+            for span in spans[: total - emitted]:
+                writer.emit(span)
+            emitted += min(len(spans), total - emitted)
+    elapsed = time.perf_counter() - start
+    parts = trace_files(directory).parts
+    size = sum(p.stat().st_size for p in parts)
+    groups = sum(pq.ParquetFile(p).metadata.num_row_groups for p in parts)
+    return total / elapsed, size, groups
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spans", type=int, default=1_000_000)
+    parser.add_argument("--records", type=int, default=2_000, help="demo records to trace")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--overhead", action="store_true", help="also run the engine overhead")
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, writer thread too
+    os.environ.setdefault("FANOUT_TRACE_KEY", "benchmark-key")
+    spans = asyncio.run(real_spans(args.records))
+    kinds = {k: sum(s.record_type == k for s in spans) for k in ("run", "node", "attempt")}
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cpus, "
+        f"python {platform.python_version()}; pinned to one core"
+    )
+    print(f"spans of {args.records} demo records: {len(spans):,} {kinds}")
+    sample = spans[:100_000]
+    start = time.perf_counter()
+    spans_to_batch(sample, "bench", 0)
+    print(f"conversion only     {len(sample) / (time.perf_counter() - start):12,.0f} spans/s")
+    rates = []
+    for r in range(args.rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            rate, size, groups = writer_rate(spans, args.spans, Path(tmp) / str(r))
+        rates.append(rate)
+    print(
+        f"writer, end to end  {mean(rates):12,.0f} spans/s  {[round(r) for r in rates]}"
+        f"  (target >= 200,000)"
+    )
+    print(f"parquet             {size / args.spans:12.1f} bytes/span, {groups} row groups")
+    if args.overhead:
+        import overhead  # benchmarks/overhead.py, next to this file
+
+        with overhead.emulator() as (root, _), tempfile.TemporaryDirectory() as tmp:
+            base = f"{root}/v1"
+            off, on = [], []
+            for r in range(args.rounds):
+                off.append(asyncio.run(overhead.engine_rps(base, 5.0, 8)))
+                on.append(asyncio.run(overhead.engine_rps(base, 5.0, 8, f"{tmp}/{r}")))
+        print(f"engine, no trace    {mean(off):12,.0f} requests/s  {[round(x) for x in off]}")
+        print(f"engine, traced      {mean(on):12,.0f} requests/s  {[round(x) for x in on]}")
+        print(f"traced / untraced   {mean(on) / mean(off):12.3f}  (target >= 0.95)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""``Tracer``: builds the trace rows of a run (run, node, attempt) and hands them to a sink.
+
+Built only when a sink is configured: with tracing off, the executor pays nothing.
+Rows are cheap value objects; the sink (``fanout.trace.TraceWriter``) does all I/O
+on its own thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+from dataclasses import dataclass
+from typing import Protocol
+
+from fanout.budget import Budget
+from fanout.clock import Clock
+from fanout.errors import ProviderError
+from fanout.trace import ContentPolicy, Span, new_span
+from fanout.types import ChatRequest, ChatResponse
+
+__all__ = ["CallSite", "SpanSink", "Tracer"]
+
+
+class SpanSink(Protocol):
+    def emit(self, span: Span) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallSite:
+    """Where a provider or tool call comes from, for its attempt rows."""
+
+    trace_id: str
+    node_id: str
+    parent_span_id: str
+    map_index: int | None = None
+    fallback_index: int = 0
+
+
+class Tracer:
+    """Turns executor events into :class:`Span` rows for one engine."""
+
+    def __init__(
+        self, sink: SpanSink, *, clock: Clock, job_id: str, content: ContentPolicy
+    ) -> None:
+        self.sink = sink
+        self.job_id = job_id
+        self.content = content
+        self._clock = clock
+        self._wall0 = clock.wall().timestamp()
+        self._mono0 = clock.now()
+        self._rng = random.Random()
+        # span ids: a random 32-bit prefix per tracer and a counter (unique, and cheap)
+        self._span_prefix = self._rng.getrandbits(32) << 32
+        self._span_counter = itertools.count(1)
+
+    def new_trace_id(self) -> str:
+        return f"{self._rng.getrandbits(128):032x}"
+
+    def new_span_id(self) -> str:
+        return f"{self._span_prefix | next(self._span_counter):016x}"
+
+    def wall(self, mono: float) -> float:
+        """A clock reading as seconds since the epoch."""
+        return self._wall0 + (mono - self._mono0)
+
+    def attempt(
+        self,
+        site: CallSite,
+        *,
+        dag_name: str,
+        record_key: str | None,
+        attempt: int,
+        model_alias: str,
+        provider: str,
+        request: ChatRequest,
+        response: ChatResponse | None,
+        error: BaseException | None,
+        start: float,
+        end: float,
+        limiter_wait_s: float,
+        backoff_s: float,
+        estimated_input_tokens: int,
+        cost_usd: float,
+        budget: Budget,
+    ) -> None:
+        span = new_span(
+            trace_id=site.trace_id,
+            span_id=self.new_span_id(),
+            parent_span_id=site.parent_span_id,
+            record_type="attempt",
+            span_name=f"chat {request.model}",
+            job_id=self.job_id,
+            dag_name=dag_name,
+            node_id=site.node_id,
+            map_index=site.map_index,
+            record_key=record_key,
+            attempt=attempt,
+            fallback_index=site.fallback_index,
+            model_alias=model_alias,
+            start_time=self.wall(start),
+            end_time=self.wall(end),
+            duration_ms=(end - start) * 1000,
+            limiter_wait_ms=limiter_wait_s * 1000,
+            backoff_ms=backoff_s * 1000,
+            provider=provider,
+            request_model=request.model,
+            estimated_input_tokens=estimated_input_tokens,
+            budget_limit_usd=budget.usd,
+            budget_spent_usd=budget.spent_usd,
+        )
+        if response is not None:
+            span.response_model = response.model or None
+            span.finish_reason = response.finish_reason
+            span.input_tokens = response.usage.input_tokens
+            span.output_tokens = response.usage.output_tokens
+            span.cost_usd = cost_usd
+            if response.tool_calls:
+                span.tool_name = ",".join(c.name for c in response.tool_calls)
+        else:
+            self._fail(span, error)
+            span.input_tokens = span.output_tokens = 0
+            span.cost_usd = 0.0
+        output = None
+        if response is not None:
+            output = response.content
+            if output is None and response.tool_calls:
+                output = json.dumps([c.to_wire() for c in response.tool_calls])
+        self.content.fill(span, json.dumps(request.messages, ensure_ascii=False), output)
+        self.sink.emit(span)
+
+    def tool(
+        self,
+        site: CallSite,
+        *,
+        dag_name: str,
+        record_key: str | None,
+        tool_name: str,
+        start: float,
+        end: float,
+        error: BaseException | None,
+        input_text: str | None,
+        output_text: str | None,
+    ) -> None:
+        span = new_span(
+            trace_id=site.trace_id,
+            span_id=self.new_span_id(),
+            parent_span_id=site.parent_span_id,
+            record_type="attempt",
+            span_name=f"tool {tool_name}",
+            job_id=self.job_id,
+            dag_name=dag_name,
+            node_id=site.node_id,
+            map_index=site.map_index,
+            record_key=record_key,
+            attempt=1,
+            tool_name=tool_name,
+            start_time=self.wall(start),
+            end_time=self.wall(end),
+            duration_ms=(end - start) * 1000,
+            input_tokens=0,
+            output_tokens=0,
+            cost_usd=0.0,
+        )
+        self._fail(span, error)
+        self.content.fill(span, input_text, output_text)
+        self.sink.emit(span)
+
+    def node(
+        self,
+        *,
+        trace_id: str,
+        span_id: str,
+        parent_span_id: str,
+        dag_name: str,
+        record_key: str | None,
+        node_id: str,
+        kind: str,
+        status: str,
+        error: BaseException | None,
+        start: float | None,
+        end: float | None,
+        queue_wait_s: float | None,
+        model_alias: str | None,
+    ) -> None:
+        span = new_span(
+            trace_id=trace_id,
+            span_id=span_id,
+            parent_span_id=parent_span_id,
+            record_type="node",
+            span_name=f"{kind} {node_id}",
+            job_id=self.job_id,
+            dag_name=dag_name,
+            node_id=node_id,
+            record_key=record_key,
+            model_alias=model_alias,
+            start_time=self.wall(start) if start is not None else None,
+            end_time=self.wall(end) if end is not None else None,
+            duration_ms=(end - start) * 1000 if start is not None and end is not None else None,
+            queue_wait_ms=queue_wait_s * 1000 if queue_wait_s is not None else None,
+        )
+        self._fail(span, error)
+        span.status = status
+        self.sink.emit(span)
+
+    def run(
+        self,
+        *,
+        trace_id: str,
+        span_id: str,
+        dag_name: str,
+        record_key: str | None,
+        status: str,
+        error_type: str | None,
+        error_message: str | None,
+        start: float,
+        end: float,
+        budget: Budget,
+    ) -> None:
+        self.sink.emit(
+            new_span(
+                trace_id=trace_id,
+                span_id=span_id,
+                parent_span_id=None,
+                record_type="run",
+                span_name=f"run {dag_name}",
+                job_id=self.job_id,
+                dag_name=dag_name,
+                record_key=record_key,
+                start_time=self.wall(start),
+                end_time=self.wall(end),
+                duration_ms=(end - start) * 1000,
+                status=status,
+                error_type=error_type,
+                error_message=self.content.scrub(error_message),
+                budget_limit_usd=budget.usd,
+                budget_spent_usd=budget.spent_usd,
+            )
+        )
+
+    def _fail(self, span: Span, error: BaseException | None) -> None:
+        if error is None:
+            return
+        span.status = "cancelled" if isinstance(error, asyncio.CancelledError) else "error"
+        span.error_type = type(error).__name__
+        message = str(error) or None
+        span.error_message = self.content.scrub(message)
+        if isinstance(error, ProviderError):
+            span.http_status = error.status_code
+            span.retryable = error.retryable

@@ -1,0 +1,91 @@
+"""Structured traces: span rows (run, node, attempt), content policy, Parquet writer, readers.
+
+The readers (``connect``, ``summarize``, ``trace_tree``, ``export_otlp``) load DuckDB,
+so they are imported on first use: the engine's import stays light.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from fanout.trace._content import ContentMode, ContentPolicy, Redactor
+from fanout.trace._files import TraceFiles, read_segment, trace_files
+from fanout.trace._span import (
+    KIND_COLUMNS,
+    SCHEMA_VERSION,
+    SPAN_SCHEMA,
+    Span,
+    SpanKind,
+    new_span,
+    span_columns,
+)
+from fanout.trace._writer import TraceWriter, recover_segments, spans_to_batch
+
+if TYPE_CHECKING:
+    from fanout.trace._otlp import export_otlp
+    from fanout.trace._query import (
+        CallStats,
+        JobSummary,
+        ModelSummary,
+        NodeSummary,
+        TraceSummary,
+        TreeRow,
+        connect,
+        summarize,
+        trace_tree,
+    )
+
+_READERS = {
+    "export_otlp": "fanout.trace._otlp",
+    **{
+        name: "fanout.trace._query"
+        for name in (
+            "CallStats",
+            "JobSummary",
+            "ModelSummary",
+            "NodeSummary",
+            "TraceSummary",
+            "TreeRow",
+            "connect",
+            "summarize",
+            "trace_tree",
+        )
+    },
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _READERS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fanout.trace' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "KIND_COLUMNS",
+    "SCHEMA_VERSION",
+    "SPAN_SCHEMA",
+    "CallStats",
+    "ContentMode",
+    "ContentPolicy",
+    "JobSummary",
+    "ModelSummary",
+    "NodeSummary",
+    "Redactor",
+    "Span",
+    "SpanKind",
+    "TraceFiles",
+    "TraceSummary",
+    "TraceWriter",
+    "TreeRow",
+    "connect",
+    "export_otlp",
+    "new_span",
+    "read_segment",
+    "recover_segments",
+    "span_columns",
+    "spans_to_batch",
+    "summarize",
+    "trace_files",
+    "trace_tree",
+]

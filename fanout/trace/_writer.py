@@ -1,0 +1,389 @@
+"""``TraceWriter``: spans buffered in memory, logged every flush, rolled into Parquet parts.
+
+``emit`` is a deque append, safe from any thread and cheap on the event loop. A
+background thread wakes every ``flush_interval_s``, turns the buffered spans into
+one Arrow record batch and appends it to the open log segment (an Arrow IPC
+stream: a process killed at any moment leaves every complete batch readable).
+When the segment holds ``row_group_rows`` rows, or is ``roll_interval_s`` old,
+it is rewritten as one zstd Parquet part with row groups of ``row_group_rows``
+(never one row group per flush: small groups make files bigger and scans slower)
+and deleted. A writer that opens a directory converts the segments of writers
+that died (their lock is free); a live writer's segment is left alone.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import gc
+import logging
+import operator
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from fanout.errors import ConfigError
+from fanout.trace._files import WAL_DIR, WAL_SUFFIX, part_path, read_segment
+from fanout.trace._span import KIND_COLUMNS, SPAN_SCHEMA, Span, span_columns
+
+__all__ = ["TraceWriter", "recover_segments", "spans_to_batch"]
+
+_log = logging.getLogger(__name__)
+_COLUMNS = span_columns()
+_TIMESTAMPS = frozenset(i for i, f in enumerate(SPAN_SCHEMA) if pa.types.is_timestamp(f.type))
+_KIND_GETTERS = {
+    kind: (
+        tuple(i for i, name in enumerate(_COLUMNS) if name in names),
+        operator.attrgetter(*(name for name in _COLUMNS if name in names)),
+    )
+    for kind, names in KIND_COLUMNS.items()
+}
+# columns that often hold one value for a whole batch: converted as one scalar, repeated
+_OFTEN_CONSTANT = frozenset(
+    _COLUMNS.index(name)
+    for name in (
+        "record_type",
+        "job_id",
+        "dag_name",
+        "status",
+        "provider",
+        "request_model",
+        "response_model",
+        "finish_reason",
+        "model_alias",
+        "schema_version",
+        "attempt",
+        "fallback_index",
+        "retryable",
+        "backoff_ms",
+        "limiter_wait_ms",
+    )
+)
+_WRITER_ID = _COLUMNS.index("writer_id")
+_SEQ_NO = _COLUMNS.index("seq_no")
+
+
+def spans_to_batch(spans: list[Span], writer_id: str, first_seq: int) -> pa.RecordBatch:
+    """Spans as one record batch of :data:`SPAN_SCHEMA` (grouped by kind, in order of kinds)."""
+    rows: dict[str, list[tuple[object, ...]]] = {}
+    for span in spans:
+        rows.setdefault(span.record_type, []).append(_KIND_GETTERS[span.record_type][1](span))
+    return _rows_to_batch(rows, writer_id, first_seq)
+
+
+def _rows_to_batch(
+    rows: dict[str, list[tuple[object, ...]]], writer_id: str, first_seq: int
+) -> pa.RecordBatch:
+    batches = []
+    seq = first_seq
+    for kind, group in rows.items():
+        if group:
+            batches.append(_kind_batch(group, kind, writer_id, seq))
+            seq += len(group)
+    if len(batches) == 1:
+        return batches[0]
+    if not batches:
+        return pa.RecordBatch.from_pylist([], schema=SPAN_SCHEMA)
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+
+def _kind_batch(
+    rows: list[tuple[object, ...]], kind: str, writer_id: str, first_seq: int
+) -> pa.RecordBatch:
+    """Rows of one kind (the values of its :data:`KIND_COLUMNS`, in table order)."""
+    n = len(rows)
+    indexes = _KIND_GETTERS[kind][0]
+    collecting = gc.isenabled()
+    gc.disable()  # the transpose makes fresh tuples: no reason to collect meanwhile
+    try:
+        columns = dict(zip(indexes, zip(*rows, strict=True), strict=True))
+    finally:
+        if collecting:
+            gc.enable()
+    arrays: list[pa.Array] = []
+    for i, field in enumerate(SPAN_SCHEMA):
+        values = columns.get(i)
+        if i == _WRITER_ID:
+            arrays.append(pa.repeat(pa.scalar(writer_id, pa.string()), n))
+        elif i == _SEQ_NO:
+            arrays.append(pa.array(range(first_seq, first_seq + n), pa.int64()))
+        elif values is None or values.count(None) == n:
+            arrays.append(pa.nulls(n, field.type))
+        elif i in _TIMESTAMPS:
+            seconds = pa.array(values, pa.float64())
+            micros = pc.cast(pc.round(pc.multiply(seconds, 1e6)), pa.int64())
+            arrays.append(micros.cast(field.type))
+        elif i in _OFTEN_CONSTANT and values.count(values[0]) == n:
+            arrays.append(pa.repeat(pa.scalar(values[0], field.type), n))
+        else:
+            arrays.append(pa.array(values, field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=SPAN_SCHEMA)
+
+
+class _Segment:
+    """The open log segment: an Arrow IPC stream appended batch by batch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sink = pa.OSFile(str(path), "wb")  # unbuffered: each batch reaches the OS
+        self.stream = ipc.new_stream(self.sink, SPAN_SCHEMA)
+        self.rows = 0
+        self.opened = time.monotonic()
+        self.date: str | None = None
+        self.batches: list[pa.RecordBatch] = []  # kept: rolling needs no re-read
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self.date is None and batch.num_rows:
+            self.date = _date_of(batch)
+        self.stream.write_batch(batch)
+        self.batches.append(batch)
+        self.rows += batch.num_rows
+
+    def close(self) -> None:
+        self.stream.close()
+        self.sink.close()
+
+
+class TraceWriter:
+    """Writes spans of one job to ``directory`` (see :mod:`fanout.trace._files` for the layout).
+
+    Use it as a context manager or call :meth:`close`; it also closes at interpreter exit.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        job_id: str,
+        flush_interval_s: float = 1.0,
+        row_group_rows: int = 100_000,
+        roll_interval_s: float = 300.0,
+        fsync: bool = False,
+    ) -> None:
+        if flush_interval_s <= 0 or roll_interval_s <= 0 or row_group_rows < 1:
+            raise ValueError("flush_interval_s, roll_interval_s and row_group_rows must be > 0")
+        self.directory = Path(directory)
+        self.job_id = job_id
+        self.writer_id = f"{os.getpid():x}{secrets.token_hex(4)}"
+        self.flush_interval_s = flush_interval_s
+        self.row_group_rows = row_group_rows
+        self.roll_interval_s = roll_interval_s
+        self.fsync = fsync
+        self.spans_written = 0
+        self.parts_written = 0
+        # per kind, each span's row as a tuple: taken at emit, while the span is in cache
+        self._rows: dict[str, deque[tuple[object, ...]]] = {k: deque() for k in _KIND_GETTERS}
+        self._seq = 0
+        self._segment_no = 0
+        self._segment: _Segment | None = None
+        self._io = threading.Lock()  # flushes: the thread's, and close()/flush() callers'
+        self._wake = threading.Event()
+        self._closed = False
+        self._error: BaseException | None = None
+        wal = self.directory / WAL_DIR
+        try:
+            wal.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot use traces directory {str(self.directory)!r}: "
+                f"{exc.strerror or exc}; pick a writable directory"
+            ) from None
+        self._lock_file: IO[bytes] | None = open(wal / f"{self.writer_id}.lock", "wb")  # noqa: SIM115
+        fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+        recover_segments(self.directory, row_group_rows=row_group_rows)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"fanout-trace-{self.writer_id}", daemon=True
+        )
+        self._thread.start()
+        atexit.register(self.close)
+
+    # -- the hot path --------------------------------------------------------------
+
+    def emit(self, span: Span) -> None:
+        """Buffer one span (thread-safe, no I/O): its row, as a tuple of its kind's columns."""
+        kind = span.record_type
+        self._rows[kind].append(_KIND_GETTERS[kind][1](span))
+
+    # -- the background thread -------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            if self._closed:
+                break
+            try:
+                self.flush()
+            except BaseException as exc:  # keep the job running; report once on close
+                self._error = self._error or exc
+                _log.exception("trace writer %s: flush failed", self.writer_id)
+
+    def flush(self) -> None:
+        """Log every buffered span now (and roll the segment if it is due)."""
+        with self._io:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        rows: dict[str, list[tuple[object, ...]]] = {}
+        n = 0
+        for kind, buffer in self._rows.items():
+            count = len(buffer)  # popleft: emit may append meanwhile, from another thread
+            rows[kind] = [buffer.popleft() for _ in range(count)]
+            n += count
+        if n:
+            batch = _rows_to_batch(rows, self.writer_id, self._seq)
+            self._seq += n
+            if self._segment is None:
+                self._segment_no += 1
+                name = f"{self.writer_id}-{self._segment_no:06d}{WAL_SUFFIX}"
+                self._segment = _Segment(self.directory / WAL_DIR / name)
+            self._segment.write(batch)
+            if self.fsync:
+                os.fsync(self._segment.sink.fileno())
+            self.spans_written += n
+        segment = self._segment
+        if segment is not None and (
+            segment.rows >= self.row_group_rows
+            or time.monotonic() - segment.opened >= self.roll_interval_s
+        ):
+            self._roll()
+
+    def _roll(self) -> None:
+        segment, self._segment = self._segment, None
+        if segment is None:
+            return
+        segment.close()
+        table = pa.Table.from_batches(segment.batches, schema=SPAN_SCHEMA)
+        if _convert(segment.path, self.directory, self.row_group_rows, table, segment.date):
+            self.parts_written += 1
+
+    # -- closing -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Write everything buffered, roll the open segment into Parquet, stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        with self._io:
+            self._flush_locked()
+            self._roll()
+        atexit.unregister(self.close)
+        if self._lock_file is not None:
+            lock_path = Path(self._lock_file.name)
+            self._lock_file.close()
+            self._lock_file = None
+            with contextlib.suppress(OSError):
+                lock_path.unlink()
+        if self._error is not None:
+            _log.error("trace writer %s: some flushes failed: %s", self.writer_id, self._error)
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TraceWriter({str(self.directory)!r}, job_id={self.job_id!r}, id={self.writer_id})"
+
+
+def _date_of(batch: pa.RecordBatch) -> str:
+    first = batch.column("start_time")[0].as_py()
+    when = first if isinstance(first, datetime) else datetime.now(UTC)
+    return when.strftime("%Y-%m-%d")
+
+
+def _convert(
+    segment: Path,
+    root: Path,
+    row_group_rows: int,
+    table: pa.Table | None = None,
+    date: str | None = None,
+) -> bool:
+    """Rewrite a closed segment as its Parquet part (atomically), then delete it."""
+    if table is None:
+        table = read_segment(segment)
+    if table.num_rows == 0:
+        segment.unlink(missing_ok=True)
+        return False
+    job_id = str(table.column("job_id")[0].as_py())
+    if date is None:
+        date = _date_of(table.slice(0, 1).to_batches()[0])
+    target = part_path(root, date, job_id, segment.name.removesuffix(WAL_SUFFIX))
+    if not target.exists():  # else: converted before a crash that came ahead of the unlink
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".parquet.tmp")
+        pq.write_table(
+            table, tmp, compression="zstd", row_group_size=row_group_rows, write_statistics=True
+        )
+        os.replace(tmp, target)
+    segment.unlink(missing_ok=True)
+    return True
+
+
+def recover_segments(
+    directory: str | Path,
+    *,
+    row_group_rows: int = 100_000,
+    is_alive: Callable[[str], bool] | None = None,
+) -> int:
+    """Convert the log segments of writers that are gone; returns how many parts were written.
+
+    A writer is gone when its lock file is missing or can be locked (``flock`` is
+    released by the kernel when a process dies, SIGKILL included).
+    """
+    root = Path(directory)
+    wal = root / WAL_DIR
+    converted = 0
+    for segment in sorted(wal.glob(f"*{WAL_SUFFIX}")):
+        writer_id = segment.name.split("-", 1)[0]
+        alive = is_alive(writer_id) if is_alive is not None else _locked(wal, writer_id)
+        if alive:
+            continue
+        try:
+            if _convert(segment, root, row_group_rows):
+                converted += 1
+        except OSError as exc:
+            _log.warning("traces: could not recover %s: %s", segment, exc)
+    for lock in wal.glob("*.lock"):
+        if not _locked(wal, lock.stem):
+            with contextlib.suppress(OSError):
+                lock.unlink()
+    return converted
+
+
+def _locked(wal: Path, writer_id: str) -> bool:
+    """Whether a live writer holds ``writer_id``'s lock."""
+    path = wal / f"{writer_id}.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also releases the lock taken just now
+    return False
