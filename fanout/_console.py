@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +37,10 @@ LOG_EVERY_S = 5.0
 
 def make_console(*, stderr: bool = False) -> Console:
     # markup=False: record keys, outputs and errors are data, not rich markup.
-    return Console(stderr=stderr, highlight=False, markup=False)
+    console = Console(stderr=stderr, highlight=False, markup=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 160  # a pipe or a log file: wide tables are not wrapped into columns
+    return console
 
 
 class ProgressReporter:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
-import gc
 import logging
 import operator
 import os
@@ -51,27 +50,28 @@ _KIND_GETTERS = {
     )
     for kind, names in KIND_COLUMNS.items()
 }
-# columns that often hold one value for a whole batch: converted as one scalar, repeated
-_OFTEN_CONSTANT = frozenset(
-    _COLUMNS.index(name)
-    for name in (
-        "record_type",
-        "job_id",
-        "dag_name",
-        "status",
-        "provider",
-        "request_model",
-        "response_model",
-        "finish_reason",
-        "model_alias",
-        "schema_version",
-        "attempt",
-        "fallback_index",
-        "retryable",
-        "backoff_ms",
-        "limiter_wait_ms",
+# per kind, the struct its row tuples convert to (timestamps arrive as float seconds)
+_KIND_STRUCTS = {
+    kind: pa.struct(
+        [
+            pa.field(f.name, pa.float64() if pa.types.is_timestamp(f.type) else f.type)
+            for i, f in enumerate(SPAN_SCHEMA)
+            if i in indexes
+        ]
     )
-)
+    for kind, (indexes, _) in _KIND_GETTERS.items()
+}
+# Parquet: dictionary pages where values repeat (ids and digests would only grow them);
+# min/max statistics where queries filter (time ranges, kinds, jobs): both cut write time.
+_DICTIONARY_COLUMNS = [
+    "record_type", "span_name", "job_id", "dag_name", "node_id", "status", "error_type",
+    "provider", "request_model", "response_model", "finish_reason", "tool_name",
+    "model_alias", "writer_id",
+]  # fmt: skip
+_STATISTICS_COLUMNS = [
+    "start_time", "end_time", "record_type", "job_id", "dag_name", "node_id", "status",
+    "http_status", "model_alias", "seq_no",
+]  # fmt: skip
 _WRITER_ID = _COLUMNS.index("writer_id")
 _SEQ_NO = _COLUMNS.index("seq_no")
 
@@ -103,16 +103,15 @@ def _rows_to_batch(
 def _kind_batch(
     rows: list[tuple[object, ...]], kind: str, writer_id: str, first_seq: int
 ) -> pa.RecordBatch:
-    """Rows of one kind (the values of its :data:`KIND_COLUMNS`, in table order)."""
+    """Rows of one kind (the values of its :data:`KIND_COLUMNS`, in table order).
+
+    Converted in one pass by Arrow's C++ converter (a list of tuples into a struct
+    array, then its children): no transpose in Python.
+    """
     n = len(rows)
-    indexes = _KIND_GETTERS[kind][0]
-    collecting = gc.isenabled()
-    gc.disable()  # the transpose makes fresh tuples: no reason to collect meanwhile
-    try:
-        columns = dict(zip(indexes, zip(*rows, strict=True), strict=True))
-    finally:
-        if collecting:
-            gc.enable()
+    indexes, _ = _KIND_GETTERS[kind]
+    children = pa.array(rows, type=_KIND_STRUCTS[kind]).flatten()
+    columns = dict(zip(indexes, children, strict=True))
     arrays: list[pa.Array] = []
     for i, field in enumerate(SPAN_SCHEMA):
         values = columns.get(i)
@@ -120,16 +119,13 @@ def _kind_batch(
             arrays.append(pa.repeat(pa.scalar(writer_id, pa.string()), n))
         elif i == _SEQ_NO:
             arrays.append(pa.array(range(first_seq, first_seq + n), pa.int64()))
-        elif values is None or values.count(None) == n:
+        elif values is None:
             arrays.append(pa.nulls(n, field.type))
-        elif i in _TIMESTAMPS:
-            seconds = pa.array(values, pa.float64())
-            micros = pc.cast(pc.round(pc.multiply(seconds, 1e6)), pa.int64())
+        elif i in _TIMESTAMPS:  # float seconds -> µs
+            micros = pc.cast(pc.round(pc.multiply(values, 1e6)), pa.int64())
             arrays.append(micros.cast(field.type))
-        elif i in _OFTEN_CONSTANT and values.count(values[0]) == n:
-            arrays.append(pa.repeat(pa.scalar(values[0], field.type), n))
         else:
-            arrays.append(pa.array(values, field.type))
+            arrays.append(values)
     return pa.RecordBatch.from_arrays(arrays, schema=SPAN_SCHEMA)
 
 
@@ -335,7 +331,12 @@ def _convert(
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".parquet.tmp")
         pq.write_table(
-            table, tmp, compression="zstd", row_group_size=row_group_rows, write_statistics=True
+            table,
+            tmp,
+            compression="zstd",
+            row_group_size=row_group_rows,
+            use_dictionary=_DICTIONARY_COLUMNS,
+            write_statistics=_STATISTICS_COLUMNS,
         )
         os.replace(tmp, target)
     segment.unlink(missing_ok=True)
