@@ -110,6 +110,37 @@ def test_run_the_classify_example_from_the_repo_root(
     assert labels["rev-01"] == "positive"
     assert labels["rev-02"] == "negative"
     assert set(labels.values()) <= {"positive", "negative", "neutral"}
+    # the trace is on by default, in OUTPUT/traces, and joins the results by trace_id
+    traces = tmp_path / "out" / "traces"
+    parts = list(traces.glob("date=*/job_id=*/part-*.parquet"))
+    assert len(parts) == 1 and not list((traces / "_wal").glob("*.arrows"))
+    spans = pq.read_table(parts[0]).to_pylist()
+    runs = {s["trace_id"]: s for s in spans if s["record_type"] == "run"}
+    assert set(runs) == {r["trace_id"] for r in rows}
+    assert {runs[r["trace_id"]]["record_key"] for r in rows} == set(labels)
+
+
+def test_traces_go_where_asked_or_nowhere(
+    runner: CliRunner, tmp_path: Path, fast_config: Path
+) -> None:
+    common = [f"{CLASSIFY}", "--input", str(REVIEWS), "--config", str(fast_config)]
+    elsewhere = runner.invoke(
+        app, ["run", *common, "-o", str(tmp_path / "a"), "--traces", str(tmp_path / "t")]
+    )
+    assert elsewhere.exit_code == 0, elsewhere.output
+    assert list((tmp_path / "t").glob("date=*/job_id=*/part-*.parquet"))
+    assert not (tmp_path / "a" / "traces").exists()
+
+    off = runner.invoke(app, ["run", *common, "-o", str(tmp_path / "b"), "--no-traces"])
+    assert off.exit_code == 0, off.output
+    assert not (tmp_path / "b" / "traces").exists()
+    assert (tmp_path / "b" / "results.parquet").exists()
+
+    both = runner.invoke(
+        app, ["run", *common, "-o", str(tmp_path / "c"), "--traces", "x", "--no-traces"]
+    )
+    assert both.exit_code == 2
+    assert "--traces and --no-traces" in both.stderr
 
 
 @pytest.mark.parametrize("pipeline", ["map_reduce", "tools"])

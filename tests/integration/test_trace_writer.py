@@ -14,7 +14,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
+import pytest
+from support import sim_config
 
+from fanout import DAG, Engine
 from fanout.trace import (
     SPAN_SCHEMA,
     Span,
@@ -242,3 +245,38 @@ def test_sigterm_flushes_the_cli_job(tmp_path: Path) -> None:
     # every record written to the results has its run row, joined by trace_id
     assert set(results.column("trace_id").to_pylist()) <= set(runs.column("trace_id").to_pylist())
     assert results.num_rows > 0
+
+
+def test_a_segment_rolls_by_age_without_a_close(tmp_path: Path) -> None:
+    writer = TraceWriter(tmp_path, job_id="aged", flush_interval_s=0.05, roll_interval_s=0.2)
+    try:
+        for span in _spans(3, job="aged"):
+            writer.emit(span)
+        deadline = time.monotonic() + 30
+        while not trace_files(tmp_path).parts:
+            assert time.monotonic() < deadline, "the open segment was never rolled"
+            time.sleep(0.05)
+        assert writer.parts_written == 1
+    finally:
+        writer.close()
+    assert _read_all(tmp_path).num_rows == 3
+
+
+async def test_hmac_mode_writes_no_plaintext_to_any_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FANOUT_TRACE_KEY", "k")
+    async with Engine(sim_config(), traces=tmp_path / "traces") as engine:
+        dag = DAG("private")
+        dag.input("text")
+        dag.output(a=dag.llm("fast", "Repeat {text}", name="a"))
+        result = await engine.run(dag, {"text": "ZEBRA-7781 lives at 12 Quay St"})
+    assert result.ok and "ZEBRA" in str(result.outputs["a"])  # the sim echoes it back
+    files = [p for p in (tmp_path / "traces").rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        assert b"ZEBRA" not in path.read_bytes()
+        if path.suffix == ".parquet":
+            assert "ZEBRA" not in json.dumps(pq.read_table(path).to_pylist(), default=str)
+    table = _read_all(tmp_path / "traces")
+    assert table.column("input_hmac").null_count < table.num_rows  # digests are there
