@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the engine, pyarrow and the rest load per command: `--help`
     from fanout.batch import JobStats
     from fanout.config import Config
     from fanout.dag import DAG
+    from fanout.distributed import RayEngine
     from fanout.run import Engine
 
 __all__ = ["app", "main"]
@@ -118,6 +119,19 @@ def run(
         ),
     ] = None,
     no_traces: Annotated[bool, typer.Option("--no-traces", help="Write no trace.")] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run on Ray: local (start one here), auto (join the running cluster, "
+            "else start one) or a cluster ADDRESS.",
+            metavar="local|auto|ADDRESS",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker actors, with --ray.", show_default=True)
+    ] = 2,
 ) -> None:
     """Run a pipeline over a file of records.
 
@@ -132,8 +146,16 @@ def run(
         _fail("--traces and --no-traces contradict each other; pass one")
     with _bad_input_exits():
         dag = load_pipeline(pipeline)
-        trace_dir = None if no_traces else (traces or output / "traces")
-        engine = Engine.from_config(config, traces=_trace_dir(trace_dir))
+        trace_dir = _trace_dir(None if no_traces else (traces or output / "traces"))
+        engine: Engine | RayEngine
+        if ray_address is None:
+            engine = Engine.from_config(config, traces=trace_dir)
+        else:
+            from fanout.config import default_config, load_config
+            from fanout.distributed import RayEngine
+
+            cfg = load_config(config) if config is not None else default_config()
+            engine = RayEngine(cfg, workers=workers, address=ray_address, traces=trace_dir)
         stats = _run_job(
             engine,
             dag,
@@ -406,7 +428,7 @@ def main() -> None:
 
 
 def _run_job(
-    engine: Engine,
+    engine: Engine | RayEngine,
     dag: DAG,
     input_path: Path,
     output: Path,

@@ -9,7 +9,7 @@
         stats = await run_file(engine, dag, "reviews.jsonl", "out/", concurrency=64)
 """
 
-from fanout.batch._job import JobStats, run_file
+from fanout.batch._job import JobStats, Runner, run_file
 from fanout.batch._pipeline import load_pipeline
 from fanout.batch._readers import SUPPORTED_EXTENSIONS, Record, iter_records
 from fanout.batch._writer import RESULTS_FILE, ResultWriter, result_schema
@@ -20,6 +20,7 @@ __all__ = [
     "JobStats",
     "Record",
     "ResultWriter",
+    "Runner",
     "iter_records",
     "load_pipeline",
     "result_schema",

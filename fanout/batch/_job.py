@@ -7,20 +7,46 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from fanout.batch._readers import Record, iter_records
 from fanout.batch._writer import ResultWriter
-from fanout.dag import DAG
+from fanout.clock import Clock
+from fanout.dag import DAG, Plan
 from fanout.errors import ConfigError
-from fanout.run import Engine, RunResult
+from fanout.run import RunResult
 from fanout.types import RunStatus
 
-__all__ = ["JobStats", "run_file"]
+__all__ = ["JobStats", "Runner", "run_file"]
 
 _log = logging.getLogger(__name__)
 
 INVALID_RECORD = "InvalidRecord"
 """``error_type`` of a record that could not be run: malformed, or missing an input."""
+
+
+class Runner(Protocol):
+    """What a job needs of an engine: :class:`fanout.Engine` (one process) and
+    :class:`fanout.distributed.RayEngine` (a Ray cluster) both are one."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def validate(self, dag: DAG) -> Plan: ...
+
+    def open_traces(self) -> None: ...
+
+    async def run(
+        self,
+        dag: DAG,
+        inputs: Mapping[str, object],
+        *,
+        budget_usd: float | None = None,
+        budget_tokens: int | None = None,
+        deadline_s: float | None = None,
+        request_id: str | None = None,
+        record_key: str | None = None,
+    ) -> RunResult: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +141,7 @@ def _check_options(
 
 
 async def run_file(
-    engine: Engine,
+    engine: Runner,
     dag: DAG,
     input_path: str | Path,
     output_dir: str | Path,

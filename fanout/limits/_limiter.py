@@ -18,7 +18,7 @@ from fanout.limits._adaptive import AdaptiveRate
 from fanout.limits._bucket import TokenBucket
 from fanout.limits._headers import RateLimitHeaders
 
-__all__ = ["Limiter", "LimiterState", "Permit"]
+__all__ = ["LeaseReport", "Limiter", "LimiterState", "Permit"]
 
 _RATE_WINDOW_S = 2.0
 # Slow start: until the provider first answers, at most this many calls are in flight,
@@ -42,6 +42,23 @@ class LimiterState:
     rate_limited: int
     total_wait_s: float
     paused_s: float  # time left in a retry-after pause
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseReport:
+    """What a leased limiter tells its quota coordinator: counters since it started
+    (cumulative, so a lost report loses nothing), its demand now, and any limit the
+    provider stated in its headers."""
+
+    granted: int
+    ok: int
+    tokens: int
+    rate_limited: int
+    queued: int
+    in_flight: int
+    stated_requests_per_min: float | None
+    stated_tokens_per_min: float | None
+    retry_after_s: float | None  # the longest pause asked for since the last report
 
 
 class Permit:
@@ -112,6 +129,14 @@ class Limiter:
         self._window_tokens = 0
         self._last_ok_per_s = 0.0
         self._last_tok_per_s = 0.0
+        # Leased mode (the Ray backend): a coordinator sets the pace from every worker's
+        # reports; this limiter enforces its share and reports what it sees.
+        self.leased = False
+        self._ok_total = 0
+        self._tokens_total = 0
+        self._stated_rpm: float | None = None
+        self._stated_tpm: float | None = None
+        self._retry_after_s: float | None = None
 
     # -- the call path ----------------------------------------------------------
 
@@ -200,6 +225,11 @@ class Limiter:
         now = self.clock.now()
         self._count_ok(now, tokens)
         self._first_answer()
+        if self.leased:
+            parsed = RateLimitHeaders.parse(headers)
+            self._note_stated(parsed)
+            self._bound_by_remaining(parsed, now)  # what is left is shared: never exceed it
+            return
         if self.adaptive:
             self._learn_headers(RateLimitHeaders.parse(headers), now)
             self._recover(now)
@@ -215,6 +245,11 @@ class Limiter:
         pause = retry_after_s if retry_after_s is not None else parsed.retry_after_s
         if pause is not None and pause > 0:
             self._paused_until = max(self._paused_until, now + pause)
+        if self.leased:  # the coordinator adapts the pace for every worker at once
+            self._note_stated(parsed)
+            if pause is not None:
+                self._retry_after_s = max(self._retry_after_s or 0.0, pause)
+            return
         if not self.adaptive:
             return
         self._learn_headers(parsed, now)
@@ -263,7 +298,64 @@ class Limiter:
         if self._requests.recover(now) | self._tokens.recover(now):
             self._apply_rates(now)
 
+    # -- leases ---------------------------------------------------------------------
+
+    def set_lease(
+        self,
+        requests_per_min: float | None,
+        tokens_per_min: float | None,
+        max_concurrency: int | None = None,
+    ) -> None:
+        """Enforce this share of a cluster-wide limit (``None``: not limited)."""
+        self.leased = True
+        now = self.clock.now()
+        # a share of 0 (the others hold the whole limit for now) is a trickle, not "unlimited"
+        self._requests.rate = None if requests_per_min is None else max(requests_per_min / 60, 1e-3)
+        self._tokens.rate = None if tokens_per_min is None else max(tokens_per_min / 60, 1e-3)
+        self._apply_rates(now)
+        if max_concurrency is not None:
+            grew = self.max_concurrency is None or max_concurrency > self.max_concurrency
+            self.max_concurrency = max_concurrency
+            if grew:
+                self._slot_freed.set()
+        if self._waiters:
+            # The pump may be asleep for a wait computed at the old pace: start it afresh.
+            if self._pump_task is not None and not self._pump_task.done():
+                self._pump_task.cancel()
+            self._pump_task = asyncio.get_running_loop().create_task(self._pump())
+
+    def lease_report(self) -> LeaseReport:
+        """Counters for the coordinator (the pause asked for is reported once)."""
+        retry_after, self._retry_after_s = self._retry_after_s, None
+        return LeaseReport(
+            granted=self._granted,
+            ok=self._ok_total,
+            tokens=self._tokens_total,
+            rate_limited=self._limited,
+            queued=sum(1 for _, f, _ in self._waiters if not f.done()),
+            in_flight=self._in_flight,
+            stated_requests_per_min=self._stated_rpm,
+            stated_tokens_per_min=self._stated_tpm,
+            retry_after_s=retry_after,
+        )
+
+    def _bound_by_remaining(self, parsed: RateLimitHeaders, now: float) -> None:
+        if parsed.remaining_requests is not None and self._req_bucket is not None:
+            self._req_bucket.refill(now)
+            self._req_bucket.level = min(self._req_bucket.level, parsed.remaining_requests)
+        if parsed.remaining_tokens is not None and self._tok_bucket is not None:
+            self._tok_bucket.refill(now)
+            self._tok_bucket.level = min(self._tok_bucket.level, parsed.remaining_tokens)
+
+    def _note_stated(self, parsed: RateLimitHeaders) -> None:
+        if parsed.limit_requests is not None:
+            self._stated_rpm = parsed.limit_requests
+        if parsed.limit_tokens is not None:
+            self._stated_tpm = parsed.limit_tokens
+
     def _count_ok(self, now: float, tokens: int) -> None:
+        self._ok_total += 1
+        self._tokens_total += tokens
         self._roll_window(now)
         self._window_ok += 1
         self._window_tokens += tokens

@@ -22,6 +22,7 @@ from fanout.limits import Limiter
 from fanout.providers import Provider
 from fanout.retry import CircuitBreaker, RetryPolicy
 from fanout.run._escalation import EscalationSink
+from fanout.run._tools import CpuRunner
 from fanout.run._tracing import CallSite, Tracer
 from fanout.types import ChatRequest, ChatResponse, Usage, estimate_prompt_tokens
 
@@ -118,6 +119,7 @@ class RunContext:
     __slots__ = (
         "budget",
         "clock",
+        "cpu_runner",
         "dag_name",
         "deadline_at",
         "escalation",
@@ -141,7 +143,9 @@ class RunContext:
         tracer: Tracer | None = None,
         trace_id: str = "",
         record_key: str | None = None,
+        cpu_runner: CpuRunner | None = None,
     ) -> None:
+        self.cpu_runner = cpu_runner
         self.router = router
         self.budget = budget
         self.clock = clock

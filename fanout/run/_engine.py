@@ -19,12 +19,13 @@ from fanout.config import (
 )
 from fanout.dag import DAG, Plan
 from fanout.errors import ConfigError
-from fanout.limits import LimiterState
+from fanout.limits import Limiter, LimiterState
 from fanout.providers import OpenAIProvider, Provider
 from fanout.run._context import Router, RunContext
 from fanout.run._escalation import EscalationSink
 from fanout.run._executor import execute
 from fanout.run._result import RunResult
+from fanout.run._tools import CpuRunner
 from fanout.run._tracing import SpanSink, Tracer
 from fanout.sim import SimProvider
 from fanout.trace import ContentPolicy, Redactor, TraceWriter
@@ -50,6 +51,9 @@ class Engine:
     The config's ``[traces]`` section says what is kept of prompts and replies;
     ``redact`` masks PII in them (and in error messages) before anything is
     hashed or written. ``job_id`` groups the rows of one job (default: random).
+
+    ``cpu_runner`` runs tools marked ``cpu=True`` elsewhere (the Ray backend passes
+    one that starts a Ray task); without it they run in a thread.
     """
 
     def __init__(
@@ -62,7 +66,9 @@ class Engine:
         traces: str | Path | SpanSink | None = None,
         redact: Redactor | None = None,
         job_id: str | None = None,
+        cpu_runner: CpuRunner | None = None,
     ) -> None:
+        self.cpu_runner = cpu_runner
         self.config = config if config is not None else default_config()
         self.clock: Clock = clock if clock is not None else SystemClock()
         path = escalation if escalation is not None else self.config.escalation_path
@@ -163,6 +169,7 @@ class Engine:
         if tracer is not None:
             trace_id = request_id if _is_trace_id(request_id) else tracer.new_trace_id()
         ctx = RunContext(
+            cpu_runner=self.cpu_runner,
             tracer=tracer,
             trace_id=trace_id,
             record_key=record_key,
@@ -181,6 +188,10 @@ class Engine:
     ) -> RunResult:
         """:meth:`run` from synchronous code (starts and closes an event loop)."""
         return asyncio.run(self.run(dag, inputs, **kwargs))  # type: ignore[arg-type]
+
+    def limiters(self) -> list[Limiter]:
+        """The (provider, model) limiters of the running event loop's router."""
+        return self._get_router().limiters()
 
     def limiter_states(self) -> list[LimiterState]:
         """Each (provider, model) limiter's pace, queue and waits: where the time goes."""

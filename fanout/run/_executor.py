@@ -293,8 +293,14 @@ class _Run:
         args = tuple(self._value(a, local) for a in node.args)
         kwargs = {k: self._value(v, local) for k, v in node.kwargs.items()}
         call = call_tool(
-            node.fn, args, kwargs, timeout_s=node.timeout_s, is_async=node.is_async,
+            node.fn,
+            args,
+            kwargs,
+            timeout_s=node.timeout_s,
+            is_async=node.is_async,
             inline=node.inline,
+            cpu_runner=self.ctx.cpu_runner if node.cpu else None,
+            num_cpus=node.num_cpus,
         )
         if self.tracer is None:
             return await call

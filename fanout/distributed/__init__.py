@@ -1,0 +1,20 @@
+"""The Ray backend: worker actors, cluster-wide rate limits by leases, Ray tasks for CPU tools.
+
+The only package that imports Ray. ``RayEngine`` offers the same ``run`` as
+:class:`fanout.Engine`, so batch jobs (``fanout run --ray ...``) and services use
+either.
+"""
+
+from fanout.distributed._cluster import ensure_ray
+from fanout.distributed._coordinator import QuotaCoordinator
+from fanout.distributed._engine import PoolStats, RayEngine
+from fanout.distributed._worker import FanoutWorker, ray_cpu_runner
+
+__all__ = [
+    "FanoutWorker",
+    "PoolStats",
+    "QuotaCoordinator",
+    "RayEngine",
+    "ensure_ray",
+    "ray_cpu_runner",
+]

@@ -1,0 +1,62 @@
+"""The quota coordinator: a Ray actor per (provider, model) that owns the real limit.
+
+It wraps :class:`fanout.limits.QuotaLedger`. Workers report several times a
+second and get their lease back in the same call; that is the only Ray RPC of
+the rate-limit path (never one per LLM call). Ray restarts a dead coordinator
+(``max_restarts=-1``); it starts from the configured limit and rebuilds the rest
+from the next reports, while workers keep their leases meanwhile.
+"""
+
+from __future__ import annotations
+
+import ray
+
+from fanout.clock import SystemClock
+from fanout.limits import Lease, LeaseReport, QuotaLedger
+
+__all__ = ["QuotaCoordinator"]
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class QuotaCoordinator:
+    def __init__(
+        self,
+        name: str,
+        requests_per_min: float | None,
+        tokens_per_min: float | None,
+        max_concurrency: int | None,
+        adaptive: bool,
+        lease_ttl_s: float,
+        expected_workers: int = 1,
+    ) -> None:
+        self.name = name
+        self.ledger = QuotaLedger(
+            clock=SystemClock(),
+            requests_per_min=requests_per_min,
+            tokens_per_min=tokens_per_min,
+            max_concurrency=max_concurrency,
+            lease_ttl_s=lease_ttl_s,
+            adaptive=adaptive,
+            expected_workers=expected_workers,
+        )
+
+    def report(self, worker_id: str, report: LeaseReport) -> Lease:
+        return self.ledger.report(worker_id, report)
+
+    def leave(self, worker_id: str) -> None:
+        self.ledger.leave(worker_id)
+
+    def state(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "requests_per_min": self.ledger.requests_per_min,
+            "tokens_per_min": self.ledger.tokens_per_min,
+            "rate_limited": self.ledger.rate_limited,
+            "pid": _pid(),
+        }
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()

@@ -1,0 +1,419 @@
+"""``RayEngine``: the engine's ``run`` on a pool of Ray worker actors.
+
+Requests submitted one by one (by a batch job, a service, a script) queue here and
+leave in micro-batches of ``batch_size``: one actor call carries many requests, and
+each result streams back on its own as it finishes. The dispatcher keeps at most
+``batches_per_worker`` batches on each worker, to the least loaded first. When an
+actor dies, Ray restarts it and every request of its batches that had not come
+back is sent again (a request whose result came back is never run again).
+
+Rate limits are cluster-wide: one :class:`QuotaCoordinator` per (provider, model)
+leases shares of the real limit to the workers, which enforce them locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import hashlib
+import inspect
+import itertools
+import logging
+import sys
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any
+
+import ray
+from ray import cloudpickle
+
+from fanout.clock import Clock, SystemClock
+from fanout.config import Config, default_config
+from fanout.dag import DAG, Plan
+from fanout.distributed._cluster import ensure_ray
+from fanout.distributed._coordinator import QuotaCoordinator
+from fanout.distributed._worker import FanoutWorker, WorkItem
+from fanout.errors import ConfigError, RunError
+from fanout.run import RunResult
+
+Handle = Any  # a Ray actor handle (Ray types them loosely)
+
+__all__ = ["RayEngine"]
+
+_log = logging.getLogger(__name__)
+
+_ACTOR_LOST = (
+    ray.exceptions.RayActorError,
+    ray.exceptions.ActorUnavailableError,
+    ray.exceptions.WorkerCrashedError,
+    ray.exceptions.NodeDiedError,
+)
+
+
+@dataclass(slots=True)
+class _Request:
+    dag_id: str
+    item: WorkItem
+    future: asyncio.Future[RunResult | tuple[str, str]]
+    sends: int = 0
+
+
+@dataclass(slots=True)
+class _Worker:
+    handle: Handle
+    worker_id: str
+    batches: int = 0  # batches in flight on it
+    requests: int = 0
+
+
+@dataclass
+class PoolStats:
+    """What the pool did: batches sent, requests re-sent after an actor died."""
+
+    batches: int = 0
+    requests: int = 0
+    resent: int = 0
+    lost_batches: int = 0
+    per_worker: dict[str, int] = field(default_factory=dict)
+
+
+class RayEngine:
+    """Runs DAG requests on ``workers`` async Ray actors (``fanout run --ray ...``).
+
+    ``address``: ``local`` (start Ray here), ``auto`` (join the running cluster, else
+    start one) or a cluster address. ``traces``: the job's traces directory; each
+    worker writes its own files there (it must be reachable from every node).
+    ``worker_cpus``: the CPUs each worker actor reserves (its calls are I/O; CPU-bound
+    tools go to Ray tasks with their own ``num_cpus``). ``num_cpus``: for a local Ray.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        workers: int = 2,
+        address: str = "local",
+        traces: str | Path | None = None,
+        job_id: str | None = None,
+        batch_size: int = 32,
+        batches_per_worker: int = 4,
+        lease_refresh_s: float = 0.2,
+        lease_ttl_s: float = 3.0,
+        max_sends: int = 3,
+        num_cpus: int | None = None,
+        worker_cpus: float = 0.05,
+    ) -> None:
+        if workers < 1 or batch_size < 1 or batches_per_worker < 1:
+            raise ConfigError("workers, batch_size and batches_per_worker must be at least 1")
+        self.config = config if config is not None else default_config()
+        self.clock: Clock = SystemClock()
+        self.job_id = job_id or uuid.uuid4().hex[:16]
+        self.address = address
+        self.traces = Path(traces).resolve() if traces is not None else None
+        self.batch_size = batch_size
+        self.batches_per_worker = batches_per_worker
+        self.lease_refresh_s = lease_refresh_s
+        self.lease_ttl_s = lease_ttl_s
+        self.max_sends = max_sends
+        self.num_cpus = num_cpus
+        self.worker_cpus = worker_cpus
+        self.size = workers
+        self.stats = PoolStats()
+        self.cluster = ""
+        self.coordinators: dict[str, Handle] = {}
+        self._coordinator_names: dict[str, str] = {}
+        self._workers: list[_Worker] = []
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._wake: asyncio.Event | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._sends: set[asyncio.Task[None]] = set()
+        self._dags: dict[int, tuple[str, ray.ObjectRef[bytes]]] = {}
+        self._seq = itertools.count()
+        self._started_ray = False
+
+    # -- the engine interface (what batch jobs and services call) -----------------
+
+    def validate(self, dag: DAG) -> Plan:
+        return dag.validate(models=self.config.models.keys())
+
+    def open_traces(self) -> None:
+        if self.traces is None:
+            return
+        try:
+            self.traces.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot use traces directory {str(self.traces)!r}: {exc.strerror or exc}; "
+                "pick a writable directory"
+            ) from None
+
+    async def run(
+        self,
+        dag: DAG,
+        inputs: Mapping[str, object],
+        *,
+        budget_usd: float | None = None,
+        budget_tokens: int | None = None,
+        deadline_s: float | None = None,
+        request_id: str | None = None,
+        record_key: str | None = None,
+    ) -> RunResult:
+        """Run one request on the pool; same contract as :meth:`fanout.Engine.run`."""
+        plan = self.validate(dag)
+        missing = [name for name in plan.inputs if name not in inputs]
+        if missing:
+            raise ConfigError(
+                f"DAG {dag.name!r}: missing input(s) {missing}; pass them in inputs="
+                f"{{...}} (expected: {list(plan.inputs)})"
+            )
+        await self.start()
+        assert self._wake is not None
+        dag_id, _ = self._dag_ref(dag, plan)
+        options: dict[str, object] = {
+            "budget_usd": budget_usd,
+            "budget_tokens": budget_tokens,
+            "deadline_s": deadline_s,
+            "request_id": request_id,
+            "record_key": record_key,
+        }
+        future: asyncio.Future[RunResult | tuple[str, str]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        request = _Request(dag_id, (next(self._seq), dict(inputs), options), future)
+        self._queue.append(request)
+        self._wake.set()
+        outcome = await future
+        if isinstance(outcome, RunResult):
+            return outcome
+        error_type, message = outcome
+        if error_type == "ConfigError":
+            raise ConfigError(message)
+        raise RunError(f"{error_type}: {message}")
+
+    # -- the pool ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Join or start Ray, then create the coordinators and the workers (once)."""
+        if self._dispatcher is not None:
+            return
+        self._started_ray = not ray.is_initialized()
+        self.cluster = ensure_ray(self.address, num_cpus=self.num_cpus)
+        self._make_coordinators()
+        for i in range(self.size):
+            worker_id = f"{self.job_id}-w{i}"
+            handle = FanoutWorker.options(  # type: ignore[attr-defined]
+                name=worker_id,
+                max_concurrency=10_000,  # async actor: calls in flight, not threads
+                num_cpus=self.worker_cpus,  # a token share, so SPREAD sees and spreads them
+                scheduling_strategy="SPREAD",  # over the nodes; a restart may go anywhere
+            ).remote(
+                self.config.model_dump_json(),
+                worker_id=worker_id,
+                job_id=self.job_id,
+                traces=str(self.traces) if self.traces is not None else None,
+                coordinators=self._coordinator_names,
+                lease_refresh_s=self.lease_refresh_s,
+            )
+            self._workers.append(_Worker(handle, worker_id))
+        self._wake = asyncio.Event()
+        self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+
+    def _make_coordinators(self) -> None:
+        seen: set[tuple[str, str]] = set()
+        for model in self.config.models.values():
+            key = (model.provider, model.model)
+            if key in seen:
+                continue
+            seen.add(key)
+            pcfg = self.config.providers[model.provider]
+            name = f"{model.provider}/{model.model}"
+            actor_name = f"fanout-quota-{self.job_id}-{name}"
+            self._coordinator_names[name] = actor_name
+            self.coordinators[name] = QuotaCoordinator.options(  # type: ignore[attr-defined]
+                name=actor_name
+            ).remote(
+                name,
+                model.requests_per_min or pcfg.requests_per_min,
+                model.tokens_per_min or pcfg.tokens_per_min,
+                pcfg.max_concurrency,
+                pcfg.adaptive,
+                self.lease_ttl_s,
+                self.size,
+            )
+
+    def _dag_ref(self, dag: DAG, plan: Plan) -> tuple[str, ray.ObjectRef[bytes]]:
+        cached = self._dags.get(id(dag))
+        if cached is not None:
+            return cached
+        for module in _user_modules(plan):
+            cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
+        blob: bytes = cloudpickle.dumps(dag)  # type: ignore[no-untyped-call]
+        entry = (hashlib.sha256(blob).hexdigest()[:16], ray.put(blob))
+        self._dags[id(dag)] = entry
+        return entry
+
+    async def _dispatch(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                worker = min(self._workers, key=lambda w: (w.batches, w.requests))
+                if worker.batches >= self.batches_per_worker:
+                    break  # every worker is full: wait for a batch to end
+                batch = self._take_batch()
+                if not batch:
+                    break
+                worker.batches += 1
+                worker.requests += len(batch)
+                task = asyncio.get_running_loop().create_task(self._send(worker, batch))
+                self._sends.add(task)
+                task.add_done_callback(self._sends.discard)
+
+    def _take_batch(self) -> list[_Request]:
+        batch: list[_Request] = []
+        dag_id = None
+        skipped: list[_Request] = []
+        while self._queue and len(batch) < self.batch_size:
+            request = self._queue.popleft()
+            if request.future.done():  # its caller went away
+                continue
+            if dag_id is None:
+                dag_id = request.dag_id
+            if request.dag_id != dag_id:
+                skipped.append(request)  # one DAG per batch; the others wait their turn
+                continue
+            batch.append(request)
+        self._queue.extendleft(reversed(skipped))
+        return batch
+
+    async def _send(self, worker: _Worker, batch: list[_Request]) -> None:
+        pending = {r.item[0]: r for r in batch}
+        dag_id = batch[0].dag_id
+        blob = next(ref for d, ref in self._dags.values() if d == dag_id)
+        for request in batch:
+            request.sends += 1
+        self.stats.batches += 1
+        self.stats.requests += len(batch)
+        self.stats.per_worker[worker.worker_id] = (
+            self.stats.per_worker.get(worker.worker_id, 0) + len(batch)
+        )
+        try:
+            stream: Any = worker.handle.run_batch.options(num_returns="streaming").remote(
+                dag_id, blob, [r.item for r in batch]
+            )
+            async for ref in stream:
+                seq, outcome = await ref
+                done = pending.pop(seq) if seq in pending else None
+                if done is not None and not done.future.done():
+                    done.future.set_result(outcome)
+        except _ACTOR_LOST as exc:
+            self.stats.lost_batches += 1
+            _log.warning("worker %s lost a batch (%s); re-sending", worker.worker_id, exc)
+            self._resend(list(pending.values()), exc)
+        except Exception as exc:  # anything else fails the requests, never the pool
+            for request in pending.values():
+                if not request.future.done():
+                    request.future.set_result((type(exc).__name__, str(exc)))
+        finally:
+            worker.batches -= 1
+            worker.requests -= len(batch)
+            if self._wake is not None:
+                self._wake.set()
+
+    def _resend(self, requests: list[_Request], error: BaseException) -> None:
+        again = []
+        for request in requests:
+            if request.future.done():
+                continue
+            if request.sends >= self.max_sends:
+                request.future.set_result(
+                    ("WorkerLost", f"sent {request.sends} times; every worker died: {error}")
+                )
+            else:
+                again.append(request)
+        self.stats.resent += len(again)
+        self._queue.extendleft(reversed(again))
+
+    # -- inspection and shutdown ---------------------------------------------------------
+
+    async def worker_info(self) -> list[dict[str, object]]:
+        return list(await asyncio.gather(*(w.handle.info.remote() for w in self._workers)))
+
+    def worker_handles(self) -> list[Handle]:
+        return [w.handle for w in self._workers]
+
+    async def aclose(self) -> None:
+        """Close the workers (their traces roll into Parquet), then remove the actors."""
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            for task in list(self._sends):
+                task.cancel()
+            await asyncio.gather(self._dispatcher, *self._sends, return_exceptions=True)
+        closing = [w.handle.close.remote() for w in self._workers]
+        if closing:
+            await asyncio.gather(*closing, return_exceptions=True)
+        for handle in [w.handle for w in self._workers] + list(self.coordinators.values()):
+            ray.kill(handle, no_restart=True)
+        self._workers.clear()
+        self.coordinators.clear()
+        self._dispatcher = None
+        if self._started_ray and ray.is_initialized():
+            ray.shutdown()
+
+    async def __aenter__(self) -> RayEngine:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"RayEngine(workers={self.size}, address={self.address!r}, job_id={self.job_id!r})"
+
+
+def _user_modules(plan: Plan) -> list[ModuleType]:
+    """Modules of the DAG's functions and models that workers may not be able to import
+    (a pipeline file, a test module, ``__main__``): they are pickled by value."""
+    found: dict[str, ModuleType] = {}
+
+    def visit(value: object, depth: int = 0) -> None:
+        if depth > 3:
+            return
+        if callable(value) or inspect.isclass(value):
+            module = inspect.getmodule(value)
+            if module is not None and _is_user_module(module):
+                found[module.__name__] = module
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                visit(getattr(value, f.name), depth + 1)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                visit(v, depth + 1)
+        elif isinstance(value, Mapping):
+            for v in value.values():
+                visit(v, depth + 1)
+
+    for node in plan.nodes.values():
+        visit(node)
+    return list(found.values())
+
+
+def _is_user_module(module: ModuleType) -> bool:
+    name = module.__name__
+    if name == "__main__" or name.startswith("fanout.") or name == "fanout":
+        return False
+    path = getattr(module, "__file__", None)
+    if path is None:
+        return False
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix}
+    return not any(str(path).startswith(p) for p in prefixes)

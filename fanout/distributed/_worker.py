@@ -1,0 +1,188 @@
+"""``FanoutWorker``: an async Ray actor running the local executor, thousands of calls in flight.
+
+Work arrives in micro-batches (many requests per actor call) and results stream
+back one by one as they finish (a Ray streaming generator), so a batch's slow
+request never holds the others and a dead actor loses only what had not been
+returned. Each worker writes its own trace files into the job's traces directory
+(no central writer), enforces its lease of every cluster-wide limit, and sends
+CPU-bound tools to Ray tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import ray
+from ray import cloudpickle
+
+from fanout.config import Config
+from fanout.dag import DAG
+from fanout.errors import ConfigError
+from fanout.limits import Lease
+from fanout.run import Engine, RunResult
+
+Handle = Any  # a Ray actor handle (Ray types them loosely)
+
+__all__ = ["FanoutWorker", "WorkItem", "WorkOutcome"]
+
+_log = logging.getLogger(__name__)
+
+WorkItem = tuple[int, Mapping[str, object], Mapping[str, object]]
+"""(sequence number, the DAG's inputs, run options: budget_usd, deadline_s, record_key ...)"""
+WorkOutcome = tuple[int, RunResult | tuple[str, str]]
+"""(sequence number, the result, or (error_type, message) for a request that could not run)"""
+
+
+@ray.remote(num_cpus=0)
+def _cpu_tool(
+    fn: Callable[..., object], args: tuple[object, ...], kwargs: dict[str, object]
+) -> object:
+    return fn(*args, **kwargs)
+
+
+async def ray_cpu_runner(
+    fn: Callable[..., object],
+    args: tuple[object, ...],
+    kwargs: Mapping[str, object],
+    num_cpus: float,
+) -> object:
+    """Runs a CPU-bound tool as a Ray task with its declared CPUs, off the actor's loop."""
+    ref = _cpu_tool.options(num_cpus=num_cpus).remote(fn, args, dict(kwargs))
+    try:
+        return await ref
+    except ray.exceptions.RayTaskError as exc:
+        raise exc.as_instanceof_cause() from None  # type: ignore[no-untyped-call]
+
+
+class _LeaseKeeper:
+    """Reports each limiter's counters to its coordinator and applies the lease returned."""
+
+    def __init__(
+        self, worker_id: str, engine: Engine, coordinators: Mapping[str, Handle]
+    ) -> None:
+        self.worker_id = worker_id
+        self.engine = engine
+        self.coordinators = coordinators
+        self.leases: dict[str, Lease] = {}
+        self.failures = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def refresh(self) -> None:
+        limiters = [lim for lim in self.engine.limiters() if lim.name in self.coordinators]
+        replies = await asyncio.gather(
+            *(
+                self.coordinators[lim.name].report.remote(self.worker_id, lim.lease_report())
+                for lim in limiters
+            ),
+            return_exceptions=True,
+        )
+        for limiter, reply in zip(limiters, replies, strict=True):
+            if isinstance(reply, Lease):
+                self.leases[limiter.name] = reply
+                limiter.set_lease(
+                    reply.requests_per_min, reply.tokens_per_min, reply.max_concurrency
+                )
+            else:  # the coordinator is restarting: keep the lease we hold
+                self.failures += 1
+                _log.debug("lease refresh for %s failed: %s", limiter.name, reply)
+
+    def start(self, every_s: float) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(every_s))
+
+    async def _loop(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            with contextlib.suppress(Exception):
+                await self.refresh()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for name, coordinator in self.coordinators.items():
+            with contextlib.suppress(Exception):
+                await coordinator.leave.remote(self.worker_id)
+            self.leases.pop(name, None)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)  # max_concurrency is set where it is created
+class FanoutWorker:
+    def __init__(
+        self,
+        config_json: str,
+        *,
+        worker_id: str,
+        job_id: str,
+        traces: str | None,
+        coordinators: Mapping[str, str],
+        lease_refresh_s: float = 0.2,
+    ) -> None:
+        # Small, plain arguments (JSON, actor names): inlined in the actor's creation
+        # task, so Ray can always restart it (object-store arguments may be gone by then).
+        self.worker_id = worker_id
+        config = Config.model_validate_json(config_json)
+        self.engine = Engine(config, traces=traces, job_id=job_id, cpu_runner=ray_cpu_runner)
+        self.coordinators = {key: ray.get_actor(name) for key, name in coordinators.items()}
+        self.lease_refresh_s = lease_refresh_s
+        self._leases: _LeaseKeeper | None = None
+        self._dags: dict[str, DAG] = {}
+        self.completed = 0
+
+    async def _ready(self) -> None:
+        if self._leases is None:
+            self._leases = _LeaseKeeper(self.worker_id, self.engine, self.coordinators)
+            await self._leases.refresh()  # a share before the first call, never the whole limit
+            self._leases.start(self.lease_refresh_s)
+
+    async def run_batch(
+        self, dag_id: str, dag_blob: bytes, items: list[WorkItem]
+    ) -> AsyncIterator[WorkOutcome]:
+        """Run every item of a micro-batch concurrently; yield each outcome as it finishes."""
+        await self._ready()
+        dag = self._dags.get(dag_id)
+        if dag is None:
+            dag = self._dags[dag_id] = cloudpickle.loads(dag_blob)
+        tasks = [asyncio.ensure_future(self._one(dag, item)) for item in items]
+        try:
+            for done in asyncio.as_completed(tasks):
+                outcome = await done
+                self.completed += 1
+                yield outcome
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _one(self, dag: DAG, item: WorkItem) -> WorkOutcome:
+        seq, inputs, options = item
+        try:
+            result = await self.engine.run(dag, inputs, **options)  # type: ignore[arg-type]
+        except ConfigError as exc:
+            return seq, (type(exc).__name__, str(exc))
+        except Exception as exc:  # one request's failure never stops the batch
+            _log.debug("request %s failed unexpectedly", seq, exc_info=True)
+            return seq, (type(exc).__name__, f"unexpected {type(exc).__name__}: {exc}")
+        return seq, result
+
+    def info(self) -> dict[str, object]:
+        """Where this worker runs and what it did (for tests, progress and benchmarks)."""
+        leases = self._leases.leases if self._leases is not None else {}
+        return {
+            "worker_id": self.worker_id,
+            "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "completed": self.completed,
+            "leases": {k: (v.requests_per_min, v.tokens_per_min) for k, v in leases.items()},
+            "lease_failures": self._leases.failures if self._leases is not None else 0,
+        }
+
+    async def close(self) -> None:
+        if self._leases is not None:
+            await self._leases.stop()
+        await self.engine.aclose()

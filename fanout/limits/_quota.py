@@ -1,0 +1,161 @@
+"""``QuotaLedger``: one provider/model limit shared by many workers through leases.
+
+Each worker enforces its lease locally (a :class:`Limiter` in leased mode) and
+reports its counters several times a second. The ledger owns the real pace: it
+learns from every worker's 429s and stated limits with the same law as a local
+limiter (:class:`AdaptiveRate`), and splits the pace among the workers alive in
+proportion to their demand (queued + in flight + granted since their last
+report). Shares never add up to more than the whole: a worker's new share is at
+most what the others' current leases leave, so a worker whose demand grows takes
+capacity only as the others report and shrink (the sum of live leases stays
+within the limit at every moment, startup included: ``expected_workers`` that
+have not reported yet count as idle). A worker that stops reporting for
+``lease_ttl_s`` is forgotten and its share goes to the others. Pure logic on an
+injected clock: the Ray actor in ``fanout.distributed`` only wraps it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fanout.clock import Clock
+from fanout.limits._adaptive import AdaptiveRate
+from fanout.limits._limiter import LeaseReport
+
+__all__ = ["Lease", "QuotaLedger"]
+
+_MIN_WEIGHT = 1.0  # an idle worker keeps a sliver, so its first call need not wait a report
+_SMOOTHING = 0.3  # weight of a report's demand against the worker's previous weight
+_MARGIN = 0.98  # leases add up to this much of the pace: room for leases still in transit
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One worker's share, valid for ``ttl_s``; ``None`` rates are not limited."""
+
+    requests_per_min: float | None
+    tokens_per_min: float | None
+    max_concurrency: int | None
+    ttl_s: float
+    workers: int  # workers sharing the limit now
+
+
+@dataclass(slots=True)
+class _Worker:
+    seen: float
+    weight: float
+    last: LeaseReport
+    share: float = 0.0  # of the whole limit, as last leased
+
+
+class QuotaLedger:
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        requests_per_min: float | None,
+        tokens_per_min: float | None,
+        max_concurrency: int | None = None,
+        lease_ttl_s: float = 3.0,
+        adaptive: bool = True,
+        expected_workers: int = 1,
+    ) -> None:
+        self.clock = clock
+        self.expected_workers = expected_workers
+        self.lease_ttl_s = lease_ttl_s
+        self.adaptive = adaptive
+        self.max_concurrency = max_concurrency
+        self._requests = AdaptiveRate(requests_per_min / 60 if requests_per_min else None)
+        self._tokens = AdaptiveRate(tokens_per_min / 60 if tokens_per_min else None)
+        self._workers: dict[str, _Worker] = {}
+        self._window_start = clock.now()
+        self._window_ok = 0
+        self._window_tokens = 0
+        self._ok_per_s = 0.0
+        self._tok_per_s = 0.0
+        self.rate_limited = 0  # 429s reported by all workers
+
+    @property
+    def requests_per_min(self) -> float | None:
+        return self._requests.rate * 60 if self._requests.rate is not None else None
+
+    @property
+    def tokens_per_min(self) -> float | None:
+        return self._tokens.rate * 60 if self._tokens.rate is not None else None
+
+    def report(self, worker_id: str, report: LeaseReport) -> Lease:
+        """Take a worker's counters; return its lease."""
+        now = self.clock.now()
+        worker = self._workers.get(worker_id)
+        previous = worker.last if worker is not None else None
+        d_ok = report.ok - (previous.ok if previous else 0)
+        d_tokens = report.tokens - (previous.tokens if previous else 0)
+        d_limited = report.rate_limited - (previous.rate_limited if previous else 0)
+        d_granted = report.granted - (previous.granted if previous else 0)
+        if d_ok < 0 or d_limited < 0:  # the worker restarted: its counters did too
+            d_ok, d_tokens, d_limited, d_granted = report.ok, report.tokens, 0, report.granted
+        demand = max(_MIN_WEIGHT, report.queued + report.in_flight + max(0, d_granted))
+        # smoothed, so shares follow demand without sloshing between workers every report
+        weight = demand if worker is None else worker.weight + _SMOOTHING * (demand - worker.weight)
+        share = worker.share if worker is not None else 0.0
+        self._workers[worker_id] = _Worker(now, weight, report, share)
+        self._count(now, d_ok, d_tokens)
+        if self.adaptive:
+            self._adapt(now, report, d_limited)
+        self._expire(now)
+        return self._lease(worker_id)
+
+    def leave(self, worker_id: str) -> None:
+        self._workers.pop(worker_id, None)
+
+    def _count(self, now: float, ok: int, tokens: int) -> None:
+        self._window_ok += ok
+        self._window_tokens += tokens
+        elapsed = now - self._window_start
+        if elapsed >= 2.0:
+            self._ok_per_s = self._window_ok / elapsed
+            self._tok_per_s = self._window_tokens / elapsed
+            self._window_start, self._window_ok, self._window_tokens = now, 0, 0
+
+    def _adapt(self, now: float, report: LeaseReport, limited: int) -> None:
+        if report.stated_requests_per_min:
+            self._requests.limit_stated(report.stated_requests_per_min / 60)
+        if report.stated_tokens_per_min:
+            self._tokens.limit_stated(report.stated_tokens_per_min / 60)
+        if limited > 0:
+            self.rate_limited += limited
+            cooldown = max(1.0, report.retry_after_s or 0.0)
+            self._requests.rate_limited(now, observed_per_s=self._ok_per_s, cooldown_s=cooldown)
+            if self._tokens.rate is not None:
+                self._tokens.rate_limited(now, observed_per_s=self._tok_per_s, cooldown_s=cooldown)
+        else:
+            self._requests.recover(now)
+            self._tokens.recover(now)
+
+    def _expire(self, now: float) -> None:
+        for worker_id in [w for w, v in self._workers.items() if now - v.seen > self.lease_ttl_s]:
+            del self._workers[worker_id]
+
+    def _lease(self, worker_id: str) -> Lease:
+        me = self._workers[worker_id]
+        unseen = max(0, self.expected_workers - len(self._workers)) * _MIN_WEIGHT
+        target = me.weight / (sum(w.weight for w in self._workers.values()) + unseen)
+        others = sum(w.share for k, w in self._workers.items() if k != worker_id)
+        share = me.share = max(0.0, min(target * _MARGIN, _MARGIN - others))
+        req, tok = self._requests.rate, self._tokens.rate
+        concurrency = None
+        if self.max_concurrency is not None:
+            concurrency = max(1, int(self.max_concurrency * share))
+        return Lease(
+            requests_per_min=req * 60 * share if req is not None else None,
+            tokens_per_min=tok * 60 * share if tok is not None else None,
+            max_concurrency=concurrency,
+            ttl_s=self.lease_ttl_s,
+            workers=len(self._workers),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"QuotaLedger(rpm={self.requests_per_min}, tpm={self.tokens_per_min}, "
+            f"workers={len(self._workers)})"
+        )

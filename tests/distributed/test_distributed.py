@@ -1,0 +1,127 @@
+"""The Ray backend on a real two-node cluster: placement, CPU tools, dead actors, leases."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import ray
+from support import sim_config, start_emulator
+
+from fanout import DAG, parse_config
+from fanout.distributed import RayEngine
+from fanout.sim.server import EmulatorConfig
+from fanout.trace import trace_files
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+def where_am_i(_: str) -> dict[str, object]:
+    """A CPU-bound tool that reports the process and node it ran in."""
+    return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+
+
+def classify() -> DAG:
+    dag = DAG("classify")
+    dag.input("text")
+    dag.output(label=dag.llm("fast", "Rate the sentiment of: {text}", max_tokens=5, name="rate"))
+    return dag
+
+
+async def test_work_spreads_over_nodes_and_cpu_tools_run_as_ray_tasks(tmp_path: Any) -> None:
+    dag = DAG("spread")
+    text = dag.input("text")
+    dag.output(
+        where=dag.tool(where_am_i, text, name="where", cpu=True, num_cpus=1),
+        label=dag.llm("fast", "Rate {text}", name="rate"),
+    )
+    async with RayEngine(sim_config(2.0), workers=2, traces=tmp_path / "traces") as engine:
+        results = await asyncio.gather(
+            *(engine.run(dag, {"text": f"t{i}"}, record_key=str(i)) for i in range(60))
+        )
+        info = await engine.worker_info()
+    assert all(r.ok for r in results), [r.error_message for r in results if not r.ok][:3]
+    worker_nodes = {w["node_id"] for w in info}
+    assert len(worker_nodes) == 2  # one worker actor on each node
+    assert all(int(str(w["completed"])) > 0 for w in info)  # both did work
+    worker_pids = {w["pid"] for w in info}
+    tool_pids = {r.outputs["where"]["pid"] for r in results}  # type: ignore[index]
+    assert tool_pids.isdisjoint(worker_pids | {os.getpid()})  # a Ray task, not the actor
+    # each worker wrote its own trace files into the one dataset
+    parts = trace_files(tmp_path / "traces").parts
+    assert len({p.name.split("-")[1] for p in parts}) == 2
+    runs = sum(
+        pq.read_table(p, columns=["record_type"]).column(0).to_pylist().count("run")
+        for p in parts
+    )
+    assert runs == 60
+
+
+async def test_a_killed_worker_loses_no_record_and_repeats_none_that_came_back() -> None:
+    dag = classify()
+    engine = RayEngine(sim_config(150.0), workers=2, batch_size=10, batches_per_worker=2)
+    async with engine:
+        tasks = [
+            asyncio.ensure_future(engine.run(dag, {"text": f"r{i}"}, record_key=str(i)))
+            for i in range(120)
+        ]
+        twenty_back = asyncio.Event()
+        for task in tasks:
+            task.add_done_callback(
+                lambda _: twenty_back.set() if sum(t.done() for t in tasks) >= 20 else None
+            )
+        await twenty_back.wait()
+        returned_before = {i for i, t in enumerate(tasks) if t.done()}
+        victim = engine.worker_handles()[0]
+        ray.kill(victim, no_restart=False)  # Ray restarts it; its batches are lost
+        results = await asyncio.gather(*tasks)
+        stats = engine.stats
+    assert all(r.ok for r in results)
+    assert len(results) == 120 and len({r.trace_id or r.request_id for r in results}) == 120
+    assert stats.lost_batches >= 1 and stats.resent >= 1
+    # nothing whose result had come back was sent again: the re-sends are all others
+    assert stats.requests == 120 + stats.resent
+    assert stats.resent <= 120 - len(returned_before)
+
+
+async def test_a_killed_coordinator_loses_nothing() -> None:
+    dag = classify()
+    async with RayEngine(sim_config(20.0), workers=2, batch_size=8) as engine:
+        first = await asyncio.gather(*(engine.run(dag, {"text": f"a{i}"}) for i in range(40)))
+        for coordinator in engine.coordinators.values():
+            ray.kill(coordinator, no_restart=False)
+        second = await asyncio.gather(*(engine.run(dag, {"text": f"b{i}"}) for i in range(80)))
+        state = ray.get(next(iter(engine.coordinators.values())).state.remote())
+    assert all(r.ok for r in first + second)
+    assert state["name"]  # restarted and answering again
+
+
+async def test_four_workers_share_one_limit_without_a_429_storm() -> None:
+    rpm = 1200.0  # 20 requests/s across the whole cluster
+    with start_emulator(EmulatorConfig(requests_per_min=rpm, latency_ms=20.0)) as emulator:
+        config = parse_config(
+            {
+                "providers": {
+                    "emu": {
+                        "kind": "openai",
+                        "base_url": emulator.base_url,
+                        "requests_per_min": rpm,
+                    }
+                },
+                "models": {"fast": {"provider": "emu", "model": "sim-small"}},
+            }
+        )
+        async with RayEngine(config, workers=4, batch_size=8) as engine:
+            results = await asyncio.gather(
+                *(engine.run(classify(), {"text": f"great {i}"}) for i in range(160))
+            )
+            info = await engine.worker_info()
+        stats = emulator.stats()
+    assert all(r.ok for r in results), [r.error_message for r in results if not r.ok][:3]
+    assert stats["accepted"] == 160
+    assert stats["limited"] <= 0.01 * stats["accepted"], stats  # 4 workers never multiply it
+    leased = [w["leases"]["emu/sim-small"][0] for w in info]  # type: ignore[index]
+    assert all(share is not None and share < rpm for share in leased)  # each a share only
