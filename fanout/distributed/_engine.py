@@ -116,6 +116,8 @@ class RayEngine:
         self.traces = Path(traces).resolve() if traces is not None else None
         self.batch_size = batch_size
         self.batches_per_worker = batches_per_worker
+        # a worker with room for a quarter batch gets one: its window stays nearly full
+        self._min_batch = max(1, batch_size // 4)
         self.lease_refresh_s = lease_refresh_s
         self.lease_ttl_s = lease_ttl_s
         self.max_sends = max_sends
@@ -257,15 +259,23 @@ class RayEngine:
         return entry
 
     async def _dispatch(self) -> None:
+        """Send micro-batches to the least loaded worker while it has room for one.
+
+        A worker holds at most ``batch_size * batches_per_worker`` requests; room is
+        counted per request, freed as each result streams back, so a batch's slowest
+        request does not idle the worker.
+        """
         assert self._wake is not None
+        window = self.batch_size * self.batches_per_worker
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                worker = min(self._workers, key=lambda w: (w.batches, w.requests))
-                if worker.batches >= self.batches_per_worker:
-                    break  # every worker is full: wait for a batch to end
-                batch = self._take_batch()
+                worker = min(self._workers, key=lambda w: w.requests)
+                room = window - worker.requests
+                if room < min(self._min_batch, len(self._queue)):
+                    break  # every worker is full: wait for results to come back
+                batch = self._take_batch(min(room, self.batch_size))
                 if not batch:
                     break
                 worker.batches += 1
@@ -274,11 +284,11 @@ class RayEngine:
                 self._sends.add(task)
                 task.add_done_callback(self._sends.discard)
 
-    def _take_batch(self) -> list[_Request]:
+    def _take_batch(self, size: int) -> list[_Request]:
         batch: list[_Request] = []
         dag_id = None
         skipped: list[_Request] = []
-        while self._queue and len(batch) < self.batch_size:
+        while self._queue and len(batch) < size:
             request = self._queue.popleft()
             if request.future.done():  # its caller went away
                 continue
@@ -292,6 +302,7 @@ class RayEngine:
         return batch
 
     async def _send(self, worker: _Worker, batch: list[_Request]) -> None:
+        assert self._wake is not None
         pending = {r.item[0]: r for r in batch}
         dag_id = batch[0].dag_id
         blob = next(ref for d, ref in self._dags.values() if d == dag_id)
@@ -307,10 +318,12 @@ class RayEngine:
                 dag_id, blob, [r.item for r in batch]
             )
             async for ref in stream:
-                seq, outcome = await ref
-                done = pending.pop(seq) if seq in pending else None
-                if done is not None and not done.future.done():
-                    done.future.set_result(outcome)
+                for seq, outcome in await ref:
+                    done = pending.pop(seq) if seq in pending else None
+                    if done is not None and not done.future.done():
+                        done.future.set_result(outcome)
+                    worker.requests -= 1  # room for the next batch, not waiting for this one
+                self._wake.set()
         except _ACTOR_LOST as exc:
             self.stats.lost_batches += 1
             _log.warning("worker %s lost a batch (%s); re-sending", worker.worker_id, exc)
@@ -321,9 +334,8 @@ class RayEngine:
                     request.future.set_result((type(exc).__name__, str(exc)))
         finally:
             worker.batches -= 1
-            worker.requests -= len(batch)
-            if self._wake is not None:
-                self._wake.set()
+            worker.requests -= len(pending)  # those that never came back
+            self._wake.set()
 
     def _resend(self, requests: list[_Request], error: BaseException) -> None:
         again = []

@@ -123,6 +123,7 @@ class FanoutWorker:
         traces: str | None,
         coordinators: Mapping[str, str],
         lease_refresh_s: float = 0.2,
+        linger_s: float = 0.01,
     ) -> None:
         # Small, plain arguments (JSON, actor names): inlined in the actor's creation
         # task, so Ray can always restart it (object-store arguments may be gone by then).
@@ -131,6 +132,7 @@ class FanoutWorker:
         self.engine = Engine(config, traces=traces, job_id=job_id, cpu_runner=ray_cpu_runner)
         self.coordinators = {key: ray.get_actor(name) for key, name in coordinators.items()}
         self.lease_refresh_s = lease_refresh_s
+        self.linger_s = linger_s
         self._leases: _LeaseKeeper | None = None
         self._dags: dict[str, DAG] = {}
         self.completed = 0
@@ -143,20 +145,28 @@ class FanoutWorker:
 
     async def run_batch(
         self, dag_id: str, dag_blob: bytes, items: list[WorkItem]
-    ) -> AsyncIterator[WorkOutcome]:
-        """Run every item of a micro-batch concurrently; yield each outcome as it finishes."""
+    ) -> AsyncIterator[list[WorkOutcome]]:
+        """Run every item of a micro-batch concurrently; yield outcomes as they finish.
+
+        Outcomes that finish close together leave together (within ``linger_s``): one
+        streamed object per group, not per request, keeps Ray's cost per result small.
+        """
         await self._ready()
         dag = self._dags.get(dag_id)
         if dag is None:
             dag = self._dags[dag_id] = cloudpickle.loads(dag_blob)
-        tasks = [asyncio.ensure_future(self._one(dag, item)) for item in items]
+        pending = {asyncio.ensure_future(self._one(dag, item)) for item in items}
         try:
-            for done in asyncio.as_completed(tasks):
-                outcome = await done
-                self.completed += 1
-                yield outcome
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if pending and self.linger_s > 0:
+                    more, pending = await asyncio.wait(pending, timeout=self.linger_s)
+                    done |= more
+                outcomes = [task.result() for task in done]
+                self.completed += len(outcomes)
+                yield outcomes
         finally:
-            for task in tasks:
+            for task in pending:
                 task.cancel()
 
     async def _one(self, dag: DAG, item: WorkItem) -> WorkOutcome:

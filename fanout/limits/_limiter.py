@@ -25,6 +25,7 @@ _RATE_WINDOW_S = 2.0
 # so a limit configured too high is corrected by the first response's headers before
 # a whole local burst has gone out.
 _INITIAL_WINDOW = 8
+_LEASED_BURST_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +308,11 @@ class Limiter:
         max_concurrency: int | None = None,
     ) -> None:
         """Enforce this share of a cluster-wide limit (``None``: not limited)."""
-        self.leased = True
+        if not self.leased:
+            self.leased = True
+            # Several workers' bursts land on one provider bucket, jittered by the
+            # network: half a second of burst each leaves the provider room for that.
+            self.burst_s = min(self.burst_s, _LEASED_BURST_S)
         now = self.clock.now()
         # a share of 0 (the others hold the whole limit for now) is a trickle, not "unlimited"
         self._requests.rate = None if requests_per_min is None else max(requests_per_min / 60, 1e-3)

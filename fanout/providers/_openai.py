@@ -23,6 +23,8 @@ from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
 
 __all__ = ["OpenAIProvider"]
 
+_SHARD_CONNECTIONS = 8  # httpx stays fast up to about this many connections per pool
+_MAX_SHARDS = 64
 _KEPT_HEADERS = ("x-ratelimit-", "retry-after", "anthropic-ratelimit-", "date")
 _KEY_LIKE = re.compile(r"\b(sk|pk|key)-[A-Za-z0-9_\-*]{6,}")
 
@@ -30,8 +32,12 @@ _KEY_LIKE = re.compile(r"\b(sk|pk|key)-[A-Za-z0-9_\-*]{6,}")
 class OpenAIProvider:
     """An OpenAI-compatible ``/chat/completions`` endpoint (vendors, vLLM, llama.cpp, LiteLLM).
 
-    One shared ``httpx.AsyncClient`` with a pool sized to ``max_connections``,
-    keep-alive, and separate connect and read timeouts. The API key is held
+    Connections are pooled (keep-alive, up to ``max_connections``, separate connect
+    and read timeouts) over several ``httpx.AsyncClient`` shards of at most
+    ``_SHARD_CONNECTIONS`` each, a call going to the least busy shard: httpx's pool
+    scans all its connections on every request, so one pool of hundreds makes each
+    call cost more the more are in flight (a single client fell from 1,200 to 160
+    requests/s between 8 and 64 connections in ``benchmarks/overhead.py``). The API key is held
     privately and scrubbed from every error message; it is never in a repr.
     ``transport`` replaces the network (``httpx.MockTransport`` in tests).
     """
@@ -53,15 +59,21 @@ class OpenAIProvider:
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            transport=transport,
-        )
+        shards = max(1, min(_MAX_SHARDS, -(-max_connections // _SHARD_CONNECTIONS)))
+        per_shard = -(-max_connections // shards)
+        self._clients = [
+            httpx.AsyncClient(
+                base_url=self.base_url,
+                headers=headers,
+                limits=httpx.Limits(
+                    max_connections=per_shard, max_keepalive_connections=per_shard
+                ),
+                timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+                transport=transport,
+            )
+            for _ in range(shards)
+        ]
+        self._busy = [0] * shards  # calls in flight per shard
 
     @classmethod
     def from_env(
@@ -92,13 +104,21 @@ class OpenAIProvider:
         timeout = timeout_s if timeout_s is not None else self.timeout_s
         try:
             # The read timeout bounds each chunk; the outer timeout bounds the whole call.
-            async with asyncio.timeout(timeout):
-                response = await self._client.post(
-                    "/chat/completions",
-                    json=body,
-                    timeout=httpx.Timeout(timeout, connect=min(self.connect_timeout_s, timeout)),
-                )
-                raw = response.content
+            busy = self._busy
+            shard = busy.index(min(busy)) if len(busy) > 1 else 0
+            busy[shard] += 1
+            try:
+                async with asyncio.timeout(timeout):
+                    response = await self._clients[shard].post(
+                        "/chat/completions",
+                        json=body,
+                        timeout=httpx.Timeout(
+                            timeout, connect=min(self.connect_timeout_s, timeout)
+                        ),
+                    )
+                    raw = response.content
+            finally:
+                busy[shard] -= 1
         except (TimeoutError, httpx.TimeoutException):
             raise ProviderTimeout(
                 f"{self.name}: no answer within {timeout:.1f}s", provider=self.name
@@ -172,7 +192,8 @@ class OpenAIProvider:
         return _KEY_LIKE.sub("***", text)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for client in self._clients:
+            await client.aclose()
 
     def __repr__(self) -> str:
         return f"OpenAIProvider({self.name!r}, base_url={self.base_url!r}, api_key=***)"
