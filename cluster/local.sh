@@ -45,7 +45,8 @@ RAY_AUTH_TOKEN_PATH (the cluster's token), so: export \$($PROG up)
 
 options of up:
   --workers N          worker nodes besides the head (default 2)
-  --cpus-per-node C    logical CPUs each node offers to tasks (default 1)
+  --cpus-per-node C    logical CPUs each node offers to tasks (default 2; a worker actor
+                       reserves 0.05, a CPU-bound tool task num_cpus)
   --port P             the head's GCS port; the address is 127.0.0.1:P (default 6380)
   --object-store-mb M  object store of each node, in MiB (default 256)
 
@@ -87,7 +88,7 @@ case $CMD in
 esac
 
 WORKERS=2
-CPUS=1
+CPUS=2
 PORT=6380
 STORE_MB=256
 EXPLICIT=" "

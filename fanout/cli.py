@@ -155,7 +155,13 @@ def run(
             from fanout.distributed import RayEngine
 
             cfg = load_config(config) if config is not None else default_config()
-            engine = RayEngine(cfg, workers=workers, address=ray_address, traces=trace_dir)
+            engine = RayEngine(
+                cfg,
+                workers=workers,
+                address=ray_address,
+                traces=trace_dir,
+                journal=output / "calls",  # no call paid twice when a worker dies
+            )
         stats = _run_job(
             engine,
             dag,

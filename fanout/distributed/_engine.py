@@ -21,6 +21,7 @@ import inspect
 import itertools
 import logging
 import sys
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ __all__ = ["RayEngine"]
 
 _log = logging.getLogger(__name__)
 
+_RESTART_PAUSE_S = 1.0  # a worker that lost a batch gets no new one for this long
+
 _ACTOR_LOST = (
     ray.exceptions.RayActorError,
     ray.exceptions.ActorUnavailableError,
@@ -68,6 +71,7 @@ class _Worker:
     worker_id: str
     batches: int = 0  # batches in flight on it
     requests: int = 0
+    down_until: float = 0.0  # lost a batch: Ray is restarting it, give it a moment
 
 
 @dataclass
@@ -87,6 +91,9 @@ class RayEngine:
     ``address``: ``local`` (start Ray here), ``auto`` (join the running cluster, else
     start one) or a cluster address. ``traces``: the job's traces directory; each
     worker writes its own files there (it must be reachable from every node).
+    ``journal``: a directory (reachable from every node) where workers record the
+    calls they complete; a request re-sent after its worker died is answered from it
+    for every call that worker had finished, so no completed call is paid twice.
     ``worker_cpus``: the CPUs each worker actor reserves (its calls are I/O; CPU-bound
     tools go to Ray tasks with their own ``num_cpus``). ``num_cpus``: for a local Ray.
     """
@@ -103,9 +110,10 @@ class RayEngine:
         batches_per_worker: int = 4,
         lease_refresh_s: float = 0.2,
         lease_ttl_s: float = 3.0,
-        max_sends: int = 3,
+        max_sends: int = 5,
         num_cpus: int | None = None,
         worker_cpus: float = 0.05,
+        journal: str | Path | None = None,
     ) -> None:
         if workers < 1 or batch_size < 1 or batches_per_worker < 1:
             raise ConfigError("workers, batch_size and batches_per_worker must be at least 1")
@@ -123,6 +131,7 @@ class RayEngine:
         self.max_sends = max_sends
         self.num_cpus = num_cpus
         self.worker_cpus = worker_cpus
+        self.journal = Path(journal).resolve() if journal is not None else None
         self.size = workers
         self.stats = PoolStats()
         self.cluster = ""
@@ -218,6 +227,7 @@ class RayEngine:
                 job_id=self.job_id,
                 traces=str(self.traces) if self.traces is not None else None,
                 coordinators=self._coordinator_names,
+                journal=str(self.journal) if self.journal is not None else None,
                 lease_refresh_s=self.lease_refresh_s,
             )
             self._workers.append(_Worker(handle, worker_id))
@@ -271,7 +281,13 @@ class RayEngine:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                worker = min(self._workers, key=lambda w: w.requests)
+                now = time.monotonic()
+                up = [w for w in self._workers if w.down_until <= now]
+                if not up:  # every worker is restarting: look again shortly
+                    retry_at = min(w.down_until for w in self._workers)
+                    asyncio.get_running_loop().call_later(retry_at - now, self._wake.set)
+                    break
+                worker = min(up, key=lambda w: w.requests)
                 room = window - worker.requests
                 if room < min(self._min_batch, len(self._queue)):
                     break  # every worker is full: wait for results to come back
@@ -306,6 +322,7 @@ class RayEngine:
         pending = {r.item[0]: r for r in batch}
         dag_id = batch[0].dag_id
         blob = next(ref for d, ref in self._dags.values() if d == dag_id)
+        resent = any(r.sends for r in batch)
         for request in batch:
             request.sends += 1
         self.stats.batches += 1
@@ -315,7 +332,7 @@ class RayEngine:
         )
         try:
             stream: Any = worker.handle.run_batch.options(num_returns="streaming").remote(
-                dag_id, blob, [r.item for r in batch]
+                dag_id, blob, [r.item for r in batch], resent
             )
             async for ref in stream:
                 for seq, outcome in await ref:
@@ -326,6 +343,7 @@ class RayEngine:
                 self._wake.set()
         except _ACTOR_LOST as exc:
             self.stats.lost_batches += 1
+            worker.down_until = time.monotonic() + _RESTART_PAUSE_S
             _log.warning("worker %s lost a batch (%s); re-sending", worker.worker_id, exc)
             self._resend(list(pending.values()), exc)
         except Exception as exc:  # anything else fails the requests, never the pool
@@ -354,7 +372,18 @@ class RayEngine:
     # -- inspection and shutdown ---------------------------------------------------------
 
     async def worker_info(self) -> list[dict[str, object]]:
-        return list(await asyncio.gather(*(w.handle.info.remote() for w in self._workers)))
+        """Each worker's placement and counters (waits for a restarting one, up to 30 s)."""
+
+        async def info(handle: Handle) -> dict[str, object]:
+            for _ in range(150):
+                try:
+                    reply = await handle.info.remote()
+                    return dict(reply)
+                except ray.exceptions.ActorUnavailableError:
+                    await asyncio.sleep(0.2)
+            return dict(await handle.info.remote())
+
+        return list(await asyncio.gather(*(info(w.handle) for w in self._workers)))
 
     def worker_handles(self) -> list[Handle]:
         return [w.handle for w in self._workers]

@@ -24,7 +24,7 @@ from fanout.config import Config
 from fanout.dag import DAG
 from fanout.errors import ConfigError
 from fanout.limits import Lease
-from fanout.run import Engine, RunResult
+from fanout.run import CallJournal, Engine, RunResult
 
 Handle = Any  # a Ray actor handle (Ray types them loosely)
 
@@ -124,12 +124,22 @@ class FanoutWorker:
         coordinators: Mapping[str, str],
         lease_refresh_s: float = 0.2,
         linger_s: float = 0.01,
+        journal: str | None = None,
     ) -> None:
         # Small, plain arguments (JSON, actor names): inlined in the actor's creation
         # task, so Ray can always restart it (object-store arguments may be gone by then).
         self.worker_id = worker_id
         config = Config.model_validate_json(config_json)
-        self.engine = Engine(config, traces=traces, job_id=job_id, cpu_runner=ray_cpu_runner)
+        # The job's completed calls (every worker's, a dead one's included): a request
+        # re-sent after a worker died does not pay again for calls that worker finished.
+        self.journal = CallJournal(journal, writer_id=worker_id) if journal else None
+        self.engine = Engine(
+            config,
+            traces=traces,
+            job_id=job_id,
+            cpu_runner=ray_cpu_runner,
+            journal=self.journal,
+        )
         self.coordinators = {key: ray.get_actor(name) for key, name in coordinators.items()}
         self.lease_refresh_s = lease_refresh_s
         self.linger_s = linger_s
@@ -144,7 +154,7 @@ class FanoutWorker:
             self._leases.start(self.lease_refresh_s)
 
     async def run_batch(
-        self, dag_id: str, dag_blob: bytes, items: list[WorkItem]
+        self, dag_id: str, dag_blob: bytes, items: list[WorkItem], resent: bool = False
     ) -> AsyncIterator[list[WorkOutcome]]:
         """Run every item of a micro-batch concurrently; yield outcomes as they finish.
 
@@ -152,6 +162,8 @@ class FanoutWorker:
         streamed object per group, not per request, keeps Ray's cost per result small.
         """
         await self._ready()
+        if resent and self.journal is not None:
+            self.journal.reload()  # what the dead worker finished before it died
         dag = self._dags.get(dag_id)
         if dag is None:
             dag = self._dags[dag_id] = cloudpickle.loads(dag_blob)
@@ -190,6 +202,7 @@ class FanoutWorker:
             "completed": self.completed,
             "leases": {k: (v.requests_per_min, v.tokens_per_min) for k, v in leases.items()},
             "lease_failures": self._leases.failures if self._leases is not None else 0,
+            "replayed": self.journal.replayed if self.journal is not None else 0,
         }
 
     async def close(self) -> None:

@@ -22,6 +22,7 @@ from fanout.limits import Limiter
 from fanout.providers import Provider
 from fanout.retry import CircuitBreaker, RetryPolicy
 from fanout.run._escalation import EscalationSink
+from fanout.run._journal import CallJournal, call_key
 from fanout.run._tools import CpuRunner
 from fanout.run._tracing import CallSite, Tracer
 from fanout.types import ChatRequest, ChatResponse, Usage, estimate_prompt_tokens
@@ -123,6 +124,7 @@ class RunContext:
         "dag_name",
         "deadline_at",
         "escalation",
+        "journal",
         "record_key",
         "request_id",
         "router",
@@ -144,8 +146,10 @@ class RunContext:
         trace_id: str = "",
         record_key: str | None = None,
         cpu_runner: CpuRunner | None = None,
+        journal: CallJournal | None = None,
     ) -> None:
         self.cpu_runner = cpu_runner
+        self.journal = journal
         self.router = router
         self.budget = budget
         self.clock = clock
@@ -160,7 +164,23 @@ class RunContext:
     async def call(
         self, route: ModelRoute, request: ChatRequest, stats: NodeStats, site: CallSite | None
     ) -> ChatResponse:
-        """One logical call: attempts with back-off on retryable errors (tenacity).
+        """One logical call; with a journal, a call completed before (by a worker that
+        died, by an earlier run of the job) is answered from it and not paid again."""
+        journal = self.journal
+        if journal is None:
+            return await self._call(route, request, stats, site)
+        key = call_key(route.config.provider, request)
+        done = journal.get(key)
+        if done is not None:
+            return done
+        response = await self._call(route, request, stats, site)
+        journal.put(key, response)
+        return response
+
+    async def _call(
+        self, route: ModelRoute, request: ChatRequest, stats: NodeStats, site: CallSite | None
+    ) -> ChatResponse:
+        """Attempts with back-off on retryable errors (tenacity).
 
         The first attempt runs without tenacity's machinery (the common case stays cheap).
         """

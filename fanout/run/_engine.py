@@ -24,6 +24,7 @@ from fanout.providers import OpenAIProvider, Provider
 from fanout.run._context import Router, RunContext
 from fanout.run._escalation import EscalationSink
 from fanout.run._executor import execute
+from fanout.run._journal import CallJournal
 from fanout.run._result import RunResult
 from fanout.run._tools import CpuRunner
 from fanout.run._tracing import SpanSink, Tracer
@@ -53,7 +54,9 @@ class Engine:
     hashed or written. ``job_id`` groups the rows of one job (default: random).
 
     ``cpu_runner`` runs tools marked ``cpu=True`` elsewhere (the Ray backend passes
-    one that starts a Ray task); without it they run in a thread.
+    one that starts a Ray task); without it they run in a thread. ``journal``: a
+    :class:`CallJournal` of completed calls; a call found there is not made again
+    (its cost was paid, and is counted, once: by the run that made it).
     """
 
     def __init__(
@@ -67,8 +70,10 @@ class Engine:
         redact: Redactor | None = None,
         job_id: str | None = None,
         cpu_runner: CpuRunner | None = None,
+        journal: CallJournal | None = None,
     ) -> None:
         self.cpu_runner = cpu_runner
+        self.journal = journal
         self.config = config if config is not None else default_config()
         self.clock: Clock = clock if clock is not None else SystemClock()
         path = escalation if escalation is not None else self.config.escalation_path
@@ -169,6 +174,7 @@ class Engine:
         if tracer is not None:
             trace_id = request_id if _is_trace_id(request_id) else tracer.new_trace_id()
         ctx = RunContext(
+            journal=self.journal,
             cpu_runner=self.cpu_runner,
             tracer=tracer,
             trace_id=trace_id,
@@ -199,6 +205,8 @@ class Engine:
 
     async def aclose(self) -> None:
         """Close providers and write out the trace (an owned writer rolls into Parquet)."""
+        if self.journal is not None:
+            self.journal.close()
         try:
             for provider in self.providers.values():
                 await provider.aclose()

@@ -125,3 +125,38 @@ async def test_four_workers_share_one_limit_without_a_429_storm() -> None:
     assert stats["limited"] <= 0.01 * stats["accepted"], stats  # 4 workers never multiply it
     leased = [w["leases"]["emu/sim-small"][0] for w in info]  # type: ignore[index]
     assert all(share is not None and share < rpm for share in leased)  # each a share only
+
+
+async def test_no_completed_call_is_made_again_after_workers_die(tmp_path: Any) -> None:
+    with start_emulator(EmulatorConfig(latency_ms=100.0)) as emulator:
+        config = parse_config(
+            {
+                "providers": {"emu": {"kind": "openai", "base_url": emulator.base_url}},
+                "models": {"fast": {"provider": "emu", "model": "sim-small"}},
+            }
+        )
+        dag = classify()
+        texts = [f"great {i}" for i in range(60)]
+        engine = RayEngine(config, workers=2, batch_size=8, journal=tmp_path / "calls")
+        async with engine:
+            first = await asyncio.gather(*(engine.run(dag, {"text": t}) for t in texts[:40]))
+            assert emulator.stats()["accepted"] == 40
+            for handle in engine.worker_handles():
+                ray.kill(handle, no_restart=False)  # both restart, with nothing in memory
+            tasks = [asyncio.ensure_future(engine.run(dag, {"text": t})) for t in texts]
+            twenty_back = asyncio.Event()
+            for task in tasks:
+                task.add_done_callback(
+                    lambda _: twenty_back.set() if sum(t.done() for t in tasks) >= 20 else None
+                )
+            await twenty_back.wait()
+            ray.kill(engine.worker_handles()[0], no_restart=False)  # and one dies mid-batch
+            second = await asyncio.gather(*tasks)
+            info = await engine.worker_info()
+        accepted = emulator.stats()["accepted"]
+    assert all(r.ok for r in first + second)
+    assert [r.outputs for r in second[:40]] == [r.outputs for r in first]
+    # the 40 calls made before the workers died were answered from the journal; each of
+    # the 20 new ones was made once, or twice only if it was in flight when its worker died
+    assert 60 <= accepted <= 60 + engine.stats.resent
+    assert sum(int(str(w["replayed"])) for w in info) >= 1

@@ -1,0 +1,59 @@
+"""The call journal: a completed call is answered from it, never paid for twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from support import sim_config
+
+from fanout import DAG, Engine
+from fanout.run import CallJournal, call_key
+from fanout.sim import FakeClock, SimProvider
+from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
+
+
+def _request(text: str) -> ChatRequest:
+    return ChatRequest(model="m", messages=[{"role": "user", "content": text}], max_tokens=5)
+
+
+def test_calls_written_by_one_process_are_read_by_another(tmp_path: Path) -> None:
+    first = CallJournal(tmp_path, writer_id="w1")
+    response = ChatResponse(
+        content=None,
+        usage=Usage(7, 3),
+        finish_reason="tool_calls",
+        tool_calls=(ToolCall("c1", "lookup", '{"q": "x"}'),),
+        model="m-1",
+    )
+    key = call_key("p", _request("hello"))
+    first.put(key, response)
+    (tmp_path / "w0.jsonl").write_text('{"key": "torn", "cont', encoding="utf-8")  # killed writer
+    second = CallJournal(tmp_path, writer_id="w2")
+    assert second.get(key) == response
+    assert second.get(call_key("p", _request("other"))) is None
+    assert call_key("p", _request("hello")) != call_key("q", _request("hello"))
+    assert second.replayed == 1
+    first.close()
+    second.close()
+
+
+async def test_an_engine_with_a_journal_pays_once_for_a_call(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    dag = DAG("once")
+    dag.input("text")
+    dag.output(a=dag.llm("fast", "Rate {text}", name="a"))
+    provider = SimProvider.from_config("sim", sim_config().providers["sim"], clock=clock)  # type: ignore[arg-type]
+    journal = CallJournal(tmp_path, writer_id="w")
+    async with Engine(sim_config(), providers={"sim": provider}, clock=clock, journal=journal) as e:
+        first = await e.run(dag, {"text": "great"})
+    assert provider.calls == 1 and first.usage.input_tokens > 0
+    # a new process (a restarted worker, a resumed job) reads what the first one finished
+    provider2 = SimProvider.from_config("sim", sim_config().providers["sim"], clock=clock)  # type: ignore[arg-type]
+    again = CallJournal(tmp_path, writer_id="w-restarted")
+    async with Engine(sim_config(), providers={"sim": provider2}, clock=clock, journal=again) as e:
+        second = await e.run(dag, {"text": "great"})
+        other = await e.run(dag, {"text": "awful"})
+    assert second.outputs == first.outputs
+    assert provider2.calls == 1  # only "awful" was new
+    assert second.cost_usd == 0.0 and other.cost_usd > 0  # paid once, by the first run
