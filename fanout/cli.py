@@ -132,6 +132,13 @@ def run(
     workers: Annotated[
         int, typer.Option(min=1, help="Worker actors, with --ray.", show_default=True)
     ] = 2,
+    job_budget_usd: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Spend cap for the whole job, in USD (cluster-wide)."),
+    ] = None,
+    job_budget_tokens: Annotated[
+        int | None, typer.Option(min=0, help="Token cap for the whole job (cluster-wide).")
+    ] = None,
 ) -> None:
     """Run a pipeline over a file of records.
 
@@ -149,7 +156,12 @@ def run(
         trace_dir = _trace_dir(None if no_traces else (traces or output / "traces"))
         engine: Engine | RayEngine
         if ray_address is None:
-            engine = Engine.from_config(config, traces=trace_dir)
+            job_budget = None
+            if job_budget_usd is not None or job_budget_tokens is not None:
+                from fanout.budget import Budget
+
+                job_budget = Budget(usd=job_budget_usd, tokens=job_budget_tokens)
+            engine = Engine.from_config(config, traces=trace_dir, job_budget=job_budget)
         else:
             from fanout.config import default_config, load_config
             from fanout.distributed import RayEngine
@@ -161,6 +173,8 @@ def run(
                 address=ray_address,
                 traces=trace_dir,
                 journal=output / "calls",  # no call paid twice when a worker dies
+                job_budget_usd=job_budget_usd,
+                job_budget_tokens=job_budget_tokens,
             )
         stats = _run_job(
             engine,

@@ -62,3 +62,41 @@ class Emulator:
 def start_emulator(config: EmulatorConfig) -> Iterator[Emulator]:
     with EmulatorServer(config) as server:
         yield Emulator(server)
+
+
+@contextmanager
+def emulator_process(*args: str) -> Iterator[Emulator]:
+    """``fanout sim-server ARGS`` in its own process (as a real provider is: not sharing
+    the test's CPU and GIL), on a free loopback port."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fanout", "sim-server", "--port", str(port), *args],
+        stderr=subprocess.DEVNULL,
+    )
+    root = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{root}/stats").raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("fanout sim-server did not start") from None
+                time.sleep(0.05)
+        yield Emulator(_Remote(f"{root}/v1"))  # type: ignore[arg-type]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+class _Remote:
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url

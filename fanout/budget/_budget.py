@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fanout.errors import BudgetExceeded
@@ -28,7 +29,15 @@ class Budget:
     failed call). Not thread-safe: one event loop owns it.
     """
 
-    __slots__ = ("_held_tokens", "_held_usd", "spent_tokens", "spent_usd", "tokens", "usd")
+    __slots__ = (
+        "_held_tokens",
+        "_held_usd",
+        "refill",
+        "spent_tokens",
+        "spent_usd",
+        "tokens",
+        "usd",
+    )
 
     def __init__(self, *, usd: float | None = None, tokens: int | None = None) -> None:
         if usd is not None and usd < 0:
@@ -41,6 +50,9 @@ class Budget:
         self.spent_tokens = 0
         self._held_usd = 0.0
         self._held_tokens = 0
+        # A share of a larger budget (a Ray worker's allowance of the job's): asked for
+        # more when a call does not fit; True if the limits were raised.
+        self.refill: Callable[[int, float], Awaitable[bool]] | None = None
 
     @property
     def limited(self) -> bool:
@@ -76,6 +88,16 @@ class Budget:
         self._held_tokens += tokens
         self._held_usd += usd
         return Reservation(tokens, usd)
+
+    async def reserve_or_refill(self, *, tokens: int, usd: float) -> Reservation:
+        """:meth:`reserve`; if the call does not fit and the budget can be refilled, ask
+        for more once and try again."""
+        try:
+            return self.reserve(tokens=tokens, usd=usd)
+        except BudgetExceeded:
+            if self.refill is None or not await self.refill(tokens, usd):
+                raise
+        return self.reserve(tokens=tokens, usd=usd)
 
     def settle(self, reservation: Reservation, *, tokens: int, usd: float) -> None:
         """Replace the hold by actual usage (which may exceed the estimate)."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import ray
 
+from fanout.budget import Allowance, BudgetLedger
 from fanout.clock import SystemClock
 from fanout.limits import Lease, LeaseReport, QuotaLedger
 
-__all__ = ["QuotaCoordinator"]
+__all__ = ["BudgetCoordinator", "QuotaCoordinator"]
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -60,3 +61,34 @@ def _pid() -> int:
     import os
 
     return os.getpid()
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class BudgetCoordinator:
+    """The job's budget: workers' allowances add up against one cap (``BudgetLedger``).
+
+    Its state is what was granted and spent; a restarted one starts from the cap and
+    the workers' next reports (spent so far) rebuild it.
+    """
+
+    def __init__(self, usd: float | None, tokens: int | None) -> None:
+        self.ledger = BudgetLedger(clock=SystemClock(), usd=usd, tokens=tokens)
+
+    def grant(
+        self,
+        worker_id: str,
+        spent_usd: float,
+        spent_tokens: int,
+        want_usd: float,
+        want_tokens: int,
+    ) -> Allowance:
+        return self.ledger.grant(
+            worker_id,
+            spent_usd=spent_usd,
+            spent_tokens=spent_tokens,
+            want_usd=want_usd,
+            want_tokens=want_tokens,
+        )
+
+    def spent(self) -> tuple[float, int]:
+        return self.ledger.spent_usd, self.ledger.spent_tokens

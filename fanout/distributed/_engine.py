@@ -36,7 +36,7 @@ from fanout.clock import Clock, SystemClock
 from fanout.config import Config, default_config
 from fanout.dag import DAG, Plan
 from fanout.distributed._cluster import ensure_ray
-from fanout.distributed._coordinator import QuotaCoordinator
+from fanout.distributed._coordinator import BudgetCoordinator, QuotaCoordinator
 from fanout.distributed._worker import FanoutWorker, WorkItem
 from fanout.errors import ConfigError, RunError
 from fanout.run import RunResult
@@ -94,6 +94,9 @@ class RayEngine:
     ``journal``: a directory (reachable from every node) where workers record the
     calls they complete; a request re-sent after its worker died is answered from it
     for every call that worker had finished, so no completed call is paid twice.
+    ``job_budget_usd`` / ``job_budget_tokens``: what the whole job may spend, held by
+    one coordinator; workers draw allowances in chunks, so the job stops within one
+    chunk per worker of its cap, cluster-wide.
     ``worker_cpus``: the CPUs each worker actor reserves (its calls are I/O; CPU-bound
     tools go to Ray tasks with their own ``num_cpus``). ``num_cpus``: for a local Ray.
     """
@@ -114,6 +117,8 @@ class RayEngine:
         num_cpus: int | None = None,
         worker_cpus: float = 0.05,
         journal: str | Path | None = None,
+        job_budget_usd: float | None = None,
+        job_budget_tokens: int | None = None,
     ) -> None:
         if workers < 1 or batch_size < 1 or batches_per_worker < 1:
             raise ConfigError("workers, batch_size and batches_per_worker must be at least 1")
@@ -132,6 +137,13 @@ class RayEngine:
         self.num_cpus = num_cpus
         self.worker_cpus = worker_cpus
         self.journal = Path(journal).resolve() if journal is not None else None
+        if (job_budget_usd is not None and job_budget_usd < 0) or (
+            job_budget_tokens is not None and job_budget_tokens < 0
+        ):
+            raise ConfigError("job_budget_usd and job_budget_tokens must be >= 0")
+        self.job_budget_usd = job_budget_usd
+        self.job_budget_tokens = job_budget_tokens
+        self.budget_coordinator: Handle | None = None
         self.size = workers
         self.stats = PoolStats()
         self.cluster = ""
@@ -214,6 +226,13 @@ class RayEngine:
         self._started_ray = not ray.is_initialized()
         self.cluster = ensure_ray(self.address, num_cpus=self.num_cpus)
         self._make_coordinators()
+        budget = None
+        if self.job_budget_usd is not None or self.job_budget_tokens is not None:
+            name = f"fanout-budget-{self.job_id}"
+            self.budget_coordinator = BudgetCoordinator.options(  # type: ignore[attr-defined]
+                name=name
+            ).remote(self.job_budget_usd, self.job_budget_tokens)
+            budget = (name, self.job_budget_usd is not None, self.job_budget_tokens is not None)
         for i in range(self.size):
             worker_id = f"{self.job_id}-w{i}"
             handle = FanoutWorker.options(  # type: ignore[attr-defined]
@@ -228,6 +247,7 @@ class RayEngine:
                 traces=str(self.traces) if self.traces is not None else None,
                 coordinators=self._coordinator_names,
                 journal=str(self.journal) if self.journal is not None else None,
+                budget=budget,
                 lease_refresh_s=self.lease_refresh_s,
             )
             self._workers.append(_Worker(handle, worker_id))
@@ -398,8 +418,11 @@ class RayEngine:
         closing = [w.handle.close.remote() for w in self._workers]
         if closing:
             await asyncio.gather(*closing, return_exceptions=True)
-        for handle in [w.handle for w in self._workers] + list(self.coordinators.values()):
+        extra = [self.budget_coordinator] if self.budget_coordinator is not None else []
+        handles = [w.handle for w in self._workers] + list(self.coordinators.values()) + extra
+        for handle in handles:
             ray.kill(handle, no_restart=True)
+        self.budget_coordinator = None
         self._workers.clear()
         self.coordinators.clear()
         self._dispatcher = None

@@ -20,6 +20,7 @@ from typing import Any
 import ray
 from ray import cloudpickle
 
+from fanout.budget import Allowance, Budget
 from fanout.config import Config
 from fanout.dag import DAG
 from fanout.errors import ConfigError
@@ -59,12 +60,63 @@ async def ray_cpu_runner(
         raise exc.as_instanceof_cause() from None  # type: ignore[no-untyped-call]
 
 
+class _Allowance:
+    """This worker's share of the job budget: a :class:`Budget` refilled from the coordinator."""
+
+    def __init__(self, instance_id: str, coordinator: Handle, usd: bool, tokens: bool) -> None:
+        self.instance_id = instance_id
+        self.coordinator = coordinator
+        self.budget = Budget(usd=0.0 if usd else None, tokens=0 if tokens else None)
+        self.budget.refill = self.refill
+        self._lock = asyncio.Lock()
+        self.exhausted = False
+
+    async def refill(self, tokens: int, usd: float) -> bool:
+        async with self._lock:  # one request at a time; the others find it done
+            budget = self.budget
+            before = (budget.usd, budget.tokens)
+            fits_now = (
+                budget.usd is None or budget.spent_usd + budget.held_usd + usd <= budget.usd
+            ) and (
+                budget.tokens is None
+                or budget.spent_tokens + budget.held_tokens + tokens <= budget.tokens
+            )
+            if fits_now:
+                return True  # another call's refill already made room
+            if self.exhausted:
+                return False
+            try:
+                allowance: Allowance = await self.coordinator.grant.remote(
+                    self.instance_id,
+                    budget.spent_usd,
+                    budget.spent_tokens,
+                    usd + budget.held_usd,
+                    tokens + budget.held_tokens,
+                )
+            except ray.exceptions.RayError:
+                return False  # the coordinator is restarting: this call is refused
+            budget.usd, budget.tokens = allowance.usd, allowance.tokens
+            self.exhausted = allowance.exhausted
+            return (budget.usd, budget.tokens) != before
+
+    async def report(self) -> None:
+        with contextlib.suppress(ray.exceptions.RayError):
+            await self.coordinator.grant.remote(
+                self.instance_id, self.budget.spent_usd, self.budget.spent_tokens, 0.0, 0
+            )
+
+
 class _LeaseKeeper:
     """Reports each limiter's counters to its coordinator and applies the lease returned."""
 
     def __init__(
-        self, worker_id: str, engine: Engine, coordinators: Mapping[str, Handle]
+        self,
+        worker_id: str,
+        engine: Engine,
+        coordinators: Mapping[str, Handle],
+        allowance: _Allowance | None = None,
     ) -> None:
+        self.allowance = allowance
         self.worker_id = worker_id
         self.engine = engine
         self.coordinators = coordinators
@@ -100,6 +152,8 @@ class _LeaseKeeper:
             await asyncio.sleep(every_s)
             with contextlib.suppress(Exception):
                 await self.refresh()
+                if self.allowance is not None:
+                    await self.allowance.report()  # alive, and what it spent
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -125,6 +179,7 @@ class FanoutWorker:
         lease_refresh_s: float = 0.2,
         linger_s: float = 0.01,
         journal: str | None = None,
+        budget: tuple[str, bool, bool] | None = None,
     ) -> None:
         # Small, plain arguments (JSON, actor names): inlined in the actor's creation
         # task, so Ray can always restart it (object-store arguments may be gone by then).
@@ -133,12 +188,20 @@ class FanoutWorker:
         # The job's completed calls (every worker's, a dead one's included): a request
         # re-sent after a worker died does not pay again for calls that worker finished.
         self.journal = CallJournal(journal, writer_id=worker_id) if journal else None
+        # The job budget (coordinator name, usd?, tokens?): an allowance per process, so
+        # a restarted worker starts a new account and the old one's spending stays counted.
+        self.allowance = None
+        if budget is not None:
+            name, usd, tokens = budget
+            instance = f"{worker_id}-{os.getpid()}"
+            self.allowance = _Allowance(instance, ray.get_actor(name), usd, tokens)
         self.engine = Engine(
             config,
             traces=traces,
             job_id=job_id,
             cpu_runner=ray_cpu_runner,
             journal=self.journal,
+            job_budget=self.allowance.budget if self.allowance is not None else None,
         )
         self.coordinators = {key: ray.get_actor(name) for key, name in coordinators.items()}
         self.lease_refresh_s = lease_refresh_s
@@ -149,7 +212,9 @@ class FanoutWorker:
 
     async def _ready(self) -> None:
         if self._leases is None:
-            self._leases = _LeaseKeeper(self.worker_id, self.engine, self.coordinators)
+            self._leases = _LeaseKeeper(
+                self.worker_id, self.engine, self.coordinators, self.allowance
+            )
             await self._leases.refresh()  # a share before the first call, never the whole limit
             self._leases.start(self.lease_refresh_s)
 

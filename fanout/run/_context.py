@@ -124,6 +124,7 @@ class RunContext:
         "dag_name",
         "deadline_at",
         "escalation",
+        "job_budget",
         "journal",
         "record_key",
         "request_id",
@@ -147,7 +148,9 @@ class RunContext:
         record_key: str | None = None,
         cpu_runner: CpuRunner | None = None,
         journal: CallJournal | None = None,
+        job_budget: Budget | None = None,
     ) -> None:
+        self.job_budget = job_budget
         self.cpu_runner = cpu_runner
         self.journal = journal
         self.router = router
@@ -281,10 +284,20 @@ class RunContext:
             )
         estimate_in = estimate_prompt_tokens(request.messages, request.tools)
         estimate = Usage(estimate_in, request.max_tokens)
-        budget = self.budget
-        reservation = None
+        budget, job = self.budget, self.job_budget
+        worst_usd = route.cost_usd(estimate)
+        reservation = job_reservation = None
         if budget.limited:
-            reservation = budget.reserve(tokens=estimate.total_tokens, usd=route.cost_usd(estimate))
+            reservation = budget.reserve(tokens=estimate.total_tokens, usd=worst_usd)
+        if job is not None:
+            try:
+                job_reservation = await job.reserve_or_refill(
+                    tokens=estimate.total_tokens, usd=worst_usd
+                )
+            except BaseException:
+                if reservation is not None:
+                    budget.release(reservation)
+                raise
         permit = None
         try:
             permit = await route.limiter.acquire(estimate.total_tokens)
@@ -310,6 +323,8 @@ class RunContext:
         except BaseException as exc:
             if reservation is not None:
                 budget.release(reservation)
+            if job_reservation is not None and job is not None:
+                job.release(job_reservation)
             if permit is not None:
                 if isinstance(exc, RateLimited):
                     permit.settle(0)  # a 429 is not counted against the provider's tokens
@@ -329,6 +344,8 @@ class RunContext:
         cost = route.cost_usd(usage)
         if reservation is not None:
             budget.settle(reservation, tokens=usage.total_tokens, usd=cost)
+        if job_reservation is not None and job is not None:
+            job.settle(job_reservation, tokens=usage.total_tokens, usd=cost)
         stats.usage = stats.usage + usage
         stats.cost_usd += cost
         if note is not None:

@@ -57,6 +57,9 @@ class Engine:
     one that starts a Ray task); without it they run in a thread. ``journal``: a
     :class:`CallJournal` of completed calls; a call found there is not made again
     (its cost was paid, and is counted, once: by the run that made it).
+    ``job_budget``: a cap on what every run of this engine spends together, on top of
+    each run's own budget; a call that would pass it is refused (its run ends
+    ``budget_exceeded``), so a job stops at its cap.
     """
 
     def __init__(
@@ -71,7 +74,9 @@ class Engine:
         job_id: str | None = None,
         cpu_runner: CpuRunner | None = None,
         journal: CallJournal | None = None,
+        job_budget: Budget | None = None,
     ) -> None:
+        self.job_budget = job_budget
         self.cpu_runner = cpu_runner
         self.journal = journal
         self.config = config if config is not None else default_config()
@@ -100,10 +105,13 @@ class Engine:
         traces: str | Path | SpanSink | None = None,
         redact: Redactor | None = None,
         job_id: str | None = None,
+        job_budget: Budget | None = None,
     ) -> Engine:
         """An engine from a TOML file; with ``None``, the embedded simulated default."""
         config = load_config(path) if path is not None else None
-        return cls(config, clock=clock, traces=traces, redact=redact, job_id=job_id)
+        return cls(
+            config, clock=clock, traces=traces, redact=redact, job_id=job_id, job_budget=job_budget
+        )
 
     def open_traces(self) -> None:
         """Open the trace writer now (else the first run does): a bad directory is a
@@ -174,6 +182,7 @@ class Engine:
         if tracer is not None:
             trace_id = request_id if _is_trace_id(request_id) else tracer.new_trace_id()
         ctx = RunContext(
+            job_budget=self.job_budget,
             journal=self.journal,
             cpu_runner=self.cpu_runner,
             tracer=tracer,

@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 import ray
-from support import sim_config, start_emulator
+from support import emulator_process, sim_config, start_emulator
 
 from fanout import DAG, parse_config
 from fanout.distributed import RayEngine
@@ -100,8 +100,8 @@ async def test_a_killed_coordinator_loses_nothing() -> None:
 
 
 async def test_four_workers_share_one_limit_without_a_429_storm() -> None:
-    rpm = 1200.0  # 20 requests/s across the whole cluster
-    with start_emulator(EmulatorConfig(requests_per_min=rpm, latency_ms=20.0)) as emulator:
+    rpm = 2400.0  # 40 requests/s across the whole cluster
+    with emulator_process("--rpm", str(rpm), "--latency-ms", "20") as emulator:
         config = parse_config(
             {
                 "providers": {
@@ -116,12 +116,12 @@ async def test_four_workers_share_one_limit_without_a_429_storm() -> None:
         )
         async with RayEngine(config, workers=4, batch_size=8) as engine:
             results = await asyncio.gather(
-                *(engine.run(classify(), {"text": f"great {i}"}) for i in range(160))
+                *(engine.run(classify(), {"text": f"great {i}"}) for i in range(300))
             )
             info = await engine.worker_info()
         stats = emulator.stats()
     assert all(r.ok for r in results), [r.error_message for r in results if not r.ok][:3]
-    assert stats["accepted"] == 160
+    assert stats["accepted"] == 300
     assert stats["limited"] <= 0.01 * stats["accepted"], stats  # 4 workers never multiply it
     leased = [w["leases"]["emu/sim-small"][0] for w in info]  # type: ignore[index]
     assert all(share is not None and share < rpm for share in leased)  # each a share only
@@ -160,3 +160,26 @@ async def test_no_completed_call_is_made_again_after_workers_die(tmp_path: Any) 
     # the 20 new ones was made once, or twice only if it was in flight when its worker died
     assert 60 <= accepted <= 60 + engine.stats.resent
     assert sum(int(str(w["replayed"])) for w in info) >= 1
+
+
+async def test_a_job_budget_holds_cluster_wide() -> None:
+    dag = DAG("capped")
+    dag.input("text")
+    # max_tokens near the reply's size: a call's worst case (what is reserved) is close
+    # to its real cost, so the cap can be used to the end
+    dag.output(a=dag.llm("smart", "Summarise {text}", name="a", max_tokens=5))
+    cap = 0.01  # about 55 runs of this DAG; 120 are submitted
+    async with RayEngine(sim_config(5.0), workers=2, batch_size=8, job_budget_usd=cap) as engine:
+        results = await asyncio.gather(
+            *(engine.run(dag, {"text": f"review {i}"}) for i in range(120))
+        )
+        assert engine.budget_coordinator is not None
+        await asyncio.sleep(1.0)  # workers report what they spent five times a second
+        spent_usd, _ = await engine.budget_coordinator.spent.remote()
+    ok = [r for r in results if r.ok]
+    assert 0 < len(ok) < 120
+    assert {str(r.status) for r in results if not r.ok} == {"budget_exceeded"}
+    total = sum(r.cost_usd for r in results)
+    assert total <= cap + 1e-9  # two workers' allowances never add up to more than the cap
+    assert total >= 0.8 * cap  # and the cap is used, not left idle in allowances
+    assert spent_usd == pytest.approx(total)

@@ -7,6 +7,7 @@ import pickle
 import pytest
 
 from fanout import Budget, BudgetExceeded, RateLimited
+from fanout.sim import FakeClock
 
 
 def test_reserve_settle_release_track_held_and_spent() -> None:
@@ -45,3 +46,41 @@ def test_errors_pickle_with_their_attributes() -> None:
     assert (str(err), err.limit, err.needed, err.unit) == ("over", 1.0, 2.0, "usd")
     limited = pickle.loads(pickle.dumps(RateLimited("slow down", provider="p", retry_after_s=3.0)))
     assert (limited.retry_after_s, limited.status_code, limited.provider) == (3.0, 429, "p")
+
+
+def test_allowances_never_add_up_to_more_than_the_job_cap() -> None:
+    from fanout.budget import BudgetLedger
+    from fanout.clock import SystemClock
+
+    ledger = BudgetLedger(clock=SystemClock(), usd=1.0, tokens=None, chunk_fraction=0.1)
+    granted = {}
+    spent = {"a": 0.0, "b": 0.0, "c": 0.0}
+    for _ in range(30):
+        for worker in spent:
+            allowance = ledger.grant(worker, spent_usd=spent[worker], spent_tokens=0, want_usd=0.05)
+            assert allowance.usd is not None
+            granted[worker] = allowance.usd
+            spent[worker] = min(allowance.usd, spent[worker] + 0.05)  # spend what it holds
+            assert sum(granted.values()) <= 1.0 + 1e-9
+    assert sum(spent.values()) == pytest.approx(1.0)  # the whole cap, and no more
+    final = ledger.grant("a", spent_usd=spent["a"], spent_tokens=0, want_usd=0.05)
+    assert final.exhausted
+
+
+async def test_a_job_budget_stops_the_job_at_its_cap(clock: FakeClock) -> None:
+    from support import sim_config
+
+    from fanout import DAG, Engine
+    from fanout.budget import Budget
+
+    dag = DAG("capped")
+    dag.input("text")
+    dag.output(a=dag.llm("smart", "Summarise {text}", name="a", max_tokens=50))
+    job = Budget(usd=0.004)
+    async with Engine(sim_config(), clock=clock, job_budget=job) as engine:
+        results = [await engine.run(dag, {"text": f"review {i}"}) for i in range(40)]
+    ok = [r for r in results if r.ok]
+    assert 0 < len(ok) < 40
+    assert {str(r.status) for r in results if not r.ok} == {"budget_exceeded"}
+    assert sum(r.cost_usd for r in results) <= 0.004 + 1e-12
+    assert job.spent_usd == pytest.approx(sum(r.cost_usd for r in results))
