@@ -89,14 +89,22 @@ async def test_a_killed_worker_loses_no_record_and_repeats_none_that_came_back()
 
 async def test_a_killed_coordinator_loses_nothing() -> None:
     dag = classify()
-    async with RayEngine(sim_config(20.0), workers=2, batch_size=8) as engine:
-        first = await asyncio.gather(*(engine.run(dag, {"text": f"a{i}"}) for i in range(40)))
+    async with RayEngine(sim_config(50.0), workers=2, batch_size=8) as engine:
+        tasks = [asyncio.ensure_future(engine.run(dag, {"text": f"a{i}"})) for i in range(120)]
+        twenty_back = asyncio.Event()
+        for task in tasks:
+            task.add_done_callback(
+                lambda _: twenty_back.set() if sum(t.done() for t in tasks) >= 20 else None
+            )
+        await twenty_back.wait()
         for coordinator in engine.coordinators.values():
-            ray.kill(coordinator, no_restart=False)
-        second = await asyncio.gather(*(engine.run(dag, {"text": f"b{i}"}) for i in range(80)))
+            ray.kill(coordinator, no_restart=False)  # mid-batch: workers keep their leases
+        results = await asyncio.gather(*tasks)
         state = ray.get(next(iter(engine.coordinators.values())).state.remote())
-    assert all(r.ok for r in first + second)
-    assert state["name"]  # restarted and answering again
+        info = await engine.worker_info()
+    assert all(r.ok for r in results) and len(results) == 120
+    assert state["name"]  # restarted, and answering again
+    assert all(w["leases"] for w in info)
 
 
 async def test_four_workers_share_one_limit_without_a_429_storm() -> None:
