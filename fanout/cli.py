@@ -132,6 +132,12 @@ def run(
     workers: Annotated[
         int, typer.Option(min=1, help="Worker actors, with --ray.", show_default=True)
     ] = 2,
+    max_workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="With --ray: grow the pool up to this many while records wait."
+        ),
+    ] = None,
     job_budget_usd: Annotated[
         float | None,
         typer.Option(min=0.0, help="Spend cap for the whole job, in USD (cluster-wide)."),
@@ -170,6 +176,7 @@ def run(
             engine = RayEngine(
                 cfg,
                 workers=workers,
+                max_workers=max_workers,
                 address=ray_address,
                 traces=trace_dir,
                 journal=output / "calls",  # no call paid twice when a worker dies

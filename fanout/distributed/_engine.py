@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import inspect
 import itertools
 import logging
+import math
 import sys
 import time
 import uuid
@@ -72,6 +74,7 @@ class _Worker:
     batches: int = 0  # batches in flight on it
     requests: int = 0
     down_until: float = 0.0  # lost a batch: Ray is restarting it, give it a moment
+    idle_since: float = math.inf  # with no request in flight since then
 
 
 @dataclass
@@ -82,11 +85,17 @@ class PoolStats:
     requests: int = 0
     resent: int = 0
     lost_batches: int = 0
+    scaled_up: int = 0
+    scaled_down: int = 0
     per_worker: dict[str, int] = field(default_factory=dict)
 
 
 class RayEngine:
     """Runs DAG requests on ``workers`` async Ray actors (``fanout run --ray ...``).
+
+    With ``max_workers``, the pool grows one worker at a time (``scale_up_every_s``
+    apart) while more than a full worker's window of requests waits, and shrinks back
+    to ``workers`` as workers stay idle for ``scale_down_idle_s``.
 
     ``address``: ``local`` (start Ray here), ``auto`` (join the running cluster, else
     start one) or a cluster address. ``traces``: the job's traces directory; each
@@ -106,6 +115,9 @@ class RayEngine:
         config: Config | None = None,
         *,
         workers: int = 2,
+        max_workers: int | None = None,
+        scale_up_every_s: float = 2.0,
+        scale_down_idle_s: float = 30.0,
         address: str = "local",
         traces: str | Path | None = None,
         job_id: str | None = None,
@@ -145,6 +157,13 @@ class RayEngine:
         self.job_budget_tokens = job_budget_tokens
         self.budget_coordinator: Handle | None = None
         self.size = workers
+        self.max_workers = max(workers, max_workers or workers)
+        self.scale_up_every_s = scale_up_every_s
+        self.scale_down_idle_s = scale_down_idle_s
+        self._last_scale_up = -math.inf
+        self._worker_numbers = itertools.count()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._budget_spec: tuple[str, bool, bool] | None = None
         self.stats = PoolStats()
         self.cluster = ""
         self.coordinators: dict[str, Handle] = {}
@@ -233,26 +252,68 @@ class RayEngine:
                 name=name
             ).remote(self.job_budget_usd, self.job_budget_tokens)
             budget = (name, self.job_budget_usd is not None, self.job_budget_tokens is not None)
-        for i in range(self.size):
-            worker_id = f"{self.job_id}-w{i}"
-            handle = FanoutWorker.options(  # type: ignore[attr-defined]
-                name=worker_id,
-                max_concurrency=10_000,  # async actor: calls in flight, not threads
-                num_cpus=self.worker_cpus,  # a token share, so SPREAD sees and spreads them
-                scheduling_strategy="SPREAD",  # over the nodes; a restart may go anywhere
-            ).remote(
-                self.config.model_dump_json(),
-                worker_id=worker_id,
-                job_id=self.job_id,
-                traces=str(self.traces) if self.traces is not None else None,
-                coordinators=self._coordinator_names,
-                journal=str(self.journal) if self.journal is not None else None,
-                budget=budget,
-                lease_refresh_s=self.lease_refresh_s,
-            )
-            self._workers.append(_Worker(handle, worker_id))
+        self._budget_spec = budget
+        for _ in range(self.size):
+            self._add_worker()
         self._wake = asyncio.Event()
         self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+
+    def _add_worker(self) -> _Worker:
+        worker_id = f"{self.job_id}-w{next(self._worker_numbers)}"
+        handle = FanoutWorker.options(  # type: ignore[attr-defined]
+            name=worker_id,
+            max_concurrency=10_000,  # async actor: calls in flight, not threads
+            num_cpus=self.worker_cpus,  # a token share, so SPREAD sees and spreads them
+            scheduling_strategy="SPREAD",  # over the nodes; a restart may go anywhere
+        ).remote(
+            self.config.model_dump_json(),
+            worker_id=worker_id,
+            job_id=self.job_id,
+            traces=str(self.traces) if self.traces is not None else None,
+            coordinators=self._coordinator_names,
+            journal=str(self.journal) if self.journal is not None else None,
+            budget=self._budget_spec,
+            lease_refresh_s=self.lease_refresh_s,
+        )
+        worker = _Worker(handle, worker_id, idle_since=time.monotonic())
+        self._workers.append(worker)
+        return worker
+
+    def _scale(self, now: float) -> None:
+        """Add a worker while the queue holds more than a full window beyond what the
+        pool can take (one at a time, ``scale_up_every_s`` apart); retire workers idle
+        for ``scale_down_idle_s`` down to the minimum."""
+        window = self.batch_size * self.batches_per_worker
+        if (
+            len(self._workers) < self.max_workers
+            and len(self._queue) > window
+            and now - self._last_scale_up >= self.scale_up_every_s
+        ):
+            self._last_scale_up = now
+            self._add_worker()
+            self.stats.scaled_up += 1
+            return
+        if len(self._workers) <= self.size:
+            return
+        for worker in self._workers:
+            if worker.requests == 0:
+                worker.idle_since = min(worker.idle_since, now)
+            else:
+                worker.idle_since = math.inf
+        idle = [
+            w
+            for w in self._workers
+            if w.requests == 0 and now - w.idle_since >= self.scale_down_idle_s
+        ]
+        for worker in idle[: len(self._workers) - self.size]:
+            self._workers.remove(worker)
+            self.stats.scaled_down += 1
+            self._retiring.add(asyncio.get_running_loop().create_task(self._retire(worker)))
+
+    async def _retire(self, worker: _Worker) -> None:
+        with contextlib.suppress(Exception):
+            await worker.handle.close.remote()  # its traces roll into Parquet first
+        ray.kill(worker.handle, no_restart=True)
 
     def _make_coordinators(self) -> None:
         seen: set[tuple[str, str]] = set()
@@ -300,6 +361,10 @@ class RayEngine:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if self.max_workers > self.size:
+                self._scale(time.monotonic())
+                # look again in a second: idle workers retire, a waiting queue grows the pool
+                asyncio.get_running_loop().call_later(1.0, self._wake.set)
             while self._queue:
                 now = time.monotonic()
                 up = [w for w in self._workers if w.down_until <= now]
@@ -347,9 +412,9 @@ class RayEngine:
             request.sends += 1
         self.stats.batches += 1
         self.stats.requests += len(batch)
-        self.stats.per_worker[worker.worker_id] = (
-            self.stats.per_worker.get(worker.worker_id, 0) + len(batch)
-        )
+        self.stats.per_worker[worker.worker_id] = self.stats.per_worker.get(
+            worker.worker_id, 0
+        ) + len(batch)
         try:
             stream: Any = worker.handle.run_batch.options(num_returns="streaming").remote(
                 dag_id, blob, [r.item for r in batch], resent
@@ -415,6 +480,8 @@ class RayEngine:
             for task in list(self._sends):
                 task.cancel()
             await asyncio.gather(self._dispatcher, *self._sends, return_exceptions=True)
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
         closing = [w.handle.close.remote() for w in self._workers]
         if closing:
             await asyncio.gather(*closing, return_exceptions=True)

@@ -191,3 +191,29 @@ async def test_a_job_budget_holds_cluster_wide() -> None:
     assert total <= cap + 1e-9  # two workers' allowances never add up to more than the cap
     assert total >= 0.8 * cap  # and the cap is used, not left idle in allowances
     assert spent_usd == pytest.approx(total)
+
+
+async def test_the_pool_grows_with_the_queue_and_shrinks_when_idle() -> None:
+    dag = classify()
+    engine = RayEngine(
+        sim_config(200.0),
+        workers=1,
+        max_workers=3,
+        batch_size=4,
+        batches_per_worker=1,
+        scale_up_every_s=0.3,
+        scale_down_idle_s=1.0,
+    )
+    async with engine:
+        results = await asyncio.gather(*(engine.run(dag, {"text": f"q{i}"}) for i in range(80)))
+        grown = len(engine.worker_handles())
+        served = dict(engine.stats.per_worker)
+        for _ in range(100):  # idle now: back to the minimum within a few seconds
+            if len(engine.worker_handles()) == 1:
+                break
+            await asyncio.sleep(0.1)
+        shrunk = len(engine.worker_handles())
+    assert all(r.ok for r in results)
+    assert grown > 1 and engine.stats.scaled_up == grown - 1
+    assert len(served) == grown  # the new workers took work
+    assert shrunk == 1 and engine.stats.scaled_down == grown - 1
