@@ -106,6 +106,8 @@ class RayEngine:
     ``job_budget_usd`` / ``job_budget_tokens``: what the whole job may spend, held by
     one coordinator; workers draw allowances in chunks, so the job stops within one
     chunk per worker of its cap, cluster-wide.
+    ``spread_map_items``: a map with at least this many items spreads them over the
+    whole pool in chunks (``None``: a request's maps run on its own worker).
     ``worker_cpus``: the CPUs each worker actor reserves (its calls are I/O; CPU-bound
     tools go to Ray tasks with their own ``num_cpus``). ``num_cpus``: for a local Ray.
     """
@@ -131,6 +133,7 @@ class RayEngine:
         journal: str | Path | None = None,
         job_budget_usd: float | None = None,
         job_budget_tokens: int | None = None,
+        spread_map_items: int | None = 256,
     ) -> None:
         if workers < 1 or batch_size < 1 or batches_per_worker < 1:
             raise ConfigError("workers, batch_size and batches_per_worker must be at least 1")
@@ -153,6 +156,7 @@ class RayEngine:
             job_budget_tokens is not None and job_budget_tokens < 0
         ):
             raise ConfigError("job_budget_usd and job_budget_tokens must be >= 0")
+        self.spread_map_items = spread_map_items
         self.job_budget_usd = job_budget_usd
         self.job_budget_tokens = job_budget_tokens
         self.budget_coordinator: Handle | None = None
@@ -274,6 +278,7 @@ class RayEngine:
             journal=str(self.journal) if self.journal is not None else None,
             budget=self._budget_spec,
             lease_refresh_s=self.lease_refresh_s,
+            spread_map_items=self.spread_map_items,
         )
         worker = _Worker(handle, worker_id, idle_since=time.monotonic())
         self._workers.append(worker)
@@ -417,7 +422,7 @@ class RayEngine:
         ) + len(batch)
         try:
             stream: Any = worker.handle.run_batch.options(num_returns="streaming").remote(
-                dag_id, blob, [r.item for r in batch], resent
+                dag_id, blob, [r.item for r in batch], resent, [w.worker_id for w in self._workers]
             )
             async for ref in stream:
                 for seq, outcome in await ref:

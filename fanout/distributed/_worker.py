@@ -26,6 +26,7 @@ from fanout.dag import DAG
 from fanout.errors import ConfigError
 from fanout.limits import Lease
 from fanout.run import CallJournal, Engine, RunResult
+from fanout.types import Usage
 
 Handle = Any  # a Ray actor handle (Ray types them loosely)
 
@@ -106,6 +107,88 @@ class _Allowance:
             )
 
 
+class _SpreadMaps:
+    """A :class:`fanout.run.MapOffload`: a large map's items go to every worker of the
+    pool in chunks (this one included, without a Ray call); a peer that fails hands its
+    chunk back to run here."""
+
+    def __init__(self, worker: FanoutWorker, min_items: int) -> None:
+        self.worker = worker
+        self.min_items = min_items
+        self._handles: dict[str, Handle] = {}
+
+    def _peer(self, name: str) -> Handle | None:
+        if name == self.worker.worker_id:
+            return None
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._handles[name] = ray.get_actor(name)
+        return handle
+
+    async def run(
+        self,
+        executor: Any,
+        node: Any,
+        items: list[object],
+        upstream: Mapping[str, object],
+        stats: Any,
+    ) -> list[tuple[bool, object]]:
+        ctx = executor.ctx
+        dag_id, blob = self.worker.dag_blobs[ctx.dag_name]
+        peers = self.worker.peers or [self.worker.worker_id]
+        size = max(16, -(-len(items) // (len(peers) * 4)))
+        chunks = [
+            [(i, items[i]) for i in range(start, min(len(items), start + size))]
+            for start in range(0, len(items), size)
+        ]
+        budget = ctx.budget
+        per_chunk_usd = None
+        if budget.usd is not None:  # each chunk gets an equal part of what is left
+            per_chunk_usd = max(0.0, budget.usd - budget.spent_usd - budget.held_usd) / len(chunks)
+        options: dict[str, object] = {
+            "trace_id": ctx.trace_id,
+            "span_id": stats.span_id,
+            "record_key": ctx.record_key,
+            "budget_usd": per_chunk_usd,
+            "deadline_s": (
+                max(0.001, ctx.deadline_at - ctx.clock.now()) if ctx.deadline_at else None
+            ),
+        }
+        inputs = dict(executor.inputs)
+
+        async def chunk_on(name: str, chunk: list[tuple[int, object]]) -> _ItemsDone:
+            handle = self._peer(name)
+            if handle is not None:
+                try:
+                    done: _ItemsDone = await handle.run_items.remote(
+                        dag_id, blob, node.id, inputs, upstream, chunk, options
+                    )
+                    return done
+                except ray.exceptions.RayError as exc:
+                    _log.warning("peer %s failed a map chunk (%s); running it here", name, exc)
+            return await self.worker.run_items(
+                dag_id, blob, node.id, inputs, upstream, chunk, options
+            )
+
+        parts = await asyncio.gather(
+            *(chunk_on(peers[n % len(peers)], chunk) for n, chunk in enumerate(chunks))
+        )
+        outcomes: list[tuple[bool, object]] = [(False, None)] * len(items)
+        for done, usage, cost, calls in parts:
+            for index, ok, value in done:
+                outcomes[index] = (ok, value)
+            stats.usage = stats.usage + usage
+            stats.cost_usd += cost
+            stats.calls += calls
+            if budget.limited:  # what the items spent counts against the request's budget
+                budget.spent_usd += cost
+                budget.spent_tokens += usage.total_tokens
+        return outcomes
+
+
+_ItemsDone = tuple[list[tuple[int, bool, object]], Usage, float, int]
+
+
 class _LeaseKeeper:
     """Reports each limiter's counters to its coordinator and applies the lease returned."""
 
@@ -180,6 +263,7 @@ class FanoutWorker:
         linger_s: float = 0.01,
         journal: str | None = None,
         budget: tuple[str, bool, bool] | None = None,
+        spread_map_items: int | None = 256,
     ) -> None:
         # Small, plain arguments (JSON, actor names): inlined in the actor's creation
         # task, so Ray can always restart it (object-store arguments may be gone by then).
@@ -195,6 +279,10 @@ class FanoutWorker:
             name, usd, tokens = budget
             instance = f"{worker_id}-{os.getpid()}"
             self.allowance = _Allowance(instance, ray.get_actor(name), usd, tokens)
+        self.peers: list[str] = []  # every worker of the pool, as the driver last said
+        self.dag_blobs: dict[str, tuple[str, bytes]] = {}
+        self.items_run = 0
+        spread = _SpreadMaps(self, spread_map_items) if spread_map_items else None
         self.engine = Engine(
             config,
             traces=traces,
@@ -202,6 +290,7 @@ class FanoutWorker:
             cpu_runner=ray_cpu_runner,
             journal=self.journal,
             job_budget=self.allowance.budget if self.allowance is not None else None,
+            map_offload=spread,
         )
         self.coordinators = {key: ray.get_actor(name) for key, name in coordinators.items()}
         self.lease_refresh_s = lease_refresh_s
@@ -219,7 +308,12 @@ class FanoutWorker:
             self._leases.start(self.lease_refresh_s)
 
     async def run_batch(
-        self, dag_id: str, dag_blob: bytes, items: list[WorkItem], resent: bool = False
+        self,
+        dag_id: str,
+        dag_blob: bytes,
+        items: list[WorkItem],
+        resent: bool = False,
+        peers: list[str] | None = None,
     ) -> AsyncIterator[list[WorkOutcome]]:
         """Run every item of a micro-batch concurrently; yield outcomes as they finish.
 
@@ -229,9 +323,10 @@ class FanoutWorker:
         await self._ready()
         if resent and self.journal is not None:
             self.journal.reload()  # what the dead worker finished before it died
-        dag = self._dags.get(dag_id)
-        if dag is None:
-            dag = self._dags[dag_id] = cloudpickle.loads(dag_blob)
+        if peers:
+            self.peers = peers
+        dag = self._dag(dag_id, dag_blob)
+        self.dag_blobs[dag.name] = (dag_id, dag_blob)  # what peers need for its large maps
         pending = {asyncio.ensure_future(self._one(dag, item)) for item in items}
         try:
             while pending:
@@ -245,6 +340,30 @@ class FanoutWorker:
         finally:
             for task in pending:
                 task.cancel()
+
+    def _dag(self, dag_id: str, blob: bytes) -> DAG:
+        dag = self._dags.get(dag_id)
+        if dag is None:
+            dag = self._dags[dag_id] = cloudpickle.loads(blob)
+        return dag
+
+    async def run_items(
+        self,
+        dag_id: str,
+        dag_blob: bytes,
+        map_id: str,
+        inputs: Mapping[str, object],
+        upstream: Mapping[str, object],
+        items: list[tuple[int, object]],
+        options: Mapping[str, Any],
+    ) -> _ItemsDone:
+        """Items of a large map of a request running on some worker of the pool."""
+        await self._ready()
+        done = await self.engine.run_items(
+            self._dag(dag_id, dag_blob), map_id, inputs, upstream, items, **options
+        )
+        self.items_run += len(items)
+        return done
 
     async def _one(self, dag: DAG, item: WorkItem) -> WorkOutcome:
         seq, inputs, options = item
@@ -268,6 +387,7 @@ class FanoutWorker:
             "leases": {k: (v.requests_per_min, v.tokens_per_min) for k, v in leases.items()},
             "lease_failures": self._leases.failures if self._leases is not None else 0,
             "replayed": self.journal.replayed if self.journal is not None else 0,
+            "items_run": self.items_run,
         }
 
     async def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
@@ -27,7 +28,7 @@ from fanout.run._tools import CpuRunner
 from fanout.run._tracing import CallSite, Tracer
 from fanout.types import ChatRequest, ChatResponse, Usage, estimate_prompt_tokens
 
-__all__ = ["ModelRoute", "NodeStats", "Router", "RunContext"]
+__all__ = ["MapOffload", "ModelRoute", "NodeStats", "Router", "RunContext"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,25 @@ class NodeStats:
     span_id: str = ""  # the node's trace span, parent of its attempt rows
 
 
+class MapOffload(Protocol):
+    """Runs a large map's items elsewhere (the Ray backend: on the other workers).
+
+    ``run(executor, node, items, upstream, stats)`` returns ``(ok, value or error)``
+    per item, in order, and adds the calls' usage and cost to ``stats``.
+    """
+
+    min_items: int
+
+    async def run(
+        self,
+        executor: Any,
+        node: Any,
+        items: list[object],
+        upstream: Mapping[str, object],
+        stats: NodeStats,
+    ) -> list[tuple[bool, object]]: ...
+
+
 class RunContext:
     """One request's budget and deadline, and the single path every provider call takes."""
 
@@ -126,6 +146,7 @@ class RunContext:
         "escalation",
         "job_budget",
         "journal",
+        "map_offload",
         "record_key",
         "request_id",
         "router",
@@ -149,7 +170,9 @@ class RunContext:
         cpu_runner: CpuRunner | None = None,
         journal: CallJournal | None = None,
         job_budget: Budget | None = None,
+        map_offload: MapOffload | None = None,
     ) -> None:
+        self.map_offload = map_offload
         self.job_budget = job_budget
         self.cpu_runner = cpu_runner
         self.journal = journal

@@ -21,15 +21,16 @@ from fanout.dag import DAG, Plan
 from fanout.errors import ConfigError
 from fanout.limits import Limiter, LimiterState
 from fanout.providers import OpenAIProvider, Provider
-from fanout.run._context import Router, RunContext
+from fanout.run._context import MapOffload, Router, RunContext
 from fanout.run._escalation import EscalationSink
-from fanout.run._executor import execute
+from fanout.run._executor import execute, run_items
 from fanout.run._journal import CallJournal
 from fanout.run._result import RunResult
 from fanout.run._tools import CpuRunner
 from fanout.run._tracing import SpanSink, Tracer
 from fanout.sim import SimProvider
 from fanout.trace import ContentPolicy, Redactor, TraceWriter
+from fanout.types import Usage
 
 __all__ = ["Engine"]
 
@@ -75,7 +76,9 @@ class Engine:
         cpu_runner: CpuRunner | None = None,
         journal: CallJournal | None = None,
         job_budget: Budget | None = None,
+        map_offload: MapOffload | None = None,
     ) -> None:
+        self.map_offload = map_offload
         self.job_budget = job_budget
         self.cpu_runner = cpu_runner
         self.journal = journal
@@ -182,6 +185,7 @@ class Engine:
         if tracer is not None:
             trace_id = request_id if _is_trace_id(request_id) else tracer.new_trace_id()
         ctx = RunContext(
+            map_offload=self.map_offload,
             job_budget=self.job_budget,
             journal=self.journal,
             cpu_runner=self.cpu_runner,
@@ -197,6 +201,43 @@ class Engine:
             deadline_at=self.clock.now() + deadline_s if deadline_s is not None else None,
         )
         return await execute(plan, inputs, ctx, request_id)
+
+    async def run_items(
+        self,
+        dag: DAG,
+        map_id: str,
+        inputs: Mapping[str, object],
+        upstream: Mapping[str, object],
+        items: list[tuple[int, object]],
+        *,
+        trace_id: str = "",
+        span_id: str = "",
+        record_key: str | None = None,
+        budget_usd: float | None = None,
+        budget_tokens: int | None = None,
+        deadline_s: float | None = None,
+    ) -> tuple[list[tuple[int, bool, object]], Usage, float, int]:
+        """Run items of a map for a request that runs elsewhere (its map spread over the
+        pool); returns ``(index, ok, value or error)`` per item, usage, cost and calls."""
+        plan = self.validate(dag)
+        if self._tracer is None and self._traces is not None:
+            self.open_traces()
+        ctx = RunContext(
+            job_budget=self.job_budget,
+            journal=self.journal,
+            cpu_runner=self.cpu_runner,
+            tracer=self._tracer if trace_id else None,
+            trace_id=trace_id,
+            record_key=record_key,
+            dag_name=dag.name,
+            escalation=self.escalation,
+            router=self._get_router(),
+            budget=Budget(usd=budget_usd, tokens=budget_tokens),
+            clock=self.clock,
+            deadline_at=self.clock.now() + deadline_s if deadline_s is not None else None,
+        )
+        done, stats = await run_items(plan, map_id, inputs, upstream, items, ctx, span_id)
+        return done, stats.usage, stats.cost_usd, stats.calls
 
     def run_sync(
         self, dag: DAG, inputs: Mapping[str, object], **kwargs: float | str | None

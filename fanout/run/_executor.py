@@ -42,7 +42,7 @@ from fanout.run._tools import call_tool
 from fanout.run._tracing import CallSite
 from fanout.types import NodeStatus, RunStatus, Usage
 
-__all__ = ["execute"]
+__all__ = ["execute", "run_items"]
 
 
 @dataclass(slots=True)
@@ -349,6 +349,30 @@ class _Run:
         results: list[object] = [None] * len(items)
         failed: list[int] = []
         body, mode = node.body, node.on_item_error
+        offload = self.ctx.map_offload
+        if offload is not None and len(items) >= offload.min_items:
+            # Spread over the pool: items run on other workers, in chunks.
+            upstream = {
+                ref.node_id: self.outcomes[ref.node_id].value
+                for ref in body.refs()
+                if ref.dag != "" and ref.node_id in self.outcomes
+            }
+            outcomes = await offload.run(self, node, list(items), upstream, stats)
+            for index, (ok, value) in enumerate(outcomes):
+                if ok:
+                    results[index] = value
+                    continue
+                failed.append(index)
+                error = value if isinstance(value, BaseException) else RunError(str(value))
+                self.budget_hit = self.budget_hit or isinstance(error, BudgetExceeded)
+                if mode == "fail":
+                    self.items[node.id] = (len(items), len(failed))
+                    raise error
+            self.items[node.id] = (len(items), len(failed))
+            if failed and mode == "drop":
+                dropped = set(failed)
+                return [r for i, r in enumerate(results) if i not in dropped]
+            return results
 
         async def one(index: int) -> None:
             try:
@@ -541,6 +565,39 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
         if isinstance(exc, FanoutError | Exception):
             return exc
     return group.exceptions[0]
+
+
+async def run_items(
+    plan: Plan,
+    map_id: str,
+    inputs: Mapping[str, object],
+    upstream: Mapping[str, object],
+    items: list[tuple[int, object]],
+    ctx: RunContext,
+    span_id: str,
+) -> tuple[list[tuple[int, bool, object]], NodeStats]:
+    """Run some items of the map ``map_id`` of a request that runs elsewhere.
+
+    ``upstream`` holds the outputs of the nodes the map's body reads; trace rows go
+    under the map's node span (``span_id``). Returns ``(index, ok, value or error)``
+    per item and the calls' usage and cost.
+    """
+    node = plan.nodes[map_id]
+    assert isinstance(node, MapNode)
+    run = _Run(plan, inputs, ctx)
+    for node_id, value in upstream.items():
+        run.outcomes[node_id] = _Outcome(NodeStatus.OK, value)
+    stats = NodeStats(span_id=span_id)
+
+    async def one(index: int, item: object) -> tuple[int, bool, object]:
+        try:
+            value = await run._execute(node.body, stats, {"item": item, "index": index}, map_id)
+        except Exception as exc:
+            return index, False, exc
+        return index, True, value
+
+    done = await asyncio.gather(*(one(i, item) for i, item in items))
+    return list(done), stats
 
 
 async def execute(

@@ -217,3 +217,36 @@ async def test_the_pool_grows_with_the_queue_and_shrinks_when_idle() -> None:
     assert grown > 1 and engine.stats.scaled_up == grown - 1
     assert len(served) == grown  # the new workers took work
     assert shrunk == 1 and engine.stats.scaled_down == grown - 1
+
+
+def many(n: int) -> list[str]:
+    return [f"item {i}" for i in range(n)]
+
+
+async def test_one_request_spreads_a_large_map_over_the_pool(tmp_path: Any) -> None:
+    dag = DAG("wide")
+    n = dag.input("n")
+    items = dag.tool(many, n, name="items")
+    dag.output(rated=dag.map(dag.llm("fast", "Rate {item}", max_tokens=10), over=items, name="m"))
+    engine = RayEngine(
+        sim_config(20.0), workers=2, spread_map_items=64, traces=tmp_path / "traces"
+    )
+    async with engine:
+        result = await engine.run(dag, {"n": 300}, record_key="wide-1")
+        info = await engine.worker_info()
+    assert result.ok, result.error_message
+    rated = result.outputs["rated"]
+    assert isinstance(rated, list) and len(rated) == 300
+    assert rated[7] == "sim reply: Rate item 7"  # in order
+    assert result.nodes["m"].calls == 300 and result.usage.input_tokens > 0
+    assert all(int(str(w["items_run"])) > 0 for w in info)  # both workers ran items
+    parts = trace_files(tmp_path / "traces").parts
+    rows = [r for p in parts for r in pq.read_table(p).to_pylist()]
+    (node_span,) = [
+        r["span_id"] for r in rows if r["record_type"] == "node" and r["node_id"] == "m"
+    ]
+    attempts = [r for r in rows if r["record_type"] == "attempt" and r["node_id"] == "m"]
+    assert sorted(r["map_index"] for r in attempts) == list(range(300))
+    assert {r["parent_span_id"] for r in attempts} == {node_span}
+    assert {r["trace_id"] for r in attempts} == {result.trace_id}
+    assert sum(r["cost_usd"] for r in attempts) == pytest.approx(result.cost_usd)
