@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 
 import ray
 
@@ -15,6 +17,20 @@ _log = logging.getLogger(__name__)
 
 
 def ensure_ray(address: str = "local", *, num_cpus: int | None = None) -> str:
+    """See :func:`_connect`; the process keeps its own SIGTERM/SIGINT handlers (``ray.init``
+    installs ones that exit at once, which would skip writing results and traces)."""
+    saved = {}
+    if threading.current_thread() is threading.main_thread():
+        saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _connect(address, num_cpus=num_cpus)
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
+def _connect(address: str, *, num_cpus: int | None) -> str:
     """Connect this process to Ray; returns a description of the cluster joined.
 
     ``local`` starts an embedded single-node Ray; ``auto`` joins ``RAY_ADDRESS`` or the

@@ -250,3 +250,53 @@ async def test_one_request_spreads_a_large_map_over_the_pool(tmp_path: Any) -> N
     assert {r["parent_span_id"] for r in attempts} == {node_span}
     assert {r["trace_id"] for r in attempts} == {result.trace_id}
     assert sum(r["cost_usd"] for r in attempts) == pytest.approx(result.cost_usd)
+
+
+def test_sigterm_stops_a_ray_job_cleanly(tmp_path: Any, ray_cluster: Any) -> None:
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    records = tmp_path / "in.jsonl"
+    records.write_text(
+        "".join(json.dumps({"id": i, "text": f"review {i}"}) + "\n" for i in range(3000)),
+        encoding="utf-8",
+    )
+    pipeline = tmp_path / "p.py"
+    pipeline.write_text(
+        "from fanout import DAG\n"
+        "dag = DAG('slow')\n"
+        "dag.input('text')\n"
+        "dag.output(a=dag.llm('fast', '[sim:latency=300] {text}', name='a'))\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    before = set(ray.util.list_named_actors())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fanout", "run", f"{pipeline}:dag", "-i", str(records),
+         "-o", str(out), "--ray", ray_cluster.address, "--workers", "2", "--concurrency", "32"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        def calls_done() -> int:
+            return sum(len(p.read_text().splitlines()) for p in (out / "calls").glob("*.jsonl"))
+
+        while not (out / "calls").exists() or calls_done() < 64:  # records are finishing
+            assert time.monotonic() < deadline and proc.poll() is None, "the job never started"
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    results = pq.read_table(out / "results.parquet")
+    assert 0 < results.num_rows < 3000  # what finished is written; the rest can resume
+    files = trace_files(out / "traces")
+    assert files.parts and not files.segments  # every worker rolled its trace on the way out
+    assert set(ray.util.list_named_actors()) <= before  # no worker or coordinator left behind
