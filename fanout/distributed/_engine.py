@@ -41,7 +41,7 @@ from fanout.distributed._cluster import ensure_ray
 from fanout.distributed._coordinator import BudgetCoordinator, QuotaCoordinator
 from fanout.distributed._worker import FanoutWorker, WorkItem
 from fanout.errors import ConfigError, RunError
-from fanout.run import RunResult
+from fanout.run import RunResult, check_inputs
 
 Handle = Any  # a Ray actor handle (Ray types them loosely)
 
@@ -210,12 +210,7 @@ class RayEngine:
     ) -> RunResult:
         """Run one request on the pool; same contract as :meth:`fanout.Engine.run`."""
         plan = self.validate(dag)
-        missing = [name for name in plan.inputs if name not in inputs]
-        if missing:
-            raise ConfigError(
-                f"DAG {dag.name!r}: missing input(s) {missing}; pass them in inputs="
-                f"{{...}} (expected: {list(plan.inputs)})"
-            )
+        check_inputs(dag, plan, inputs)
         await self.start()
         assert self._wake is not None
         dag_id, _ = self._dag_ref(dag, plan)

@@ -1,8 +1,16 @@
 """The async executor of DAG instances, and the ``Engine`` that owns providers and models."""
 
 from fanout.run._context import MapOffload
-from fanout.run._engine import Engine
+from fanout.run._engine import Engine, check_inputs
 from fanout.run._journal import CallJournal, call_key
 from fanout.run._result import NodeResult, RunResult
 
-__all__ = ["CallJournal", "Engine", "MapOffload", "NodeResult", "RunResult", "call_key"]
+__all__ = [
+    "CallJournal",
+    "Engine",
+    "MapOffload",
+    "NodeResult",
+    "RunResult",
+    "call_key",
+    "check_inputs",
+]

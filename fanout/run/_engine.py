@@ -32,7 +32,7 @@ from fanout.sim import SimProvider
 from fanout.trace import ContentPolicy, Redactor, TraceWriter
 from fanout.types import Usage
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "check_inputs"]
 
 
 class Engine:
@@ -163,12 +163,7 @@ class Engine:
         this request runs, for its trace rows.
         """
         plan = self.validate(dag)
-        missing = [name for name in plan.inputs if name not in inputs]
-        if missing:
-            raise ConfigError(
-                f"DAG {dag.name!r}: missing input(s) {missing}; pass them in inputs="
-                f"{{...}} (expected: {list(plan.inputs)})"
-            )
+        check_inputs(dag, plan, inputs)
         if deadline_s is not None and deadline_s <= 0:
             raise ConfigError(f"deadline_s must be positive (got {deadline_s})")
         if budget is not None and (budget_usd is not None or budget_tokens is not None):
@@ -286,6 +281,16 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"Engine(providers={sorted(self.providers)}, models={sorted(self.config.models)})"
+
+
+def check_inputs(dag: DAG, plan: Plan, inputs: Mapping[str, object]) -> None:
+    """Raise :class:`ConfigError` naming the DAG's inputs that ``inputs`` lacks."""
+    missing = [name for name in plan.inputs if name not in inputs]
+    if missing:
+        raise ConfigError(
+            f"DAG {dag.name!r}: missing input(s) {missing}; pass them in inputs="
+            f"{{...}} (expected: {list(plan.inputs)})"
+        )
 
 
 def _is_trace_id(value: str) -> bool:
