@@ -102,6 +102,10 @@ class Budget:
     def settle(self, reservation: Reservation, *, tokens: int, usd: float) -> None:
         """Replace the hold by actual usage (which may exceed the estimate)."""
         self.release(reservation)
+        self.charge(tokens=tokens, usd=usd)
+
+    def charge(self, *, tokens: int, usd: float) -> None:
+        """Count spending that was reserved and settled elsewhere (another worker)."""
         self.spent_tokens += tokens
         self.spent_usd += usd
 

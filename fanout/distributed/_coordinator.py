@@ -9,6 +9,8 @@ from the next reports, while workers keep their leases meanwhile.
 
 from __future__ import annotations
 
+import os
+
 import ray
 
 from fanout.budget import Allowance, BudgetLedger
@@ -53,14 +55,9 @@ class QuotaCoordinator:
             "requests_per_min": self.ledger.requests_per_min,
             "tokens_per_min": self.ledger.tokens_per_min,
             "rate_limited": self.ledger.rate_limited,
-            "pid": _pid(),
+            "pid": os.getpid(),
         }
 
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)

@@ -62,6 +62,7 @@ _ACTOR_LOST = (
 @dataclass(slots=True)
 class _Request:
     dag_id: str
+    blob: ray.ObjectRef[bytes]  # the pickled DAG, in the object store once
     item: WorkItem
     future: asyncio.Future[RunResult | tuple[str, str]]
     sends: int = 0
@@ -71,7 +72,6 @@ class _Request:
 class _Worker:
     handle: Handle
     worker_id: str
-    batches: int = 0  # batches in flight on it
     requests: int = 0
     down_until: float = 0.0  # lost a batch: Ray is restarting it, give it a moment
     idle_since: float = math.inf  # with no request in flight since then
@@ -213,7 +213,7 @@ class RayEngine:
         check_inputs(dag, plan, inputs)
         await self.start()
         assert self._wake is not None
-        dag_id, _ = self._dag_ref(dag, plan)
+        dag_id, blob = self._dag_ref(dag, plan)
         options: dict[str, object] = {
             "budget_usd": budget_usd,
             "budget_tokens": budget_tokens,
@@ -224,7 +224,7 @@ class RayEngine:
         future: asyncio.Future[RunResult | tuple[str, str]] = (
             asyncio.get_running_loop().create_future()
         )
-        request = _Request(dag_id, (next(self._seq), dict(inputs), options), future)
+        request = _Request(dag_id, blob, (next(self._seq), dict(inputs), options), future)
         self._queue.append(request)
         self._wake.set()
         outcome = await future
@@ -379,7 +379,6 @@ class RayEngine:
                 batch = self._take_batch(min(room, self.batch_size))
                 if not batch:
                     break
-                worker.batches += 1
                 worker.requests += len(batch)
                 task = asyncio.get_running_loop().create_task(self._send(worker, batch))
                 self._sends.add(task)
@@ -406,7 +405,7 @@ class RayEngine:
         assert self._wake is not None
         pending = {r.item[0]: r for r in batch}
         dag_id = batch[0].dag_id
-        blob = next(ref for d, ref in self._dags.values() if d == dag_id)
+        blob = batch[0].blob
         resent = any(r.sends for r in batch)
         for request in batch:
             request.sends += 1
@@ -436,7 +435,6 @@ class RayEngine:
                 if not request.future.done():
                     request.future.set_result((type(exc).__name__, str(exc)))
         finally:
-            worker.batches -= 1
             worker.requests -= len(pending)  # those that never came back
             self._wake.set()
 

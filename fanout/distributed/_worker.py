@@ -181,8 +181,7 @@ class _SpreadMaps:
             stats.cost_usd += cost
             stats.calls += calls
             if budget.limited:  # what the items spent counts against the request's budget
-                budget.spent_usd += cost
-                budget.spent_tokens += usage.total_tokens
+                budget.charge(tokens=usage.total_tokens, usd=cost)
         return outcomes
 
 

@@ -287,13 +287,7 @@ class Limiter:
         in_flight = self._in_flight if changed else 0
         if changed:
             self._apply_rates(now, start_full=True)  # bounded by `remaining` just below
-        if parsed.remaining_requests is not None and self._req_bucket is not None:
-            self._req_bucket.refill(now)
-            left = parsed.remaining_requests - in_flight
-            self._req_bucket.level = min(self._req_bucket.level, left)
-        if parsed.remaining_tokens is not None and self._tok_bucket is not None:
-            self._tok_bucket.refill(now)
-            self._tok_bucket.level = min(self._tok_bucket.level, parsed.remaining_tokens)
+        self._bound_by_remaining(parsed, now, in_flight=in_flight)
 
     def _recover(self, now: float) -> None:
         if self._requests.recover(now) | self._tokens.recover(now):
@@ -344,10 +338,15 @@ class Limiter:
             retry_after_s=retry_after,
         )
 
-    def _bound_by_remaining(self, parsed: RateLimitHeaders, now: float) -> None:
+    def _bound_by_remaining(
+        self, parsed: RateLimitHeaders, now: float, *, in_flight: int = 0
+    ) -> None:
+        """Never hold more than the provider says is left (less ``in_flight`` calls that
+        will draw on it too)."""
         if parsed.remaining_requests is not None and self._req_bucket is not None:
             self._req_bucket.refill(now)
-            self._req_bucket.level = min(self._req_bucket.level, parsed.remaining_requests)
+            left = parsed.remaining_requests - in_flight
+            self._req_bucket.level = min(self._req_bucket.level, left)
         if parsed.remaining_tokens is not None and self._tok_bucket is not None:
             self._tok_bucket.refill(now)
             self._tok_bucket.level = min(self._tok_bucket.level, parsed.remaining_tokens)

@@ -179,21 +179,14 @@ class Engine:
         trace_id = ""
         if tracer is not None:
             trace_id = request_id if _is_trace_id(request_id) else tracer.new_trace_id()
-        ctx = RunContext(
-            map_offload=self.map_offload,
-            job_budget=self.job_budget,
-            journal=self.journal,
-            cpu_runner=self.cpu_runner,
-            tracer=tracer,
+        ctx = self._context(
+            dag,
+            budget=budget if budget is not None else Budget(usd=budget_usd, tokens=budget_tokens),
+            deadline_s=deadline_s,
             trace_id=trace_id,
             record_key=record_key,
             request_id=request_id,
-            dag_name=dag.name,
-            escalation=self.escalation,
-            router=self._get_router(),
-            budget=budget if budget is not None else Budget(usd=budget_usd, tokens=budget_tokens),
-            clock=self.clock,
-            deadline_at=self.clock.now() + deadline_s if deadline_s is not None else None,
+            map_offload=self.map_offload,
         )
         return await execute(plan, inputs, ctx, request_id)
 
@@ -217,22 +210,45 @@ class Engine:
         plan = self.validate(dag)
         if self._tracer is None and self._traces is not None:
             self.open_traces()
-        ctx = RunContext(
-            job_budget=self.job_budget,
-            journal=self.journal,
-            cpu_runner=self.cpu_runner,
-            tracer=self._tracer if trace_id else None,
+        # never spread again from here: these items are the spread
+        ctx = self._context(
+            dag,
+            budget=Budget(usd=budget_usd, tokens=budget_tokens),
+            deadline_s=deadline_s,
             trace_id=trace_id,
             record_key=record_key,
-            dag_name=dag.name,
-            escalation=self.escalation,
-            router=self._get_router(),
-            budget=Budget(usd=budget_usd, tokens=budget_tokens),
-            clock=self.clock,
-            deadline_at=self.clock.now() + deadline_s if deadline_s is not None else None,
         )
         done, stats = await run_items(plan, map_id, inputs, upstream, items, ctx, span_id)
         return done, stats.usage, stats.cost_usd, stats.calls
+
+    def _context(
+        self,
+        dag: DAG,
+        *,
+        budget: Budget,
+        deadline_s: float | None,
+        trace_id: str,
+        record_key: str | None,
+        request_id: str = "",
+        map_offload: MapOffload | None = None,
+    ) -> RunContext:
+        """One request's context over this engine's router, journal, budgets and trace."""
+        return RunContext(
+            router=self._get_router(),
+            budget=budget,
+            clock=self.clock,
+            deadline_at=self.clock.now() + deadline_s if deadline_s is not None else None,
+            request_id=request_id,
+            dag_name=dag.name,
+            escalation=self.escalation,
+            tracer=self._tracer if trace_id else None,
+            trace_id=trace_id,
+            record_key=record_key,
+            cpu_runner=self.cpu_runner,
+            journal=self.journal,
+            job_budget=self.job_budget,
+            map_offload=map_offload,
+        )
 
     def run_sync(
         self, dag: DAG, inputs: Mapping[str, object], **kwargs: float | str | None

@@ -368,11 +368,7 @@ class _Run:
                 if mode == "fail":
                     self.items[node.id] = (len(items), len(failed))
                     raise error
-            self.items[node.id] = (len(items), len(failed))
-            if failed and mode == "drop":
-                dropped = set(failed)
-                return [r for i, r in enumerate(results) if i not in dropped]
-            return results
+            return self._map_result(node, results, failed)
 
         async def one(index: int) -> None:
             try:
@@ -403,10 +399,12 @@ class _Run:
         except BaseExceptionGroup as group_error:
             self.items[node.id] = (len(items), len(failed))
             raise _first(group_error) from None
-        self.items[node.id] = (len(items), len(failed))
-        if not failed:
-            return results
-        if mode == "drop":
+        return self._map_result(node, results, failed)
+
+    def _map_result(self, node: MapNode, results: list[object], failed: list[int]) -> list[object]:
+        """The map's output once every item ran: failed items kept as None or dropped."""
+        self.items[node.id] = (len(results), len(failed))
+        if failed and node.on_item_error == "drop":
             dropped = set(failed)
             return [r for i, r in enumerate(results) if i not in dropped]
         return results

@@ -85,23 +85,16 @@ class Tracer:
         cost_usd: float,
         budget: Budget,
     ) -> None:
-        span = new_span(
-            trace_id=site.trace_id,
-            span_id=self.new_span_id(),
-            parent_span_id=site.parent_span_id,
-            record_type="attempt",
-            span_name=f"chat {request.model}",
-            job_id=self.job_id,
-            dag_name=dag_name,
-            node_id=site.node_id,
-            map_index=site.map_index,
-            record_key=record_key,
+        span = self._attempt_span(
+            site,
+            f"chat {request.model}",
+            dag_name,
+            record_key,
+            start,
+            end,
             attempt=attempt,
             fallback_index=site.fallback_index,
             model_alias=model_alias,
-            start_time=self.wall(start),
-            end_time=self.wall(end),
-            duration_ms=(end - start) * 1000,
             limiter_wait_ms=limiter_wait_s * 1000,
             backoff_ms=backoff_s * 1000,
             provider=provider,
@@ -110,23 +103,22 @@ class Tracer:
             budget_limit_usd=budget.usd,
             budget_spent_usd=budget.spent_usd,
         )
+        output = None
         if response is not None:
             span.response_model = response.model or None
             span.finish_reason = response.finish_reason
             span.input_tokens = response.usage.input_tokens
             span.output_tokens = response.usage.output_tokens
             span.cost_usd = cost_usd
+            output = response.content
             if response.tool_calls:
                 span.tool_name = ",".join(c.name for c in response.tool_calls)
+                if output is None:
+                    output = json.dumps([c.to_wire() for c in response.tool_calls])
         else:
             self._fail(span, error)
             span.input_tokens = span.output_tokens = 0
             span.cost_usd = 0.0
-        output = None
-        if response is not None:
-            output = response.content
-            if output is None and response.tool_calls:
-                output = json.dumps([c.to_wire() for c in response.tool_calls])
         self.content.fill(span, json.dumps(request.messages, ensure_ascii=False), output)
         self.sink.emit(span)
 
@@ -143,22 +135,15 @@ class Tracer:
         input_text: str | None,
         output_text: str | None,
     ) -> None:
-        span = new_span(
-            trace_id=site.trace_id,
-            span_id=self.new_span_id(),
-            parent_span_id=site.parent_span_id,
-            record_type="attempt",
-            span_name=f"tool {tool_name}",
-            job_id=self.job_id,
-            dag_name=dag_name,
-            node_id=site.node_id,
-            map_index=site.map_index,
-            record_key=record_key,
+        span = self._attempt_span(
+            site,
+            f"tool {tool_name}",
+            dag_name,
+            record_key,
+            start,
+            end,
             attempt=1,
             tool_name=tool_name,
-            start_time=self.wall(start),
-            end_time=self.wall(end),
-            duration_ms=(end - start) * 1000,
             input_tokens=0,
             output_tokens=0,
             cost_usd=0.0,
@@ -166,6 +151,34 @@ class Tracer:
         self._fail(span, error)
         self.content.fill(span, input_text, output_text)
         self.sink.emit(span)
+
+    def _attempt_span(
+        self,
+        site: CallSite,
+        name: str,
+        dag_name: str,
+        record_key: str | None,
+        start: float,
+        end: float,
+        **columns: object,
+    ) -> Span:
+        """An attempt row placed by its call site (trace, parent node, map item)."""
+        return new_span(
+            trace_id=site.trace_id,
+            span_id=self.new_span_id(),
+            parent_span_id=site.parent_span_id,
+            record_type="attempt",
+            span_name=name,
+            job_id=self.job_id,
+            dag_name=dag_name,
+            node_id=site.node_id,
+            map_index=site.map_index,
+            record_key=record_key,
+            start_time=self.wall(start),
+            end_time=self.wall(end),
+            duration_ms=(end - start) * 1000,
+            **columns,
+        )
 
     def node(
         self,
