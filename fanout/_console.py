@@ -44,13 +44,18 @@ def make_console(*, stderr: bool = False) -> Console:
 
 
 class ProgressReporter:
-    """A live bar on a terminal; otherwise a plain line for the first record, then every 5 s."""
+    """A live bar on a terminal; otherwise a plain line for the first snapshot, then every 5 s.
 
-    def __init__(self, console: Console, total: int | None) -> None:
+    Shows records done of the total (when known), the rate, the ETA, errors,
+    tokens, cost so far and, per provider/model, the request rate now against its
+    limit (from the limiters' grant counters between two snapshots).
+    """
+
+    def __init__(self, console: Console, *, log_every_s: float = LOG_EVERY_S) -> None:
         self.console = console
-        self.total = total
         self.last: JobStats | None = None
-        self._logged_at = 0.0
+        self._log_every_s = log_every_s
+        self._logged_at = -log_every_s
         self._progress: Progress | None = None
         self._task: TaskID | None = None
 
@@ -63,6 +68,7 @@ class ProgressReporter:
                 SpinnerColumn,
                 TextColumn,
                 TimeElapsedColumn,
+                TimeRemainingColumn,
             )
 
             self._progress = Progress(
@@ -70,23 +76,32 @@ class ProgressReporter:
                 TextColumn("records"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[detail]}"),
                 TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[detail]}"),
                 console=self.console,
                 transient=True,
             )
             self._progress.start()
-            self._task = self._progress.add_task("job", total=self.total, detail="")
+            self._task = self._progress.add_task("job", total=None, detail="")
         return self
 
     def __call__(self, stats: JobStats) -> None:
-        first, self.last = self.last is None, stats
+        previous, self.last = self.last, stats
+        detail = _brief(stats, previous)
         if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, completed=stats.records, detail=_brief(stats))
-        elif first or stats.wall_time_s - self._logged_at >= LOG_EVERY_S:
+            total = stats.total - stats.skipped if stats.total is not None else None
+            self._progress.update(self._task, completed=stats.records, total=total, detail=detail)
+        elif stats.wall_time_s - self._logged_at >= self._log_every_s:
             self._logged_at = stats.wall_time_s
+            done = f"{stats.records:,}"
+            if stats.total is not None:
+                done += f"/{stats.total - stats.skipped:,}"
+            eta = _eta(stats)
             self.console.print(
-                f"progress: {stats.records} done · {_brief(stats)} · {stats.wall_time_s:.0f} s",
+                f"progress: {done} records · {detail} · {stats.wall_time_s:.0f} s"
+                + (f" · eta {eta:.0f} s" if eta is not None else ""),
                 markup=False,
             )
 
@@ -100,17 +115,49 @@ class ProgressReporter:
             self._progress.stop()
 
 
-def _brief(stats: JobStats) -> str:
-    return (
-        f"ok {stats.ok} · errors {stats.errors} · {stats.records_per_s:.1f}/s · "
-        f"${stats.cost_usd:.4f}"
+def _eta(stats: JobStats) -> float | None:
+    remaining = stats.remaining
+    if remaining is None or stats.records_per_s <= 0:
+        return None
+    return remaining / stats.records_per_s
+
+
+def _rates(stats: JobStats, previous: JobStats | None) -> str:
+    """``model 2,950/3,000 rpm`` per limiter: requests granted per minute since the last
+    snapshot, against the limit it paces to."""
+    if previous is None or not stats.limits:
+        return ""
+    elapsed = stats.wall_time_s - previous.wall_time_s
+    if elapsed <= 0:
+        return ""
+    before = {s.name: s.granted for s in previous.limits}
+    parts = []
+    for state in stats.limits:
+        per_min = (state.granted - before.get(state.name, 0)) / elapsed * 60
+        limit = state.configured_requests_per_min or state.requests_per_min
+        parts.append(
+            f"{state.name} {per_min:,.0f}/{limit:,.0f} rpm"
+            if limit
+            else f"{state.name} {per_min:,.0f} rpm"
+        )
+    return " · ".join(parts)
+
+
+def _brief(stats: JobStats, previous: JobStats | None = None) -> str:
+    text = (
+        f"ok {stats.ok:,} · errors {stats.errors:,} · {stats.records_per_s:,.1f}/s · "
+        f"{stats.input_tokens + stats.output_tokens:,} tok · ${stats.cost_usd:.4f}"
     )
+    rates = _rates(stats, previous)
+    return f"{text} · {rates}" if rates else text
 
 
 def print_summary(console: Console, dag_name: str, stats: JobStats) -> None:
     table = Table(title=f"fanout run: {dag_name}", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value", overflow="fold")
+    if stats.skipped or stats.resumed:
+        table.add_row("resumed: done before", f"{stats.skipped:,}")
     table.add_row("records", f"{stats.records:,}")
     table.add_row("ok", f"{stats.ok:,}")
     for status, count in sorted(stats.failed.items()):
@@ -121,6 +168,8 @@ def print_summary(console: Console, dag_name: str, stats: JobStats) -> None:
     table.add_row("wall time", f"{stats.wall_time_s:.2f} s")
     table.add_row("records/s", f"{stats.records_per_s:.1f}")
     table.add_row("output", str(stats.output_path))
+    if stats.dead_letters:
+        table.add_row("dead letters", f"{stats.dead_letters:,} in {stats.dead_letter_path}")
     console.print(table)
 
 
@@ -131,17 +180,18 @@ def print_examples(console: Console, results: Path, limit: int = 5) -> None:
     columns = ["key", "status", "output_label", "output_summary", "error_message"]
     rows: list[dict[str, str | None]] = pq.read_table(results, columns=columns).to_pylist()
     picked: list[dict[str, str | None]] = []
-    for want, count in (('"urgent"', 2), ('"normal"', 2), (None, 1)):
+    for want, count in (("urgent", 2), ("normal", 2), (None, 1)):
         matches = [r for r in rows if r["output_label"] == want and r not in picked]
         picked.extend(matches[:count])
     table = Table(title="example rows", title_justify="left")
     for name in ("key", "status", "label", "summary / error"):
         table.add_column(name, overflow="fold")
     for row in picked[:limit]:
-        label = json.loads(row["output_label"]) if row["output_label"] else ""
-        summary = json.loads(row["output_summary"]) if row["output_summary"] else None
         table.add_row(
-            row["key"] or "", row["status"] or "", str(label), summary or row["error_message"] or ""
+            row["key"] or "",
+            row["status"] or "",
+            row["output_label"] or "",
+            row["output_summary"] or row["error_message"] or "",
         )
     console.print(table)
 

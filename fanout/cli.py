@@ -101,7 +101,37 @@ def run(
         typer.Option("--output", "-o", help="Directory for results.parquet.", show_default=False),
     ],
     config: ConfigOpt = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="Records in flight at once.")] = 64,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            help="Column that identifies a record (default: a hash of its content).",
+            show_default=False,
+        ),
+    ] = None,
+    max_in_flight: Annotated[
+        int,
+        typer.Option(
+            "--max-in-flight",
+            "--concurrency",
+            min=1,
+            help="Records in progress at once; reading waits while the window is full.",
+        ),
+    ] = 64,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Insist on resuming the run in --output (it resumes anyway when one is there).",
+        ),
+    ] = False,
+    force_rerun_changed: Annotated[
+        bool,
+        typer.Option(
+            "--force-rerun-changed",
+            help="The pipeline or config changed since the run in --output: move its rows "
+            "aside and run every record again (unchanged calls come from the journal).",
+        ),
+    ] = False,
     budget_usd: Annotated[
         float | None, typer.Option(min=0.0, help="Spend cap per record, in USD.")
     ] = None,
@@ -134,9 +164,7 @@ def run(
     ] = 2,
     max_workers: Annotated[
         int | None,
-        typer.Option(
-            min=1, help="With --ray: grow the pool up to this many while records wait."
-        ),
+        typer.Option(min=1, help="With --ray: grow the pool up to this many while records wait."),
     ] = None,
     job_budget_usd: Annotated[
         float | None,
@@ -146,11 +174,14 @@ def run(
         int | None, typer.Option(min=0, help="Token cap for the whole job (cluster-wide).")
     ] = None,
 ) -> None:
-    """Run a pipeline over a file of records.
+    """Run a pipeline over files of records.
 
-    PIPELINE runs once per record of --input (a record supplies the DAG's inputs
-    by field name; its `id` field, if any, is its key). One row per record goes to
-    --output/results.parquet; a bad record gets an error row and the job goes on.
+    PIPELINE runs once per record of --input (a file, folder or glob; a record
+    supplies the DAG's inputs by field name). One row per record goes to
+    --output/results/ (Parquet parts, written as records finish); a bad or failed
+    record gets an error row and a line in --output/dead_letter/, and the job goes
+    on. Running again into the same --output resumes: records with a row are
+    skipped, and calls a killed run completed are not paid again.
     """
     from fanout.batch import load_pipeline
     from fanout.run import Engine
@@ -179,7 +210,6 @@ def run(
                 max_workers=max_workers,
                 address=ray_address,
                 traces=trace_dir,
-                journal=output / "calls",  # no call paid twice when a worker dies
                 job_budget_usd=job_budget_usd,
                 job_budget_tokens=job_budget_tokens,
             )
@@ -188,7 +218,10 @@ def run(
             dag,
             input_path,
             output,
-            concurrency=concurrency,
+            key=key,
+            max_in_flight=max_in_flight,
+            resume=True if resume else None,
+            force_rerun_changed=force_rerun_changed,
             budget_usd=budget_usd,
             budget_tokens=budget_tokens,
             deadline_s=deadline_s,
@@ -213,14 +246,17 @@ def demo(
     latency_ms: Annotated[
         float, typer.Option(min=0.0, help="Simulated provider latency per call.")
     ] = 200.0,
-    concurrency: Annotated[int, typer.Option(min=1, help="Records in flight at once.")] = 64,
+    max_in_flight: Annotated[
+        int,
+        typer.Option("--max-in-flight", "--concurrency", min=1, help="Records in flight at once."),
+    ] = 64,
 ) -> None:
     """Run the demo pipeline offline (sim provider).
 
     Triages ~40 sample customer reviews (sentiment per sentence, a route to an
     apology or no action, a summary) on the simulated provider: no network, no keys.
     """
-    from fanout._demo import iter_sample, write_sample
+    from fanout._demo import write_sample
     from fanout._demo.pipeline import dag
     from fanout.run import Engine
 
@@ -232,8 +268,7 @@ def demo(
         except OSError as exc:
             raise ConfigError(f"cannot write to {str(out)!r}: {exc.strerror}") from None
         engine = Engine(_demo_config(latency_ms), traces=_trace_dir(out / "traces"))
-        total = records if records is not None else sum(1 for _ in iter_sample())
-        stats = _run_job(engine, dag, sample, out, concurrency=concurrency, total=total)
+        stats = _run_job(engine, dag, sample, out, key="id", max_in_flight=max_in_flight)
     console = make_console()
     print_summary(console, dag.name, stats)
     print_examples(console, stats.output_path)
@@ -278,6 +313,9 @@ def sim_server(
     api_key_env: Annotated[
         str | None, typer.Option(help="Require the key held in this environment variable.")
     ] = None,
+    record_prompts: Annotated[
+        bool, typer.Option(help="Count answered calls per prompt (GET /stats/prompts).")
+    ] = False,
 ) -> None:
     """Run the OpenAI-compatible provider emulator (limits, latency, faults) on loopback."""
     import os
@@ -306,6 +344,7 @@ def sim_server(
         malformed_rate=malformed_rate,
         send_limit_headers=not no_limit_headers,
         api_key=key,
+        record_prompts=record_prompts,
     )
     typer.echo(f"fanout sim-server on http://{host}:{port}/v1 (stats: /stats)", err=True)
     serve(config, host=host, port=port)
@@ -460,11 +499,13 @@ def _run_job(
     input_path: Path,
     output: Path,
     *,
-    concurrency: int,
+    max_in_flight: int,
+    key: str | None = None,
+    resume: bool | None = None,
+    force_rerun_changed: bool = False,
     budget_usd: float | None = None,
     budget_tokens: int | None = None,
     deadline_s: float | None = None,
-    total: int | None = None,
 ) -> JobStats:
     from fanout.batch import run_file
 
@@ -475,14 +516,17 @@ def _run_job(
                 dag,
                 input_path,
                 output,
-                concurrency=concurrency,
+                key=key,
+                max_in_flight=max_in_flight,
+                resume=resume,
+                force_rerun_changed=force_rerun_changed,
                 budget_usd=budget_usd,
                 budget_tokens=budget_tokens,
                 deadline_s=deadline_s,
                 on_progress=progress,
             )
 
-    with ProgressReporter(make_console(stderr=True), total) as progress:
+    with ProgressReporter(make_console(stderr=True)) as progress:
         # SIGTERM ends a job like Ctrl-C: finished records and the trace are written out.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
@@ -490,7 +534,8 @@ def _run_job(
         except KeyboardInterrupt:
             last = progress.last
             done = (
-                f"{last.records} finished records written to {last.output_path}"
+                f"{last.records} records finished this run, written to {last.output_path}; "
+                f"run the same command again to resume"
                 if last
                 else "no record had finished"
             )

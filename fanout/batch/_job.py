@@ -1,28 +1,47 @@
-"""``run_file``: a DAG once per record of a file, a bounded window at a time, into Parquet."""
+"""``run_file``: a DAG once per record of a file, folder or glob, into a Parquet dataset.
+
+Records stream in: at most ``max_in_flight`` run at once, and reading waits while
+the window is full, so memory does not grow with the input. Rows are published in
+parts as they finish (:class:`ResultWriter`); failed records also go to dead-letter
+files. A job directory remembers what produced its rows (:func:`open_job`): run the
+same job into it again and it resumes, skipping records that have a row and
+answering calls the killed run had completed from the call journal
+(``OUTPUT/calls``), so nothing is lost and nothing is paid twice.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from fanout.batch._readers import Record, iter_records
-from fanout.batch._writer import ResultWriter
+from fanout.batch._manifest import SUPERSEDED_DIR, JobState, fingerprint, open_job
+from fanout.batch._readers import Record, count_records, input_files, iter_records
+from fanout.batch._schema import output_types
+from fanout.batch._writer import DEAD_LETTER_DIR, RESULTS_DIR, ResultWriter
 from fanout.clock import Clock
+from fanout.config import Config
 from fanout.dag import DAG, Plan
 from fanout.errors import ConfigError
-from fanout.run import RunResult
+from fanout.limits import LimiterState
+from fanout.run import RunResult, compact_journal
 from fanout.types import RunStatus
 
-__all__ = ["JobStats", "Runner", "run_file"]
+__all__ = ["CALLS_DIR", "INVALID_RECORD", "JobStats", "Runner", "run_file"]
 
 _log = logging.getLogger(__name__)
 
 INVALID_RECORD = "InvalidRecord"
 """``error_type`` of a record that could not be run: malformed, or missing an input."""
+
+CALLS_DIR = "calls"
+"""The job's call journal, under its output directory."""
 
 
 class Runner(Protocol):
@@ -32,9 +51,16 @@ class Runner(Protocol):
     @property
     def clock(self) -> Clock: ...
 
+    @property
+    def config(self) -> Config: ...
+
     def validate(self, dag: DAG) -> Plan: ...
 
     def open_traces(self) -> None: ...
+
+    def use_journal(self, directory: str | Path) -> None: ...
+
+    def limiter_states(self) -> list[LimiterState]: ...
 
     async def run(
         self,
@@ -51,11 +77,14 @@ class Runner(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class JobStats:
-    """Where a job stands: records finished (and written), by outcome, with usage and time.
+    """Where a job stands: records finished this run, by outcome, with usage and time.
 
     ``failed`` counts records by status (``error``, ``budget_exceeded``, ...);
     records that could not be parsed or lack an input count as ``error``.
-    ``in_flight`` is how many records were running when this snapshot was taken.
+    ``skipped``: records that already had a row from an earlier run (resumed).
+    ``total``: the input's records, when cheap to know (``None`` for gzip).
+    ``in_flight``: records running when this snapshot was taken. ``limits``: each
+    provider/model limiter's state (local engine), for rate-vs-limit progress.
     """
 
     output_path: Path
@@ -67,6 +96,11 @@ class JobStats:
     cost_usd: float = 0.0
     wall_time_s: float = 0.0
     in_flight: int = 0
+    skipped: int = 0
+    total: int | None = None
+    dead_letters: int = 0
+    resumed: bool = False
+    limits: tuple[LimiterState, ...] = ()
 
     @property
     def errors(self) -> int:
@@ -75,6 +109,16 @@ class JobStats:
     @property
     def records_per_s(self) -> float:
         return self.records / self.wall_time_s if self.wall_time_s > 0 else 0.0
+
+    @property
+    def remaining(self) -> int | None:
+        if self.total is None:
+            return None
+        return max(0, self.total - self.skipped - self.records)
+
+    @property
+    def dead_letter_path(self) -> Path:
+        return self.output_path.parent / DEAD_LETTER_DIR
 
 
 class _Tally:
@@ -88,6 +132,8 @@ class _Tally:
         "ok",
         "output_tokens",
         "records",
+        "skipped",
+        "total",
     )
 
     def __init__(self) -> None:
@@ -98,6 +144,8 @@ class _Tally:
         self.output_tokens = 0
         self.cost_usd = 0.0
         self.in_flight = 0
+        self.skipped = 0
+        self.total: int | None = None
 
     def add(self, status: str, result: RunResult | None = None) -> None:
         self.records += 1
@@ -110,28 +158,15 @@ class _Tally:
             self.output_tokens += result.usage.output_tokens
             self.cost_usd += result.cost_usd
 
-    def snapshot(self, output_path: Path, wall_time_s: float) -> JobStats:
-        return JobStats(
-            output_path=output_path,
-            records=self.records,
-            ok=self.ok,
-            failed=dict(self.failed),
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            cost_usd=self.cost_usd,
-            wall_time_s=wall_time_s,
-            in_flight=self.in_flight,
-        )
-
 
 def _check_options(
-    concurrency: int,
+    max_in_flight: int,
     budget_usd: float | None,
     budget_tokens: int | None,
     deadline_s: float | None,
 ) -> None:
-    if concurrency < 1:
-        raise ConfigError(f"concurrency must be at least 1 (got {concurrency})")
+    if max_in_flight < 1:
+        raise ConfigError(f"max_in_flight must be at least 1 (got {max_in_flight})")
     if budget_usd is not None and budget_usd < 0:
         raise ConfigError(f"budget_usd must be >= 0 (got {budget_usd})")
     if budget_tokens is not None and budget_tokens < 0:
@@ -140,113 +175,242 @@ def _check_options(
         raise ConfigError(f"deadline_s must be positive (got {deadline_s})")
 
 
+def _check_not_inside(input_path: str | Path, output_dir: Path) -> None:
+    """Refuse input from the directories the job writes or moves (its own dead letters)."""
+    out = output_dir.resolve()
+    owned = [out / name for name in (RESULTS_DIR, DEAD_LETTER_DIR, CALLS_DIR, SUPERSEDED_DIR)]
+    for file in input_files(input_path):
+        resolved = file.resolve()
+        if any(resolved.is_relative_to(place) for place in owned):
+            raise ConfigError(
+                f"input {str(file)!r} lies inside the output directory {str(output_dir)!r}, "
+                "which this job rewrites; write to another --output (e.g. re-run dead "
+                f"letters with --input {output_dir}/{DEAD_LETTER_DIR} --output "
+                f"{output_dir}-retry)"
+            )
+
+
 async def run_file(
     engine: Runner,
     dag: DAG,
     input_path: str | Path,
     output_dir: str | Path,
     *,
-    concurrency: int = 64,
+    key: str | None = None,
+    max_in_flight: int = 64,
+    resume: bool | None = None,
+    force_rerun_changed: bool = False,
     budget_usd: float | None = None,
     budget_tokens: int | None = None,
     deadline_s: float | None = None,
     on_progress: Callable[[JobStats], None] | None = None,
+    progress_every_s: float = 0.5,
+    part_rows: int = 50_000,
+    part_interval_s: float = 10.0,
 ) -> JobStats:
-    """Run ``dag`` once per record of ``input_path``; a row each in ``output_dir/results.parquet``.
+    """Run ``dag`` once per record of ``input_path``; a row each in ``output_dir/results/``.
 
-    Records stream from the file: at most ``concurrency`` are in flight, and the
-    next is read only when one finishes, so memory stays bounded whatever the
-    file's size. ``budget_usd``, ``budget_tokens`` and ``deadline_s`` apply to each
-    record. A record that is malformed, lacks one of the DAG's inputs or fails in
-    any way gets an error row and the job goes on. ``on_progress`` receives a
-    :class:`JobStats` snapshot after each record is written.
+    ``key``: the column that identifies a record (else a hash of its content).
+    ``resume``: ``None`` resumes when ``output_dir`` holds an earlier run of the same
+    job; ``True`` insists on one. ``force_rerun_changed``: when the pipeline or config
+    changed since that run, move its rows aside and run every record again (instead
+    of refusing). ``budget_usd``, ``budget_tokens`` and ``deadline_s`` apply to each
+    record. A record that is malformed, lacks one of the DAG's inputs or fails in any
+    way gets an error row (and a dead letter) and the job goes on. ``on_progress``
+    receives a :class:`JobStats` snapshot every ``progress_every_s`` and at the end.
 
-    Raises :class:`ConfigError` before reading any record for an invalid DAG (against
-    the engine's models), a missing or unsupported input file, bad options or an
-    unwritable output directory. If the job is cancelled (Ctrl-C), records already
-    finished stay written and ``results.parquet`` is closed properly; records still
-    running then have no row.
+    Raises :class:`ConfigError` before running any record for an invalid DAG (against
+    the engine's models), missing or unsupported input, bad options, an unwritable
+    output directory or a changed job. If the job is cancelled (Ctrl-C), records
+    already finished are published; records still running have no row (a resume
+    runs them, answering their completed calls from the journal).
     """
-    _check_options(concurrency, budget_usd, budget_tokens, deadline_s)
+    _check_options(max_in_flight, budget_usd, budget_tokens, deadline_s)
     plan = engine.validate(dag)
-    inputs = plan.inputs
-    records = iter_records(input_path)
-    clock = engine.clock
-    started = clock.now()
-    tally = _Tally()
-    writer = ResultWriter(output_dir, tuple(plan.outputs))
+    output = Path(output_dir)
+    _check_not_inside(input_path, output)
+    records = iter_records(input_path, key=key)
     try:
+        current = fingerprint(plan, engine.config, key)
+        state = open_job(output, current, resume=resume, force_rerun_changed=force_rerun_changed)
+        _prepare_journal(engine, output, state)
+        writer = ResultWriter(
+            output,
+            output_types(plan),
+            metadata={"fanout.job": json.dumps(current, sort_keys=True)},
+            part_rows=part_rows,
+            part_interval_s=part_interval_s,
+        )
         engine.open_traces()  # a bad traces directory is a usage error, before any record
-    except ConfigError:
-        writer.abort()
+    except BaseException:
+        _close(records)
         raise
-    slots = asyncio.Semaphore(concurrency)
+    job = _Job(engine, dag, plan, writer, state, budget_usd, budget_tokens, deadline_s)
+    return await job.run(records, input_path, max_in_flight, on_progress, progress_every_s)
 
-    async def run_record(record: Record) -> RunResult | tuple[str, str]:
+
+def _prepare_journal(engine: Runner, output: Path, state: JobState) -> None:
+    calls = output / CALLS_DIR
+    if state.resumed and len(state.done):
+        done = state.done
+        kept, dropped = compact_journal(calls, lambda record: record not in done)
+        _log.info("call journal: %d calls kept for unfinished records, %d dropped", kept, dropped)
+    engine.use_journal(calls)
+
+
+class _Job:
+    """One run of :func:`run_file`: the window of records in flight, and their rows."""
+
+    def __init__(
+        self,
+        engine: Runner,
+        dag: DAG,
+        plan: Plan,
+        writer: ResultWriter,
+        state: JobState,
+        budget_usd: float | None,
+        budget_tokens: int | None,
+        deadline_s: float | None,
+    ) -> None:
+        self.engine = engine
+        self.dag = dag
+        self.inputs = plan.inputs
+        self.writer = writer
+        self.state = state
+        self.budget_usd = budget_usd
+        self.budget_tokens = budget_tokens
+        self.deadline_s = deadline_s
+        self.tally = _Tally()
+        self.clock = engine.clock
+        self.started = time.monotonic()
+
+    def snapshot(self) -> JobStats:
+        t = self.tally
+        return JobStats(
+            output_path=self.writer.results_dir,
+            records=t.records,
+            ok=t.ok,
+            failed=dict(t.failed),
+            input_tokens=t.input_tokens,
+            output_tokens=t.output_tokens,
+            cost_usd=t.cost_usd,
+            wall_time_s=time.monotonic() - self.started,
+            in_flight=t.in_flight,
+            skipped=t.skipped,
+            total=t.total,
+            dead_letters=self.writer.dead_letters + self.writer.buffered_dead_letters,
+            resumed=self.state.resumed,
+            limits=tuple(self.engine.limiter_states()),
+        )
+
+    async def run_record(self, record: Record) -> RunResult | tuple[str, str]:
         """The run's result, or (error_type, message) for a record that did not run."""
-        if record.data is None:
-            return INVALID_RECORD, record.error or f"row {record.index}: unreadable record"
-        missing = [name for name in inputs if name not in record.data]
+        data = record.data
+        if data is None:
+            return INVALID_RECORD, record.error or f"{record.origin}: unreadable record"
+        inputs = self.inputs
+        missing = [name for name in inputs if name not in data]
         if missing:
             names = ", ".join(repr(name) for name in missing)
             return INVALID_RECORD, (
-                f"row {record.index}: missing input {names}; each record needs the DAG's "
-                f"inputs {list(inputs)} (it has {sorted(record.data)})"
+                f"{record.origin}: missing input {names}; each record needs the DAG's "
+                f"inputs {list(inputs)} (it has {sorted(data)})"
             )
         try:
-            return await engine.run(
-                dag,
-                {name: record.data[name] for name in inputs},
-                budget_usd=budget_usd,
-                budget_tokens=budget_tokens,
-                deadline_s=deadline_s,
-                record_key=str(record.key),
+            return await self.engine.run(
+                self.dag,
+                {name: data[name] for name in inputs},
+                budget_usd=self.budget_usd,
+                budget_tokens=self.budget_tokens,
+                deadline_s=self.deadline_s,
+                record_key=record.key,
             )
         except ConfigError as exc:
-            return type(exc).__name__, f"row {record.index}: {exc}"
+            return type(exc).__name__, f"{record.origin}: {exc}"
         except Exception as exc:
             # One record's failure must not stop the job; the row carries it.
             _log.debug("record %s failed unexpectedly", record.key, exc_info=True)
-            return type(exc).__name__, f"row {record.index}: unexpected {type(exc).__name__}: {exc}"
+            return type(exc).__name__, f"{record.origin}: unexpected {type(exc).__name__}: {exc}"
 
-    async def one(record: Record) -> None:
+    async def one(self, record: Record, slots: asyncio.Semaphore) -> None:
+        tally, writer = self.tally, self.writer
         try:
-            outcome = await run_record(record)
+            outcome = await self.run_record(record)
             if isinstance(outcome, RunResult):
-                writer.write_result(record.key, outcome)
+                writer.write_result(record.key, outcome, record)
                 tally.add(str(outcome.status), outcome)
             else:
-                writer.write_error(record.key, *outcome)
+                writer.write_error(record.key, *outcome, record)
                 tally.add(str(RunStatus.ERROR))
+            if writer.due():
+                writer.commit()
         finally:
             tally.in_flight -= 1
             slots.release()
-        if on_progress is not None:
-            on_progress(tally.snapshot(writer.path, clock.now() - started))
 
-    read_error: ConfigError | None = None
-    try:
-        async with asyncio.TaskGroup() as group:
-            while True:
-                await slots.acquire()
-                try:
-                    record = next(records)
-                except StopIteration:
-                    slots.release()
-                    break
-                except ConfigError as exc:
-                    # The file broke mid-way (a truncated .gz): finish what is running, then say so.
-                    slots.release()
-                    read_error = exc
-                    break
-                tally.in_flight += 1
-                group.create_task(one(record))
-    finally:
-        _close(records)
-        writer.close()
-    if read_error is not None:
-        raise read_error
-    return tally.snapshot(writer.path, clock.now() - started)
+    async def ticker(self, on_progress: Callable[[JobStats], None] | None, every_s: float) -> None:
+        """Publish a part when its time is up even if no record finishes, and report."""
+        while True:
+            await asyncio.sleep(every_s)
+            if self.writer.due():
+                self.writer.commit()
+            if on_progress is not None:
+                on_progress(self.snapshot())
+
+    async def count(self, input_path: str | Path) -> None:
+        try:
+            self.tally.total = await asyncio.to_thread(count_records, input_path)
+        except (OSError, ConfigError):
+            self.tally.total = None
+
+    async def run(
+        self,
+        records: Iterator[Record],
+        input_path: str | Path,
+        max_in_flight: int,
+        on_progress: Callable[[JobStats], None] | None,
+        progress_every_s: float,
+    ) -> JobStats:
+        tally, done, writer = self.tally, self.state.done, self.writer
+        slots = asyncio.Semaphore(max_in_flight)
+        side = [
+            asyncio.create_task(self.count(input_path)),
+            asyncio.create_task(self.ticker(on_progress, progress_every_s)),
+        ]
+        read_error: ConfigError | None = None
+        try:
+            async with asyncio.TaskGroup() as group:
+                while True:
+                    await slots.acquire()
+                    try:
+                        record = next(records)
+                    except StopIteration:
+                        slots.release()
+                        break
+                    except ConfigError as exc:
+                        # The file broke mid-way (a truncated .gz): finish what runs, then say so.
+                        slots.release()
+                        read_error = exc
+                        break
+                    if done and record.key in done:
+                        tally.skipped += 1
+                        slots.release()
+                        continue
+                    tally.in_flight += 1
+                    group.create_task(self.one(record, slots))
+        finally:
+            for task in side:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*side, return_exceptions=True)
+            _close(records)
+            writer.close()
+        if read_error is not None:
+            raise read_error
+        stats = self.snapshot()
+        if on_progress is not None:
+            on_progress(stats)
+        return stats
 
 
 def _close(records: Iterator[Record]) -> None:

@@ -1,8 +1,16 @@
-"""Streaming record readers: JSON Lines (also gzipped), CSV and Parquet, a record at a time."""
+"""Streaming record readers: JSON Lines (also gzipped), CSV and Parquet files, folders and globs.
+
+Records stream a line, row or Parquet batch at a time: memory does not grow with
+the input. A record's key is its ``key`` column when one is named, else a hash of
+its content (:func:`content_key`), never its position, which changes when files
+are re-split. Dead-letter files (``OUTPUT/dead_letter/*.jsonl``) carry each
+record's original key in a ``_fanout`` field, so re-running them keeps it.
+"""
 
 from __future__ import annotations
 
 import csv
+import glob
 import gzip
 import io
 import json
@@ -14,39 +22,92 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fanout.batch._keys import content_key
 from fanout.errors import ConfigError
 
-__all__ = ["PARQUET_BATCH_ROWS", "SUPPORTED_EXTENSIONS", "Record", "iter_records"]
+__all__ = [
+    "META_FIELD",
+    "PARQUET_BATCH_ROWS",
+    "SUPPORTED_EXTENSIONS",
+    "Record",
+    "count_records",
+    "input_files",
+    "iter_records",
+]
 
 PARQUET_BATCH_ROWS = 1024
 """Rows decoded from a Parquet file at a time: what bounds the reader's memory."""
+
+META_FIELD = "_fanout"
+"""The field a dead-letter record keeps its key, error and (if malformed) raw text in."""
 
 
 @dataclass(frozen=True, slots=True)
 class Record:
     """One input record.
 
-    ``key`` is the record's ``id`` field (as text) when it has one, else its row
-    number. ``index`` is the 0-based row number among the file's records (blank
-    JSONL lines do not count). A record that could not be parsed has ``data=None``
-    and ``error`` saying what is wrong; the stream goes on after it.
+    ``key`` identifies it across runs (see the module doc). ``index`` is its 0-based
+    position in this read (blank JSONL lines do not count), for messages only.
+    ``origin`` says where it came from (``file:line`` or ``file:row``). A record
+    that could not be parsed has ``data=None``, ``error`` saying what is wrong and
+    ``raw`` holding its text; the stream goes on after it.
     """
 
     key: str
     index: int
     data: dict[str, object] | None
     error: str | None = None
+    origin: str = ""
+    raw: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
 
-def _key(data: dict[str, object], index: int) -> str:
-    value = data.get("id")
-    if value is None or value == "":
-        return str(index)
-    return str(value)
+class _Keyer:
+    """Turns parsed rows into records: keys, dead-letter metadata, a missing key column."""
+
+    __slots__ = ("column", "index")
+
+    def __init__(self, column: str | None) -> None:
+        self.column = column
+        self.index = 0
+
+    def record(self, data: dict[str, object], origin: str) -> Record:
+        index = self.index
+        self.index += 1
+        meta = data.pop(META_FIELD, None) if META_FIELD in data else None
+        key: str | None = None
+        if isinstance(meta, dict):
+            key = str(meta["key"]) if meta.get("key") is not None else None
+            raw = meta.get("raw")
+            if isinstance(raw, str) and not data:  # a malformed record, maybe fixed in place
+                parsed = _parse_object(raw.encode("utf-8"))
+                if isinstance(parsed, str):
+                    return Record(
+                        key or content_key(raw), index, None, f"{origin}: {parsed}", origin, raw
+                    )
+                data = parsed
+        if key is None and self.column is not None:
+            value = data.get(self.column)
+            if value is None or value == "":
+                return Record(
+                    content_key(data),
+                    index,
+                    None,
+                    f"{origin}: no value in the key column {self.column!r}; give every "
+                    "record one, or drop --key to key records by their content",
+                    origin,
+                    json.dumps(data, ensure_ascii=False, default=str),
+                )
+            key = str(value)
+        return Record(key or content_key(data), index, data, None, origin)
+
+    def malformed(self, raw: str, origin: str, error: str) -> Record:
+        index = self.index
+        self.index += 1
+        return Record(content_key(raw), index, None, f"{origin}: {error}", origin, raw)
 
 
 def _open_binary(path: Path) -> BinaryIO:
@@ -55,8 +116,21 @@ def _open_binary(path: Path) -> BinaryIO:
     return path.open("rb")
 
 
-def _iter_jsonl(path: Path) -> Iterator[Record]:
-    index = 0
+def _parse_object(raw: bytes) -> dict[str, object] | str:
+    """A JSON object, or what is wrong with ``raw``."""
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "not valid UTF-8; re-encode the file"
+    except json.JSONDecodeError as exc:
+        return f"not valid JSON ({exc.msg})"
+    if not isinstance(value, dict):
+        kind = type(value).__name__ if value is not None else "null"
+        return f"expected a JSON object per line, got {kind}"
+    return value
+
+
+def _iter_jsonl(path: Path, keyer: _Keyer) -> Iterator[Record]:
     with _open_binary(path) as stream:
         lines = enumerate(stream, start=1)
         while True:
@@ -65,30 +139,19 @@ def _iter_jsonl(path: Path) -> Iterator[Record]:
             except StopIteration:
                 return
             except (OSError, EOFError) as exc:  # a truncated or corrupt .gz
-                raise ConfigError(f"{path}: cannot read past row {index}: {exc}") from None
+                raise ConfigError(f"{path}: cannot read past row {keyer.index}: {exc}") from None
             if not raw.strip():
                 continue
-            yield _parse_json_line(raw, index, line_no)
-            index += 1
+            parsed = _parse_object(raw)
+            origin = f"{path.name}:{line_no}"
+            if isinstance(parsed, str):
+                text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                yield keyer.malformed(text, origin, parsed)
+            else:
+                yield keyer.record(parsed, origin)
 
 
-def _parse_json_line(raw: bytes, index: int, line_no: int) -> Record:
-    where = f"row {index} (line {line_no})"
-    try:
-        value = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        return Record(str(index), index, None, f"{where}: not valid UTF-8; re-encode the file")
-    except json.JSONDecodeError as exc:
-        return Record(str(index), index, None, f"{where}: not valid JSON ({exc.msg})")
-    if not isinstance(value, dict):
-        kind = type(value).__name__ if value is not None else "null"
-        return Record(
-            str(index), index, None, f"{where}: expected a JSON object per line, got {kind}"
-        )
-    return Record(_key(value, index), index, value)
-
-
-def _iter_csv(path: Path) -> Iterator[Record]:
+def _iter_csv(path: Path, keyer: _Keyer) -> Iterator[Record]:
     # The header is read now, so a file that is not CSV fails before the job starts.
     text = io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", newline="")
     reader = csv.reader(text)
@@ -103,7 +166,7 @@ def _iter_csv(path: Path) -> Iterator[Record]:
             f"input file {str(path)!r}: CSV header {header} has empty or repeated column "
             "names; give every column a unique name"
         )
-    return _Closing(_csv_rows(path, text, reader, header or []), text)
+    return _Closing(_csv_rows(path, text, reader, header or [], keyer), text)
 
 
 class _Closing:
@@ -127,52 +190,57 @@ class _Closing:
 
 
 def _csv_rows(
-    path: Path, text: io.TextIOWrapper, reader: Iterator[list[str]], header: list[str]
+    path: Path,
+    text: io.TextIOWrapper,
+    reader: Iterator[list[str]],
+    header: list[str],
+    keyer: _Keyer,
 ) -> Generator[Record, None, None]:
     with text:
         if not header:
             return
-        index = 0
+        row_no = 0
         while True:
+            row_no += 1
+            origin = f"{path.name}:row {row_no}"
             try:
                 row = next(reader)
             except StopIteration:
                 return
             except csv.Error as exc:
-                yield Record(str(index), index, None, f"row {index}: malformed CSV ({exc})")
-                index += 1
+                yield keyer.malformed(
+                    f"<unreadable row at {origin}>", origin, f"malformed CSV ({exc})"
+                )
                 continue
             except (UnicodeDecodeError, OSError, EOFError) as exc:
-                raise ConfigError(
-                    f"{path}: cannot read past row {index} ({exc}); re-encode the file as UTF-8"
-                    if isinstance(exc, UnicodeDecodeError)
-                    else f"{path}: cannot read past row {index} ({exc})"
-                ) from None
+                utf8 = isinstance(exc, UnicodeDecodeError)
+                hint = "; re-encode the file as UTF-8" if utf8 else ""
+                raise ConfigError(f"{path}: cannot read past row {row_no} ({exc}){hint}") from None
             if not row:
+                row_no -= 1
                 continue  # a blank line
             if len(row) != len(header):
-                message = f"row {index}: has {len(row)} fields, the header has {len(header)}"
-                yield Record(str(index), index, None, message)
+                message = f"has {len(row)} fields, the header has {len(header)}"
+                yield keyer.malformed(json.dumps(row, ensure_ascii=False), origin, message)
             else:
-                data: dict[str, object] = dict(zip(header, row, strict=True))
-                yield Record(_key(data, index), index, data)
-            index += 1
+                yield keyer.record(dict(zip(header, row, strict=True)), origin)
 
 
-def _iter_parquet(path: Path) -> Iterator[Record]:
+def _iter_parquet(path: Path, keyer: _Keyer) -> Iterator[Record]:
     try:
         file = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
         raise ConfigError(f"{path}: not a readable Parquet file ({exc})") from None
-    index = 0
+    row_no = 0
     with file:
         for batch in file.iter_batches(batch_size=PARQUET_BATCH_ROWS):
             for row in batch.to_pylist():
-                yield Record(_key(row, index), index, row)
-                index += 1
+                row_no += 1
+                yield keyer.record(row, f"{path.name}:row {row_no}")
 
 
-_READERS: dict[str, Callable[[Path], Iterator[Record]]] = {
+_Reader = Callable[[Path, _Keyer], Iterator[Record]]
+_READERS: dict[str, _Reader] = {
     ".jsonl": _iter_jsonl,
     ".ndjson": _iter_jsonl,
     ".json": _iter_jsonl,
@@ -187,16 +255,23 @@ _READERS: dict[str, Callable[[Path], Iterator[Record]]] = {
 SUPPORTED_EXTENSIONS: tuple[str, ...] = tuple(_READERS)
 
 
-def _reader_for(path: Path) -> Callable[[Path], Iterator[Record]]:
+def _extension(path: Path) -> str | None:
     name = path.name.lower()
     # Longest suffix first, so ".jsonl.gz" wins over a bare ".gz".
     for ext in sorted(_READERS, key=len, reverse=True):
         if name.endswith(ext):
-            return _READERS[ext]
-    raise ConfigError(
-        f"input file {str(path)!r}: unknown extension; supported: "
-        f"{', '.join(SUPPORTED_EXTENSIONS)} (JSON files must hold one object per line)"
-    )
+            return ext
+    return None
+
+
+def _reader_for(path: Path) -> _Reader:
+    ext = _extension(path)
+    if ext is None:
+        raise ConfigError(
+            f"input file {str(path)!r}: unknown extension; supported: "
+            f"{', '.join(SUPPORTED_EXTENSIONS)} (JSON files must hold one object per line)"
+        )
+    return _READERS[ext]
 
 
 def _check_not_json_array(path: Path) -> None:
@@ -209,14 +284,7 @@ def _check_not_json_array(path: Path) -> None:
         )
 
 
-def iter_records(path: str | Path) -> Iterator[Record]:
-    """Stream the records of ``path``, chosen by extension; never loads the whole file.
-
-    Raises :class:`ConfigError` now (not while iterating) for a missing file or an
-    unknown extension. A malformed line or row becomes a :class:`Record` with
-    ``error`` set, and the stream goes on.
-    """
-    file = Path(path)
+def _check_file(file: Path) -> _Reader:
     reader = _reader_for(file)
     if not file.exists():
         raise ConfigError(f"input file {str(file)!r} does not exist; check the path")
@@ -234,4 +302,85 @@ def iter_records(path: str | Path) -> Iterator[Record]:
             _check_not_json_array(file)
         except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
             raise ConfigError(f"input file {str(file)!r} cannot be read: {exc}") from None
-    return reader(file)
+    return reader
+
+
+def input_files(source: str | Path) -> list[Path]:
+    """The files ``source`` names: a file, a folder (its supported files, recursively,
+    skipping names that start with ``.`` or ``_``) or a glob pattern; sorted by path.
+
+    Raises :class:`ConfigError` when it names nothing readable.
+    """
+    text = str(source)
+    path = Path(text)
+    if path.is_dir():
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and _extension(p) is not None
+            and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+        )
+        if not files:
+            raise ConfigError(
+                f"input folder {text!r} holds no {', '.join(SUPPORTED_EXTENSIONS)} files"
+            )
+        return files
+    if glob.has_magic(text):
+        files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        if not files:
+            raise ConfigError(f"input pattern {text!r} matches no file; check the pattern")
+        return files
+    return [path]
+
+
+def iter_records(source: str | Path, *, key: str | None = None) -> Iterator[Record]:
+    """Stream the records of ``source`` (a file, folder or glob), each file by its extension.
+
+    ``key``: the column that keys each record; ``None`` keys records by content.
+    Raises :class:`ConfigError` now (not while iterating) for a missing file, an
+    unknown extension, a JSON array or an unreadable Parquet file, for any file.
+    A malformed line or row becomes a :class:`Record` with ``error`` set, and the
+    stream goes on.
+    """
+    if key is not None and not key:
+        raise ConfigError("--key needs a column name")
+    files = input_files(source)
+    readers = [(file, _check_file(file)) for file in files]
+    keyer = _Keyer(key)
+    if len(readers) == 1:
+        file, reader = readers[0]
+        return reader(file, keyer)
+    return _chain(readers, keyer)
+
+
+def _chain(readers: list[tuple[Path, _Reader]], keyer: _Keyer) -> Generator[Record, None, None]:
+    for file, reader in readers:
+        records = reader(file, keyer)
+        try:
+            yield from records
+        finally:
+            close: Callable[[], None] | None = getattr(records, "close", None)
+            if close is not None:
+                close()
+
+
+def count_records(source: str | Path) -> int | None:
+    """How many records ``source`` holds, when that is cheap to know: Parquet metadata and
+    newline counts of uncompressed text files. ``None`` when any file is compressed."""
+    total = 0
+    for file in input_files(source):
+        ext = _extension(file)
+        if ext is None or ext.endswith(".gz"):
+            return None
+        if _READERS[ext] is _iter_parquet:
+            total += pq.read_metadata(file).num_rows
+            continue
+        lines, last = 0, b"\n"
+        with file.open("rb") as stream:
+            while chunk := stream.read(1 << 20):
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+        lines += last != b"\n"  # a last line without a newline
+        total += lines - (1 if _READERS[ext] is _iter_csv else 0)  # the CSV header
+    return total

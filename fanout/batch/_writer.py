@@ -1,157 +1,218 @@
-"""``ResultWriter``: a row per record into ``results.parquet``, in row groups, moved into place."""
+"""``ResultWriter``: a row per record into a Parquet dataset, in parts, each published whole.
+
+``OUTPUT/results/part-000000.parquet, part-000001.parquet, ...``: rows are buffered
+and written as a part when ``part_rows`` have gathered or the oldest is
+``part_interval_s`` old, to a temporary name renamed into place, so every part
+under its final name is complete and a killed job loses only its open buffer (the
+job's call journal answers those records' calls again on resume, unpaid).
+
+Records that did not end ``ok`` also go to ``OUTPUT/dead_letter/part-NNNNNN.jsonl``
+with the same part number: the input record plus a ``_fanout`` field (key, status,
+error, origin; the raw text of a malformed one), ready to re-run with
+``fanout run ... --input OUTPUT/dead_letter``. A dead-letter part is published
+before its results part; one whose results part never appeared (a kill between the
+two renames) is removed when the directory is next opened.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+import re
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fanout.batch._readers import META_FIELD, Record
+from fanout.batch._schema import json_text, result_schema, to_column
 from fanout.errors import ConfigError
 from fanout.run import RunResult
 
-__all__ = ["RESULTS_FILE", "ResultWriter", "result_schema"]
+__all__ = ["DEAD_LETTER_DIR", "RESULTS_DIR", "ResultWriter", "ensure_dir", "result_parts"]
 
-RESULTS_FILE = "results.parquet"
+RESULTS_DIR = "results"
+DEAD_LETTER_DIR = "dead_letter"
+_PART = re.compile(r"part-(\d{6})\.(parquet|jsonl)$")
 
 
-def result_schema(outputs: Sequence[str]) -> pa.Schema:
-    """The results table: key, status, ``output_<name>`` (JSON text) per output, usage, errors."""
-    return pa.schema(
-        [
-            pa.field("key", pa.string(), nullable=False),
-            pa.field("status", pa.string(), nullable=False),
-            *(pa.field(f"output_{name}", pa.string()) for name in outputs),
-            pa.field("error_type", pa.string()),
-            pa.field("error_message", pa.string()),
-            pa.field("input_tokens", pa.int64(), nullable=False),
-            pa.field("output_tokens", pa.int64(), nullable=False),
-            pa.field("cost_usd", pa.float64(), nullable=False),
-            pa.field("wall_time_s", pa.float64(), nullable=False),
-            pa.field("trace_id", pa.string()),  # joins the record to its trace rows
-        ]
-    )
+def result_parts(output_dir: str | Path) -> list[Path]:
+    """The published results parts of ``output_dir``, in order."""
+    directory = Path(output_dir) / RESULTS_DIR
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("part-*.parquet") if _PART.search(p.name))
+
+
+def ensure_dir(output_dir: str | Path) -> Path:
+    """``output_dir``, created if need be; a :class:`ConfigError` if it cannot be written."""
+    directory = Path(output_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(
+            f"output {str(directory)!r} exists and is not a directory; pick a directory"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create output directory {str(directory)!r}: {exc.strerror}"
+        ) from None
+    if not os.access(directory, os.W_OK):
+        raise ConfigError(f"cannot write to {str(directory)!r}; pick a writable directory")
+    return directory
+
+
+def _part_numbers(directory: Path, suffix: str) -> dict[int, Path]:
+    found: dict[int, Path] = {}
+    if directory.is_dir():
+        for path in directory.glob(f"part-*.{suffix}"):
+            match = _PART.search(path.name)
+            if match:
+                found[int(match.group(1))] = path
+    return found
 
 
 class ResultWriter:
-    """Writes ``output_dir/results.parquet`` (zstd), a row group every ``row_group_rows`` rows.
+    """Writes a job's results dataset and dead letters (see the module doc).
 
-    Rows go to a temporary file that :meth:`close` renames to ``results.parquet``,
-    so a crash never leaves a half-written file under the final name. Each output
-    column holds the JSON text of that output (``null`` when it is unavailable).
+    ``outputs`` maps each DAG output to its Arrow type (``None``: JSON text);
+    ``metadata`` goes into every part's schema (the job's fingerprint).
     """
 
     def __init__(
         self,
         output_dir: str | Path,
-        outputs: Sequence[str],
+        outputs: Mapping[str, pa.DataType | None],
         *,
-        row_group_rows: int = 10_000,
+        metadata: Mapping[str, str] | None = None,
+        part_rows: int = 50_000,
+        part_interval_s: float = 10.0,
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
-        if row_group_rows <= 0:
-            raise ConfigError(f"row_group_rows must be positive (got {row_group_rows})")
-        directory = Path(output_dir)
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except FileExistsError:
-            raise ConfigError(
-                f"output {str(directory)!r} exists and is not a directory; pick a directory"
-            ) from None
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot create output directory {str(directory)!r}: {exc.strerror}"
-            ) from None
-        self.outputs = tuple(outputs)
-        self.path = directory / RESULTS_FILE
-        self.rows_written = 0
-        self._tmp_path = directory / f".{RESULTS_FILE}.partial"
-        self._row_group_rows = row_group_rows
-        self._schema = result_schema(self.outputs)
-        self._columns: dict[str, list[object]] = {name: [] for name in self._schema.names}
-        try:
-            self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
-                self._tmp_path, self._schema, compression="zstd"
-            )
-        except OSError as exc:
-            raise ConfigError(f"cannot write to {str(directory)!r}: {exc}") from None
+        if part_rows <= 0 or part_interval_s <= 0:
+            raise ConfigError("part_rows and part_interval_s must be positive")
+        self.directory = ensure_dir(output_dir)
+        self.results_dir = self.directory / RESULTS_DIR
+        self.dead_letter_dir = self.directory / DEAD_LETTER_DIR
+        self.results_dir.mkdir(exist_ok=True)
+        self.dead_letter_dir.mkdir(exist_ok=True)
+        self.outputs = dict(outputs)
+        self.schema = result_schema(self.outputs, metadata)
+        self.rows_written = 0  # rows in published parts (this writer's)
+        self.parts_written = 0
+        self.dead_letters = 0
+        self._part_rows = part_rows
+        self._part_interval_s = part_interval_s
+        self._now = now
+        self._opened_at: float | None = None  # when the oldest buffered row came
+        self._closed = False
+        self._columns: dict[str, list[object]] = {name: [] for name in self.schema.names}
+        self._letters: list[str] = []
+        parts = _part_numbers(self.results_dir, "parquet")
+        for number, path in _part_numbers(self.dead_letter_dir, "jsonl").items():
+            if number not in parts:
+                path.unlink()  # published just before a kill; its records run again
+        self._next = max(parts, default=-1) + 1
 
     @property
     def closed(self) -> bool:
-        return self._writer is None
+        return self._closed
 
-    def write_result(self, key: str, result: RunResult) -> None:
-        """One row for a finished run (whatever its status)."""
-        outputs = result.to_dict()["outputs"]
-        assert isinstance(outputs, dict)
+    @property
+    def buffered_dead_letters(self) -> int:
+        return len(self._letters)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._columns["key"])
+
+    def write_result(self, key: str, result: RunResult, record: Record | None = None) -> None:
+        """One row for a finished run (whatever its status); a dead letter unless ``ok``."""
+        outputs = result.jsonable_outputs()
         self._append(
-            key=key,
-            status=str(result.status),
-            outputs={name: outputs.get(name) for name in self.outputs},
-            error_type=result.error_type,
-            error_message=result.error_message,
-            input_tokens=result.usage.input_tokens,
-            output_tokens=result.usage.output_tokens,
-            cost_usd=result.cost_usd,
-            wall_time_s=result.wall_time_s,
-            trace_id=result.trace_id,
+            key,
+            str(result.status),
+            outputs,
+            result.error_type,
+            result.error_message,
+            result.usage.input_tokens,
+            result.usage.output_tokens,
+            result.cost_usd,
+            result.calls,
+            result.wall_time_s,
+            result.trace_id,
         )
+        if not result.ok and record is not None:
+            self._dead_letter(
+                key, record, str(result.status), result.error_type, result.error_message
+            )
 
     def write_error(
         self,
         key: str,
         error_type: str,
         error_message: str,
+        record: Record | None = None,
         *,
         status: str = "error",
-        wall_time_s: float = 0.0,
     ) -> None:
-        """One row for a record that did not run (malformed, missing an input, ...)."""
-        self._append(
-            key=key,
-            status=status,
-            outputs={},
-            error_type=error_type,
-            error_message=error_message,
-            input_tokens=0,
-            output_tokens=0,
-            cost_usd=0.0,
-            wall_time_s=wall_time_s,
-            trace_id=None,
+        """One row (and a dead letter) for a record that did not run: malformed, missing an
+        input, refused."""
+        self._append(key, status, {}, error_type, error_message, 0, 0, 0.0, 0, 0.0, None)
+        if record is not None:
+            self._dead_letter(key, record, status, error_type, error_message)
+
+    def due(self) -> bool:
+        """Whether the buffer should be published now (full, or its oldest row old enough)."""
+        if self._opened_at is None:
+            return False
+        return (
+            self.buffered >= self._part_rows
+            or self._now() - self._opened_at >= self._part_interval_s
         )
 
-    def flush(self) -> None:
-        """Write the buffered rows as one row group."""
-        if self._writer is None:
+    def commit(self) -> None:
+        """Publish the buffered rows as the next part (and its dead letters)."""
+        if self._closed:
             raise RuntimeError("ResultWriter is closed")
-        if not self._columns["key"]:
+        if not self.buffered:
             return
-        table = pa.Table.from_pydict(self._columns, schema=self._schema)
-        self._writer.write_table(table, row_group_size=len(table))
+        number = self._next
+        name = f"part-{number:06d}"
+        if self._letters:
+            letters = self.dead_letter_dir / f"{name}.jsonl"
+            tmp = letters.with_name(f".{letters.name}.tmp")
+            with tmp.open("w", encoding="utf-8") as out:
+                out.writelines(self._letters)
+            os.replace(tmp, letters)
+        path = self.results_dir / f"{name}.parquet"
+        tmp = path.with_name(f".{path.name}.tmp")
+        pq.write_table(self._table(), tmp, compression="zstd")
+        os.replace(tmp, path)
+        self._next += 1
+        self.parts_written += 1
+        self.rows_written += self.buffered
+        self.dead_letters += len(self._letters)
         for column in self._columns.values():
             column.clear()
+        self._letters.clear()
+        self._opened_at = None
 
     def abort(self) -> None:
-        """Close without publishing: the partial file is removed. Idempotent."""
-        if self._writer is None:
-            return
-        writer, self._writer = self._writer, None
-        writer.close()
-        self._tmp_path.unlink(missing_ok=True)
+        """Close without publishing the buffer. Idempotent."""
+        self._closed = True
 
     def close(self) -> None:
-        """Flush, finish the file and move it to ``results.parquet``. Idempotent."""
-        if self._writer is None:
+        """Publish what is buffered and close. Idempotent."""
+        if self._closed:
             return
         try:
-            self.flush()
+            self.commit()
         finally:
-            writer, self._writer = self._writer, None
-            writer.close()
-        os.replace(self._tmp_path, self.path)
+            self._closed = True
 
     def __enter__(self) -> ResultWriter:
         return self
@@ -164,9 +225,18 @@ class ResultWriter:
     ) -> None:
         self.close()
 
+    def _table(self) -> pa.Table:
+        arrays = []
+        for field in self.schema:
+            values = self._columns[field.name]
+            if field.name.startswith("output_"):
+                arrays.append(to_column(values, field.type, field.name))
+            else:
+                arrays.append(pa.array(values, type=field.type))
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
     def _append(
         self,
-        *,
         key: str,
         status: str,
         outputs: dict[str, object],
@@ -175,30 +245,52 @@ class ResultWriter:
         input_tokens: int,
         output_tokens: int,
         cost_usd: float,
+        attempts: int,
         wall_time_s: float,
         trace_id: str | None,
     ) -> None:
-        if self._writer is None:
+        if self._closed:
             raise RuntimeError("ResultWriter is closed")
+        if self._opened_at is None:
+            self._opened_at = self._now()
         columns = self._columns
         columns["key"].append(key)
         columns["status"].append(status)
-        for name in self.outputs:
+        for name, kind in self.outputs.items():
             value = outputs.get(name)
-            columns[f"output_{name}"].append(
-                None if value is None else json.dumps(value, ensure_ascii=False, default=str)
-            )
+            columns[f"output_{name}"].append(value if kind is not None else json_text(value))
         columns["error_type"].append(error_type)
         columns["error_message"].append(error_message)
         columns["input_tokens"].append(input_tokens)
         columns["output_tokens"].append(output_tokens)
         columns["cost_usd"].append(cost_usd)
+        columns["attempts"].append(attempts)
         columns["wall_time_s"].append(wall_time_s)
         columns["trace_id"].append(trace_id)
-        self.rows_written += 1
-        if len(columns["key"]) >= self._row_group_rows:
-            self.flush()
+
+    def _dead_letter(
+        self,
+        key: str,
+        record: Record,
+        status: str,
+        error_type: str | None,
+        error_message: str | None,
+    ) -> None:
+        meta: dict[str, object] = {
+            "key": key,
+            "status": status,
+            "error_type": error_type,
+            "error_message": error_message,
+            "origin": record.origin,
+        }
+        if record.data is None:
+            meta["raw"] = record.raw
+        line = {**(record.data or {}), META_FIELD: meta}
+        self._letters.append(json.dumps(line, ensure_ascii=False, default=str) + "\n")
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else "open"
-        return f"ResultWriter({str(self.path)!r}, rows={self.rows_written}, {state})"
+        state = "closed" if self._closed else "open"
+        return (
+            f"ResultWriter({str(self.results_dir)!r}, rows={self.rows_written}, "
+            f"buffered={self.buffered}, {state})"
+        )

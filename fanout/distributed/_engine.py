@@ -41,6 +41,7 @@ from fanout.distributed._cluster import ensure_ray
 from fanout.distributed._coordinator import BudgetCoordinator, QuotaCoordinator
 from fanout.distributed._worker import FanoutWorker, WorkItem
 from fanout.errors import ConfigError, RunError
+from fanout.limits import LimiterState
 from fanout.run import RunResult, check_inputs
 
 Handle = Any  # a Ray actor handle (Ray types them loosely)
@@ -185,6 +186,17 @@ class RayEngine:
 
     def validate(self, dag: DAG) -> Plan:
         return dag.validate(models=self.config.models.keys())
+
+    def use_journal(self, directory: str | Path) -> None:
+        """Have the workers record completed calls in ``directory`` (reachable from every
+        node) and answer calls found there from it; before the pool starts."""
+        if self._workers:
+            raise ConfigError("use_journal must be called before the worker pool starts")
+        self.journal = Path(directory).resolve()
+
+    def limiter_states(self) -> list[LimiterState]:
+        """The workers' limiters live in their processes: none to report from here."""
+        return []
 
     def open_traces(self) -> None:
         if self.traces is None:

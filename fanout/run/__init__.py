@@ -2,7 +2,7 @@
 
 from fanout.run._context import MapOffload
 from fanout.run._engine import Engine, check_inputs
-from fanout.run._journal import CallJournal, call_key
+from fanout.run._journal import CallJournal, call_key, compact_journal
 from fanout.run._result import NodeResult, RunResult
 
 __all__ = [
@@ -13,4 +13,5 @@ __all__ = [
     "RunResult",
     "call_key",
     "check_inputs",
+    "compact_journal",
 ]

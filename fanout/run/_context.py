@@ -200,7 +200,7 @@ class RunContext:
         if done is not None:
             return done
         response = await self._call(route, request, stats, site)
-        journal.put(key, response)
+        journal.put(key, response, record=self.record_key)
         return response
 
     async def _call(

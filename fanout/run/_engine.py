@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -259,6 +260,13 @@ class Engine:
     def limiters(self) -> list[Limiter]:
         """The (provider, model) limiters of the running event loop's router."""
         return self._get_router().limiters()
+
+    def use_journal(self, directory: str | Path) -> None:
+        """Record every completed call in ``directory`` (this process's own file) and
+        answer a call found there from it, unpaid: what a resumed batch job needs."""
+        if self.journal is not None:
+            self.journal.close()
+        self.journal = CallJournal(directory, writer_id=f"{self.job_id}-{os.getpid()}")
 
     def limiter_states(self) -> list[LimiterState]:
         """Each (provider, model) limiter's pace, queue and waits: where the time goes."""

@@ -8,6 +8,12 @@ written through to the OS as it completes (a killed process loses none it
 finished). A process that opens the directory — a restarted Ray worker, one that
 takes over a dead worker's requests, a resumed job — reads every file and answers
 those calls from the journal instead of the provider.
+
+Memory stays bounded: a journal holds only the calls it read when opened (or
+reloaded), not those it writes. Each line names the record its call was for, so a
+resumed batch job first drops, with :func:`compact_journal`, the calls of records
+that already have their final row: what is left is the work the killed run had in
+flight.
 """
 
 from __future__ import annotations
@@ -16,13 +22,14 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
 from fanout.errors import ConfigError
 from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
 
-__all__ = ["CallJournal", "call_key"]
+__all__ = ["CallJournal", "call_key", "compact_journal"]
 
 _log = logging.getLogger(__name__)
 
@@ -64,16 +71,8 @@ class CallJournal:
 
     def reload(self) -> int:
         """Read every process's file again (what a dead one finished); returns the calls known."""
-        for path in sorted(self.directory.glob("*.jsonl")):
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                _log.warning("call journal: cannot read %s: %s", path, exc)
-                continue
-            for line in text.splitlines():
-                entry = _parse(line)
-                if entry is not None:
-                    self._calls[entry[0]] = entry[1]
+        for _record, key, response in _entries(self.directory):
+            self._calls[key] = response
         return len(self._calls)
 
     def get(self, key: str) -> ChatResponse | None:
@@ -82,19 +81,21 @@ class CallJournal:
             self.replayed += 1
         return response
 
-    def put(self, key: str, response: ChatResponse) -> None:
-        self._calls[key] = response
+    def put(self, key: str, response: ChatResponse, *, record: str | None = None) -> None:
+        """Record a completed call (for ``record``, a batch record's key) in this process's
+        file; it is not kept in memory (another process, or a later run, reads it)."""
         if self._file is None:
             return
-        record = {
+        entry = {
             "key": key,
+            "record": record,
             "content": response.content,
             "finish_reason": response.finish_reason,
             "tool_calls": [[c.id, c.name, c.arguments] for c in response.tool_calls],
             "model": response.model,
             "usage": [response.usage.input_tokens, response.usage.output_tokens],
         }
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")  # line-buffered
+        self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")  # line-buffered
 
     def close(self) -> None:
         if self._file is not None:
@@ -108,18 +109,64 @@ class CallJournal:
         return f"CallJournal({str(self.directory)!r}, calls={len(self._calls)}, pid={os.getpid()})"
 
 
-def _parse(line: str) -> tuple[str, ChatResponse] | None:
+def _entries(directory: Path) -> Iterator[tuple[str | None, str, ChatResponse]]:
+    """(record, key, response) of every readable line of the journal's files, streamed."""
+    for path in sorted(directory.glob("*.jsonl")):
+        try:
+            with path.open(encoding="utf-8") as lines:
+                for line in lines:
+                    entry = _parse(line)
+                    if entry is not None:
+                        yield entry
+        except OSError as exc:
+            _log.warning("call journal: cannot read %s: %s", path, exc)
+
+
+def compact_journal(directory: str | Path, keep: Callable[[str], bool]) -> tuple[int, int]:
+    """Rewrite the journal in ``directory`` keeping only the calls of records ``keep``
+    accepts (and calls made for no record); returns (calls kept, calls dropped).
+
+    The kept calls go to one new file, published before the old files are removed:
+    a kill midway leaves some calls twice, which is harmless.
+    """
+    folder = Path(directory)
+    old = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    if not old:
+        return 0, 0
+    kept = dropped = 0
+    target = folder / f"compacted-{os.getpid()}-{os.urandom(4).hex()}.jsonl"
+    tmp = target.with_name(f".{target.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        for path in old:
+            with path.open(encoding="utf-8") as lines:
+                for line in lines:
+                    entry = _parse(line)
+                    if entry is None:
+                        continue
+                    if entry[0] is None or keep(entry[0]):
+                        out.write(line if line.endswith("\n") else line + "\n")
+                        kept += 1
+                    else:
+                        dropped += 1
+    os.replace(tmp, target)
+    for path in old:
+        path.unlink(missing_ok=True)
+    return kept, dropped
+
+
+def _parse(line: str) -> tuple[str | None, str, ChatResponse] | None:
     """One journal line, or ``None`` for a torn or foreign one (a killed writer's last)."""
     try:
-        record = json.loads(line)
-        usage = record["usage"]
+        entry = json.loads(line)
+        usage = entry["usage"]
         response = ChatResponse(
-            content=record["content"],
+            content=entry["content"],
             usage=Usage(int(usage[0]), int(usage[1])),
-            finish_reason=str(record["finish_reason"]),
-            tool_calls=tuple(ToolCall(str(i), str(n), str(a)) for i, n, a in record["tool_calls"]),
-            model=str(record["model"]),
+            finish_reason=str(entry["finish_reason"]),
+            tool_calls=tuple(ToolCall(str(i), str(n), str(a)) for i, n, a in entry["tool_calls"]),
+            model=str(entry["model"]),
         )
-        return str(record["key"]), response
-    except (ValueError, KeyError, TypeError, IndexError):
+        record = entry.get("record")
+        return (str(record) if record is not None else None), str(entry["key"]), response
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None

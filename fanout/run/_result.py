@@ -74,13 +74,22 @@ class RunResult:
     def ok(self) -> bool:
         return self.status is RunStatus.OK
 
+    def jsonable_outputs(self) -> dict[str, object]:
+        """The outputs as JSON values (models dumped, others rendered like prompt values)."""
+        return {k: _jsonable(v) for k, v in self.outputs.items()}
+
+    @property
+    def calls(self) -> int:
+        """Provider calls this run made: every attempt, fallback and validation retry."""
+        return sum(node.calls for node in self.nodes.values())
+
     def to_dict(self) -> dict[str, object]:
         """A JSON-friendly view (outputs rendered like prompt values when not plain JSON)."""
         return {
             "request_id": self.request_id,
             "dag": self.dag_name,
             "status": str(self.status),
-            "outputs": {k: _jsonable(v) for k, v in self.outputs.items()},
+            "outputs": self.jsonable_outputs(),
             "nodes": {k: v.to_dict() for k, v in self.nodes.items()},
             "input_tokens": self.usage.input_tokens,
             "output_tokens": self.usage.output_tokens,

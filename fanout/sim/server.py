@@ -6,7 +6,8 @@ them) answer 429 with ``retry-after``/``retry-after-ms`` and ``x-ratelimit-*``
 headers; accepted calls wait a lognormal latency, then get the simulated
 provider's deterministic reply with ``usage``. Faults: 5xx, truncated bodies
 (the connection breaks mid-response), hangs and malformed bodies, each at a rate.
-``GET /v1/models``; ``GET /stats`` gives accepted/limited counts per second;
+``GET /v1/models``; ``GET /stats`` gives accepted/limited counts per second
+(``GET /stats/prompts``: calls answered per prompt, with ``record_prompts``);
 ``POST /stats/reset`` clears them and the buckets; ``POST /admin/faults`` with
 ``{"error_rate": 0.5, ...}`` changes fault rates while running.
 """
@@ -20,7 +21,7 @@ import math
 import random
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import uvicorn
@@ -56,6 +57,7 @@ class EmulatorConfig:
     send_limit_headers: bool = True  # x-ratelimit-limit-* (real providers send them)
     api_key: str | None = None  # when set, requests must carry it as a bearer token
     seed: int = 0
+    record_prompts: bool = False  # count answered calls per prompt (GET /stats/prompts)
 
 
 @dataclass
@@ -66,6 +68,7 @@ class _Stats:
     errors: int = 0
     tokens: int = 0
     by_second: dict[int, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    prompts: Counter[str] = field(default_factory=Counter)  # with record_prompts
 
     def count(self, *, ok: bool) -> None:
         second = int(time.monotonic() - self.started)
@@ -171,6 +174,8 @@ class _Emulator:
             self.stats.errors += 1
             return _Truncated(headers)
         self.stats.tokens += reply.usage.total_tokens
+        if cfg.record_prompts and chat.messages:  # answered in full: a call the caller paid
+            self.stats.prompts[str(chat.messages[-1].get("content"))] += 1
         message: dict[str, object] = {"role": "assistant", "content": reply.content}
         if reply.tool_calls:
             message["tool_calls"] = [c.to_wire() for c in reply.tool_calls]
@@ -211,6 +216,10 @@ class _Emulator:
                 "per_second": per_second,
             }
         )
+
+    async def get_prompts(self, request: Request) -> Response:
+        """Calls answered per prompt (the last message's text), with ``record_prompts``."""
+        return JSONResponse(dict(self.stats.prompts))
 
     async def set_faults(self, request: Request) -> Response:
         changes = json.loads(await request.body())
@@ -288,6 +297,7 @@ def build_app(config: EmulatorConfig) -> Starlette:
             Route("/v1/models", emulator.models, methods=["GET"]),
             Route("/stats", emulator.get_stats, methods=["GET"]),
             Route("/stats/reset", emulator.reset_stats, methods=["POST"]),
+            Route("/stats/prompts", emulator.get_prompts, methods=["GET"]),
             Route("/admin/faults", emulator.set_faults, methods=["POST"]),
         ]
     )

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fanout.batch import Record, iter_records
+from fanout.batch import KeySet, Record, content_key, count_records, iter_records
 from fanout.errors import ConfigError
 
 
@@ -25,17 +25,35 @@ def test_jsonl_keys_rows_and_malformed_lines(tmp_path: Path) -> None:
         '{"id": "x", "text": "b"}\n',
         encoding="utf-8",
     )
-    records = list(iter_records(path))
+    records = list(iter_records(path, key="id"))
 
-    assert [r.key for r in records] == ["7", "1", "2", "3", "x"]
     assert [r.index for r in records] == [0, 1, 2, 3, 4]
-    assert records[0] == Record("7", 0, {"id": 7, "text": "a"})
+    assert records[0] == Record("7", 0, {"id": 7, "text": "a"}, origin="in.jsonl:1")
+    # a record without a value in the key column is an error record, keyed by content
+    assert records[1].data is None and records[1].key == content_key({"text": "no id"})
+    assert records[1].error is not None and "no value in the key column 'id'" in records[1].error
     assert records[2].data is None
     assert records[2].error is not None
-    assert records[2].error.startswith("row 2 (line 4): not valid JSON")
-    assert records[3].error == "row 3 (line 5): expected a JSON object per line, got list"
+    assert records[2].error.startswith("in.jsonl:4: not valid JSON")
+    assert records[2].raw == "{not json"
+    assert records[3].error == "in.jsonl:5: expected a JSON object per line, got list"
     assert records[4].ok
     assert records[4].data == {"id": "x", "text": "b"}
+
+
+def test_content_keys_ignore_field_order_format_and_position(tmp_path: Path) -> None:
+    jsonl = tmp_path / "a.jsonl"
+    jsonl.write_text('{"b": 1, "a": "x"}\n{"a": "y"}\n', encoding="utf-8")
+    moved = tmp_path / "b.jsonl"
+    moved.write_text('{"a": "y"}\n{ "a":"x",  "b":1 }\n', encoding="utf-8")
+    parquet = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"a": ["x"], "b": [1]}), parquet)
+
+    first = [r.key for r in iter_records(jsonl)]
+    assert len(set(first)) == 2
+    assert [r.key for r in iter_records(moved)] == first[::-1]
+    assert [r.key for r in iter_records(parquet)] == first[:1]
+    assert first[0] == content_key({"a": "x", "b": 1})
 
 
 def test_gzipped_jsonl_and_ndjson(tmp_path: Path) -> None:
@@ -49,7 +67,8 @@ def test_gzipped_jsonl_and_ndjson(tmp_path: Path) -> None:
         {"id": "a", "text": "one"},
         {"id": "b", "text": "two"},
     ]
-    assert [r.key for r in iter_records(nd)] == ["0"]
+    assert [r.key for r in iter_records(gz, key="id")] == ["a", "b"]
+    assert [r.key for r in iter_records(nd)] == [content_key({"text": "three"})]
 
 
 def test_bad_utf8_line_is_an_error_record(tmp_path: Path) -> None:
@@ -64,12 +83,63 @@ def test_bad_utf8_line_is_an_error_record(tmp_path: Path) -> None:
 def test_csv_rows_with_wrong_field_count_become_errors(tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
     path.write_text('id,text\nr1,"hello, world"\nr2\n,no id\n', encoding="utf-8")
-    records = list(iter_records(path))
+    records = list(iter_records(path, key="id"))
 
-    assert [r.key for r in records] == ["r1", "1", "2"]
+    assert records[0].key == "r1"
     assert records[0].data == {"id": "r1", "text": "hello, world"}
-    assert records[1].error == "row 1: has 1 fields, the header has 2"
-    assert records[2].data == {"id": "", "text": "no id"}
+    assert records[1].error == "in.csv:row 2: has 1 fields, the header has 2"
+    assert records[2].error is not None and "no value in the key column" in records[2].error
+    assert [r.data for r in iter_records(path)][2] == {"id": "", "text": "no id"}
+
+
+def test_folders_and_globs_read_every_supported_file_in_order(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.jsonl").write_text('{"n": 1}\n{"n": 2}\n', encoding="utf-8")
+    (folder / "sub" / "b.csv").write_text("n\n3\n", encoding="utf-8")
+    pq.write_table(pa.table({"n": [4, 5]}), folder / "c.parquet")
+    (folder / "notes.txt").write_text("skipped: not a record file\n", encoding="utf-8")
+    (folder / "_hidden.jsonl").write_text('{"n": 99}\n', encoding="utf-8")
+
+    assert [r.data for r in iter_records(folder)] == [
+        {"n": 1},
+        {"n": 2},
+        {"n": 4},
+        {"n": 5},
+        {"n": "3"},  # sub/b.csv sorts after c.parquet; CSV values are text
+    ]
+    assert count_records(folder) == 5
+    globbed = [r.data for r in iter_records(str(folder / "*.jsonl"))]
+    assert globbed == [{"n": 99}, {"n": 1}, {"n": 2}]  # a glob takes what it names
+    with pytest.raises(ConfigError, match="matches no file"):
+        iter_records(str(tmp_path / "*.csv"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="holds no"):
+        iter_records(tmp_path / "empty")
+
+
+def test_dead_letter_lines_keep_their_key_and_a_fixed_raw_line_parses(tmp_path: Path) -> None:
+    path = tmp_path / "dead.jsonl"
+    lines = [
+        {"text": "hi", "_fanout": {"key": "k1", "error_type": "Boom"}},
+        {"_fanout": {"key": "k2", "raw": "{not json"}},
+        {"_fanout": {"key": "k3", "raw": '{"text": "fixed"}'}},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    records = list(iter_records(path, key="id"))  # the kept key wins over the key column
+    assert [r.key for r in records] == ["k1", "k2", "k3"]
+    assert records[0].data == {"text": "hi"}
+    assert records[1].data is None and records[1].raw == "{not json"
+    assert records[2].data == {"text": "fixed"}
+
+
+def test_key_set_membership() -> None:
+    keys = KeySet.build([["a", "b"], [f"k{i}" for i in range(1000)]])
+    assert len(keys) == 1002
+    assert "a" in keys and "k999" in keys
+    assert "c" not in keys and "k1000" not in keys
+    assert 5 not in keys
+    assert len(KeySet()) == 0 and "a" not in KeySet()
 
 
 def test_csv_header_with_repeated_names_is_a_config_error(tmp_path: Path) -> None:
@@ -87,9 +157,12 @@ def test_parquet_streams_in_batches(tmp_path: Path) -> None:
         path,
         row_group_size=1000,
     )
-    records = list(iter_records(path))
+    records = list(iter_records(path, key="id"))
     assert len(records) == n
-    assert records[-1] == Record(f"k{n - 1}", n - 1, {"id": f"k{n - 1}", "text": f"t{n - 1}"})
+    assert count_records(path) == n
+    assert records[-1] == Record(
+        f"k{n - 1}", n - 1, {"id": f"k{n - 1}", "text": f"t{n - 1}"}, origin=f"in.parquet:row {n}"
+    )
 
 
 def test_missing_file_unknown_extension_and_json_array(tmp_path: Path) -> None:
