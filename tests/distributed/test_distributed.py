@@ -293,7 +293,7 @@ def test_sigterm_stops_a_ray_job_cleanly(tmp_path: Any, ray_cluster: Any) -> Non
         _, err = proc.communicate(timeout=90)
     assert proc.returncode == 130, err
     assert "interrupted" in err
-    results = pq.read_table(out / "results.parquet")
+    results = pq.read_table(out / "results")
     assert 0 < results.num_rows < 3000  # what finished is written; the rest can resume
     files = trace_files(out / "traces")
     assert files.parts and not files.segments  # every worker rolled its trace on the way out

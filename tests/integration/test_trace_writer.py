@@ -252,7 +252,7 @@ def test_sigterm_flushes_the_cli_job(tmp_path: Path) -> None:
     assert files.segments == [] and files.parts  # rolled into Parquet on the way out
     table = _read_all(out / "traces")
     runs = table.filter(pa.compute.equal(table.column("record_type"), "run"))
-    results = pq.read_table(out / "results.parquet")
+    results = pq.read_table(out / "results")
     # every record written to the results has its run row, joined by trace_id
     assert set(results.column("trace_id").to_pylist()) <= set(runs.column("trace_id").to_pylist())
     assert results.num_rows > 0
