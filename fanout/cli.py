@@ -132,6 +132,14 @@ def run(
             "aside and run every record again (unchanged calls come from the journal).",
         ),
     ] = False,
+    part_rows: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Rows per results part (a part is also written every 10 s). A crash loses "
+            "no finished call either way; smaller parts mean less to replay on resume.",
+        ),
+    ] = 50_000,
     budget_usd: Annotated[
         float | None, typer.Option(min=0.0, help="Spend cap per record, in USD.")
     ] = None,
@@ -222,6 +230,7 @@ def run(
             max_in_flight=max_in_flight,
             resume=True if resume else None,
             force_rerun_changed=force_rerun_changed,
+            part_rows=part_rows,
             budget_usd=budget_usd,
             budget_tokens=budget_tokens,
             deadline_s=deadline_s,
@@ -503,6 +512,7 @@ def _run_job(
     key: str | None = None,
     resume: bool | None = None,
     force_rerun_changed: bool = False,
+    part_rows: int = 50_000,
     budget_usd: float | None = None,
     budget_tokens: int | None = None,
     deadline_s: float | None = None,
@@ -520,6 +530,7 @@ def _run_job(
                 max_in_flight=max_in_flight,
                 resume=resume,
                 force_rerun_changed=force_rerun_changed,
+                part_rows=part_rows,
                 budget_usd=budget_usd,
                 budget_tokens=budget_tokens,
                 deadline_s=deadline_s,

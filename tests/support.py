@@ -50,6 +50,11 @@ class Emulator:
         data: dict[str, int] = httpx.get(f"{self.root}/stats").json()
         return data
 
+    def prompts(self) -> dict[str, int]:
+        """Calls answered per prompt (an emulator started with ``--record-prompts``)."""
+        data: dict[str, int] = httpx.get(f"{self.root}/stats/prompts").json()
+        return data
+
     def reset(self) -> None:
         httpx.post(f"{self.root}/stats/reset").raise_for_status()
         self.faults(error_rate=0, truncate_rate=0, hang_rate=0, malformed_rate=0)
