@@ -208,6 +208,7 @@ def run(
                 job_budget = Budget(usd=job_budget_usd, tokens=job_budget_tokens)
             engine = Engine.from_config(config, traces=trace_dir, job_budget=job_budget)
         else:
+            from fanout.batch import CALLS_DIR
             from fanout.config import default_config, load_config
             from fanout.distributed import RayEngine
 
@@ -218,6 +219,7 @@ def run(
                 max_workers=max_workers,
                 address=ray_address,
                 traces=trace_dir,
+                journal=output / CALLS_DIR,  # a resumed job, or a dead worker's requests
                 job_budget_usd=job_budget_usd,
                 job_budget_tokens=job_budget_tokens,
             )

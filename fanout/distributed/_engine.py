@@ -189,10 +189,18 @@ class RayEngine:
 
     def use_journal(self, directory: str | Path) -> None:
         """Have the workers record completed calls in ``directory`` (reachable from every
-        node) and answer calls found there from it; before the pool starts."""
+        node) and answer calls found there from it. Workers get it when they start (a
+        restarted worker too), so once the pool runs it must be the ``journal`` given
+        at construction."""
+        path = Path(directory).resolve()
+        if path == self.journal:
+            return
         if self._workers:
-            raise ConfigError("use_journal must be called before the worker pool starts")
-        self.journal = Path(directory).resolve()
+            raise ConfigError(
+                f"this RayEngine's workers started with call journal {self.journal}, not "
+                f"{path}; construct it with journal={str(path)!r}"
+            )
+        self.journal = path
 
     def limiter_states(self) -> list[LimiterState]:
         """The workers' limiters live in their processes: none to report from here."""

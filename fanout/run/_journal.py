@@ -51,31 +51,46 @@ def call_key(provider: str, request: ChatRequest) -> str:
 
 
 class CallJournal:
-    """Completed calls of a job, shared by the processes that run it (one file each)."""
+    """Completed calls of a job, shared by the processes that run it (one file each).
+
+    Nothing is read or written until the first call: a journal made when a worker
+    starts does not touch the directory before the job has prepared it (a resumed
+    job compacts it first).
+    """
 
     def __init__(self, directory: str | Path, *, writer_id: str) -> None:
         self.directory = Path(directory)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._file: TextIO | None = open(  # noqa: SIM115  # held open: appended per call
-                self.directory / f"{writer_id}.jsonl", "a", encoding="utf-8", buffering=1
-            )
+            writable = os.access(self.directory, os.W_OK)
         except OSError as exc:
             raise ConfigError(
                 f"cannot use call journal directory {str(self.directory)!r}: "
                 f"{exc.strerror or exc}; pick a writable directory"
             ) from None
-        self._calls: dict[str, ChatResponse] = {}
+        if not writable:
+            raise ConfigError(
+                f"cannot write to call journal directory {str(self.directory)!r}; "
+                "pick a writable directory"
+            )
+        self._path = self.directory / f"{writer_id}.jsonl"
+        self._file: TextIO | None = None  # opened on the first completed call
+        self._closed = False
+        self._calls: dict[str, ChatResponse] | None = None  # read on the first lookup
         self.replayed = 0  # calls answered from the journal
-        self.reload()
 
     def reload(self) -> int:
         """Read every process's file again (what a dead one finished); returns the calls known."""
+        calls = self._calls if self._calls is not None else {}
         for _record, key, response in _entries(self.directory):
-            self._calls[key] = response
-        return len(self._calls)
+            calls[key] = response
+        self._calls = calls
+        return len(calls)
 
     def get(self, key: str) -> ChatResponse | None:
+        if self._calls is None:
+            self.reload()
+        assert self._calls is not None
         response = self._calls.get(key)
         if response is not None:
             self.replayed += 1
@@ -84,8 +99,12 @@ class CallJournal:
     def put(self, key: str, response: ChatResponse, *, record: str | None = None) -> None:
         """Record a completed call (for ``record``, a batch record's key) in this process's
         file; it is not kept in memory (another process, or a later run, reads it)."""
-        if self._file is None:
+        if self._closed:
             return
+        if self._file is None:
+            self._file = open(  # noqa: SIM115  # held open: appended per call
+                self._path, "a", encoding="utf-8", buffering=1
+            )
         entry = {
             "key": key,
             "record": record,
@@ -98,15 +117,17 @@ class CallJournal:
         self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")  # line-buffered
 
     def close(self) -> None:
+        self._closed = True
         if self._file is not None:
             self._file.close()
             self._file = None
 
     def __len__(self) -> int:
-        return len(self._calls)
+        """Calls read from the directory (0 until the first lookup or :meth:`reload`)."""
+        return len(self._calls) if self._calls is not None else 0
 
     def __repr__(self) -> str:
-        return f"CallJournal({str(self.directory)!r}, calls={len(self._calls)}, pid={os.getpid()})"
+        return f"CallJournal({str(self.directory)!r}, calls={len(self)}, pid={os.getpid()})"
 
 
 def _entries(directory: Path) -> Iterator[tuple[str | None, str, ChatResponse]]:

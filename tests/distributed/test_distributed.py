@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from typing import Any
 
@@ -298,3 +299,40 @@ def test_sigterm_stops_a_ray_job_cleanly(tmp_path: Any, ray_cluster: Any) -> Non
     files = trace_files(out / "traces")
     assert files.parts and not files.segments  # every worker rolled its trace on the way out
     assert set(ray.util.list_named_actors()) <= before  # no worker or coordinator left behind
+
+
+async def test_a_batch_job_on_ray_gives_the_rows_of_a_local_run_and_resumes(tmp_path: Any) -> None:
+    from fanout import Engine
+    from fanout.batch import run_file
+
+    kinds = ["Great product, I love it.", "It arrived broken. Terrible.", "It is a kettle."]
+    source = tmp_path / "in.jsonl"
+    lines = [json.dumps({"id": f"r{i}", "text": f"{kinds[i % 3]} #{i}"}) for i in range(300)]
+    lines.insert(7, "{not json")
+    lines.append(json.dumps({"id": "no-text", "body": "x"}))
+    source.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+    async with Engine(sim_config(0.0)) as local:
+        await run_file(local, classify(), source, tmp_path / "local", key="id")
+    ray_out = tmp_path / "ray"
+    async with RayEngine(sim_config(2.0), workers=2, journal=ray_out / "calls") as engine:
+        stats = await run_file(
+            engine, classify(), source, tmp_path / "ray", key="id", max_in_flight=64
+        )
+        info = await engine.worker_info()
+    assert all(int(str(w["completed"])) > 0 for w in info)  # both workers ran records
+
+    columns = ["key", "status", "output_label", "error_type", "input_tokens", "output_tokens"]
+
+    def rows(name: str) -> list[dict[str, object]]:
+        table = pq.read_table(tmp_path / name / "results", columns=columns)
+        return sorted(table.to_pylist(), key=lambda row: str(row["key"]))
+
+    assert (stats.records, stats.ok, stats.errors) == (302, 300, 2)
+    assert rows("ray") == rows("local")
+    assert len(list((tmp_path / "ray" / "dead_letter").glob("*.jsonl"))) == 1
+
+    # Run it again on Ray: every record has its row, so nothing runs.
+    async with RayEngine(sim_config(2.0), workers=1, journal=ray_out / "calls") as engine:
+        again = await run_file(engine, classify(), source, ray_out, key="id")
+    assert (again.resumed, again.skipped, again.records) == (True, 302, 0)
