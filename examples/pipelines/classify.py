@@ -6,8 +6,8 @@ Run it (the embedded simulated provider answers offline; pass ``--config`` for r
     fanout run examples/pipelines/classify.py:dag --config examples/fanout.toml \\
         --input examples/data/reviews.jsonl --output out/
 
-Each record needs a ``text`` field; ``out/results.parquet`` gets one row per record
-with ``output_label`` holding the label as JSON text (``"positive"``).
+Each record needs a ``text`` field; ``out/results/`` gets one row per record
+with ``output_label`` holding the label as text (``positive``).
 """
 
 from fanout import DAG

@@ -46,7 +46,9 @@ def call_key(provider: str, request: ChatRequest) -> str:
         request.response_schema,
         request.response_schema_name,
     ]
-    text = json.dumps(identity, sort_keys=True, ensure_ascii=False, default=str)
+    # Not sort_keys: messages and tool schemas are built in a fixed order, and a key
+    # that differed by order would only cost a journal miss, never a wrong answer.
+    text = json.dumps(identity, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
