@@ -59,6 +59,7 @@ class QuotaCoordinator:
         }
 
 
+
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class BudgetCoordinator:
     """The job's budget: workers' allowances add up against one cap (``BudgetLedger``).

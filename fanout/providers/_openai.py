@@ -65,7 +65,9 @@ class OpenAIProvider:
             httpx.AsyncClient(
                 base_url=self.base_url,
                 headers=headers,
-                limits=httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard),
+                limits=httpx.Limits(
+                    max_connections=per_shard, max_keepalive_connections=per_shard
+                ),
                 timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
                 transport=transport,
             )

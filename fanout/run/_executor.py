@@ -497,6 +497,7 @@ class _Run:
             trace_id=self.ctx.trace_id or None,
         )
 
+
     def trace(self, result: RunResult) -> None:
         """Emit the run's row and one row per node (attempt rows went out as they ended)."""
         tracer = self.tracer

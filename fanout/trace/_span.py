@@ -19,18 +19,8 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 _NOT_NULL = frozenset(
-    {
-        "trace_id",
-        "span_id",
-        "record_type",
-        "span_name",
-        "job_id",
-        "dag_name",
-        "status",
-        "schema_version",
-        "writer_id",
-        "seq_no",
-    }
+    {"trace_id", "span_id", "record_type", "span_name", "job_id", "dag_name", "status",
+     "schema_version", "writer_id", "seq_no"}
 )
 
 SpanKind = Literal["run", "node", "attempt"]
@@ -131,15 +121,8 @@ _TYPES: dict[str, pa.DataType] = {
     "schema_version": pa.int32(),
     "seq_no": _INT,
 }
-for _name in (
-    "duration_ms",
-    "queue_wait_ms",
-    "limiter_wait_ms",
-    "backoff_ms",
-    "cost_usd",
-    "budget_limit_usd",
-    "budget_spent_usd",
-):
+for _name in ("duration_ms", "queue_wait_ms", "limiter_wait_ms", "backoff_ms", "cost_usd",
+              "budget_limit_usd", "budget_spent_usd"):
     _TYPES[_name] = _FLOAT
 
 SPAN_SCHEMA: pa.Schema = pa.schema(
@@ -153,23 +136,9 @@ SPAN_SCHEMA: pa.Schema = pa.schema(
 
 _COMMON = frozenset(
     {
-        "trace_id",
-        "span_id",
-        "parent_span_id",
-        "record_type",
-        "span_name",
-        "job_id",
-        "dag_name",
-        "record_key",
-        "start_time",
-        "end_time",
-        "duration_ms",
-        "status",
-        "error_type",
-        "error_message",
-        "schema_version",
-        "writer_id",
-        "seq_no",
+        "trace_id", "span_id", "parent_span_id", "record_type", "span_name", "job_id",
+        "dag_name", "record_key", "start_time", "end_time", "duration_ms", "status",
+        "error_type", "error_message", "schema_version", "writer_id", "seq_no",
     }
 )
 KIND_COLUMNS: dict[str, frozenset[str]] = {

@@ -55,7 +55,8 @@ async def test_work_spreads_over_nodes_and_cpu_tools_run_as_ray_tasks(tmp_path: 
     parts = trace_files(tmp_path / "traces").parts
     assert len({p.name.split("-")[1] for p in parts}) == 2
     runs = sum(
-        pq.read_table(p, columns=["record_type"]).column(0).to_pylist().count("run") for p in parts
+        pq.read_table(p, columns=["record_type"]).column(0).to_pylist().count("run")
+        for p in parts
     )
     assert runs == 60
 
@@ -228,7 +229,9 @@ async def test_one_request_spreads_a_large_map_over_the_pool(tmp_path: Any) -> N
     n = dag.input("n")
     items = dag.tool(many, n, name="items")
     dag.output(rated=dag.map(dag.llm("fast", "Rate {item}", max_tokens=10), over=items, name="m"))
-    engine = RayEngine(sim_config(20.0), workers=2, spread_map_items=64, traces=tmp_path / "traces")
+    engine = RayEngine(
+        sim_config(20.0), workers=2, spread_map_items=64, traces=tmp_path / "traces"
+    )
     async with engine:
         result = await engine.run(dag, {"n": 300}, record_key="wide-1")
         info = await engine.worker_info()
@@ -281,7 +284,6 @@ def test_sigterm_stops_a_ray_job_cleanly(tmp_path: Any, ray_cluster: Any) -> Non
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 90
-
         def calls_done() -> int:
             return sum(len(p.read_text().splitlines()) for p in (out / "calls").glob("*.jsonl"))
 

@@ -221,19 +221,8 @@ def test_sigterm_flushes_the_cli_job(tmp_path: Path) -> None:
     )
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fanout",
-            "run",
-            f"{pipeline}:dag",
-            "-i",
-            str(records),
-            "-o",
-            str(out),
-            "--concurrency",
-            "8",
-        ],
+        [sys.executable, "-m", "fanout", "run", f"{pipeline}:dag", "-i", str(records),
+         "-o", str(out), "--concurrency", "8"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
