@@ -16,7 +16,7 @@ import inspect
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,37 +229,34 @@ def open_job(
     *,
     resume: bool | None = None,
     force_rerun_changed: bool = False,
-    on_resume: Callable[[int], None] | None = None,
 ) -> JobState:
     """Decide how a job starts in ``output_dir`` and record ``current`` as its manifest.
 
     Fresh directory: a new job (``resume=True`` then is an error: nothing to resume).
-    Same fingerprint: resume, skipping the keys that have rows. Another fingerprint:
-    refused (a :class:`ConfigError` naming what changed) unless ``force_rerun_changed``.
+    Same fingerprint: resume, skipping the keys that have rows. Another fingerprint
+    with rows written: refused (a :class:`ConfigError` naming what changed) unless
+    ``force_rerun_changed``, which moves those rows aside and starts again.
     """
     directory = ensure_dir(output_dir)
     manifest = directory / MANIFEST_FILE
     before = _read_manifest(manifest)
     has_rows = bool(result_parts(directory))
-    state = JobState(KeySet(), resumed=False)
     if before is None and has_rows:
         raise _refuse(directory, f"it has no {MANIFEST_FILE} saying what produced its rows")
-    if before is None:
-        if resume:
-            raise ConfigError(
-                f"nothing to resume in {str(directory)!r}: it holds no earlier run; "
-                "drop --resume to start one"
-            )
-    else:
-        why = _differences(before, current)
-        if why and not force_rerun_changed:
+    if before is None and resume:
+        raise ConfigError(
+            f"nothing to resume in {str(directory)!r}: it holds no earlier run; "
+            "drop --resume to start one"
+        )
+    why = _differences(before, current) if before is not None else ""
+    if not why and before is not None:
+        state = JobState(_done_keys(directory), resumed=True)
+    elif why and has_rows:
+        if not force_rerun_changed:
             raise _refuse(directory, why)
-        if why:
-            state = JobState(KeySet(), resumed=False, superseded=_move_aside(directory))
-        else:
-            state = JobState(_done_keys(directory), resumed=True)
-            if on_resume is not None:
-                on_resume(len(state.done))
+        state = JobState(KeySet(), resumed=False, superseded=_move_aside(directory))
+    else:  # a new job, or an earlier one that wrote no row: nothing to keep
+        state = JobState(KeySet(), resumed=False)
     tmp = manifest.with_name(f".{MANIFEST_FILE}.tmp")
     tmp.write_text(json.dumps(dict(current), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, manifest)

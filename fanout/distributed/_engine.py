@@ -196,9 +196,10 @@ class RayEngine:
         if path == self.journal:
             return
         if self._workers:
+            now = f"with call journal {self.journal}" if self.journal else "without a call journal"
             raise ConfigError(
-                f"this RayEngine's workers started with call journal {self.journal}, not "
-                f"{path}; construct it with journal={str(path)!r}"
+                f"this RayEngine's workers are running {now}; for a batch job into this "
+                f"output, construct it with journal={str(path)!r}"
             )
         self.journal = path
 
