@@ -84,7 +84,8 @@ class JobStats:
     ``skipped``: records that already had a row from an earlier run (resumed).
     ``total``: the input's records, when cheap to know (``None`` for gzip).
     ``in_flight``: records running when this snapshot was taken. ``limits``: each
-    provider/model limiter's state (local engine), for rate-vs-limit progress.
+    provider/model limit's state (on Ray, the cluster-wide one), for rate-vs-limit
+    progress.
     """
 
     output_path: Path

@@ -15,7 +15,7 @@ import ray
 
 from fanout.budget import Allowance, BudgetLedger
 from fanout.clock import SystemClock
-from fanout.limits import Lease, LeaseReport, QuotaLedger
+from fanout.limits import Lease, LeaseReport, LimiterState, QuotaLedger
 
 __all__ = ["BudgetCoordinator", "QuotaCoordinator"]
 
@@ -48,6 +48,9 @@ class QuotaCoordinator:
 
     def leave(self, worker_id: str) -> None:
         self.ledger.leave(worker_id)
+
+    def limiter_state(self) -> LimiterState:
+        return self.ledger.state(self.name)
 
     def state(self) -> dict[str, object]:
         return {

@@ -177,6 +177,8 @@ class RayEngine:
         self._queue: collections.deque[_Request] = collections.deque()
         self._wake: asyncio.Event | None = None
         self._dispatcher: asyncio.Task[None] | None = None
+        self._limits_poller: asyncio.Task[None] | None = None
+        self._limit_states: list[LimiterState] = []
         self._sends: set[asyncio.Task[None]] = set()
         self._dags: dict[int, tuple[str, ray.ObjectRef[bytes]]] = {}
         self._seq = itertools.count()
@@ -204,8 +206,9 @@ class RayEngine:
         self.journal = path
 
     def limiter_states(self) -> list[LimiterState]:
-        """The workers' limiters live in their processes: none to report from here."""
-        return []
+        """Each shared limit as its quota coordinator last reported it (polled every second
+        while the pool runs): the cluster's request rate against the limit."""
+        return list(self._limit_states)
 
     def open_traces(self) -> None:
         if self.traces is None:
@@ -276,7 +279,18 @@ class RayEngine:
         for _ in range(self.size):
             self._add_worker()
         self._wake = asyncio.Event()
-        self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+        loop = asyncio.get_running_loop()
+        self._dispatcher = loop.create_task(self._dispatch())
+        self._limits_poller = loop.create_task(self._poll_limits())
+
+    async def _poll_limits(self, every_s: float = 1.0) -> None:
+        while True:
+            states = await asyncio.gather(
+                *(c.limiter_state.remote() for c in self.coordinators.values()),
+                return_exceptions=True,
+            )
+            self._limit_states = [s for s in states if isinstance(s, LimiterState)]
+            await asyncio.sleep(every_s)
 
     def _add_worker(self) -> _Worker:
         worker_id = f"{self.job_id}-w{next(self._worker_numbers)}"
@@ -494,6 +508,10 @@ class RayEngine:
 
     async def aclose(self) -> None:
         """Close the workers (their traces roll into Parquet), then remove the actors."""
+        if self._limits_poller is not None:
+            self._limits_poller.cancel()
+            await asyncio.gather(self._limits_poller, return_exceptions=True)
+            self._limits_poller = None
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             for task in list(self._sends):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from fanout.clock import Clock
 from fanout.limits._adaptive import AdaptiveRate
-from fanout.limits._limiter import LeaseReport
+from fanout.limits._limiter import LeaseReport, LimiterState
 
 __all__ = ["Lease", "QuotaLedger"]
 
@@ -74,6 +74,7 @@ class QuotaLedger:
         self._ok_per_s = 0.0
         self._tok_per_s = 0.0
         self.rate_limited = 0  # 429s reported by all workers
+        self.granted = 0  # calls let through by all workers' leases, since the start
 
     @property
     def requests_per_min(self) -> float | None:
@@ -82,6 +83,24 @@ class QuotaLedger:
     @property
     def tokens_per_min(self) -> float | None:
         return self._tokens.rate * 60 if self._tokens.rate is not None else None
+
+    def state(self, name: str) -> LimiterState:
+        """The shared limit as one limiter's snapshot (progress output on the driver)."""
+        req, tok = self._requests.configured, self._tokens.configured
+        workers = [w.last for w in self._workers.values()]
+        return LimiterState(
+            name=name,
+            requests_per_min=self.requests_per_min,
+            tokens_per_min=self.tokens_per_min,
+            configured_requests_per_min=req * 60 if req else None,
+            configured_tokens_per_min=tok * 60 if tok else None,
+            in_flight=sum(w.in_flight for w in workers),
+            queued=sum(w.queued for w in workers),
+            granted=self.granted,
+            rate_limited=self.rate_limited,
+            total_wait_s=0.0,
+            paused_s=0.0,
+        )
 
     def report(self, worker_id: str, report: LeaseReport) -> Lease:
         """Take a worker's counters; return its lease."""
@@ -99,6 +118,7 @@ class QuotaLedger:
         weight = demand if worker is None else worker.weight + _SMOOTHING * (demand - worker.weight)
         share = worker.share if worker is not None else 0.0
         self._workers[worker_id] = _Worker(now, weight, report, share)
+        self.granted += max(0, d_granted)
         self._count(now, d_ok, d_tokens)
         if self.adaptive:
             self._adapt(now, report, d_limited)

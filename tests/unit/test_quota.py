@@ -94,3 +94,15 @@ async def test_a_raised_lease_wakes_a_queue_paced_for_the_old_one(clock: FakeClo
     report_ = limiter.lease_report()
     assert report_.granted == 2 and report_.queued == 0
     first.release()
+
+
+def test_the_ledger_state_sums_what_every_worker_let_through(clock: FakeClock) -> None:
+    ledger = QuotaLedger(clock=clock, requests_per_min=600, tokens_per_min=None)
+    ledger.report("a", report(granted=10, ok=10, in_flight=3))
+    ledger.report("b", report(granted=5, ok=5, queued=2))
+    ledger.report("a", report(granted=25, ok=24, in_flight=1))
+    state = ledger.state("emu/sim-small")
+    assert (state.name, state.granted, state.in_flight, state.queued) == ("emu/sim-small", 30, 1, 2)
+    assert state.configured_requests_per_min == 600
+    ledger.report("b", report(granted=2, ok=2))  # b restarted: its counters start again
+    assert ledger.state("x").granted == 32
