@@ -432,6 +432,119 @@ def _quiet_stdout() -> None:
         os.close(devnull)
 
 
+# -- bench and plan: load benchmarks and capacity planning ----------------------------
+
+_BENCH_INPUT_LIMIT = 100_000  # records read from --input for a bench (they cycle)
+
+
+@app.command()
+def bench(
+    pipeline: PipelineArg,
+    arrivals: Annotated[
+        str,
+        typer.Option(
+            help="poisson:RATE | constant:RATE (50/s, 3000/min) | burst:SIZE/PERIOD "
+            "(100/5s) | closed:CLIENTS | replay:TRACES_DIR.",
+            show_default=False,
+        ),
+    ],
+    report: Annotated[
+        Path,
+        typer.Option(
+            "--report", help="Directory for report.json, plots, report.html and traces.",
+            show_default=False, file_okay=False,
+        ),
+    ],
+    config: ConfigOpt = None,
+    duration: Annotated[str, typer.Option(help="How long requests arrive (60s, 2m).")] = "60s",
+    warmup: Annotated[
+        str | None,
+        typer.Option(help="Start of the steady window for rates.", show_default="20%, 1-10 s"),
+    ] = None,
+    drain: Annotated[
+        str, typer.Option(help="After --duration, wait this long for requests in flight.")
+    ] = "30s",
+    input_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--input", "-i", help="Records to send (they cycle); for replay, inputs by key.",
+            show_default="generated texts", dir_okay=False,
+        ),
+    ] = None,
+    emulate: Annotated[
+        str | None,
+        typer.Option(
+            help="Run against a fanout sim-server started for the bench, e.g. "
+            "rpm=3000,tpm=1000000,latency=lognormal:200ms:0.4,errors=0.01.",
+            show_default=False,
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray", help="Run on Ray (local, auto or ADDRESS).", show_default=False),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker actors, with --ray.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the poisson arrivals.")] = 0,
+) -> None:
+    """Load-test a pipeline on the real engine and write a report with plots.
+
+    Open-loop arrivals (they do not wait for completions) or N closed-loop clients,
+    against the config's providers or an emulated one (--emulate). Prints a table and
+    writes report.json, throughput/latency/time-per-node PNGs and report.html to --report.
+    """
+    from fanout.batch import iter_records, load_pipeline
+    from fanout.bench import (
+        BenchOptions,
+        default_warmup_s,
+        parse_arrivals,
+        parse_duration,
+        parse_emulate,
+        print_report,
+        replay_arrivals,
+        run_bench,
+        sample_inputs,
+    )
+    from fanout.bench._load import Arrival
+    from fanout.config import default_config, load_config
+
+    with _bad_input_exits():
+        spec = parse_arrivals(arrivals)
+        duration_s = parse_duration(duration)
+        warmup_s = (
+            parse_duration(warmup, what="--warmup") if warmup else default_warmup_s(duration_s)
+        )
+        if warmup_s >= duration_s:
+            _fail(f"--warmup {warmup} must be shorter than --duration {duration}")
+        drain_s = parse_duration(drain, what="--drain")
+        emulated = parse_emulate(emulate) if emulate else None
+        dag = load_pipeline(pipeline)
+        cfg = load_config(config) if config is not None else default_config()
+        dag.validate(models=cfg.models.keys())
+        records: dict[str, dict[str, object]] = {}
+        if input_path is not None:
+            for record in iter_records(input_path):
+                if record.data is not None:
+                    records[record.key] = record.data
+                if len(records) >= _BENCH_INPUT_LIMIT:
+                    break
+            if not records:
+                _fail(f"--input {str(input_path)!r} holds no readable record")
+        inputs: list[dict[str, object]] | list[Arrival]
+        source = str(input_path) if input_path is not None else "generated"
+        if spec.kind == "replay":
+            assert spec.path is not None
+            inputs = replay_arrivals(Path(spec.path), records or None)
+            source = f"replay of {spec.path}"
+        else:
+            inputs = list(records.values()) or sample_inputs(dag)
+        options = BenchOptions(duration_s, warmup_s, drain_s, ray_address, workers, seed)
+        result = run_bench(
+            pipeline, dag, cfg, spec, inputs, report, options,
+            emulate=emulated, inputs_source=source,
+        )  # fmt: skip
+    print_report(make_console(), result, str(report))
+
+
 # -- the root callback ---------------------------------------------------------------
 
 

@@ -1,0 +1,44 @@
+"""Load benchmarks and capacity planning: ``fanout bench`` and ``fanout plan``.
+
+``run_bench`` drives the real engine with open-loop arrivals (poisson, constant,
+burst, replay of an earlier job's traces) or N closed-loop clients, against real
+providers or an emulated one, and writes ``report.json``, PNG plots and
+``report.html``. ``predict`` estimates throughput, wall time, the binding
+constraint, latency and cost from a DAG's shape and a config's limits and prices,
+without calling a provider; ``compare`` sets a prediction against a bench report.
+"""
+
+from fanout.bench._arrivals import ArrivalSpec, parse_arrivals, parse_duration
+from fanout.bench._bench import (
+    BenchOptions,
+    default_warmup_s,
+    replay_arrivals,
+    run_bench,
+    sample_inputs,
+)
+from fanout.bench._emulate import EmulateSpec, emulated_config, parse_emulate, run_emulator
+from fanout.bench._load import Arrival, LoadResult, RequestRecord, generate_load
+from fanout.bench._report import REPORT_FILE, read_report
+from fanout.bench._table import print_report
+
+__all__ = [
+    "REPORT_FILE",
+    "Arrival",
+    "ArrivalSpec",
+    "BenchOptions",
+    "EmulateSpec",
+    "LoadResult",
+    "RequestRecord",
+    "default_warmup_s",
+    "emulated_config",
+    "generate_load",
+    "parse_arrivals",
+    "parse_duration",
+    "parse_emulate",
+    "print_report",
+    "read_report",
+    "replay_arrivals",
+    "run_bench",
+    "run_emulator",
+    "sample_inputs",
+]
