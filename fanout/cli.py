@@ -545,6 +545,126 @@ def bench(
     print_report(make_console(), result, str(report))
 
 
+@app.command()
+def plan(
+    pipeline: PipelineArg,
+    config: ConfigOpt = None,
+    records: Annotated[
+        int | None, typer.Option(min=1, help="Records to plan for.", show_default="1,000,000")
+    ] = None,
+    arrival_rate: Annotated[
+        str | None,
+        typer.Option(help="Open-loop arrivals (50/s, 3000/min); default: as fast as it goes."),
+    ] = None,
+    clients: Annotated[
+        int | None, typer.Option(min=1, help="Closed-loop clients (a batch job's --concurrency).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Engine processes (Ray workers).")] = 1,
+    emulate: Annotated[
+        str | None,
+        typer.Option(help="The provider is this emulator (limits, latency): as in bench."),
+    ] = None,
+    latency_ms: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Call latency of HTTP models with no measured figure."),
+    ] = None,
+    traces: Annotated[
+        Path | None,
+        typer.Option(help="Traces of an earlier run: measured calls, tokens and latency."),
+    ] = None,
+    input_path: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", help="Sample records for the DAG's shape.", dir_okay=False),
+    ] = None,
+    check: Annotated[
+        Path | None,
+        typer.Option(
+            help="A bench --report DIR: predict for its setup and print the error per figure.",
+            file_okay=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Predict throughput, wall time, the binding constraint, latency and cost; no calls.
+
+    The DAG runs offline on sample records (simulated provider, zero latency) to
+    measure calls and tokens per record per model and the engine's CPU per record;
+    the config (or --emulate) gives limits, concurrency, latency and prices.
+    """
+    import json
+
+    from fanout.batch import iter_records, load_pipeline
+    from fanout.bench import (
+        EmulateSpec,
+        compare,
+        measure_shape,
+        parse_arrivals,
+        parse_emulate,
+        predict,
+        print_check,
+        print_prediction,
+        read_report,
+        sample_inputs,
+        shape_from_traces,
+    )
+    from fanout.config import default_config, load_config, parse_config
+
+    with _bad_input_exits():
+        dag = load_pipeline(pipeline)
+        report = read_report(check) if check is not None else None
+        setup = report["setup"] if report is not None else {}
+        if config is not None:
+            cfg = load_config(config)
+        elif setup.get("config"):
+            cfg = parse_config(setup["config"], source=f"{check}/report.json setup.config")
+        else:
+            cfg = default_config()
+        emulated = parse_emulate(emulate) if emulate else None
+        if emulated is None and setup.get("emulate"):
+            emulated = EmulateSpec(**setup["emulate"])
+        rate = None
+        if arrival_rate is not None:
+            rate = parse_arrivals(f"constant:{arrival_rate}").rate_per_s
+        elif setup.get("arrival_kind") in ("poisson", "constant", "burst"):
+            rate = setup.get("offered_per_s")
+        if clients is None and setup.get("clients"):
+            clients = int(setup["clients"])
+        if setup.get("workers"):
+            workers = int(setup["workers"])
+        samples: list[dict[str, object]] = []
+        sample_file = input_path
+        if sample_file is None and setup.get("inputs") and Path(setup["inputs"]).is_file():
+            sample_file = Path(setup["inputs"])
+        if sample_file is not None:
+            for record in iter_records(sample_file):
+                if record.data is not None:
+                    samples.append(record.data)
+                if len(samples) >= 200:
+                    break
+        shape = measure_shape(dag, cfg, samples or sample_inputs(dag))
+        if traces is not None:
+            shape = shape_from_traces(dag, traces, shape)
+        count = records or (report["requests"]["completed"] if report else 1_000_000)
+        prediction = predict(
+            dag, cfg, shape, records=count, arrival_rate=rate, clients=clients,
+            workers=workers, emulate=emulated, latency_ms=latency_ms,
+        )  # fmt: skip
+    console = make_console()
+    if as_json:
+        data = prediction.to_dict()
+        if report is not None:
+            data["check"] = [
+                {"figure": r.figure, "predicted": r.predicted, "measured": r.measured,
+                 "error": r.error, "note": r.note}
+                for r in compare(prediction, report)
+            ]  # fmt: skip
+        typer.echo(json.dumps(data, indent=2))
+        return
+    print_prediction(console, prediction)
+    if report is not None:
+        print_check(console, compare(prediction, report), str(check))
+
+
 # -- the root callback ---------------------------------------------------------------
 
 

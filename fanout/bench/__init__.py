@@ -16,9 +16,13 @@ from fanout.bench._bench import (
     run_bench,
     sample_inputs,
 )
+from fanout.bench._check import CheckRow, compare
 from fanout.bench._emulate import EmulateSpec, emulated_config, parse_emulate, run_emulator
 from fanout.bench._load import Arrival, LoadResult, RequestRecord, generate_load
+from fanout.bench._plan import Constraint, Prediction, predict
+from fanout.bench._plan_view import print_check, print_prediction
 from fanout.bench._report import REPORT_FILE, read_report
+from fanout.bench._shape import NodeShape, Shape, measure_shape, shape_from_traces
 from fanout.bench._table import print_report
 
 __all__ = [
@@ -26,19 +30,30 @@ __all__ = [
     "Arrival",
     "ArrivalSpec",
     "BenchOptions",
+    "CheckRow",
+    "Constraint",
     "EmulateSpec",
     "LoadResult",
+    "NodeShape",
+    "Prediction",
     "RequestRecord",
+    "Shape",
+    "compare",
     "default_warmup_s",
     "emulated_config",
     "generate_load",
+    "measure_shape",
     "parse_arrivals",
     "parse_duration",
     "parse_emulate",
+    "predict",
+    "print_check",
+    "print_prediction",
     "print_report",
     "read_report",
     "replay_arrivals",
     "run_bench",
     "run_emulator",
     "sample_inputs",
+    "shape_from_traces",
 ]
