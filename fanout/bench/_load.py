@@ -205,11 +205,19 @@ async def generate_load(
 async def _drain(
     tasks: set[asyncio.Task[None]], clock: Clock, until: float, out: LoadResult
 ) -> None:
-    pending = {t for t in tasks if not t.done()}
-    if pending:
-        _, pending = await asyncio.wait(pending, timeout=max(0.0, until - clock.now()))
-    out.unfinished = len(pending)
-    for task in pending:
+    """Wait for ``tasks`` until ``until`` on ``clock``; cancel and count what is left."""
+    remaining = {t for t in tasks if not t.done()}
+    timer = asyncio.create_task(clock.sleep(max(0.0, until - clock.now())))
+    try:
+        while remaining and not timer.done():
+            done, _ = await asyncio.wait(remaining | {timer}, return_when=asyncio.FIRST_COMPLETED)
+            remaining -= done
+    finally:
+        timer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await timer
+    out.unfinished = len(remaining)
+    for task in remaining:
         task.cancel()
-    if pending:
-        await asyncio.gather(*pending, return_exceptions=True)
+    if remaining:
+        await asyncio.gather(*remaining, return_exceptions=True)
