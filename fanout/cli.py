@@ -494,7 +494,9 @@ def bench(
     """
     from fanout.batch import iter_records, load_pipeline
     from fanout.bench import (
+        Arrival,
         BenchOptions,
+        check_inputs,
         default_warmup_s,
         parse_arrivals,
         parse_duration,
@@ -504,7 +506,6 @@ def bench(
         run_bench,
         sample_inputs,
     )
-    from fanout.bench._load import Arrival
     from fanout.config import default_config, load_config
 
     with _bad_input_exits():
@@ -537,6 +538,7 @@ def bench(
             source = f"replay of {spec.path}"
         else:
             inputs = list(records.values()) or sample_inputs(dag)
+        check_inputs(dag, inputs, f"--input {input_path}" if input_path else source)
         options = BenchOptions(duration_s, warmup_s, drain_s, ray_address, workers, seed)
         result = run_bench(
             pipeline, dag, cfg, spec, inputs, report, options,

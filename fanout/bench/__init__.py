@@ -11,6 +11,7 @@ without calling a provider; ``compare`` sets a prediction against a bench report
 from fanout.bench._arrivals import ArrivalSpec, parse_arrivals, parse_duration
 from fanout.bench._bench import (
     BenchOptions,
+    check_inputs,
     default_warmup_s,
     replay_arrivals,
     run_bench,
@@ -38,6 +39,7 @@ __all__ = [
     "Prediction",
     "RequestRecord",
     "Shape",
+    "check_inputs",
     "compare",
     "default_warmup_s",
     "emulated_config",

@@ -25,7 +25,14 @@ from fanout.config import Config
 from fanout.dag import DAG
 from fanout.errors import ConfigError
 
-__all__ = ["BenchOptions", "default_warmup_s", "replay_arrivals", "run_bench", "sample_inputs"]
+__all__ = [
+    "BenchOptions",
+    "check_inputs",
+    "default_warmup_s",
+    "replay_arrivals",
+    "run_bench",
+    "sample_inputs",
+]
 
 _SAMPLE_TEXTS = (
     "Great kettle, I love how fast it boils.",
@@ -59,6 +66,23 @@ def sample_inputs(dag: DAG, count: int = 50) -> list[dict[str, object]]:
         {name: f"{_SAMPLE_TEXTS[i % len(_SAMPLE_TEXTS)]} (#{i})" for name in names}
         for i in range(count)
     ]
+
+
+def check_inputs(
+    dag: DAG, inputs: Sequence[Mapping[str, object]] | Sequence[Arrival], source: str
+) -> None:
+    """Raise :class:`ConfigError` before any load if a record lacks one of the DAG's inputs."""
+    names = dag.validate().inputs
+    values: Sequence[Mapping[str, object] | Arrival] = inputs
+    for i, value in enumerate(values):
+        record = value.inputs if isinstance(value, Arrival) else value
+        missing = [n for n in names if n not in record]
+        if missing:
+            key = value.key if isinstance(value, Arrival) else f"#{i}"
+            raise ConfigError(
+                f"{source}: record {key} lacks the DAG's input(s) {missing} (DAG {dag.name!r} "
+                f"takes {list(names)}); give records with those fields"
+            )
 
 
 def replay_arrivals(

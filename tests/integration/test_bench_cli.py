@@ -5,12 +5,16 @@ for a bad arrival spec, emulator spec or pipeline."""
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 
 import pytest
+from support import start_emulator
 from typer.testing import CliRunner
 
 from fanout.cli import app
+from fanout.sim.server import EmulatorConfig
+from fanout.trace import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSIFY = f"{ROOT / 'examples' / 'pipelines' / 'classify.py'}:dag"
@@ -32,16 +36,54 @@ model = "sim-large"
 [traces]
 content = "full"
 """
+HTTP_CONFIG = """
+[providers.vendor]
+kind = "openai"
+base_url = "{base_url}"
+api_key_env = "BENCH_TEST_KEY"
+requests_per_min = 600
+max_concurrency = 16
+
+[models.fast]
+provider = "vendor"
+model = "m-small"
+
+[models.smart]
+provider = "vendor"
+model = "m-large"
+"""
+
+# 16 connections (each 8 of them cost the HTTP client an SSL context to build) and short
+# back-offs: the retries of the emulator's 500s end soon after the arrivals
+EMULATED = """
+[providers.sim]
+kind = "sim"
+max_concurrency = 16
+
+[providers.sim.retry]
+initial_backoff_s = 0.05
+
+[models.fast]
+provider = "sim"
+model = "sim-small"
+
+[models.smart]
+provider = "sim"
+model = "sim-large"
+"""
 
 
 @pytest.fixture(scope="module")
 def emulated_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """One bench against an emulator with 10% 500s (so there are retries and errors)."""
     out = tmp_path_factory.mktemp("bench") / "report"
+    config = out.parent / "emulated.toml"
+    config.write_text(EMULATED, encoding="utf-8")
     result = CliRunner().invoke(
         app,
         [
-            "bench", CLASSIFY, "--arrivals", "poisson:25/s", "--duration", "3s",
+            "bench", CLASSIFY, "--config", str(config), "--arrivals", "poisson:25/s",
+            "--duration", "3s",
             "--emulate", "rpm=1200,latency=lognormal:30ms:0.3,errors=0.1",
             "--report", str(out),
         ],
@@ -184,3 +226,53 @@ def test_replay_of_traces_without_inputs_says_how_to_get_them(tmp_path: Path) ->
     assert result.exit_code == 2
     assert "has no inputs in the trace" in result.stderr
     assert "content = 'full'" in result.stderr and "--input FILE" in result.stderr
+
+
+def test_bench_records_without_the_dags_inputs(tmp_path: Path) -> None:
+    records = tmp_path / "records.jsonl"
+    records.write_text('{"id": "a", "body": "no text field"}\n', encoding="utf-8")
+    result = CliRunner().invoke(
+        app, ["bench", CLASSIFY, "--arrivals", "closed:1", "--input", str(records),
+              "--report", str(tmp_path / "out")],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "record #0 lacks the DAG's input(s) ['text']" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_bench_against_an_http_provider_keeps_its_key_out_of_every_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "sk-bench-" + secrets.token_hex(16)
+    monkeypatch.setenv("BENCH_TEST_KEY", key)
+    out = tmp_path / "out"
+    with start_emulator(EmulatorConfig(api_key=key, latency_ms=5)) as emulator:
+        config = tmp_path / "http.toml"
+        config.write_text(HTTP_CONFIG.format(base_url=emulator.base_url), encoding="utf-8")
+        result = CliRunner().invoke(
+            app, ["bench", CLASSIFY, "--config", str(config), "--arrivals", "constant:10/s",
+                  "--duration", "2s", "--warmup", "1s", "--report", str(out)],
+        )  # fmt: skip
+        served = emulator.stats()
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    (provider,) = report["providers"]
+    assert provider["limit_source"] == "config" and provider["limit_requests_per_min"] == 600
+    assert provider["ok"] == served["accepted"] == report["requests"]["ok"] == 20  # no 401
+    assert "emulator" not in report  # a real provider: only what fanout saw
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) > 5
+    for path in files:
+        assert key.encode() not in path.read_bytes(), path
+    con = connect(out / "traces")
+    try:
+        columns = con.execute("DESCRIBE spans").fetchall()
+        text_columns = [row[0] for row in columns if row[1] == "VARCHAR"]
+        assert "input_text" in text_columns
+        for column in text_columns:
+            hits = con.execute(
+                f"SELECT count(*) FROM spans WHERE {column} LIKE ?", [f"%{key}%"]
+            ).fetchone()
+            assert hits == (0,), column
+    finally:
+        con.close()

@@ -10,8 +10,9 @@ import pytest
 
 from fanout import Engine, parse_config
 from fanout.batch import load_pipeline
-from fanout.bench import measure_shape, predict
+from fanout.bench import measure_shape, predict, shape_from_traces
 from fanout.config import Config
+from fanout.errors import ConfigError
 from fanout.limits import AdaptiveRate
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -125,3 +126,27 @@ def test_http_model_without_a_latency_is_said_so() -> None:
     with_latency = predict(MAP_REDUCE, config, shape, records=10, latency_ms=250)
     assert with_latency.latency_ms == pytest.approx(500)
     assert "concurrency" in {c.kind for c in with_latency.constraints}
+
+
+def test_shape_from_a_sample_of_traces(tmp_path: Path) -> None:
+    config = _config(latency_ms=0)
+
+    async def job() -> None:
+        async with Engine(config, traces=tmp_path / "traces") as engine:
+            for _ in range(3):
+                await engine.run(MAP_REDUCE, SAMPLE)
+
+    asyncio.run(job())
+    one_sentence = measure_shape(MAP_REDUCE, config, [{"text": "Just one."}], cpu=False)
+    assert one_sentence.nodes["ratings"].calls == 1
+    shape = shape_from_traces(MAP_REDUCE, tmp_path / "traces", one_sentence)
+    assert shape.source == f"3 runs in {tmp_path / 'traces'}"
+    assert shape.nodes["ratings"].calls == 3  # what the traced runs made, not the sample
+    assert shape.nodes["summary"].calls == 1
+    assert set(shape.latency_ms) == {"fast", "smart"}
+    p = predict(MAP_REDUCE, config, shape, records=10)
+    assert p.call_latency_ms["sim/sim-small"] == pytest.approx(shape.latency_ms["fast"])
+
+    other = load_pipeline(f"{ROOT / 'examples/pipelines/classify.py'}:dag")
+    with pytest.raises(ConfigError, match="no run of DAG 'classify' in these traces"):
+        shape_from_traces(other, tmp_path / "traces", one_sentence)
