@@ -53,6 +53,13 @@ class BenchOptions:
     seed: int = 0
     plots: bool = True
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.warmup_s < self.duration_s:
+            raise ConfigError(
+                f"the warm-up ({self.warmup_s:g} s) must be shorter than the duration "
+                f"({self.duration_s:g} s); shorten --warmup or lengthen --duration"
+            )
+
 
 def default_warmup_s(duration_s: float) -> float:
     """The start of the steady window: 20% of the run, between 1 and 10 s (less than it)."""
@@ -237,6 +244,9 @@ def _bench(
             states = None
             runner = closer = ray_engine
             await ray_engine.start()
+            # the load starts once every worker actor answers: the bench measures the
+            # pool, not the cluster's start-up (actors importing fanout, minutes on a busy box)
+            await ray_engine.worker_info()
         async with closer:
             if emulator is not None:
                 await asyncio.to_thread(emulator.reset)  # count this load only

@@ -77,6 +77,7 @@ class LimiterSample:
 class LoadResult:
     duration_s: float
     offered: int = 0
+    arrivals: list[float] = field(default_factory=list)  # every arrival, finished or not
     records: list[RequestRecord] = field(default_factory=list)
     unfinished: int = 0  # still running when the drain timed out (cancelled)
     samples: list[LimiterSample] = field(default_factory=list)
@@ -167,8 +168,10 @@ async def generate_load(
             async def client() -> None:
                 while clock.now() - t0 < duration_s:
                     i = next(counter)
+                    at = clock.now() - t0
                     out.offered += 1
-                    await one(item(i), clock.now() - t0)
+                    out.arrivals.append(at)
+                    await one(item(i), at)
 
             tasks = {asyncio.create_task(client()) for _ in range(arrivals.clients)}
         else:
@@ -184,6 +187,7 @@ async def generate_load(
                 if delay > 0:
                     await clock.sleep(delay)
                 out.offered += 1
+                out.arrivals.append(at)
                 task = asyncio.create_task(one(arrival, at))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)

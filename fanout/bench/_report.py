@@ -177,7 +177,7 @@ def build_report(
     }
     timeline: Report = {
         "second": list(range(seconds)),
-        "offered": per_second((r.arrival_s for r in records), seconds),
+        "offered": per_second(load.arrivals, seconds),
         "completed": per_second((r.end_s for r in records), seconds),
         "ok": per_second((r.end_s for r in ok), seconds),
         "calls": {},

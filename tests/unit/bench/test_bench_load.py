@@ -54,6 +54,7 @@ async def test_drain_timeout_cancels_and_counts_unfinished(clock: FakeClock) -> 
             duration_s=2.0, clock=clock, drain_s=1.0,
         )  # fmt: skip
     assert (load.offered, len(load.records), load.unfinished) == (8, 0, 8)
+    assert load.arrivals == [0.0] * 4 + [1.0] * 4
     assert load.wall_s == pytest.approx(3.0, abs=1e-6)
 
 

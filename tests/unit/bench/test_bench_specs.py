@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from fanout.bench import parse_arrivals, parse_duration, parse_emulate
+from fanout.bench import BenchOptions, parse_arrivals, parse_duration, parse_emulate
 from fanout.bench._arrivals import arrival_offsets
 from fanout.errors import ConfigError
 
@@ -113,3 +113,10 @@ def test_bad_emulate_specs_name_the_keys(spec: str, why: str) -> None:
     assert str(info.value).startswith(f"--emulate {spec!r}: ")
     assert why in str(info.value)
     assert "keys: rpm, tpm, latency" in str(info.value)
+
+
+def test_the_warm_up_must_leave_a_steady_window() -> None:
+    assert BenchOptions(10.0, 2.0).warmup_s == 2.0
+    for warmup in (10.0, 12.0, -1.0):
+        with pytest.raises(ConfigError, match="must be shorter than the duration"):
+            BenchOptions(10.0, warmup)
