@@ -600,8 +600,8 @@ def plan(
         EmulateSpec,
         compare,
         measure_shape,
-        parse_arrivals,
         parse_emulate,
+        parse_rate,
         predict,
         print_check,
         print_prediction,
@@ -611,7 +611,10 @@ def plan(
     )
     from fanout.config import default_config, load_config, parse_config
 
+    if arrival_rate is not None and clients is not None:
+        _fail("--arrival-rate (open loop) and --clients (closed loop) contradict; pass one")
     with _bad_input_exits():
+        rate = parse_rate(arrival_rate) if arrival_rate is not None else None
         dag = load_pipeline(pipeline)
         report = read_report(check) if check is not None else None
         setup = report["setup"] if report is not None else {}
@@ -624,12 +627,11 @@ def plan(
         emulated = parse_emulate(emulate) if emulate else None
         if emulated is None and setup.get("emulate"):
             emulated = EmulateSpec(**setup["emulate"])
-        rate = None
-        if arrival_rate is not None:
-            rate = parse_arrivals(f"constant:{arrival_rate}").rate_per_s
-        elif setup.get("arrival_kind") in ("poisson", "constant", "burst"):
+        if rate is None and clients is None and setup.get("arrival_kind") in (
+            "poisson", "constant", "burst",
+        ):
             rate = setup.get("offered_per_s")
-        if clients is None and setup.get("clients"):
+        if rate is None and clients is None and setup.get("clients"):
             clients = int(setup["clients"])
         if setup.get("workers"):
             workers = int(setup["workers"])

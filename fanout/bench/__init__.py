@@ -8,7 +8,7 @@ constraint, latency and cost from a DAG's shape and a config's limits and prices
 without calling a provider; ``compare`` sets a prediction against a bench report.
 """
 
-from fanout.bench._arrivals import ArrivalSpec, parse_arrivals, parse_duration
+from fanout.bench._arrivals import ArrivalSpec, parse_arrivals, parse_duration, parse_rate
 from fanout.bench._bench import (
     BenchOptions,
     check_inputs,
@@ -48,6 +48,7 @@ __all__ = [
     "parse_arrivals",
     "parse_duration",
     "parse_emulate",
+    "parse_rate",
     "predict",
     "print_check",
     "print_prediction",

@@ -11,7 +11,7 @@ from typing import Literal
 
 from fanout.errors import ConfigError
 
-__all__ = ["ArrivalSpec", "arrival_offsets", "parse_arrivals", "parse_duration"]
+__all__ = ["ArrivalSpec", "arrival_offsets", "parse_arrivals", "parse_duration", "parse_rate"]
 
 ArrivalKind = Literal["poisson", "constant", "burst", "closed", "replay"]
 
@@ -65,6 +65,15 @@ def parse_duration(text: str, *, what: str = "--duration") -> float:
     if seconds <= 0:
         raise ConfigError(f"{what} {text!r}: must be more than zero")
     return seconds
+
+
+def parse_rate(text: str, *, what: str = "--arrival-rate") -> float:
+    """``"50/s"``, ``"3000/min"``, ``"2"`` (per second) -> requests per second, > 0."""
+    match = _RATE.match(text)
+    rate = float(match.group(1)) * _PER_S[match.group(2)] if match else 0.0
+    if rate <= 0:
+        raise ConfigError(f"{what} {text!r}: not a rate above zero; write e.g. 50/s or 3000/min")
+    return rate
 
 
 def _rate(spec: str, text: str) -> float:

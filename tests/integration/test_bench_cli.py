@@ -276,3 +276,41 @@ def test_bench_against_an_http_provider_keeps_its_key_out_of_every_file(
             assert hits == (0,), column
     finally:
         con.close()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--arrival-rate", "fast"], "--arrival-rate 'fast': not a rate above zero"),
+        (["--arrival-rate", "5/s", "--clients", "4"], "contradict; pass one"),
+        (["--emulate", "tpm=many"], "--emulate 'tpm=many': tpm='many' is not a number"),
+        (["--records", "0"], "--records"),
+    ],
+)
+def test_plan_bad_input_is_one_clear_error(argv: list[str], expected: str) -> None:
+    result = CliRunner().invoke(app, ["plan", CLASSIFY, *argv])
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_plan_answers_the_capacity_question_without_a_call(tmp_path: Path) -> None:
+    config = tmp_path / "limits.toml"
+    config.write_text(
+        FULL_TRACES.replace("latency_ms = 20", "latency_ms = 20\nrequests_per_min = 600")
+    )
+    result = CliRunner().invoke(
+        app, ["plan", CLASSIFY, "--config", str(config), "--records", "1000000", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["records"] == 1_000_000
+    assert (data["binding"]["kind"], data["binding"]["where"]) == ("rpm", "sim/sim-small")
+    assert data["throughput_per_s"] == pytest.approx(600 * 0.99 / 60)
+    assert data["wall_time_s"] == pytest.approx(1_000_000 / data["throughput_per_s"] + 0.02)
+    assert data["halve"] == [
+        "raise requests_per_min of sim/sim-small from 600 to 1,200 requests/min"
+    ]
+    text = CliRunner().invoke(app, ["plan", CLASSIFY, "--config", str(config)])
+    assert "binding constraint" in text.stdout and "to halve the time:" in text.stdout
+    assert "28.1 h" in text.stdout  # 1,000,000 records at 9.9/s
