@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from fanout.bench._load import LoadResult
 from fanout.bench._stats import latency_summary, per_second
@@ -35,9 +35,24 @@ class ModelLimit:
     source: str  # "emulator" or "config"
 
 
-_Attempt = tuple[str, str, float, str, int | None, int, int, float, float, str | None]
-"""provider, model, sent (s after the load began, once the limiter let it go), status,
-HTTP status, tokens, attempt, duration ms, limiter wait ms, error type"""
+class _Attempt(NamedTuple):
+    """One provider call of the run, from its trace row."""
+
+    provider: str
+    model: str
+    sent_s: float  # after the load began, once the limiter let it go
+    status: str
+    http_status: int | None
+    tokens: int
+    attempt: int
+    duration_ms: float  # limiter wait included
+    limiter_wait_ms: float
+    error_type: str | None
+
+    @property
+    def accepted(self) -> bool:
+        """Not refused with a 429 (the provider counted it against its limit)."""
+        return self.http_status != 429
 
 
 def _attempts(traces: Path, t0_wall: float) -> list[_Attempt]:
@@ -60,7 +75,7 @@ def _attempts(traces: Path, t0_wall: float) -> list[_Attempt]:
     finally:
         con.close()
     return [
-        (p, m, float(t), s, h, int(tok), int(a), float(d), float(w), e)
+        _Attempt(p, m, float(t), s, h, int(tok), int(a), float(d), float(w), e)
         for p, m, t, s, h, tok, a, d, w, e in rows
     ]
 
@@ -213,48 +228,50 @@ def _provider_figures(
     attempts = _attempts(traces, t0_wall)
     by_key: dict[tuple[str, str], list[_Attempt]] = defaultdict(list)
     for row in attempts:
-        by_key[(row[0], row[1])].append(row)
+        by_key[(row.provider, row.model)].append(row)
     known = {(lim.provider, lim.model): lim for lim in limits}
     errors: Counter[str] = Counter()
     steady_s = duration - warmup_s
     for (provider, model), rows in sorted(by_key.items()):
-        limited = [r for r in rows if r[4] == 429]
-        accepted = [r for r in rows if r[4] != 429]
-        steady = [r for r in accepted if warmup_s <= r[2] < duration]
+        accepted = [r for r in rows if r.accepted]
+        steady = [r for r in accepted if warmup_s <= r.sent_s < duration]
+        steady_tokens = sum(r.tokens for r in steady)
         limit = known.get((provider, model))
         rpm = limit.requests_per_min if limit else None
         tpm = limit.tokens_per_min if limit else None
         util_rpm = len(steady) / (rpm / 60 * steady_s) if rpm else None
-        util_tpm = sum(r[5] for r in steady) / (tpm / 60 * steady_s) if tpm else None
+        util_tpm = steady_tokens / (tpm / 60 * steady_s) if tpm else None
         name = f"{provider}/{model}"
         report["providers"].append(
             {
                 "provider": provider,
                 "model": model,
                 "calls": len(rows),
-                "ok": sum(1 for r in rows if r[3] == "ok"),
-                "rate_limited": len(limited),
-                "retries": sum(1 for r in rows if r[6] > 1),
-                "errors": sum(1 for r in rows if r[3] != "ok" and r[4] != 429),
+                "ok": sum(1 for r in rows if r.status == "ok"),
+                "rate_limited": len(rows) - len(accepted),
+                "retries": sum(1 for r in rows if r.attempt > 1),
+                "errors": sum(1 for r in accepted if r.status != "ok"),
                 "accepted": len(accepted),
-                "tokens": sum(r[5] for r in rows),
+                "tokens": sum(r.tokens for r in rows),
                 "steady_calls_per_s": round(len(steady) / steady_s, 4),
-                "steady_tokens_per_s": round(sum(r[5] for r in steady) / steady_s, 3),
+                "steady_tokens_per_s": round(steady_tokens / steady_s, 3),
                 "limit_requests_per_min": rpm,
                 "limit_tokens_per_min": tpm,
                 "limit_source": limit.source if limit else None,
                 "utilisation_requests": round(util_rpm, 4) if util_rpm is not None else None,
                 "utilisation_tokens": round(util_tpm, 4) if util_tpm is not None else None,
-                "call_latency_ms": latency_summary(r[7] - r[8] for r in accepted),
-                "limiter_wait_ms": latency_summary(r[8] for r in rows),
+                "call_latency_ms": latency_summary(
+                    r.duration_ms - r.limiter_wait_ms for r in accepted
+                ),
+                "limiter_wait_ms": latency_summary(r.limiter_wait_ms for r in rows),
             }
         )
-        report["timeline"]["calls"][name] = per_second((r[2] for r in accepted), seconds)
+        report["timeline"]["calls"][name] = per_second((r.sent_s for r in accepted), seconds)
         if rpm:
             report["timeline"]["limit_calls_per_s"][name] = rpm / 60
         for r in rows:
-            if r[3] != "ok":
-                errors[r[9] or r[3]] += 1
+            if r.status != "ok":
+                errors[r.error_type or r.status] += 1
     report["errors"]["attempts_by_type"] = dict(errors)
 
 
