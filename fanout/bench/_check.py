@@ -58,6 +58,16 @@ def compare(prediction: Prediction, report: dict[str, Any]) -> list[CheckRow]:
                     "the limiter paces just under the limit",
                 )
             )
+    for key, latency in sorted(prediction.call_latency_ms.items()):
+        p = measured_calls.get(key)
+        rows.append(
+            CheckRow(
+                f"{key} call latency (mean), ms",
+                latency,
+                p["call_latency_ms"]["mean"] if p else None,
+                "measured: the provider's time plus HTTP, on this machine",
+            )
+        )
     rows.append(
         CheckRow("tokens per record", prediction.tokens_per_record, report["tokens"]["per_request"])
     )
