@@ -314,3 +314,15 @@ def test_plan_answers_the_capacity_question_without_a_call(tmp_path: Path) -> No
     text = CliRunner().invoke(app, ["plan", CLASSIFY, "--config", str(config)])
     assert "binding constraint" in text.stdout and "to halve the time:" in text.stdout
     assert "28.1 h" in text.stdout  # 1,000,000 records at 9.9/s
+
+
+def test_a_report_directory_is_not_overwritten(tmp_path: Path) -> None:
+    old = tmp_path / "old" / "traces" / "part.parquet"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"an earlier bench")
+    result = CliRunner().invoke(
+        app, ["bench", CLASSIFY, "--arrivals", "closed:1", "--report", str(tmp_path / "old")]
+    )
+    assert result.exit_code == 2
+    assert "already holds a bench's traces; pick a new directory" in result.stderr
+    assert old.read_bytes() == b"an earlier bench"
