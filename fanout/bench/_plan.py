@@ -123,13 +123,9 @@ def predict(
         calls[key] = calls.get(key, 0.0) + node.calls
         tokens[key] = tokens.get(key, 0.0) + node.input_tokens + node.output_tokens
         cost += (
-            model.cost_usd(0, 0)
-            + (
-                node.input_tokens * model.input_usd_per_mtok
-                + node.output_tokens * model.output_usd_per_mtok
-            )
-            / 1_000_000
-        )
+            node.input_tokens * model.input_usd_per_mtok
+            + node.output_tokens * model.output_usd_per_mtok
+        ) / 1_000_000
         if lat is None:
             notes.append(
                 f"no latency known for model {node.model!r} ({key}): pass --latency-ms "
@@ -148,6 +144,73 @@ def predict(
         else:
             node_latency_s[node.node_id] = node.calls * per_call_s
 
+    constraints = _limit_ceilings(config, calls, tokens, busy_s, latency_of, emulate)
+    critical_s = _critical_path_s(dag, node_latency_s) if node_latency_s else None
+    if arrival_rate is not None:
+        constraints.append(
+            Constraint(
+                "arrivals", "load", arrival_rate, f"{arrival_rate:,.2f} records/s offered",
+                "the arrival rate", arrival_rate,
+            )
+        )  # fmt: skip
+    if clients is not None and critical_s:
+        constraints.append(
+            Constraint(
+                "clients", "load", clients / critical_s,
+                f"{clients} clients / {critical_s * 1000:,.0f} ms per record",
+                "closed-loop clients (--concurrency of a batch job)", float(clients),
+            )
+        )  # fmt: skip
+    if shape.cpu_records_per_s:
+        constraints.append(
+            Constraint(
+                "cpu", "engine", shape.cpu_records_per_s * workers,
+                f"{shape.cpu_records_per_s:,.0f} records/s per worker (engine work measured "
+                f"here, without HTTP) x {workers} worker(s)",
+                "workers (--ray --workers N)", float(workers),
+            )
+        )  # fmt: skip
+    if not constraints:
+        _unbounded(dag)
+    binding = min(constraints, key=lambda c: c.records_per_s)
+    throughput = binding.records_per_s
+    wall = records / throughput + (critical_s or 0.0)
+    total_tokens = sum(tokens.values())
+    prediction = Prediction(
+        dag=dag.name,
+        records=records,
+        throughput_per_s=throughput,
+        wall_time_s=wall,
+        binding=binding,
+        constraints=sorted(constraints, key=lambda c: c.records_per_s),
+        latency_ms=critical_s * 1000 if critical_s is not None else None,
+        cost_usd_per_record=cost,
+        cost_usd=cost * records,
+        tokens_per_record=total_tokens,
+        calls_per_s={k: v * throughput for k, v in calls.items()},
+        calls_per_record=dict(calls),
+        call_latency_ms=latency_of,
+        shape_source=shape.source,
+        notes=notes,
+    )
+    if arrival_rate is not None and arrival_rate > throughput * 1.001:
+        notes.append(
+            f"arrivals ({arrival_rate:,.2f}/s) exceed the throughput ({throughput:,.2f}/s): "
+            "the queue, and so the latency, grow for as long as they last"
+        )
+    prediction.halve = _halve(prediction, calls, tokens, busy_s, critical_s)
+    return prediction
+
+
+def _limit_ceilings(
+    config: Config,
+    calls: dict[str, float],
+    tokens: dict[str, float],
+    busy_s: dict[str, float],
+    latency_of: dict[str, float | None],
+    emulate: EmulateSpec | None,
+) -> list[Constraint]:
+    """The rpm, tpm and concurrency ceilings of every (provider, model) the DAG calls."""
     constraints: list[Constraint] = []
     seen_keys: set[str] = set()
     for model in config.models.values():
@@ -192,64 +255,10 @@ def predict(
                     f"max_concurrency of provider {model.provider}", float(cap),
                 )
             )  # fmt: skip
-    critical_s = _critical_path_s(dag, node_latency_s) if node_latency_s else None
-    if arrival_rate is not None:
-        constraints.append(
-            Constraint(
-                "arrivals", "load", arrival_rate, f"{arrival_rate:,.2f} records/s offered",
-                "the arrival rate", arrival_rate,
-            )
-        )  # fmt: skip
-    if clients is not None and critical_s:
-        constraints.append(
-            Constraint(
-                "clients", "load", clients / critical_s,
-                f"{clients} clients / {critical_s * 1000:,.0f} ms per record",
-                "closed-loop clients (--concurrency of a batch job)", float(clients),
-            )
-        )  # fmt: skip
-    if shape.cpu_records_per_s:
-        constraints.append(
-            Constraint(
-                "cpu", "engine", shape.cpu_records_per_s * workers,
-                f"{shape.cpu_records_per_s:,.0f} records/s per worker (engine work measured "
-                f"here, without HTTP) x {workers} worker(s)",
-                "workers (--ray --workers N)", float(workers),
-            )
-        )  # fmt: skip
-    if not constraints:
-        raise_unbounded(dag)
-    binding = min(constraints, key=lambda c: c.records_per_s)
-    throughput = binding.records_per_s
-    wall = records / throughput + (critical_s or 0.0)
-    total_tokens = sum(tokens.values())
-    prediction = Prediction(
-        dag=dag.name,
-        records=records,
-        throughput_per_s=throughput,
-        wall_time_s=wall,
-        binding=binding,
-        constraints=sorted(constraints, key=lambda c: c.records_per_s),
-        latency_ms=critical_s * 1000 if critical_s is not None else None,
-        cost_usd_per_record=cost,
-        cost_usd=cost * records,
-        tokens_per_record=total_tokens,
-        calls_per_s={k: v * throughput for k, v in calls.items()},
-        calls_per_record=dict(calls),
-        call_latency_ms=latency_of,
-        shape_source=shape.source,
-        notes=notes,
-    )
-    if arrival_rate is not None and arrival_rate > throughput * 1.001:
-        notes.append(
-            f"arrivals ({arrival_rate:,.2f}/s) exceed the throughput ({throughput:,.2f}/s): "
-            "the queue, and so the latency, grow for as long as they last"
-        )
-    prediction.halve = _halve(prediction, calls, tokens, busy_s, critical_s)
-    return prediction
+    return constraints
 
 
-def raise_unbounded(dag: DAG) -> None:
+def _unbounded(dag: DAG) -> None:
     from fanout.errors import ConfigError
 
     raise ConfigError(
