@@ -75,7 +75,8 @@ def _attempts(traces: Path, t0_wall: float) -> list[_Attempt]:
     finally:
         con.close()
     return [
-        _Attempt(p, m, float(t), s, h, int(tok), int(a), float(d), float(w), e)
+        # max(0, ...): trace times and the load's start come from two readings of the clock
+        _Attempt(p, m, max(0.0, float(t)), s, h, int(tok), int(a), float(d), float(w), e)
         for p, m, t, s, h, tok, a, d, w, e in rows
     ]
 
