@@ -482,6 +482,243 @@ def _quiet_stdout() -> None:
         os.close(devnull)
 
 
+# -- bench and plan: load benchmarks and capacity planning ----------------------------
+
+_BENCH_INPUT_LIMIT = 100_000  # records read from --input for a bench (they cycle)
+
+
+@app.command()
+def bench(
+    pipeline: PipelineArg,
+    arrivals: Annotated[
+        str,
+        typer.Option(
+            help="poisson:RATE | constant:RATE (50/s, 3000/min) | burst:SIZE/PERIOD "
+            "(100/5s) | closed:CLIENTS | replay:TRACES_DIR.",
+            show_default=False,
+        ),
+    ],
+    report: Annotated[
+        Path,
+        typer.Option(
+            "--report", help="Directory for report.json, plots, report.html and traces.",
+            show_default=False, file_okay=False,
+        ),
+    ],
+    config: ConfigOpt = None,
+    duration: Annotated[str, typer.Option(help="How long requests arrive (60s, 2m).")] = "60s",
+    warmup: Annotated[
+        str | None,
+        typer.Option(help="Start of the steady window for rates.", show_default="20%, 1-10 s"),
+    ] = None,
+    drain: Annotated[
+        str, typer.Option(help="After --duration, wait this long for requests in flight.")
+    ] = "30s",
+    input_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--input", "-i", help="Records to send (they cycle); for replay, inputs by key.",
+            show_default="generated texts", dir_okay=False,
+        ),
+    ] = None,
+    emulate: Annotated[
+        str | None,
+        typer.Option(
+            help="Run against a fanout sim-server started for the bench, e.g. "
+            "rpm=3000,tpm=1000000,latency=lognormal:200ms:0.4,errors=0.01.",
+            show_default=False,
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray", help="Run on Ray (local, auto or ADDRESS).", show_default=False),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker actors, with --ray.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the poisson arrivals.")] = 0,
+) -> None:
+    """Load-test a pipeline on the real engine and write a report with plots.
+
+    Open-loop arrivals (they do not wait for completions) or N closed-loop clients,
+    against the config's providers or an emulated one (--emulate). Prints a table and
+    writes report.json, throughput/latency/time-per-node PNGs and report.html to --report.
+    """
+    from fanout.batch import iter_records, load_pipeline
+    from fanout.bench import (
+        Arrival,
+        BenchOptions,
+        check_inputs,
+        default_warmup_s,
+        parse_arrivals,
+        parse_duration,
+        parse_emulate,
+        print_report,
+        replay_arrivals,
+        run_bench,
+        sample_inputs,
+    )
+    from fanout.config import default_config, load_config
+
+    with _bad_input_exits():
+        spec = parse_arrivals(arrivals)
+        duration_s = parse_duration(duration)
+        warmup_s = (
+            parse_duration(warmup, what="--warmup") if warmup else default_warmup_s(duration_s)
+        )
+        if warmup_s >= duration_s:
+            _fail(f"--warmup {warmup} must be shorter than --duration {duration}")
+        drain_s = parse_duration(drain, what="--drain")
+        emulated = parse_emulate(emulate) if emulate else None
+        dag = load_pipeline(pipeline)
+        cfg = load_config(config) if config is not None else default_config()
+        dag.validate(models=cfg.models.keys())
+        records: dict[str, dict[str, object]] = {}
+        if input_path is not None:
+            for record in iter_records(input_path):
+                if record.data is not None:
+                    records[record.key] = record.data
+                if len(records) >= _BENCH_INPUT_LIMIT:
+                    break
+            if not records:
+                _fail(f"--input {str(input_path)!r} holds no readable record")
+        inputs: list[dict[str, object]] | list[Arrival]
+        source = str(input_path) if input_path is not None else "generated"
+        if spec.kind == "replay":
+            assert spec.path is not None
+            inputs = replay_arrivals(Path(spec.path), records or None)
+            source = f"replay of {spec.path}"
+        else:
+            inputs = list(records.values()) or sample_inputs(dag)
+        check_inputs(dag, inputs, f"--input {input_path}" if input_path else source)
+        options = BenchOptions(duration_s, warmup_s, drain_s, ray_address, workers, seed)
+        result = run_bench(
+            pipeline, dag, cfg, spec, inputs, report, options,
+            emulate=emulated, inputs_source=source,
+        )  # fmt: skip
+    print_report(make_console(), result, str(report))
+
+
+@app.command()
+def plan(
+    pipeline: PipelineArg,
+    config: ConfigOpt = None,
+    records: Annotated[
+        int | None, typer.Option(min=1, help="Records to plan for.", show_default="1,000,000")
+    ] = None,
+    arrival_rate: Annotated[
+        str | None,
+        typer.Option(help="Open-loop arrivals (50/s, 3000/min); default: as fast as it goes."),
+    ] = None,
+    clients: Annotated[
+        int | None, typer.Option(min=1, help="Closed-loop clients (a batch job's --concurrency).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Engine processes (Ray workers).")] = 1,
+    emulate: Annotated[
+        str | None,
+        typer.Option(help="The provider is this emulator (limits, latency): as in bench."),
+    ] = None,
+    latency_ms: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Call latency of HTTP models with no measured figure."),
+    ] = None,
+    traces: Annotated[
+        Path | None,
+        typer.Option(help="Traces of an earlier run: measured calls, tokens and latency."),
+    ] = None,
+    input_path: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", help="Sample records for the DAG's shape.", dir_okay=False),
+    ] = None,
+    check: Annotated[
+        Path | None,
+        typer.Option(
+            help="A bench --report DIR: predict for its setup and print the error per figure.",
+            file_okay=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Predict throughput, wall time, the binding constraint, latency and cost; no calls.
+
+    The DAG runs offline on sample records (simulated provider, zero latency) to
+    measure calls and tokens per record per model and the engine's CPU per record;
+    the config (or --emulate) gives limits, concurrency, latency and prices.
+    """
+    import json
+
+    from fanout.batch import iter_records, load_pipeline
+    from fanout.bench import (
+        EmulateSpec,
+        compare,
+        measure_shape,
+        parse_emulate,
+        parse_rate,
+        predict,
+        print_check,
+        print_prediction,
+        read_report,
+        sample_inputs,
+        shape_from_traces,
+    )
+    from fanout.config import default_config, load_config, parse_config
+
+    if arrival_rate is not None and clients is not None:
+        _fail("--arrival-rate (open loop) and --clients (closed loop) contradict; pass one")
+    with _bad_input_exits():
+        rate = parse_rate(arrival_rate) if arrival_rate is not None else None
+        dag = load_pipeline(pipeline)
+        report = read_report(check) if check is not None else None
+        setup = report["setup"] if report is not None else {}
+        if config is not None:
+            cfg = load_config(config)
+        elif setup.get("config"):
+            cfg = parse_config(setup["config"], source=f"{check}/report.json setup.config")
+        else:
+            cfg = default_config()
+        emulated = parse_emulate(emulate) if emulate else None
+        if emulated is None and setup.get("emulate"):
+            emulated = EmulateSpec(**setup["emulate"])
+        if rate is None and clients is None and setup.get("arrival_kind") in (
+            "poisson", "constant", "burst",
+        ):
+            rate = setup.get("offered_per_s")
+        if rate is None and clients is None and setup.get("clients"):
+            clients = int(setup["clients"])
+        if setup.get("workers"):
+            workers = int(setup["workers"])
+        samples: list[dict[str, object]] = []
+        sample_file = input_path
+        if sample_file is None and setup.get("inputs") and Path(setup["inputs"]).is_file():
+            sample_file = Path(setup["inputs"])
+        if sample_file is not None:
+            for record in iter_records(sample_file):
+                if record.data is not None:
+                    samples.append(record.data)
+                if len(samples) >= 200:
+                    break
+        shape = measure_shape(dag, cfg, samples or sample_inputs(dag))
+        if traces is not None:
+            shape = shape_from_traces(dag, traces, shape)
+        count = records or (report["requests"]["completed"] if report else 1_000_000)
+        prediction = predict(
+            dag, cfg, shape, records=count, arrival_rate=rate, clients=clients,
+            workers=workers, emulate=emulated, latency_ms=latency_ms,
+        )  # fmt: skip
+    console = make_console()
+    if as_json:
+        data = prediction.to_dict()
+        if report is not None:
+            data["check"] = [
+                {"figure": r.figure, "predicted": r.predicted, "measured": r.measured,
+                 "error": r.error, "note": r.note}
+                for r in compare(prediction, report)
+            ]  # fmt: skip
+        typer.echo(json.dumps(data, indent=2))
+        return
+    print_prediction(console, prediction)
+    if report is not None:
+        print_check(console, compare(prediction, report), str(check))
+
+
 # -- the root callback ---------------------------------------------------------------
 
 

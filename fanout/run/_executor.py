@@ -538,6 +538,7 @@ class _Run:
             start=t0,
             end=t0 + result.wall_time_s,
             budget=ctx.budget,
+            inputs=self.inputs,
         )
 
 

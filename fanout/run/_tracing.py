@@ -11,11 +11,13 @@ import asyncio
 import itertools
 import json
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from fanout.budget import Budget
 from fanout.clock import Clock
+from fanout.dag import render_value
 from fanout.errors import ProviderError
 from fanout.trace import ContentPolicy, Span, new_span
 from fanout.types import ChatRequest, ChatResponse
@@ -230,27 +232,30 @@ class Tracer:
         start: float,
         end: float,
         budget: Budget,
+        inputs: Mapping[str, object] | None = None,
     ) -> None:
-        self.sink.emit(
-            new_span(
-                trace_id=trace_id,
-                span_id=span_id,
-                parent_span_id=None,
-                record_type="run",
-                span_name=f"run {dag_name}",
-                job_id=self.job_id,
-                dag_name=dag_name,
-                record_key=record_key,
-                start_time=self.wall(start),
-                end_time=self.wall(end),
-                duration_ms=(end - start) * 1000,
-                status=status,
-                error_type=error_type,
-                error_message=self.content.scrub(error_message),
-                budget_limit_usd=budget.usd,
-                budget_spent_usd=budget.spent_usd,
-            )
+        span = new_span(
+            trace_id=trace_id,
+            span_id=span_id,
+            parent_span_id=None,
+            record_type="run",
+            span_name=f"run {dag_name}",
+            job_id=self.job_id,
+            dag_name=dag_name,
+            record_key=record_key,
+            start_time=self.wall(start),
+            end_time=self.wall(end),
+            duration_ms=(end - start) * 1000,
+            status=status,
+            error_type=error_type,
+            error_message=self.content.scrub(error_message),
+            budget_limit_usd=budget.usd,
+            budget_spent_usd=budget.spent_usd,
         )
+        if inputs is not None:  # the record's inputs, under the content policy (replay reads them)
+            text = json.dumps(dict(inputs), ensure_ascii=False, default=render_value)
+            self.content.fill(span, text, None)
+        self.sink.emit(span)
 
     def _fail(self, span: Span, error: BaseException | None) -> None:
         if error is None:

@@ -142,7 +142,8 @@ _COMMON = frozenset(
     }
 )
 KIND_COLUMNS: dict[str, frozenset[str]] = {
-    "run": _COMMON | {"budget_limit_usd", "budget_spent_usd"},
+    "run": _COMMON | {"budget_limit_usd", "budget_spent_usd", "input_hmac", "input_chars",
+                      "input_text"},  # the record's inputs as JSON (under the content policy)
     "node": _COMMON | {"node_id", "model_alias", "queue_wait_ms", "map_index"},
     "attempt": frozenset(span_columns()) - {"queue_wait_ms"},
 }
