@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
@@ -21,12 +22,15 @@ from fanout.errors import (
 )
 from fanout.limits import Limiter
 from fanout.providers import Provider
-from fanout.retry import CircuitBreaker, RetryPolicy
+from fanout.retry import CircuitBreaker, HedgePolicy, RetryPolicy
 from fanout.run._escalation import EscalationSink
 from fanout.run._journal import CallJournal, call_key
 from fanout.run._tools import CpuRunner
 from fanout.run._tracing import CallSite, Tracer
 from fanout.types import ChatRequest, ChatResponse, Usage, estimate_prompt_tokens
+
+if TYPE_CHECKING:
+    from fanout.run._result import NodeResult
 
 __all__ = ["MapOffload", "ModelRoute", "NodeStats", "Router", "RunContext"]
 
@@ -36,6 +40,8 @@ class ModelRoute:
     """A model alias resolved to its provider, model name, prices, limiter, circuit, retries.
 
     Aliases naming the same (provider, model) share one limiter and one circuit.
+    ``hedge``: the alias's learned hedge delay and budget (``None``: never hedged);
+    ``hedge_to``: where its duplicates go (itself, or its first fallback).
     """
 
     alias: str
@@ -45,6 +51,8 @@ class ModelRoute:
     limiter: Limiter
     circuit: CircuitBreaker
     retry: RetryPolicy
+    hedge: HedgePolicy | None = None
+    hedge_to: str | None = None
 
     def cost_usd(self, usage: Usage) -> float:
         return self.config.cost_usd(usage.input_tokens, usage.output_tokens)
@@ -84,13 +92,38 @@ class Router:
                 max_backoff_s=pcfg.retry.max_backoff_s,
                 retry_on=frozenset(pcfg.retry.retry_on),
             )
+            hedge = hedge_to = None
+            if model.hedge is not None:
+                hedge = HedgePolicy(
+                    quantile=model.hedge.quantile,
+                    max_extra=model.hedge.max_extra,
+                    min_samples=model.hedge.min_samples,
+                )
+                hedge_to = alias
+                if model.hedge.to == "fallback" and model.fallbacks:
+                    hedge_to = model.fallbacks[0]
             self._routes[alias] = ModelRoute(
-                alias, providers[model.provider], model, pcfg.timeout_s, limiter, circuit, retry
+                alias,
+                providers[model.provider],
+                model,
+                pcfg.timeout_s,
+                limiter,
+                circuit,
+                retry,
+                hedge,
+                hedge_to,
             )
 
     @property
     def aliases(self) -> frozenset[str]:
         return frozenset(self._routes)
+
+    def route(self, alias: str) -> ModelRoute:
+        return self._routes[alias]
+
+    def hedges(self) -> dict[str, HedgePolicy]:
+        """The hedge policy of each hedged alias (delay learned, hedges sent)."""
+        return {a: r.hedge for a, r in self._routes.items() if r.hedge is not None}
 
     def chain(self, alias: str) -> tuple[ModelRoute, ...]:
         """The alias's route followed by its fallbacks, in order."""
@@ -112,6 +145,7 @@ class NodeStats:
     fallbacks: int = 0
     limiter_wait_s: float = 0.0
     backoff_s: float = 0.0
+    hedges: int = 0  # duplicates sent for calls slower than their alias's learned quantile
     span_id: str = ""  # the node's trace span, parent of its attempt rows
 
 
@@ -144,9 +178,11 @@ class RunContext:
         "dag_name",
         "deadline_at",
         "escalation",
+        "interactive",
         "job_budget",
         "journal",
         "map_offload",
+        "on_node",
         "record_key",
         "request_id",
         "router",
@@ -171,7 +207,11 @@ class RunContext:
         journal: CallJournal | None = None,
         job_budget: Budget | None = None,
         map_offload: MapOffload | None = None,
+        interactive: bool = False,
+        on_node: Callable[[NodeResult], None] | None = None,
     ) -> None:
+        self.interactive = interactive  # queue ahead of batch work at the limiters
+        self.on_node = on_node  # told of each node as it finishes (a service streams them)
         self.map_offload = map_offload
         self.job_budget = job_budget
         self.cpu_runner = cpu_runner
@@ -208,9 +248,12 @@ class RunContext:
     ) -> ChatResponse:
         """Attempts with back-off on retryable errors (tenacity).
 
-        The first attempt runs without tenacity's machinery (the common case stays cheap).
+        The first attempt runs without tenacity's machinery (the common case stays cheap),
+        hedged when the alias hedges; retries are not hedged.
         """
         try:
+            if route.hedge is not None:
+                return await self._hedged(route, route.hedge, request, stats, site)
             return await self._attempt(route, request, stats, site, 1, 0.0)
         except ProviderError as exc:
             if not route.retry.retryable(exc) or route.retry.max_attempts <= 1:
@@ -250,6 +293,56 @@ class RunContext:
                 return await self._attempt(route, request, stats, site, number, backoff[0])
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
+    async def _hedged(
+        self,
+        route: ModelRoute,
+        hedge: HedgePolicy,
+        request: ChatRequest,
+        stats: NodeStats,
+        site: CallSite | None,
+    ) -> ChatResponse:
+        """The first attempt; if it has not answered by the alias's learned delay and the
+        hedge budget allows, a duplicate goes out too. The first answer wins and the
+        other attempt is cancelled (its budget reservation and permit released)."""
+        delay_s = hedge.delay_s()
+        hedge.note_call()
+        start = self.clock.now()
+        if delay_s is None:  # not learned yet: a plain attempt that teaches the delay
+            response = await self._attempt(route, request, stats, site, 1, 0.0)
+            hedge.observe(self.clock.now() - start)
+            return response
+        first = asyncio.ensure_future(self._attempt(route, request, stats, site, 1, 0.0))
+        timer = asyncio.ensure_future(self.clock.sleep(delay_s))
+        attempts = [first]
+        try:
+            await asyncio.wait((first, timer), return_when=asyncio.FIRST_COMPLETED)
+            if not first.done() and hedge.try_hedge():
+                target = self.router.route(route.hedge_to or route.alias)
+                stats.hedges += 1
+                attempts.append(
+                    asyncio.ensure_future(
+                        self._attempt(target, request, stats, site, 1, 0.0, hedged=True)
+                    )
+                )
+            pending = set(attempts)
+            while True:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                winner = next((t for t in attempts if t in done and t.exception() is None), None)
+                if winner is not None:
+                    # The first attempt's time to answer, or (lost to the hedge) at least
+                    # this long: slow calls stay in the sample, so the quantile holds.
+                    hedge.observe(self.clock.now() - start)
+                    return winner.result()
+                if not pending:  # every attempt failed: the first one's error decides
+                    raise first.exception()  # type: ignore[misc]
+        finally:
+            timer.cancel()
+            losers = [t for t in attempts if not t.done()]
+            for task in losers:
+                task.cancel()
+            if losers:
+                await asyncio.gather(*losers, return_exceptions=True)
+
     async def _attempt(
         self,
         route: ModelRoute,
@@ -258,6 +351,8 @@ class RunContext:
         site: CallSite | None,
         number: int,
         backoff_s: float,
+        *,
+        hedged: bool = False,
     ) -> ChatResponse:
         if self.tracer is None or site is None:
             return await self._attempt_untraced(route, request, stats, None)
@@ -290,6 +385,7 @@ class RunContext:
                     estimated_input_tokens=note.estimated_input_tokens,
                     cost_usd=note.cost_usd,
                     budget=self.budget,
+                    hedged=hedged,
                 )
 
     async def _attempt_untraced(
@@ -323,7 +419,9 @@ class RunContext:
                 raise
         permit = None
         try:
-            permit = await route.limiter.acquire(estimate.total_tokens)
+            permit = await route.limiter.acquire(
+                estimate.total_tokens, interactive=self.interactive
+            )
             stats.limiter_wait_s += permit.wait_s
             timeout_s = route.timeout_s
             capped = False
