@@ -67,7 +67,7 @@ class HedgePolicy:
 
     def try_hedge(self) -> bool:
         """Spend one hedge from the budget, if it holds one."""
-        if self._credit < 1.0:
+        if self._credit < 1.0 - 1e-9:  # tenths summed in floats fall just short of 1
             return False
         self._credit -= 1.0
         self.hedges += 1

@@ -24,6 +24,7 @@ import random
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 import uvicorn
@@ -149,8 +150,12 @@ class _Emulator:
         self.stats.accepted += 1
         self.stats.count(ok=True)
         headers = self._limit_headers(req, tok)
+        replying = asyncio.ensure_future(self.sim.complete(chat))  # markers may make it slow
+        if not await _unless_gone(request, replying):
+            self.stats.cancelled += 1
+            return Response(status_code=499)  # nobody reads it: the client is gone
         try:
-            reply = await self.sim.complete(chat)
+            reply = replying.result()
         except ProviderError as exc:  # the sim's own fault markers
             self.stats.errors += 1
             return _error(exc.status_code or 500, "server_error", str(exc))
@@ -163,7 +168,7 @@ class _Emulator:
             tok.adjust(cost - reply.usage.total_tokens)
         draw = self.rng.random()
         wait_s = cfg.hang_s if draw < cfg.hang_rate else latency_s
-        if wait_s > 0 and not await _wait_unless_gone(request, wait_s):
+        if wait_s > 0 and not await _unless_gone(request, asyncio.sleep(wait_s)):
             self.stats.cancelled += 1
             return Response(status_code=499)  # nobody reads it: the client is gone
         draw -= cfg.hang_rate
@@ -245,20 +250,21 @@ class _Emulator:
         return JSONResponse({"ok": True})
 
 
-async def _wait_unless_gone(request: Request, seconds: float) -> bool:
-    """Sleep ``seconds``; ``False`` if the client disconnected first.
+async def _unless_gone(request: Request, work: Awaitable[object]) -> bool:
+    """Await ``work``; ``False`` (and ``work`` cancelled) if the client disconnected first.
 
     The body has been read, so the server's next ASGI message is ``http.disconnect``
     when the connection closes (and nothing before that).
     """
-    sleeper = asyncio.ensure_future(asyncio.sleep(seconds))
+    task = asyncio.ensure_future(work)
     gone = asyncio.ensure_future(_disconnected(request))
     try:
-        await asyncio.wait((sleeper, gone), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        sleeper.cancel()
         gone.cancel()
-    return not (gone.done() and not gone.cancelled())
+        if not task.done():
+            task.cancel()
+    return task.done() and not task.cancelled()
 
 
 async def _disconnected(request: Request) -> None:

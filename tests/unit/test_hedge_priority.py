@@ -1,0 +1,159 @@
+"""Hedging (learned quantile, budget, first answer wins) and interactive-before-batch priority,
+on a fake clock: virtual time, so ratios are exact and nothing waits."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fanout import DAG, Engine, NodeStatus, RunStatus, parse_config
+from fanout.limits import Limiter
+from fanout.retry import HedgePolicy
+from fanout.run import NodeResult
+from fanout.sim import FakeClock, SimProvider
+
+
+def test_hedge_delay_is_the_learned_quantile_once_there_are_enough_samples() -> None:
+    policy = HedgePolicy(quantile=0.9, min_samples=10, max_extra=0.5)
+    for latency in range(1, 10):
+        policy.observe(latency / 100)
+    assert policy.delay_s() is None  # 9 samples: not learned yet
+    policy.observe(0.10)
+    assert policy.delay_s() == pytest.approx(0.09)  # nearest rank of 1..10 at 0.9
+
+
+def test_hedge_budget_allows_max_extra_hedges_per_call() -> None:
+    policy = HedgePolicy(max_extra=0.1, min_samples=1, burst=3)
+    granted = 0
+    for _ in range(1000):
+        policy.note_call()
+        granted += policy.try_hedge()  # every call wants a hedge: only the budget stops it
+    assert granted == 100
+    assert policy.hedges == 100 and policy.calls == 1000
+
+
+def test_hedge_budget_holds_at_most_burst_hedges() -> None:
+    policy = HedgePolicy(max_extra=0.5, min_samples=1, burst=2)
+    for _ in range(100):
+        policy.note_call()  # nothing hedged for a long time ...
+    assert [policy.try_hedge() for _ in range(4)] == [True, True, False, False]  # ... 2 saved
+
+
+def _tail_config(*, hedge: bool) -> object:
+    model: dict[str, object] = {"provider": "sim", "model": "sim-small"}
+    if hedge:
+        model["hedge"] = {"quantile": 0.9, "max_extra": 0.15, "min_samples": 20}
+    return parse_config(
+        {
+            "providers": {
+                "sim": {
+                    "kind": "sim",
+                    "latency_ms": 100,
+                    "jitter_sigma": 0.1,
+                    "tail_rate": 0.05,  # 1 call in 20 takes 2 s more
+                    "tail_latency_ms": 2000,
+                    "max_concurrency": 10_000,
+                }
+            },
+            "models": {"fast": model},
+        }
+    )
+
+
+async def _p99_and_calls(hedge: bool) -> tuple[float, int, int, Engine]:
+    clock = FakeClock(autojump=True)
+    dag = DAG("one")
+    dag.output(reply=dag.llm("fast", "Say {n}", n=dag.input("n"), max_tokens=5, name="reply"))
+    engine = Engine(_tail_config(hedge=hedge), clock=clock)  # type: ignore[arg-type]
+    results = []
+    for batch in range(10):  # 400 requests, 40 at a time
+        results += await asyncio.gather(
+            *(engine.run(dag, {"n": batch * 40 + i}) for i in range(40))
+        )
+    await clock.aclose()
+    assert all(r.ok for r in results)
+    times = sorted(r.wall_time_s for r in results)
+    p99 = times[int(0.99 * len(times)) - 1]
+    provider = engine.providers["sim"]
+    assert isinstance(provider, SimProvider)
+    hedges = sum(r.nodes["reply"].hedges for r in results)
+    return p99, provider.calls, hedges, engine
+
+
+async def test_hedging_cuts_the_p99_of_a_heavy_tailed_call_within_its_budget() -> None:
+    plain_p99, plain_calls, plain_hedges, _ = await _p99_and_calls(hedge=False)
+    hedged_p99, hedged_calls, hedges, engine = await _p99_and_calls(hedge=True)
+    assert plain_hedges == 0 and plain_calls == 400
+    assert plain_p99 > 2.0  # the tail: 2 s more
+    assert hedged_p99 < 0.3 * plain_p99  # the duplicate of a slow call answers first
+    assert 0 < hedges <= 0.15 * 400 + 5  # within max_extra (plus the burst)
+    assert hedged_calls == 400 + hedges
+    policy = engine.hedges()["fast"]
+    delay = policy.delay_s()
+    assert delay is not None and 0.1 < delay < 2.0  # learned: above the body, below the tail
+
+
+async def test_a_hedged_call_cancels_the_loser_and_releases_its_budget() -> None:
+    clock = FakeClock(autojump=True)
+    config = _tail_config(hedge=True)
+    engine = Engine(config, clock=clock)  # type: ignore[arg-type]
+    dag = DAG("one")
+    dag.output(reply=dag.llm("fast", "Say {n}", n=dag.input("n"), max_tokens=5, name="reply"))
+    results = []
+    for batch in range(10):
+        results += await asyncio.gather(
+            *(engine.run(dag, {"n": batch * 40 + i}, budget_usd=1.0) for i in range(40))
+        )
+    await clock.aclose()
+    provider = engine.providers["sim"]
+    assert isinstance(provider, SimProvider)
+    assert provider.in_flight == 0  # every loser was cancelled, none left running
+    assert all(r.ok for r in results)
+    assert sum(r.nodes["reply"].hedges for r in results) > 0
+    limiter = engine.limiters()[0]
+    assert limiter.state().in_flight == 0  # permits of cancelled losers released
+
+
+async def test_on_node_reports_each_node_as_it_finishes() -> None:
+    clock = FakeClock(autojump=True)
+    engine = Engine(_tail_config(hedge=False), clock=clock)  # type: ignore[arg-type]
+    dag = DAG("two")
+    text = dag.input("text")
+    quick = dag.llm("fast", "[sim:latency=10] quick {text}", name="quick")
+    slow = dag.llm("fast", "[sim:latency=5000] slow {text}", name="slow")
+    dag.output(quick=quick, slow=slow, text=text)
+    seen: list[NodeResult] = []
+    result = await engine.run(dag, {"text": "x"}, deadline_s=1.0, on_node=seen.append)
+    await clock.aclose()
+    assert result.status is RunStatus.DEADLINE_EXCEEDED
+    assert [(n.node_id, n.status) for n in seen] == [
+        ("quick", NodeStatus.OK),
+        ("slow", NodeStatus.CANCELLED),
+    ]
+
+
+async def test_interactive_calls_go_first_but_batch_keeps_its_share() -> None:
+    clock = FakeClock(autojump=True)
+    limiter = Limiter(clock=clock, requests_per_min=600, burst_s=0.1, interactive_weight=4)
+    order: list[str] = []
+
+    async def call(kind: str) -> None:
+        permit = await limiter.acquire(interactive=kind == "i")
+        order.append(kind)
+        permit.release()
+
+    first = await limiter.acquire()  # empties the burst: everything below queues
+    first.release()
+    tasks = [asyncio.ensure_future(call("b")) for _ in range(20)]
+    await asyncio.sleep(0)
+    tasks += [asyncio.ensure_future(call("i")) for _ in range(20)]
+    await asyncio.gather(*tasks)
+    await clock.aclose()
+    # interactive work arrived later yet finishes far sooner ...
+    last_interactive = max(i for i, kind in enumerate(order) if kind == "i")
+    assert last_interactive < 30
+    # ... while batch work still got one grant in five meanwhile: it never starves
+    head = order[: last_interactive + 1]
+    assert head.count("b") >= (len(head) - 1) // 5
+    assert order[:5].count("i") >= 3
