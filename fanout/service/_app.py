@@ -310,10 +310,12 @@ async def _events(
     options: dict[str, Any],
     finished: Callable[[RunResult | None, str], None],
 ) -> AsyncIterator[ServerSentEvent]:
-    """``node`` events as nodes finish, then ``result``; cancelled if the client leaves."""
+    """``node`` events as nodes finish (then one for each node the deadline cut), then
+    ``result``; the run is cancelled if the client leaves."""
     queue: asyncio.Queue[NodeResult] = asyncio.Queue()
     run = asyncio.ensure_future(state.runner.run(dag, inputs, on_node=queue.put_nowait, **options))
     result: RunResult | None = None
+    reported: set[str] = set()
     outcome = "disconnected"
     try:
         while not run.done() or not queue.empty():
@@ -326,6 +328,7 @@ async def _events(
                 node = getter.result()
             else:
                 node = queue.get_nowait()
+            reported.add(node.node_id)
             yield ServerSentEvent(to_node_out(node).model_dump_json(), event="node")
         try:
             result = run.result()
@@ -334,6 +337,9 @@ async def _events(
             yield ServerSentEvent(json.dumps(error), event="error")
             outcome = "invalid_request"
             return
+        for node in result.nodes.values():  # cancelled at the deadline: never "finished"
+            if node.node_id not in reported:
+                yield ServerSentEvent(to_node_out(node).model_dump_json(), event="node")
         yield ServerSentEvent(to_response(name, result).model_dump_json(), event="result")
     finally:
         if not run.done():

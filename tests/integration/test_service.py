@@ -1,0 +1,273 @@
+"""The service over loopback: a real uvicorn server, a real httpx client, the real emulator.
+
+Nothing here asserts on timings: counts, statuses and orderings only (the hedging
+test compares two p99s measured in the same test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from support import Emulator, start_emulator
+
+from fanout import DAG, Engine, parse_config
+from fanout.batch import load_pipeline
+from fanout.config import Config
+from fanout.service import ServiceServer, TenantLimits, TokenStore, build_app
+from fanout.sim.server import EmulatorConfig
+
+TOKEN = "tok-" + "a1b2c3d4" * 4
+OTHER = "tok-" + "ffff0000" * 4
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def emu_config(url: str, *, hedge: bool = False) -> Config:
+    model: dict[str, object] = {"provider": "emu", "model": "sim-small"}
+    if hedge:
+        model["hedge"] = {"quantile": 0.9, "max_extra": 0.2, "min_samples": 20}
+    return parse_config(
+        {
+            "providers": {
+                "emu": {
+                    "kind": "openai",
+                    "base_url": url,
+                    "max_concurrency": 256,
+                    "retry": {"max_attempts": 1},
+                }
+            },
+            "models": {"fast": model, "smart": {"provider": "emu", "model": "sim-large"}},
+        }
+    )
+
+
+def two_speeds() -> DAG:
+    dag = DAG("two_speeds", description="one quick call, one that takes 30 s")
+    dag.input("text")
+    quick = dag.llm("fast", "Rate: {text}", name="quick", max_tokens=5)
+    slow = dag.llm("fast", "Wait [sim:latency=30000] {text}", name="slow", max_tokens=5)
+    dag.output(quick=quick, slow=slow)
+    return dag
+
+
+def slow_fan() -> DAG:
+    dag = DAG("slow_fan")
+    items = dag.input("items")
+    dag.output(out=dag.map(dag.llm("fast", "[sim:latency=30000] {item}", max_tokens=5), over=items))
+    return dag
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    with start_emulator(EmulatorConfig(latency_ms=5)) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def service(emulator: Emulator) -> Iterator[ServiceServer]:
+    engine = Engine(emu_config(emulator.base_url))
+    pipelines = {
+        "map_reduce": load_pipeline("examples/pipelines/map_reduce.py:dag"),
+        "two_speeds": two_speeds(),
+        "slow_fan": slow_fan(),
+    }
+    tokens = TokenStore.parse(f"acme:{TOKEN}\nglobex:{OTHER}", source="test tokens")
+
+    def make() -> object:
+        return build_app(
+            pipelines, engine, tokens=tokens, tenant_limits=TenantLimits(max_concurrent=8)
+        )
+
+    with ServiceServer(make, close=engine.aclose) as server:  # type: ignore[arg-type]
+        yield server
+
+
+@pytest.fixture
+def client(service: ServiceServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service.url, timeout=60) as c:
+        yield c
+
+
+def wait_for(predicate: object, timeout_s: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_run_returns_its_outputs_and_per_node_status(client: httpx.Client) -> None:
+    text = "The food was great. The staff were rude! I would come back?"
+    reply = client.post(
+        "/v1/pipelines/map_reduce/runs", headers=AUTH, json={"inputs": {"text": text}}
+    )
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["status"] == "ok" and body["pipeline"] == "map_reduce"
+    assert len(body["outputs"]["ratings"]) == 3
+    assert sum(body["outputs"]["counts"].values()) == 3
+    assert body["outputs"]["summary"]
+    assert body["nodes"]["ratings"]["items_total"] == 3
+    assert body["nodes"]["ratings"]["calls"] == 3 and body["nodes"]["summary"]["calls"] == 1
+    assert {n["status"] for n in body["nodes"].values()} == {"ok"}
+    assert body["usage"]["input_tokens"] > 0 and body["duration_ms"] > 0
+    assert len(body["run_id"]) == 32
+
+
+def test_bad_json_a_missing_input_and_an_unknown_pipeline_get_clear_4xx(
+    client: httpx.Client,
+) -> None:
+    url = "/v1/pipelines/map_reduce/runs"
+    json_headers = {**AUTH, "Content-Type": "application/json"}
+    bad = client.post(url, headers=json_headers, content=b'{"inputs": {"text": ')
+    assert bad.status_code == 400
+    assert bad.json()["error"]["type"] == "invalid_json"
+    assert "not valid JSON" in bad.json()["error"]["message"]
+
+    missing = client.post(url, headers=AUTH, json={"inputs": {}})
+    assert missing.status_code == 422
+    assert missing.json()["error"]["fields"] == [
+        {"field": "inputs.text", "reason": "required; add it"}
+    ]
+
+    wrong = client.post(
+        url, headers=AUTH, json={"inputs": {"text": "x", "txt": 1}, "deadline_ms": -5}
+    )
+    assert wrong.status_code == 422
+    fields = {f["field"] for f in wrong.json()["error"]["fields"]}
+    assert fields == {"inputs.txt", "deadline_ms"}
+
+    unknown = client.post("/v1/pipelines/nope/runs", headers=AUTH, json={"inputs": {}})
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["type"] == "unknown_pipeline"
+    assert "map_reduce" in unknown.json()["error"]["message"]
+
+
+def test_no_token_or_a_wrong_one_is_401_and_no_token_leaks(client: httpx.Client) -> None:
+    url = "/v1/pipelines/map_reduce/runs"
+    for headers in ({}, {"Authorization": "Bearer " + TOKEN[:-1] + "x"}, {"Authorization": TOKEN}):
+        reply = client.post(url, headers=headers, json={"inputs": {"text": "hi"}})
+        assert reply.status_code == 401
+        assert reply.headers["www-authenticate"] == "Bearer"
+        assert TOKEN[4:20] not in reply.text
+    assert client.get("/v1/pipelines").status_code == 401
+    listed = client.get("/v1/pipelines", headers={"Authorization": f"Bearer {OTHER}"})
+    assert listed.status_code == 200
+    by_name = {p["name"]: p for p in listed.json()}
+    assert by_name["map_reduce"]["inputs"] == ["text"]
+    assert by_name["map_reduce"]["input_schema"]["required"] == ["text"]
+    assert TOKEN not in repr(TokenStore.parse(f"acme:{TOKEN}", source="x"))
+
+
+def test_a_deadline_returns_the_finished_nodes_as_partial(
+    client: httpx.Client, emulator: Emulator
+) -> None:
+    before = emulator.stats()["cancelled"]
+    reply = client.post(
+        "/v1/pipelines/two_speeds/runs",
+        headers=AUTH,
+        json={"inputs": {"text": "good"}, "deadline_ms": 1000},
+    )
+    body = reply.json()
+    assert reply.status_code == 200 and body["status"] == "partial"
+    assert body["nodes"]["quick"]["status"] == "ok"
+    assert body["nodes"]["slow"]["status"] == "cancelled"
+    assert body["outputs"]["quick"] and body["outputs"]["slow"] is None
+    # the slow call was cancelled in flight: the provider saw its client hang up
+    assert wait_for(lambda: emulator.stats()["cancelled"] == before + 1)
+
+
+def test_a_client_that_disconnects_cancels_its_in_flight_calls(
+    service: ServiceServer, client: httpx.Client, emulator: Emulator
+) -> None:
+    before = emulator.stats()
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up and hangs up
+        httpx.post(
+            f"{service.url}/v1/pipelines/slow_fan/runs",
+            headers=AUTH,
+            json={"inputs": {"items": ["a", "b", "c", "d", "e"]}},
+            timeout=httpx.Timeout(60, read=1.0),
+        )
+    assert wait_for(lambda: emulator.stats()["accepted"] - before["accepted"] == 5)
+    assert wait_for(lambda: emulator.stats()["cancelled"] - before["cancelled"] == 5)
+    metrics = client.get("/metrics").text
+    assert 'fanout_service_client_disconnects_total{pipeline="slow_fan"} 1.0' in metrics
+
+
+def test_stream_sends_a_node_event_per_finished_node_then_the_result(
+    client: httpx.Client,
+) -> None:
+    events: list[tuple[str, dict[str, object]]] = []
+    with client.stream(
+        "POST",
+        "/v1/pipelines/two_speeds/runs",
+        headers=AUTH,
+        json={"inputs": {"text": "good"}, "stream": True, "deadline_ms": 800},
+    ) as reply:
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        kind = ""
+        for line in reply.iter_lines():
+            if line.startswith("event:"):
+                kind = line.removeprefix("event:").strip()
+            elif line.startswith("data:"):
+                events.append((kind, json.loads(line.removeprefix("data:"))))
+    assert [(k, e.get("node")) for k, e in events[:2]] == [("node", "quick"), ("node", "slow")]
+    assert events[0][1]["status"] == "ok" and events[1][1]["status"] == "cancelled"
+    kind, result = events[-1]
+    assert kind == "result" and result["status"] == "partial" and len(events) == 3
+
+
+def test_openapi_health_and_metrics(client: httpx.Client) -> None:
+    spec = client.get("/openapi.json").json()
+    assert "/v1/pipelines/map_reduce/runs" in spec["paths"]
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    run = spec["paths"]["/v1/pipelines/map_reduce/runs"]["post"]
+    assert run["requestBody"]["required"] is True
+    assert client.get("/healthz").json()["status"] == "ok"
+    client.post("/v1/pipelines/map_reduce/runs", headers=AUTH, json={"inputs": {"text": "Fine."}})
+    metrics = client.get("/metrics").text
+    for name in (
+        'fanout_service_requests_total{pipeline="map_reduce",status="ok"}',
+        "fanout_service_request_duration_seconds_bucket",
+        'fanout_service_in_flight{pipeline="map_reduce"} 0.0',
+        "fanout_service_cost_usd_total",
+        'fanout_limiter_rate_limited_total{limiter="emu/sim-small"} 0.0',
+        "fanout_limiter_wait_seconds_total",
+    ):
+        assert name in metrics, name
+
+
+def test_a_tenant_over_its_concurrency_cap_gets_429(service: ServiceServer) -> None:
+    async def go() -> list[int]:
+        async with httpx.AsyncClient(base_url=service.url, timeout=60) as c:
+            slow = [
+                asyncio.ensure_future(
+                    c.post(
+                        "/v1/pipelines/two_speeds/runs",
+                        headers=AUTH,
+                        json={"inputs": {"text": "x"}, "deadline_ms": 1500},
+                    )
+                )
+                for _ in range(8)
+            ]
+            await asyncio.sleep(0.5)
+            over = await c.post(
+                "/v1/pipelines/map_reduce/runs", headers=AUTH, json={"inputs": {"text": "Hi."}}
+            )
+            other = await c.post(
+                "/v1/pipelines/map_reduce/runs",
+                headers={"Authorization": f"Bearer {OTHER}"},
+                json={"inputs": {"text": "Hi."}},
+            )
+            done = await asyncio.gather(*slow)
+            return [over.status_code, other.status_code, *(r.status_code for r in done)]
+
+    codes = asyncio.run(go())
+    assert codes[0] == 429  # acme has 8 runs in flight
+    assert codes[1] == 200  # globex does not share acme's cap
+    assert codes[2:] == [200] * 8
