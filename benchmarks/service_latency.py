@@ -13,7 +13,8 @@ most 8 at once: the example's ``concurrency=8``) and one ``smart`` summary call.
 Scenarios (each in a fresh server):
   base         100 ms per call, no jitter          target p50 <= 1.15x, p99 <= 1.5x crit
   tail         heavy tail: --tail-rate of calls take --tail-ms more (jitter 0.1), no hedging
-  tail-hedged  the same with [models.fast.hedge] (p95, --hedge-max-extra)
+  tail-hedged  the same with [models.fast.hedge] and [models.smart.hedge] (p95,
+               --hedge-max-extra): both the map's calls and the summary are hedged
                target: p99 at least 30% below `tail`
 
 Run: python benchmarks/service_latency.py [--rate 20] [--duration 20] [--scenarios base,tail,...]
@@ -61,11 +62,12 @@ def config_toml(args: argparse.Namespace, scenario: Scenario) -> str:
     tail = (
         f"tail_rate = {args.tail_rate}\ntail_latency_ms = {args.tail_ms}\n" if scenario.tail else ""
     )
-    hedge = (
-        f"\n[models.fast.hedge]\nquantile = 0.95\nmax_extra = {args.hedge_max_extra}\n"
+    hedge = {
+        alias: f"\n[models.{alias}.hedge]\nquantile = 0.95\nmax_extra = {args.hedge_max_extra}\n"
         if scenario.hedge
         else ""
-    )
+        for alias in ("fast", "smart")
+    }
     return f"""
 [providers.sim]
 kind = "sim"
@@ -76,11 +78,11 @@ max_concurrency = 100000
 [models.fast]
 provider = "sim"
 model = "sim-small"
-{hedge}
+{hedge["fast"]}
 [models.smart]
 provider = "sim"
 model = "sim-large"
-"""
+{hedge["smart"]}"""
 
 
 def free_port() -> int:
@@ -136,6 +138,12 @@ async def load(url: str, args: argparse.Namespace, seed: int) -> tuple[list[floa
     return latencies, statuses
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
@@ -173,7 +181,9 @@ def run_scenario(args: argparse.Namespace, scenario: Scenario) -> dict[str, floa
                     if time.monotonic() > deadline or server.poll() is not None:
                         raise SystemExit("fanout serve did not start") from None
                     time.sleep(0.1)
+            cpu_before, wall_before = cpu_s(server.pid), time.perf_counter()
             latencies, statuses = asyncio.run(load(url, args, seed=args.seed))
+            server_cores = (cpu_s(server.pid) - cpu_before) / (time.perf_counter() - wall_before)
             metrics = httpx.get(f"{url}/metrics").text
         finally:
             server.terminate()
@@ -183,7 +193,14 @@ def run_scenario(args: argparse.Namespace, scenario: Scenario) -> dict[str, floa
         for line in metrics.splitlines()
         if line.startswith("fanout_hedges_total{")
     )
+    delays = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("fanout_hedge_delay_seconds{")
+    ]
     return {
+        "server_cores": server_cores,
+        "hedge_delay_ms": max(delays) * 1000 if delays else 0.0,
         "requests": len(latencies),
         "ok": statuses.get("ok", 0),
         "p50": quantile(latencies, 0.50),
@@ -229,7 +246,9 @@ def main() -> None:
             f"p50 {r['p50'] * 1000:6.0f} ms ({r['p50'] / critical_s:.2f}x)  "
             f"p95 {r['p95'] * 1000:6.0f} ms ({r['p95'] / critical_s:.2f}x)  "
             f"p99 {r['p99'] * 1000:6.0f} ms ({r['p99'] / critical_s:.2f}x)  "
-            f"hedges {r['hedges']:.0f} ({r['hedges'] / calls:.1%} of calls)",
+            f"hedges {r['hedges']:.0f} ({r['hedges'] / calls:.1%} of calls"
+            + (f", after {r['hedge_delay_ms']:.0f} ms" if r["hedges"] else "")
+            + f")  server CPU {r['server_cores']:.2f} cores",
             flush=True,
         )
     if "tail" in results and "tail-hedged" in results:

@@ -407,10 +407,10 @@ def serve(
         from fanout.service import build_app, serve_forever
 
         engine = Engine.from_config(config, traces=traces)
-        service = build_app(dags, engine, tokens=tokens, tenant_limits=limits)
+        service = build_app(dags, engine, tokens=tokens, tenant_limits=limits, close_runner=True)
     names = ", ".join(sorted(dags))
     typer.echo(f"fanout serve on http://{host}:{port} ({names}; API docs at /docs)", err=True)
-    serve_forever(service, host=host, port=port, close=engine.aclose)  # until SIGINT/SIGTERM
+    serve_forever(service, host=host, port=port)  # until SIGINT/SIGTERM
 
 
 # -- traces: reading a traces directory (summary, one request, OTLP export) ----------

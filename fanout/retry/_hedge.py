@@ -14,7 +14,7 @@ from collections import deque
 
 __all__ = ["HedgePolicy"]
 
-_RECOMPUTE_EVERY = 16  # observations between two quantile computations (a sort of the window)
+_RECOMPUTE_EVERY = 64  # observations between two quantile computations (a sort of the window)
 
 
 class HedgePolicy:

@@ -11,6 +11,7 @@ their input schema; ``GET /healthz``; ``GET /metrics`` (Prometheus); ``GET
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import time
@@ -69,6 +70,8 @@ class Runner(Protocol):
 
     def hedges(self) -> dict[str, HedgePolicy]: ...
 
+    async def aclose(self) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class TenantLimits:
@@ -110,11 +113,14 @@ def build_app(
     tokens: TokenStore | None,
     tenant_limits: TenantLimits | None = None,
     title: str = "fanout service",
+    close_runner: bool = False,
 ) -> FastAPI:
     """The app serving ``pipelines`` (by name) on ``runner``.
 
     ``tokens``: the accepted bearer tokens (``None``: no auth, for local use only).
-    Raises :class:`ConfigError` if a DAG is invalid for the runner's models.
+    ``close_runner``: the app's lifespan closes ``runner`` at shutdown (its trace is
+    written out), for servers that run the ASGI lifespan. Raises :class:`ConfigError`
+    if a DAG is invalid for the runner's models.
     """
     plans = {name: (dag, runner.validate(dag)) for name, dag in pipelines.items()}
     state = _State(
@@ -124,7 +130,14 @@ def build_app(
         limits=tenant_limits or TenantLimits(),
         metrics=ServiceMetrics(runner.limiter_states, runner.hedges),
     )
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if close_runner:
+            await runner.aclose()
+
     app = FastAPI(
+        lifespan=lifespan,
         title=title,
         version="1",
         description="Runs named fanout DAGs: fan-out LLM and tool calls under deadlines.",

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 __all__ = ["ServiceServer", "serve_forever"]
 
 
-def _uvicorn(app: FastAPI, host: str, port: int) -> uvicorn.Server:
+def _uvicorn(app: FastAPI, host: str, port: int, *, lifespan: bool = False) -> uvicorn.Server:
     return uvicorn.Server(
         uvicorn.Config(
             app,
@@ -21,35 +21,17 @@ def _uvicorn(app: FastAPI, host: str, port: int) -> uvicorn.Server:
             port=port,
             log_level="warning",
             access_log=False,  # requests carry bearer tokens: no access log at all
-            lifespan="off",
+            lifespan="on" if lifespan else "off",
             timeout_graceful_shutdown=2,
         )
     )
 
 
-def serve_forever(
-    app: FastAPI,
-    *,
-    host: str,
-    port: int,
-    on_start: Callable[[], None] | None = None,
-    close: Callable[[], object] | None = None,
-) -> None:
-    """Serve ``app`` until interrupted (SIGINT/SIGTERM), then await ``close()``."""
-    server = _uvicorn(app, host, port)
-
-    async def main() -> None:
-        try:
-            if on_start is not None:
-                on_start()
-            await server.serve()
-        finally:
-            if close is not None:
-                done = close()
-                if asyncio.iscoroutine(done):
-                    await done
-
-    asyncio.run(main())
+def serve_forever(app: FastAPI, *, host: str, port: int) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM, running its lifespan (an app built with
+    ``close_runner=True`` closes its engine there). Uvicorn then re-raises the signal,
+    so a terminated server exits as terminated, after a graceful shutdown."""
+    _uvicorn(app, host, port, lifespan=True).run()
 
 
 class ServiceServer:

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -271,3 +275,92 @@ def test_a_tenant_over_its_concurrency_cap_gets_429(service: ServiceServer) -> N
     assert codes[0] == 429  # acme has 8 runs in flight
     assert codes[1] == 200  # globex does not share acme's cap
     assert codes[2:] == [200] * 8
+
+
+@contextmanager
+def tail_emulator_process(**config: float) -> Iterator[str]:
+    """The emulator in its own process (not sharing the test's CPU and GIL); its base URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code = (
+        "import sys; from fanout.sim.server import EmulatorConfig, serve; "
+        f"serve(EmulatorConfig(**{config!r}), port={port})"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
+    root = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: _up(root) or proc.poll() is not None, 30) and proc.poll() is None
+        yield f"{root}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _up(root: str) -> bool:
+    try:
+        return httpx.get(f"{root}/stats").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.slow  # ~20 s; tests/unit/test_hedge_priority.py covers hedging in the default run
+def test_hedging_cuts_the_p99_of_a_heavy_tailed_call() -> None:
+    """Two aliases on one heavy-tailed emulator (1 call in 20 takes 3 s more), one
+    hedged: the same requests through the same server, each p99 measured here."""
+    pipelines = {}
+    for alias in ("plain", "hedged"):
+        dag = DAG(alias)
+        dag.output(reply=dag.llm(alias, "Say {n}", n=dag.input("n"), max_tokens=5, name="reply"))
+        pipelines[alias] = dag
+    tail = {"latency_ms": 20, "tail_rate": 0.05, "tail_latency_ms": 3000, "seed": 3}
+    with tail_emulator_process(**tail) as base_url:
+        config = parse_config(
+            {
+                "providers": {
+                    "emu": {"kind": "openai", "base_url": base_url, "max_concurrency": 256}
+                },
+                "models": {
+                    "plain": {"provider": "emu", "model": "sim-small"},
+                    "hedged": {
+                        "provider": "emu",
+                        "model": "sim-small",
+                        "hedge": {"quantile": 0.8, "max_extra": 0.5, "min_samples": 20},
+                    },
+                },
+            }
+        )
+        engine = Engine(config)
+        make = lambda: build_app(pipelines, engine, tokens=None)  # noqa: E731
+        with ServiceServer(make, close=engine.aclose) as server:
+
+            async def latencies(name: str, count: int) -> tuple[list[float], int]:
+                pool = asyncio.Semaphore(20)
+                times: list[float] = []
+                hedges = 0
+
+                async def one(c: httpx.AsyncClient, n: int) -> None:
+                    nonlocal hedges
+                    async with pool:
+                        start = time.perf_counter()
+                        reply = await c.post(
+                            f"/v1/pipelines/{name}/runs", json={"inputs": {"n": n}}
+                        )
+                        times.append(time.perf_counter() - start)
+                    assert reply.json()["status"] == "ok"
+                    hedges += reply.json()["nodes"]["reply"]["hedges"]
+
+                async with httpx.AsyncClient(base_url=server.url, timeout=60) as c:
+                    await asyncio.gather(*(one(c, n) for n in range(count)))
+                return sorted(times), hedges
+
+            async def both() -> tuple[float, float, int]:
+                await latencies("hedged", 40)  # warm-up: the hedge learns its delay
+                plain, _ = await latencies("plain", 200)
+                hedged, hedges = await latencies("hedged", 200)
+                return plain[197], hedged[197], hedges  # p99 of 200
+
+            plain_p99, hedged_p99, hedges = asyncio.run(both())
+    assert plain_p99 > 3.0  # the tail
+    assert hedged_p99 < 0.5 * plain_p99
+    assert 0 < hedges <= 0.5 * 240 + 5  # within the hedge budget

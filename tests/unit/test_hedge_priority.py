@@ -12,6 +12,15 @@ from fanout.limits import Limiter
 from fanout.retry import HedgePolicy
 from fanout.run import NodeResult
 from fanout.sim import FakeClock, SimProvider
+from fanout.trace import Span
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+
+    def emit(self, span: Span) -> None:
+        self.spans.append(span)
 
 
 def test_hedge_delay_is_the_learned_quantile_once_there_are_enough_samples() -> None:
@@ -97,7 +106,8 @@ async def test_hedging_cuts_the_p99_of_a_heavy_tailed_call_within_its_budget() -
 async def test_a_hedged_call_cancels_the_loser_and_releases_its_budget() -> None:
     clock = FakeClock(autojump=True)
     config = _tail_config(hedge=True)
-    engine = Engine(config, clock=clock)  # type: ignore[arg-type]
+    sink = ListSink()
+    engine = Engine(config, clock=clock, traces=sink)  # type: ignore[arg-type]
     dag = DAG("one")
     dag.output(reply=dag.llm("fast", "Say {n}", n=dag.input("n"), max_tokens=5, name="reply"))
     results = []
@@ -113,6 +123,14 @@ async def test_a_hedged_call_cancels_the_loser_and_releases_its_budget() -> None
     assert sum(r.nodes["reply"].hedges for r in results) > 0
     limiter = engine.limiters()[0]
     assert limiter.state().in_flight == 0  # permits of cancelled losers released
+    # the trace marks each duplicate; per hedged call one attempt won and one was cancelled
+    attempts = [s for s in sink.spans if s.record_type == "attempt"]
+    hedged = [s for s in attempts if s.hedged]
+    assert len(hedged) == sum(r.nodes["reply"].hedges for r in results)
+    assert len(attempts) == 400 + len(hedged)
+    assert sum(s.status == "cancelled" for s in attempts) == len(hedged)
+    assert all(s.status in ("ok", "cancelled") for s in attempts)
+    assert sum(s.cost_usd or 0 for s in attempts) == pytest.approx(sum(r.cost_usd for r in results))
 
 
 async def test_on_node_reports_each_node_as_it_finishes() -> None:
@@ -157,3 +175,35 @@ async def test_interactive_calls_go_first_but_batch_keeps_its_share() -> None:
     head = order[: last_interactive + 1]
     assert head.count("b") >= (len(head) - 1) // 5
     assert order[:5].count("i") >= 3
+
+
+async def test_interactive_runs_finish_before_batch_runs_sharing_the_quota() -> None:
+    clock = FakeClock(autojump=True)
+    config = parse_config(
+        {
+            "providers": {
+                "sim": {"kind": "sim", "latency_ms": 50, "jitter_sigma": 0, "requests_per_min": 600}
+            },
+            "models": {"fast": {"provider": "sim", "model": "sim-small"}},
+        }
+    )
+    engine = Engine(config, clock=clock)
+    dag = DAG("one")
+    dag.output(reply=dag.llm("fast", "Say {n}", n=dag.input("n"), max_tokens=5, name="reply"))
+    ends: dict[str, list[float]] = {"batch": [], "interactive": []}
+
+    async def run(kind: str, n: int) -> None:
+        result = await engine.run(dag, {"n": n}, interactive=kind == "interactive")
+        assert result.ok
+        ends[kind].append(clock.now())
+
+    batch = [asyncio.ensure_future(run("batch", n)) for n in range(60)]  # a 6 s backlog
+    await clock.sleep(1.0)
+    interactive = [asyncio.ensure_future(run("interactive", 100 + n)) for n in range(10)]
+    await asyncio.gather(*batch, *interactive)
+    await clock.aclose()
+    # the interactive runs arrived behind a backlog of batch runs yet were served first ...
+    assert max(ends["interactive"]) < 3.0 < max(ends["batch"])
+    # ... while batch runs kept finishing meanwhile (one grant in five): no starvation
+    window = (1.0, max(ends["interactive"]))
+    assert sum(window[0] < t <= window[1] for t in ends["batch"]) >= 2
