@@ -12,7 +12,8 @@ most 8 at once: the example's ``concurrency=8``) and one ``smart`` summary call.
 
 Scenarios (each in a fresh server):
   base         100 ms per call, no jitter          target p50 <= 1.15x, p99 <= 1.5x crit
-  tail         heavy tail: --tail-rate of calls take --tail-ms more (jitter 0.1), no hedging
+  tail         heavy tail: --tail-rate of calls (0.5%) take --tail-ms (2 s) more, jitter 0.1;
+               40% of requests meet at least one such call; no hedging
   tail-hedged  the same with [models.fast.hedge] and [models.smart.hedge] (p95,
                --hedge-max-extra): both the map's calls and the summary are hedged
                target: p99 at least 30% below `tail`
@@ -35,6 +36,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -113,9 +115,10 @@ async def load(url: str, args: argparse.Namespace, seed: int) -> tuple[list[floa
                 reply = await client.post(
                     "/v1/pipelines/map_reduce/runs", json={"inputs": {"text": text}}
                 )
-                status = (
-                    reply.json()["status"] if reply.status_code == 200 else str(reply.status_code)
-                )
+                body = reply.json()
+                status = body["status"] if reply.status_code == 200 else str(reply.status_code)
+                if status not in ("ok", str(reply.status_code)):
+                    status = f"{status} ({body['error_type']}: {body['error_message']})"
             except httpx.HTTPError as exc:
                 status = type(exc).__name__
             latencies.append(time.perf_counter() - start)
@@ -149,7 +152,7 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
-def run_scenario(args: argparse.Namespace, scenario: Scenario) -> dict[str, float]:
+def run_scenario(args: argparse.Namespace, scenario: Scenario) -> dict[str, Any]:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "fanout.toml"
@@ -203,6 +206,7 @@ def run_scenario(args: argparse.Namespace, scenario: Scenario) -> dict[str, floa
         "hedge_delay_ms": max(delays) * 1000 if delays else 0.0,
         "requests": len(latencies),
         "ok": statuses.get("ok", 0),
+        "other": ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()) if k != "ok"),
         "p50": quantile(latencies, 0.50),
         "p95": quantile(latencies, 0.95),
         "p99": quantile(latencies, 0.99),
@@ -216,8 +220,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per scenario")
     parser.add_argument("--sentences", type=int, default=100, help="map calls per request")
     parser.add_argument("--latency-ms", type=float, default=100.0)
-    parser.add_argument("--tail-rate", type=float, default=0.02)
-    parser.add_argument("--tail-ms", type=float, default=1000.0)
+    parser.add_argument("--tail-rate", type=float, default=0.005, help="share of slow calls")
+    parser.add_argument("--tail-ms", type=float, default=2000.0, help="added to a slow call")
     parser.add_argument("--hedge-max-extra", type=float, default=0.1)
     parser.add_argument("--scenarios", default="base,tail,tail-hedged")
     parser.add_argument("--seed", type=int, default=7)
@@ -230,7 +234,7 @@ def main() -> None:
     critical_s = (waves + 1) * args.latency_ms / 1000
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}"
+        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at start"
     )
     print(
         f"map_reduce: {args.sentences} map calls ({waves} waves of {MAP_CONCURRENCY}) + 1 summary, "
@@ -248,7 +252,8 @@ def main() -> None:
             f"p99 {r['p99'] * 1000:6.0f} ms ({r['p99'] / critical_s:.2f}x)  "
             f"hedges {r['hedges']:.0f} ({r['hedges'] / calls:.1%} of calls"
             + (f", after {r['hedge_delay_ms']:.0f} ms" if r["hedges"] else "")
-            + f")  server CPU {r['server_cores']:.2f} cores",
+            + f")  server CPU {r['server_cores']:.2f} cores"
+            + (f"  not ok: {r['other']}" if r["other"] else ""),
             flush=True,
         )
     if "tail" in results and "tail-hedged" in results:
