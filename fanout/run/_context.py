@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -325,9 +326,12 @@ class RunContext:
             await wake.wait()
             if not first.done() and hedge.try_hedge():
                 target = self.router.route(route.hedge_to or route.alias)
+                duplicate = request
+                if target.config.model != request.model:  # hedged to the fallback model
+                    duplicate = dataclasses.replace(request, model=target.config.model)
                 stats.hedges += 1
                 second = loop.create_task(
-                    self._attempt(target, request, stats, site, 1, 0.0, hedged=True)
+                    self._attempt(target, duplicate, stats, site, 1, 0.0, hedged=True)
                 )
                 second.add_done_callback(wake)
                 attempts.append(second)

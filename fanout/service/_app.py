@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -355,10 +356,13 @@ async def _events(
                 yield ServerSentEvent(to_node_out(node).model_dump_json(), event="node")
         yield ServerSentEvent(to_response(name, result).model_dump_json(), event="result")
     finally:
-        if not run.done():
-            run.cancel()
-            await asyncio.gather(run, return_exceptions=True)
-        finished(result, outcome)
+        # sse-starlette cancels this generator through an anyio cancel scope, which
+        # cancels every await in it again: shield the run's own cancellation.
+        with anyio.CancelScope(shield=True):
+            if not run.done():
+                run.cancel()
+                await asyncio.gather(run, return_exceptions=True)
+            finished(result, outcome)
 
 
 async def _disconnected(request: Request) -> None:

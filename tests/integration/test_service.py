@@ -175,7 +175,7 @@ def test_a_deadline_returns_the_finished_nodes_as_partial(
     reply = client.post(
         "/v1/pipelines/two_speeds/runs",
         headers=AUTH,
-        json={"inputs": {"text": "good"}, "deadline_ms": 1000},
+        json={"inputs": {"text": "good"}, "deadline_ms": 2500},
     )
     body = reply.json()
     assert reply.status_code == 200 and body["status"] == "partial"
@@ -203,6 +203,32 @@ def test_a_client_that_disconnects_cancels_its_in_flight_calls(
     assert 'fanout_service_client_disconnects_total{pipeline="slow_fan"} 1.0' in metrics
 
 
+def test_a_streaming_client_that_disconnects_cancels_its_run(
+    service: ServiceServer, client: httpx.Client, emulator: Emulator
+) -> None:
+    before = emulator.stats()
+    with (
+        httpx.Client(base_url=service.url, timeout=60) as own,
+        own.stream(
+            "POST",
+            "/v1/pipelines/two_speeds/runs",
+            headers=AUTH,
+            json={"inputs": {"text": "x"}, "stream": True},
+        ) as reply,
+    ):
+        for line in reply.iter_lines():
+            if line.startswith("data:"):  # the quick node's event: now hang up
+                assert '"node":"quick"' in line
+                break
+    assert wait_for(lambda: emulator.stats()["cancelled"] - before["cancelled"] == 1)
+    assert wait_for(
+        lambda: (
+            'fanout_service_requests_total{pipeline="two_speeds",status="disconnected"}'
+            in client.get("/metrics").text
+        )
+    )
+
+
 def test_stream_sends_a_node_event_per_finished_node_then_the_result(
     client: httpx.Client,
 ) -> None:
@@ -211,7 +237,7 @@ def test_stream_sends_a_node_event_per_finished_node_then_the_result(
         "POST",
         "/v1/pipelines/two_speeds/runs",
         headers=AUTH,
-        json={"inputs": {"text": "good"}, "stream": True, "deadline_ms": 800},
+        json={"inputs": {"text": "good"}, "stream": True, "deadline_ms": 2000},
     ) as reply:
         assert reply.headers["content-type"].startswith("text/event-stream")
         kind = ""

@@ -207,3 +207,39 @@ async def test_interactive_runs_finish_before_batch_runs_sharing_the_quota() -> 
     # ... while batch runs kept finishing meanwhile (one grant in five): no starvation
     window = (1.0, max(ends["interactive"]))
     assert sum(window[0] < t <= window[1] for t in ends["batch"]) >= 2
+
+
+async def test_hedges_can_go_to_the_fallback_model() -> None:
+    clock = FakeClock(autojump=True)
+    config = parse_config(
+        {
+            "providers": {
+                "sim": {
+                    "kind": "sim",
+                    "latency_ms": 100,
+                    "jitter_sigma": 0.1,
+                    "tail_rate": 0.1,
+                    "tail_latency_ms": 2000,
+                }
+            },
+            "models": {
+                "fast": {
+                    "provider": "sim",
+                    "model": "sim-small",
+                    "fallbacks": ["smart"],
+                    "hedge": {"quantile": 0.8, "max_extra": 0.5, "to": "fallback"},
+                },
+                "smart": {"provider": "sim", "model": "sim-large"},
+            },
+        }
+    )
+    sink = ListSink()
+    engine = Engine(config, clock=clock, traces=sink)
+    dag = DAG("one")
+    dag.output(reply=dag.llm("fast", "Say {n}", n=dag.input("n"), max_tokens=5, name="reply"))
+    for batch in range(5):
+        await asyncio.gather(*(engine.run(dag, {"n": batch * 20 + i}) for i in range(20)))
+    await clock.aclose()
+    hedged = [s for s in sink.spans if s.record_type == "attempt" and s.hedged]
+    assert hedged and {s.model_alias for s in hedged} == {"smart"}
+    assert {s.request_model for s in hedged} == {"sim-large"}
