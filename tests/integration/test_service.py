@@ -390,3 +390,36 @@ def test_hedging_cuts_the_p99_of_a_heavy_tailed_call() -> None:
     assert plain_p99 > 3.0  # the tail
     assert hedged_p99 < 0.5 * plain_p99
     assert 0 < hedges <= 0.5 * 240 + 5  # within the hedge budget
+
+
+def test_a_tenants_budget_caps_its_runs_and_an_exhausted_one_gets_402() -> None:
+    from support import sim_config
+
+    engine = Engine(sim_config(0.0))  # priced: fast $1/$2 per million tokens in/out
+    dag = load_pipeline("examples/pipelines/map_reduce.py:dag")
+    tokens = TokenStore.parse(f"acme:{TOKEN}", source="test")
+    text = "Good. " * 30  # a run costs ~$0.0026 unbounded
+
+    def statuses(budget_usd: float) -> tuple[list[object], float]:
+        limits = TenantLimits(budget_usd=budget_usd)
+
+        def make() -> object:
+            return build_app({"map_reduce": dag}, engine, tokens=tokens, tenant_limits=limits)
+
+        seen: list[object] = []
+        spent = 0.0
+        with ServiceServer(make) as server, httpx.Client(base_url=server.url, timeout=60) as c:  # type: ignore[arg-type]
+            for _ in range(4):
+                reply = c.post(
+                    "/v1/pipelines/map_reduce/runs", headers=AUTH, json={"inputs": {"text": text}}
+                )
+                body = reply.json()
+                seen.append(body["status"] if reply.status_code == 200 else reply.status_code)
+                spent += body.get("cost_usd", 0.0)
+        return seen, spent
+
+    seen, spent = statuses(0.0001)
+    assert seen == ["budget_exceeded"] * 4  # each run is capped at what the tenant has left
+    assert 0 < spent <= 0.0001
+    seen, spent = statuses(0.0)
+    assert seen == [402] * 4 and spent == 0
