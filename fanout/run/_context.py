@@ -306,8 +306,10 @@ class RunContext:
         hedge budget allows, a duplicate goes out too. The first answer wins and the
         other attempt is cancelled (its budget reservation and permit released).
 
-        One task and one clock timer per call, no ``asyncio.wait``: this runs for every
-        call of a hedged alias, so it stays cheap (~15% of a call's CPU).
+        The first attempt runs in the caller's task and only a clock timer is armed, so
+        a call that answers in time costs next to nothing more; the duplicate gets a
+        task, and if it answers first it cancels the caller's attempt (the way
+        ``asyncio.timeout`` does, telling its own cancellation from anyone else's).
         """
         delay_s = hedge.delay_s()
         hedge.note_call()
@@ -316,42 +318,58 @@ class RunContext:
             response = await self._attempt(route, request, stats, site, 1, 0.0)
             hedge.observe(self.clock.now() - start)
             return response
-        loop = asyncio.get_running_loop()
-        first = loop.create_task(self._attempt(route, request, stats, site, 1, 0.0))
-        attempts = [first]
-        wake = _Wake(loop)
-        first.add_done_callback(wake)
-        timer = self.clock.call_later(delay_s, wake)
+        caller = asyncio.current_task()
+        assert caller is not None
+        race = _Race()
+
+        def won(task: asyncio.Task[ChatResponse]) -> None:
+            if race.first_done or task.cancelled() or task.exception() is not None:
+                return
+            race.won = True
+            caller.cancel()  # the duplicate answered first: stop the first attempt
+
+        def fire() -> None:
+            if race.first_done or not hedge.try_hedge():
+                return
+            target = self.router.route(route.hedge_to or route.alias)
+            duplicate = request
+            if target.config.model != request.model:  # hedged to the fallback model
+                duplicate = dataclasses.replace(request, model=target.config.model)
+            stats.hedges += 1
+            race.task = asyncio.get_running_loop().create_task(
+                self._attempt(target, duplicate, stats, site, 1, 0.0, hedged=True)
+            )
+            race.task.add_done_callback(won)
+
+        timer = self.clock.call_later(delay_s, fire)
+        cancelling = caller.cancelling()
         try:
-            await wake.wait()
-            if not first.done() and hedge.try_hedge():
-                target = self.router.route(route.hedge_to or route.alias)
-                duplicate = request
-                if target.config.model != request.model:  # hedged to the fallback model
-                    duplicate = dataclasses.replace(request, model=target.config.model)
-                stats.hedges += 1
-                second = loop.create_task(
-                    self._attempt(target, duplicate, stats, site, 1, 0.0, hedged=True)
-                )
-                second.add_done_callback(wake)
-                attempts.append(second)
-            while True:
-                winner = next((t for t in attempts if t.done() and t.exception() is None), None)
-                if winner is not None:
-                    # The first attempt's time to answer, or (lost to the hedge) at least
-                    # this long: slow calls stay in the sample, so the quantile holds.
-                    hedge.observe(self.clock.now() - start)
-                    return winner.result()
-                if all(t.done() for t in attempts):  # every attempt failed: the first decides
-                    raise first.exception()  # type: ignore[misc]
-                await wake.wait()
+            try:
+                response = await self._attempt(route, request, stats, site, 1, 0.0)
+            finally:
+                race.first_done = True
+                timer.cancel()
+        except asyncio.CancelledError:
+            if race.won and race.task is not None and caller.uncancel() <= cancelling:
+                response = race.task.result()  # ours: the duplicate won
+            else:
+                raise
+        except ProviderError as first_error:
+            if race.task is None:
+                raise
+            try:  # the first attempt failed: the duplicate in flight may still answer
+                response = await race.task
+            except ProviderError:
+                raise first_error from None  # both failed: the first attempt's error decides
         finally:
-            timer.cancel()
-            losers = [t for t in attempts if not t.done()]
-            for task in losers:
-                task.cancel()
-            if losers:
-                await asyncio.gather(*losers, return_exceptions=True)
+            hedged = race.task
+            if hedged is not None and not hedged.done():
+                hedged.cancel()
+                await asyncio.gather(hedged, return_exceptions=True)
+        # The first attempt's time to answer, or (lost to the duplicate) at least this
+        # long: slow calls stay in the sample, so the quantile holds.
+        hedge.observe(self.clock.now() - start)
+        return response
 
     async def _attempt(
         self,
@@ -484,22 +502,15 @@ class RunContext:
         return response
 
 
-class _Wake:
-    """A re-armable wake-up for one waiter: call it (a done callback, a timer) to wake."""
+class _Race:
+    """A hedged call's state: the duplicate's task, and who answered first."""
 
-    __slots__ = ("_future", "_loop")
+    __slots__ = ("first_done", "task", "won")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._future: asyncio.Future[None] = loop.create_future()
-
-    def __call__(self, _: object = None) -> None:
-        if not self._future.done():
-            self._future.set_result(None)
-
-    async def wait(self) -> None:
-        await self._future
-        self._future = self._loop.create_future()
+    def __init__(self) -> None:
+        self.first_done = False  # the first attempt ended (answered or failed)
+        self.won = False  # the duplicate answered while the first was still out
+        self.task: asyncio.Task[ChatResponse] | None = None
 
 
 class _AttemptNote:
