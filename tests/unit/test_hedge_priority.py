@@ -8,11 +8,13 @@ import asyncio
 import pytest
 
 from fanout import DAG, Engine, NodeStatus, RunStatus, parse_config
+from fanout.errors import ProviderHTTPError
 from fanout.limits import Limiter
 from fanout.retry import HedgePolicy
-from fanout.run import NodeResult
+from fanout.run import NodeResult, RunResult
 from fanout.sim import FakeClock, SimProvider
 from fanout.trace import Span
+from fanout.types import ChatRequest, ChatResponse, Usage
 
 
 class ListSink:
@@ -243,3 +245,88 @@ async def test_hedges_can_go_to_the_fallback_model() -> None:
     hedged = [s for s in sink.spans if s.record_type == "attempt" and s.hedged]
     assert hedged and {s.model_alias for s in hedged} == {"smart"}
     assert {s.request_model for s in hedged} == {"sim-large"}
+
+
+class Scripted:
+    """A provider whose n-th call takes ``script[n]`` = (seconds, fails); counts outcomes."""
+
+    name = "sim"
+
+    def __init__(self, clock: FakeClock, script: list[tuple[float, bool]]) -> None:
+        self.clock = clock
+        self.script = script
+        self.calls = self.cancelled = 0
+
+    async def complete(
+        self, request: ChatRequest, *, timeout_s: float | None = None
+    ) -> ChatResponse:
+        seconds, fails = self.script[min(self.calls, len(self.script) - 1)]
+        self.calls += 1
+        try:
+            await self.clock.sleep(seconds)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        if fails:
+            raise ProviderHTTPError("scripted 500", provider="sim", status_code=500)
+        return ChatResponse(content=f"answer {self.calls}", usage=Usage(1, 1), model=request.model)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def _scripted_run(
+    script: list[tuple[float, bool]], deadline_s: float | None = None
+) -> tuple[RunResult, Scripted, FakeClock]:
+    clock = FakeClock(autojump=True)
+    config = parse_config(
+        {
+            "providers": {"sim": {"kind": "sim", "retry": {"max_attempts": 1}}},
+            "models": {
+                "fast": {
+                    "provider": "sim",
+                    "model": "sim-small",
+                    "hedge": {"quantile": 0.5, "max_extra": 1.0, "min_samples": 1},
+                }
+            },
+        }
+    )
+    provider = Scripted(clock, script)
+    engine = Engine(config, clock=clock, providers={"sim": provider})
+    dag = DAG("one")
+    dag.output(reply=dag.llm("fast", "Say {n}", n=dag.input("n"), max_tokens=5, name="reply"))
+    await engine.run(dag, {"n": 0})  # learns a hedge delay of 0.1 s
+    start = clock.now()
+    result = await engine.run(dag, {"n": 1}, deadline_s=deadline_s)
+    object.__setattr__(result, "wall_time_s", clock.now() - start)
+    await clock.aclose()
+    return result, provider, clock
+
+
+async def test_a_duplicate_that_answers_first_wins_and_the_first_is_cancelled() -> None:
+    result, provider, _ = await _scripted_run([(0.1, False), (5.0, False), (0.1, False)])
+    assert result.ok and result.outputs["reply"] == "answer 3"
+    assert result.wall_time_s == pytest.approx(0.2)  # the delay, then the duplicate's 0.1 s
+    assert provider.calls == 3 and provider.cancelled == 1
+    assert result.nodes["reply"].hedges == 1
+
+
+async def test_when_the_first_attempt_fails_the_duplicate_in_flight_still_answers() -> None:
+    result, provider, _ = await _scripted_run([(0.1, False), (0.5, True), (1.0, False)])
+    assert result.ok and result.outputs["reply"] == "answer 3"
+    assert result.wall_time_s == pytest.approx(1.1)
+    assert provider.cancelled == 0
+
+
+async def test_both_attempts_failing_reports_the_first_attempts_error() -> None:
+    result, provider, _ = await _scripted_run([(0.1, False), (0.5, True), (1.0, True)])
+    assert result.status is RunStatus.ERROR
+    assert result.nodes["reply"].error_type == "ProviderHTTPError"
+    assert provider.calls == 3
+
+
+async def test_a_deadline_cancels_both_the_first_attempt_and_its_duplicate() -> None:
+    script = [(0.1, False), (5.0, False), (5.0, False)]
+    result, provider, _ = await _scripted_run(script, deadline_s=1.0)
+    assert result.status is RunStatus.DEADLINE_EXCEEDED
+    assert provider.calls == 3 and provider.cancelled == 2  # nothing left running
