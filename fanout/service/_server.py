@@ -22,6 +22,9 @@ def _uvicorn(app: FastAPI, host: str, port: int, *, lifespan: bool = False) -> u
             log_level="warning",
             access_log=False,  # requests carry bearer tokens: no access log at all
             lifespan="on" if lifespan else "off",
+            # Longer than clients' idle keep-alive (httpx: 5 s, load balancers: 60 s), so
+            # the server never closes a connection a client is about to reuse (ReadError).
+            timeout_keep_alive=75,
             timeout_graceful_shutdown=2,
         )
     )
