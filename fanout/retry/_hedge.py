@@ -4,7 +4,9 @@ A call that has not answered by the ``quantile`` of its alias's recent latencies
 (learned online from answered calls) may be hedged: a second copy goes out and the
 first answer wins. Hedges are paid for out of a budget of extra calls, ``max_extra``
 per call made, so a slow provider cannot double the traffic: each call adds
-``max_extra`` of a hedge to the budget, which holds at most ``burst`` hedges.
+``max_extra`` of a hedge to the budget, which holds at most ``burst`` hedges (by
+default what ``window`` calls earn: slow calls come in bursts, as calls go out in
+waves, and a tight burst would refuse the very calls worth hedging).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class HedgePolicy:
         max_extra: float = 0.05,
         min_samples: int = 20,
         window: int = 1000,
-        burst: float = 5.0,
+        burst: float | None = None,
     ) -> None:
         if not 0.0 < quantile < 1.0:
             raise ValueError(f"quantile must be within (0, 1) (got {quantile})")
@@ -38,7 +40,7 @@ class HedgePolicy:
         self.quantile = quantile
         self.max_extra = max_extra
         self.min_samples = min_samples
-        self.burst = max(1.0, burst)
+        self.burst = max(1.0, burst if burst is not None else max_extra * window)
         self._latencies: deque[float] = deque(maxlen=window)
         self._since_compute = 0
         self._delay_s: float | None = None
