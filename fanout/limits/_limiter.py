@@ -1,12 +1,13 @@
 """``Limiter``: a paced FIFO queue over requests/min, tokens/min and a concurrency cap.
 
 Work waits its turn; nothing is rejected locally. One pump task wakes the head of
-the queue when its capacity is due (one timer, never a polling loop). Interactive
-calls (a service's requests) have a queue of their own served first, but batch work
-sharing the quota keeps a weighted share (one grant in ``interactive_weight + 1``
-while both wait), so it never starves. Provider
+the queue when its capacity is due (one timer, never a polling loop). Provider
 feedback (429s, ``x-ratelimit-*`` headers) adapts the pace through
 :class:`AdaptiveRate`, and a ``retry-after`` pauses the whole queue.
+
+Interactive calls (a service's requests) have a queue of their own, served first;
+batch work sharing the quota keeps a weighted share (one grant in
+``interactive_weight + 1`` while both wait), so it never starves.
 """
 
 from __future__ import annotations
