@@ -12,6 +12,7 @@ Imported on demand (``fanout serve --ray``): it needs ``ray[serve]``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import uuid
@@ -210,8 +211,9 @@ def run_service(
     """``fanout serve --ray``: join or start Ray, deploy, and serve until interrupted."""
     ensure_ray(address)
     serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
+    coordinators: dict[str, str] = {}
     try:
-        deploy_service(factory, config, dags, replicas=replicas, traces=traces)
+        coordinators = deploy_service(factory, config, dags, replicas=replicas, traces=traces)
         print(
             f"fanout serve on Ray Serve at http://{host}:{port} ({replicas} replicas)",
             file=sys.stderr,
@@ -221,6 +223,9 @@ def run_service(
         pass
     finally:
         serve.shutdown()  # type: ignore[no-untyped-call]
+        for name in coordinators.values():  # detached: they would outlive this process
+            with contextlib.suppress(ValueError):
+                ray.kill(ray.get_actor(name), no_restart=True)
 
 
 async def _forever() -> None:
