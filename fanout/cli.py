@@ -320,7 +320,7 @@ def serve(
         list[str],
         typer.Argument(
             help="DAGs to serve (path/to/file.py:attr or module.name:attr), each under its name.",
-            metavar="PIPELINE...",
+            metavar="PIPELINE",
             show_default=False,
         ),
     ],
