@@ -4,6 +4,7 @@ on a fake clock: virtual time, so ratios are exact and nothing waits."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -330,3 +331,26 @@ async def test_a_deadline_cancels_both_the_first_attempt_and_its_duplicate() -> 
     result, provider, _ = await _scripted_run(script, deadline_s=1.0)
     assert result.status is RunStatus.DEADLINE_EXCEEDED
     assert provider.calls == 3 and provider.cancelled == 2  # nothing left running
+
+
+async def test_hedged_attempts_are_marked_in_the_parquet_trace(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    clock = FakeClock(autojump=True)
+    engine = Engine(_tail_config(hedge=True), clock=clock, traces=tmp_path)  # type: ignore[arg-type]
+    dag = DAG("one")
+    dag.output(reply=dag.llm("fast", "Say {n}", n=dag.input("n"), max_tokens=5, name="reply"))
+    results = []
+    for batch in range(5):
+        results += await asyncio.gather(
+            *(engine.run(dag, {"n": batch * 40 + i}) for i in range(40))
+        )
+    await clock.aclose()
+    await engine.aclose()
+    parts = await asyncio.to_thread(lambda: sorted(tmp_path.rglob("*.parquet")))
+    rows = [row for part in parts for row in pq.read_table(part).to_pylist()]
+    attempts = [r for r in rows if r["record_type"] == "attempt"]
+    hedges = sum(r.nodes["reply"].hedges for r in results)
+    assert hedges > 0
+    assert sum(1 for r in attempts if r["hedged"]) == hedges
+    assert all(r["hedged"] is None for r in rows if r["record_type"] != "attempt")
