@@ -423,3 +423,51 @@ def test_a_tenants_budget_caps_its_runs_and_an_exhausted_one_gets_402() -> None:
     assert 0 < spent <= 0.0001
     seen, spent = statuses(0.0)
     assert seen == [402] * 4 and spent == 0
+
+
+def test_interactive_runs_overtake_batch_runs_sharing_a_provider_limit() -> None:
+    """One provider limited to 10 calls/s; 40 batch runs arrive first (10 pass in the
+    limiter's burst, 30 queue), then 5 interactive runs, which finish long before the
+    batch backlog does."""
+    config = parse_config(
+        {
+            "providers": {
+                "sim": {
+                    "kind": "sim",
+                    "latency_ms": 10,
+                    "jitter_sigma": 0,
+                    "requests_per_min": 600,
+                }
+            },
+            "models": {"fast": {"provider": "sim", "model": "sim-small"}},
+        }
+    )
+    engine = Engine(config)
+    dag = DAG("one")
+    dag.output(reply=dag.llm("fast", "Say {n}", n=dag.input("n"), max_tokens=5, name="reply"))
+    make = lambda: build_app({"one": dag}, engine, tokens=None)  # noqa: E731
+    with ServiceServer(make, close=engine.aclose) as server:
+
+        async def go() -> list[str]:
+            order: list[str] = []
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as c:
+
+                async def run(kind: str, n: int) -> None:
+                    reply = await c.post(
+                        "/v1/pipelines/one/runs", json={"inputs": {"n": n}, "priority": kind}
+                    )
+                    assert reply.json()["status"] == "ok"
+                    order.append(kind)
+
+                batch = [asyncio.ensure_future(run("batch", n)) for n in range(40)]
+                await asyncio.sleep(1.0)
+                interactive = [asyncio.ensure_future(run("interactive", 100 + n)) for n in range(5)]
+                await asyncio.gather(*batch, *interactive)
+            return order
+
+        order = asyncio.run(go())
+    last_interactive = max(i for i, kind in enumerate(order) if kind == "interactive")
+    assert last_interactive < 30  # well before the batch backlog drained (45 runs in all)
+    first_interactive = order.index("interactive")
+    between = order[first_interactive:last_interactive]
+    assert between.count("batch") <= 2  # at most one batch grant per four interactive ones
