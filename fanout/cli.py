@@ -361,6 +361,108 @@ def sim_server(
     serve(config, host=host, port=port)
 
 
+# -- serve: named DAGs over HTTP for latency-sensitive callers (fanout.service) -----------
+
+
+@app.command()
+def serve(
+    pipelines: Annotated[
+        list[str],
+        typer.Argument(
+            help="DAGs to serve (path/to/file.py:attr or module.name:attr), each under its name.",
+            metavar="PIPELINE",
+            show_default=False,
+        ),
+    ],
+    config: ConfigOpt = None,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: a free one).")] = 8080,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    tokens_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Bearer tokens, one 'tenant:token' per line (default: $FANOUT_SERVICE_TOKENS).",
+            dir_okay=False,
+        ),
+    ] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Accept requests without a token (local use only).")
+    ] = False,
+    tenant_concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Runs in flight at once per tenant (else 429).")
+    ] = None,
+    tenant_budget_usd: Annotated[
+        float | None, typer.Option(min=0.0, help="USD each tenant may spend (else 402).")
+    ] = None,
+    traces: Annotated[
+        Path | None,
+        typer.Option("--traces", help="Directory for the trace (default: none).", file_okay=False),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Serve on Ray Serve: local, auto or a cluster ADDRESS (replicas share the "
+            "cluster-wide rate limits).",
+            metavar="local|auto|ADDRESS",
+            show_default=False,
+        ),
+    ] = None,
+    replicas: Annotated[int, typer.Option(min=1, help="Ray Serve replicas, with --ray.")] = 2,
+) -> None:
+    """Serve pipelines over HTTP: POST /v1/pipelines/NAME/runs, OpenAPI at /docs.
+
+    Each PIPELINE is served under its DAG's name. Requests need a bearer token from
+    --tokens-file or $FANOUT_SERVICE_TOKENS ('tenant:token' entries), unless --no-auth.
+    """
+    from fanout.batch import load_pipeline
+    from fanout.service import TenantLimits, TokenStore
+
+    with _bad_input_exits():
+        if tokens_file is not None and no_auth:
+            _fail("--tokens-file and --no-auth contradict each other; pass one")
+        tokens = TokenStore.from_file(tokens_file) if tokens_file else TokenStore.from_env()
+        if tokens is None and not no_auth:
+            _fail(
+                "no bearer tokens: set FANOUT_SERVICE_TOKENS or pass --tokens-file "
+                "(or --no-auth for local use)"
+            )
+        dags: dict[str, DAG] = {}
+        for spec in pipelines:
+            dag = load_pipeline(spec)
+            if dag.name in dags:
+                _fail(f"two pipelines are named {dag.name!r}; give each DAG its own name")
+            dags[dag.name] = dag
+        limits = TenantLimits(max_concurrent=tenant_concurrency, budget_usd=tenant_budget_usd)
+        _trace_dir(traces)
+        if ray_address is not None:
+            from functools import partial
+
+            from fanout.config import default_config, load_config
+            from fanout.distributed.serve import run_service
+            from fanout.service import build_app
+
+            cfg = load_config(config) if config is not None else default_config()
+            run_service(
+                partial(build_app, dags, tokens=tokens, tenant_limits=limits),
+                cfg,
+                dags.values(),
+                address=ray_address,
+                replicas=replicas,
+                host=host,
+                port=port,
+                traces=traces,
+            )
+            return
+        from fanout.run import Engine
+        from fanout.service import build_app, serve_forever
+
+        engine = Engine.from_config(config, traces=traces)
+        service = build_app(dags, engine, tokens=tokens, tenant_limits=limits, close_runner=True)
+    names = ", ".join(sorted(dags))
+    typer.echo(f"fanout serve on http://{host}:{port} ({names}; API docs at /docs)", err=True)
+    serve_forever(service, host=host, port=port)  # until SIGINT/SIGTERM
+
+
 # -- traces: reading a traces directory (summary, one request, OTLP export) ----------
 
 traces_app = typer.Typer(

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "SystemClock"]
+__all__ = ["Cancellable", "Clock", "SystemClock"]
 
 
 @runtime_checkable
@@ -31,6 +32,15 @@ class Clock(Protocol):
         """The current UTC time, for timestamps in results and traces."""
         ...
 
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Cancellable:
+        """Call ``callback`` after ``seconds`` of this clock's time, on the running loop,
+        unless cancelled first: a timer without a task (hedging arms one per call)."""
+        ...
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> object: ...
+
 
 class SystemClock:
     """The real clock: ``time.monotonic`` and ``asyncio.sleep``."""
@@ -45,6 +55,9 @@ class SystemClock:
 
     def wall(self) -> datetime:
         return datetime.now(UTC)
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(max(0.0, seconds), callback)
 
     def __repr__(self) -> str:
         return "SystemClock()"

@@ -13,6 +13,7 @@ from fanout.errors import ConfigError
 __all__ = [
     "CircuitConfig",
     "Config",
+    "HedgeConfig",
     "ModelConfig",
     "OpenAIProviderConfig",
     "ProviderConfig",
@@ -70,6 +71,10 @@ class SimProviderConfig(_ProviderBase):
     invalid_json_rate: float = Field(
         default=0.0, ge=0, le=1, description="share of structured replies that fail validation"
     )
+    tail_rate: float = Field(
+        default=0.0, ge=0, le=1, description="share of attempts that take tail_latency_ms more"
+    )
+    tail_latency_ms: float = Field(default=0.0, ge=0, description="added to a tail attempt")
     seed: int = 0
 
 
@@ -88,8 +93,20 @@ _PROVIDER_KINDS = ("sim", "openai")
 ProviderConfig = Annotated[SimProviderConfig | OpenAIProviderConfig, Field(discriminator="kind")]
 
 
+class HedgeConfig(_Frozen):
+    """``[models.NAME.hedge]``: duplicate a call that has not answered by the ``quantile``
+    of this alias's latency (learned online), within ``max_extra`` extra calls per call."""
+
+    quantile: float = Field(default=0.95, gt=0, lt=1)
+    max_extra: float = Field(default=0.05, ge=0, le=1, description="hedges per call, at most")
+    min_samples: int = Field(default=20, ge=1, description="answered calls before hedging")
+    to: Literal["same", "fallback"] = Field(
+        default="same", description="send the duplicate to the same model or its first fallback"
+    )
+
+
 class ModelConfig(_Frozen):
-    """A model alias: which provider and model name, fallbacks, and prices."""
+    """A model alias: which provider and model name, fallbacks, prices, and hedging."""
 
     provider: str
     model: str
@@ -98,6 +115,7 @@ class ModelConfig(_Frozen):
     tokens_per_min: float | None = Field(default=None, gt=0, description="overrides provider")
     input_usd_per_mtok: float = Field(default=0.0, ge=0)
     output_usd_per_mtok: float = Field(default=0.0, ge=0)
+    hedge: HedgeConfig | None = None
 
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         return (

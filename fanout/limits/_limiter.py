@@ -4,6 +4,10 @@ Work waits its turn; nothing is rejected locally. One pump task wakes the head o
 the queue when its capacity is due (one timer, never a polling loop). Provider
 feedback (429s, ``x-ratelimit-*`` headers) adapts the pace through
 :class:`AdaptiveRate`, and a ``retry-after`` pauses the whole queue.
+
+Interactive calls (a service's requests) have a queue of their own, served first;
+batch work sharing the quota keeps a weighted share (one grant in
+``interactive_weight + 1`` while both wait), so it never starves.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ _RATE_WINDOW_S = 2.0
 # a whole local burst has gone out.
 _INITIAL_WINDOW = 8
 _LEASED_BURST_S = 0.5
+# While both queues wait, batch work gets one grant for every this many interactive ones.
+_INTERACTIVE_WEIGHT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +66,9 @@ class LeaseReport:
     stated_requests_per_min: float | None
     stated_tokens_per_min: float | None
     retry_after_s: float | None  # the longest pause asked for since the last report
+
+
+_Waiter = tuple[int, "asyncio.Future[Permit]", float]  # tokens, the caller's future, since
 
 
 class Permit:
@@ -102,8 +111,12 @@ class Limiter:
         max_concurrency: int | None = None,
         burst_s: float = 1.0,
         adaptive: bool = True,
+        interactive_weight: int = _INTERACTIVE_WEIGHT,
     ) -> None:
+        if interactive_weight < 1:
+            raise ValueError(f"interactive_weight must be >= 1 (got {interactive_weight})")
         self.name = name
+        self.interactive_weight = interactive_weight
         self.clock = clock
         self.burst_s = burst_s
         self.adaptive = adaptive
@@ -113,9 +126,9 @@ class Limiter:
         self._tokens = AdaptiveRate(tokens_per_min / 60 if tokens_per_min else None)
         self._req_bucket = self._bucket(self._requests.rate, now, minimum=1.0)
         self._tok_bucket = self._bucket(self._tokens.rate, now, minimum=1.0)
-        self._waiters: collections.deque[tuple[int, asyncio.Future[Permit], float]] = (
-            collections.deque()
-        )
+        self._waiters: collections.deque[_Waiter] = collections.deque()  # batch (default)
+        self._interactive: collections.deque[_Waiter] = collections.deque()
+        self._interactive_run = 0  # interactive grants in a row while batch work waited
         self._pump_task: asyncio.Task[None] | None = None
         self._slot_freed = asyncio.Event()
         self._paused_until = 0.0
@@ -141,12 +154,14 @@ class Limiter:
 
     # -- the call path ----------------------------------------------------------
 
-    async def acquire(self, tokens: int = 0) -> Permit:
+    async def acquire(self, tokens: int = 0, *, interactive: bool = False) -> Permit:
+        """A permit for one call of ``tokens`` tokens; ``interactive`` calls queue ahead
+        of batch ones (which keep a weighted share)."""
         now = self.clock.now()
-        if not self._waiters and self._can_grant(tokens, now):
+        if not self._waiters and not self._interactive and self._can_grant(tokens, now):
             return self._grant(tokens, now, 0.0)
         future: asyncio.Future[Permit] = asyncio.get_running_loop().create_future()
-        self._waiters.append((tokens, future, now))
+        (self._interactive if interactive else self._waiters).append((tokens, future, now))
         if self._pump_task is None or self._pump_task.done():
             self._pump_task = asyncio.get_running_loop().create_task(self._pump())
         try:
@@ -184,13 +199,20 @@ class Limiter:
         self._total_wait_s += wait_s
         return Permit(self, tokens, wait_s)
 
+    def _next_queue(self) -> collections.deque[_Waiter] | None:
+        """The queue whose head is served next (``None``: nothing waits)."""
+        for queue in (self._interactive, self._waiters):
+            while queue and queue[0][1].done():  # its caller was cancelled
+                queue.popleft()
+        if not self._interactive:
+            return self._waiters or None
+        if self._waiters and self._interactive_run >= self.interactive_weight:
+            return self._waiters
+        return self._interactive
+
     async def _pump(self) -> None:
-        waiters = self._waiters
-        while waiters:
+        while (waiters := self._next_queue()) is not None:
             tokens, future, since = waiters[0]
-            if future.done():  # its caller was cancelled
-                waiters.popleft()
-                continue
             now = self.clock.now()
             if now < self._paused_until:
                 await self.clock.sleep(self._paused_until - now)
@@ -209,6 +231,10 @@ class Limiter:
                 await self.clock.sleep(wait)
                 continue
             waiters.popleft()
+            if waiters is self._waiters:
+                self._interactive_run = 0
+            elif self._waiters:
+                self._interactive_run += 1
             future.set_result(self._grant(tokens, now, now - since))
 
     def _release(self) -> None:
@@ -317,7 +343,7 @@ class Limiter:
             self.max_concurrency = max_concurrency
             if grew:
                 self._slot_freed.set()
-        if self._waiters:
+        if self._waiters or self._interactive:
             # The pump may be asleep for a wait computed at the old pace: start it afresh.
             if self._pump_task is not None and not self._pump_task.done():
                 self._pump_task.cancel()
@@ -331,7 +357,7 @@ class Limiter:
             ok=self._ok_total,
             tokens=self._tokens_total,
             rate_limited=self._limited,
-            queued=sum(1 for _, f, _ in self._waiters if not f.done()),
+            queued=self._queued(),
             in_flight=self._in_flight,
             stated_requests_per_min=self._stated_rpm,
             stated_tokens_per_min=self._stated_tpm,
@@ -397,6 +423,9 @@ class Limiter:
 
     # -- observability --------------------------------------------------------------
 
+    def _queued(self) -> int:
+        return sum(1 for q in (self._waiters, self._interactive) for _, f, _ in q if not f.done())
+
     def state(self) -> LimiterState:
         now = self.clock.now()
         req, tok = self._requests.rate, self._tokens.rate
@@ -411,7 +440,7 @@ class Limiter:
                 self._tokens.configured * 60 if self._tokens.configured else None
             ),
             in_flight=self._in_flight,
-            queued=sum(1 for _, f, _ in self._waiters if not f.done()),
+            queued=self._queued(),
             granted=self._granted,
             rate_limited=self._limited,
             total_wait_s=self._total_wait_s,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
@@ -21,12 +23,15 @@ from fanout.errors import (
 )
 from fanout.limits import Limiter
 from fanout.providers import Provider
-from fanout.retry import CircuitBreaker, RetryPolicy
+from fanout.retry import CircuitBreaker, HedgePolicy, RetryPolicy
 from fanout.run._escalation import EscalationSink
 from fanout.run._journal import CallJournal, call_key
 from fanout.run._tools import CpuRunner
 from fanout.run._tracing import CallSite, Tracer
 from fanout.types import ChatRequest, ChatResponse, Usage, estimate_prompt_tokens
+
+if TYPE_CHECKING:
+    from fanout.run._result import NodeResult
 
 __all__ = ["MapOffload", "ModelRoute", "NodeStats", "Router", "RunContext"]
 
@@ -36,6 +41,8 @@ class ModelRoute:
     """A model alias resolved to its provider, model name, prices, limiter, circuit, retries.
 
     Aliases naming the same (provider, model) share one limiter and one circuit.
+    ``hedge``: the alias's learned hedge delay and budget (``None``: never hedged);
+    ``hedge_to``: where its duplicates go (itself, or its first fallback).
     """
 
     alias: str
@@ -45,6 +52,8 @@ class ModelRoute:
     limiter: Limiter
     circuit: CircuitBreaker
     retry: RetryPolicy
+    hedge: HedgePolicy | None = None
+    hedge_to: str | None = None
 
     def cost_usd(self, usage: Usage) -> float:
         return self.config.cost_usd(usage.input_tokens, usage.output_tokens)
@@ -84,13 +93,38 @@ class Router:
                 max_backoff_s=pcfg.retry.max_backoff_s,
                 retry_on=frozenset(pcfg.retry.retry_on),
             )
+            hedge = hedge_to = None
+            if model.hedge is not None:
+                hedge = HedgePolicy(
+                    quantile=model.hedge.quantile,
+                    max_extra=model.hedge.max_extra,
+                    min_samples=model.hedge.min_samples,
+                )
+                hedge_to = alias
+                if model.hedge.to == "fallback" and model.fallbacks:
+                    hedge_to = model.fallbacks[0]
             self._routes[alias] = ModelRoute(
-                alias, providers[model.provider], model, pcfg.timeout_s, limiter, circuit, retry
+                alias,
+                providers[model.provider],
+                model,
+                pcfg.timeout_s,
+                limiter,
+                circuit,
+                retry,
+                hedge,
+                hedge_to,
             )
 
     @property
     def aliases(self) -> frozenset[str]:
         return frozenset(self._routes)
+
+    def route(self, alias: str) -> ModelRoute:
+        return self._routes[alias]
+
+    def hedges(self) -> dict[str, HedgePolicy]:
+        """The hedge policy of each hedged alias (delay learned, hedges sent)."""
+        return {a: r.hedge for a, r in self._routes.items() if r.hedge is not None}
 
     def chain(self, alias: str) -> tuple[ModelRoute, ...]:
         """The alias's route followed by its fallbacks, in order."""
@@ -112,6 +146,7 @@ class NodeStats:
     fallbacks: int = 0
     limiter_wait_s: float = 0.0
     backoff_s: float = 0.0
+    hedges: int = 0  # duplicates sent for calls slower than their alias's learned quantile
     span_id: str = ""  # the node's trace span, parent of its attempt rows
 
 
@@ -144,9 +179,11 @@ class RunContext:
         "dag_name",
         "deadline_at",
         "escalation",
+        "interactive",
         "job_budget",
         "journal",
         "map_offload",
+        "on_node",
         "record_key",
         "request_id",
         "router",
@@ -171,7 +208,11 @@ class RunContext:
         journal: CallJournal | None = None,
         job_budget: Budget | None = None,
         map_offload: MapOffload | None = None,
+        interactive: bool = False,
+        on_node: Callable[[NodeResult], None] | None = None,
     ) -> None:
+        self.interactive = interactive  # queue ahead of batch work at the limiters
+        self.on_node = on_node  # told of each node as it finishes (a service streams them)
         self.map_offload = map_offload
         self.job_budget = job_budget
         self.cpu_runner = cpu_runner
@@ -208,9 +249,12 @@ class RunContext:
     ) -> ChatResponse:
         """Attempts with back-off on retryable errors (tenacity).
 
-        The first attempt runs without tenacity's machinery (the common case stays cheap).
+        The first attempt runs without tenacity's machinery (the common case stays cheap),
+        hedged when the alias hedges; retries are not hedged.
         """
         try:
+            if route.hedge is not None:
+                return await self._hedged(route, route.hedge, request, stats, site)
             return await self._attempt(route, request, stats, site, 1, 0.0)
         except ProviderError as exc:
             if not route.retry.retryable(exc) or route.retry.max_attempts <= 1:
@@ -250,6 +294,83 @@ class RunContext:
                 return await self._attempt(route, request, stats, site, number, backoff[0])
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
+    async def _hedged(
+        self,
+        route: ModelRoute,
+        hedge: HedgePolicy,
+        request: ChatRequest,
+        stats: NodeStats,
+        site: CallSite | None,
+    ) -> ChatResponse:
+        """The first attempt; if it has not answered by the alias's learned delay and the
+        hedge budget allows, a duplicate goes out too. The first answer wins and the
+        other attempt is cancelled (its budget reservation and permit released).
+
+        The first attempt runs in the caller's task and only a clock timer is armed, so
+        a call that answers in time costs next to nothing more; the duplicate gets a
+        task, and if it answers first it cancels the caller's attempt (the way
+        ``asyncio.timeout`` does, telling its own cancellation from anyone else's).
+        """
+        delay_s = hedge.delay_s()
+        hedge.note_call()
+        start = self.clock.now()
+        if delay_s is None:  # not learned yet: a plain attempt that teaches the delay
+            response = await self._attempt(route, request, stats, site, 1, 0.0)
+            hedge.observe(self.clock.now() - start)
+            return response
+        caller = asyncio.current_task()
+        assert caller is not None
+        race = _Race()
+
+        def won(task: asyncio.Task[ChatResponse]) -> None:
+            if race.first_done or task.cancelled() or task.exception() is not None:
+                return
+            race.won = True
+            caller.cancel()  # the duplicate answered first: stop the first attempt
+
+        def fire() -> None:
+            if race.first_done or not hedge.try_hedge():
+                return
+            target = self.router.route(route.hedge_to or route.alias)
+            duplicate = request
+            if target.config.model != request.model:  # hedged to the fallback model
+                duplicate = dataclasses.replace(request, model=target.config.model)
+            stats.hedges += 1
+            race.task = asyncio.get_running_loop().create_task(
+                self._attempt(target, duplicate, stats, site, 1, 0.0, hedged=True)
+            )
+            race.task.add_done_callback(won)
+
+        timer = self.clock.call_later(delay_s, fire)
+        cancelling = caller.cancelling()
+        try:
+            try:
+                response = await self._attempt(route, request, stats, site, 1, 0.0)
+            finally:
+                race.first_done = True
+                timer.cancel()
+        except asyncio.CancelledError:
+            if race.won and race.task is not None and caller.uncancel() <= cancelling:
+                response = race.task.result()  # ours: the duplicate won
+            else:
+                raise
+        except ProviderError as first_error:
+            if race.task is None:
+                raise
+            try:  # the first attempt failed: the duplicate in flight may still answer
+                response = await race.task
+            except ProviderError:
+                raise first_error from None  # both failed: the first attempt's error decides
+        finally:
+            hedged = race.task
+            if hedged is not None and not hedged.done():
+                hedged.cancel()
+                await asyncio.gather(hedged, return_exceptions=True)
+        # The first attempt's time to answer, or (lost to the duplicate) at least this
+        # long: slow calls stay in the sample, so the quantile holds.
+        hedge.observe(self.clock.now() - start)
+        return response
+
     async def _attempt(
         self,
         route: ModelRoute,
@@ -258,6 +379,8 @@ class RunContext:
         site: CallSite | None,
         number: int,
         backoff_s: float,
+        *,
+        hedged: bool = False,
     ) -> ChatResponse:
         if self.tracer is None or site is None:
             return await self._attempt_untraced(route, request, stats, None)
@@ -290,6 +413,7 @@ class RunContext:
                     estimated_input_tokens=note.estimated_input_tokens,
                     cost_usd=note.cost_usd,
                     budget=self.budget,
+                    hedged=hedged,
                 )
 
     async def _attempt_untraced(
@@ -323,7 +447,9 @@ class RunContext:
                 raise
         permit = None
         try:
-            permit = await route.limiter.acquire(estimate.total_tokens)
+            permit = await route.limiter.acquire(
+                estimate.total_tokens, interactive=self.interactive
+            )
             stats.limiter_wait_s += permit.wait_s
             timeout_s = route.timeout_s
             capped = False
@@ -374,6 +500,17 @@ class RunContext:
         if note is not None:
             note.cost_usd = cost
         return response
+
+
+class _Race:
+    """A hedged call's state: the duplicate's task, and who answered first."""
+
+    __slots__ = ("first_done", "task", "won")
+
+    def __init__(self) -> None:
+        self.first_done = False  # the first attempt ended (answered or failed)
+        self.won = False  # the duplicate answered while the first was still out
+        self.task: asyncio.Task[ChatResponse] | None = None
 
 
 class _AttemptNote:

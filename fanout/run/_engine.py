@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -22,11 +22,12 @@ from fanout.dag import DAG, Plan
 from fanout.errors import ConfigError
 from fanout.limits import Limiter, LimiterState
 from fanout.providers import OpenAIProvider, Provider
+from fanout.retry import HedgePolicy
 from fanout.run._context import MapOffload, Router, RunContext
 from fanout.run._escalation import EscalationSink
 from fanout.run._executor import execute, run_items
 from fanout.run._journal import CallJournal
-from fanout.run._result import RunResult
+from fanout.run._result import NodeResult, RunResult
 from fanout.run._tools import CpuRunner
 from fanout.run._tracing import SpanSink, Tracer
 from fanout.sim import SimProvider
@@ -150,6 +151,8 @@ class Engine:
         request_id: str | None = None,
         budget: Budget | None = None,
         record_key: str | None = None,
+        interactive: bool = False,
+        on_node: Callable[[NodeResult], None] | None = None,
     ) -> RunResult:
         """Run one request of ``dag`` with ``inputs``.
 
@@ -161,7 +164,9 @@ class Engine:
 
         ``budget``: a :class:`Budget` shared with other runs (a job-level cap), used
         instead of ``budget_usd``/``budget_tokens``. ``record_key``: the batch record
-        this request runs, for its trace rows.
+        this request runs, for its trace rows. ``interactive``: its calls queue ahead of
+        batch work at the rate limiters (which keeps a weighted share). ``on_node`` is
+        called with each node's result as it finishes (it must not raise or block).
         """
         plan = self.validate(dag)
         check_inputs(dag, plan, inputs)
@@ -189,6 +194,8 @@ class Engine:
             request_id=request_id,
             map_offload=self.map_offload,
         )
+        ctx.interactive = interactive
+        ctx.on_node = on_node
         return await execute(plan, inputs, ctx, request_id)
 
     async def run_items(
@@ -267,6 +274,10 @@ class Engine:
         if self.journal is not None:
             self.journal.close()
         self.journal = CallJournal(directory, writer_id=f"{self.job_id}-{os.getpid()}")
+
+    def hedges(self) -> dict[str, HedgePolicy]:
+        """Each hedged alias's policy (learned delay, calls, hedges sent) on this loop."""
+        return self._router.hedges() if self._router else {}
 
     def limiter_states(self) -> list[LimiterState]:
         """Each (provider, model) limiter's pace, queue and waits: where the time goes."""

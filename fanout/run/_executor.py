@@ -160,6 +160,8 @@ class _Run:
         self.outcomes[event] = outcome
         self.unfinished -= 1
         node = self.plan.nodes.get(event)
+        if self.ctx.on_node is not None and node is not None and not isinstance(node, InputNode):
+            self.ctx.on_node(self._node_result(event))
         if outcome.status is NodeStatus.ERROR and node is not None and node.required:
             self._stop(
                 RunStatus.ERROR, NodeFailed(f"required node {event!r} failed", node_id=event)
@@ -428,32 +430,13 @@ class _Run:
         for node_id, node in self.plan.nodes.items():
             if isinstance(node, InputNode):
                 continue
-            outcome = self.outcomes.get(node_id) or _Outcome(
-                NodeStatus.CANCELLED, error=self.stop_error
-            )
-            stats = self.stats.get(node_id) or NodeStats()
-            usage, cost = usage + stats.usage, cost + stats.cost_usd
-            error = outcome.error
+            res = nodes[node_id] = self._node_result(node_id)
+            usage, cost = usage + res.usage, cost + res.cost_usd
+            outcome = self.outcomes.get(node_id)
+            error = outcome.error if outcome is not None else self.stop_error
             if error is not None and not isinstance(error, UpstreamFailed):
                 root_error = root_error or error
                 budget_hit = budget_hit or isinstance(error, BudgetExceeded)
-            start, end = self.times.get(node_id, (None, None))
-            total, failed = self.items.get(node_id, (None, None))
-            nodes[node_id] = NodeResult(
-                node_id=node_id,
-                kind=str(node.kind),
-                status=outcome.status,
-                error_type=type(error).__name__ if error is not None else None,
-                error_message=str(error) if error is not None else None,
-                usage=stats.usage,
-                cost_usd=stats.cost_usd,
-                calls=stats.calls,
-                fallbacks=stats.fallbacks,
-                start_s=start,
-                end_s=end,
-                items_total=total,
-                items_failed=failed,
-            )
         outputs: dict[str, object] = {}
         all_ok = True
         for name, ref in self.plan.outputs.items():
@@ -497,6 +480,33 @@ class _Run:
             trace_id=self.ctx.trace_id or None,
         )
 
+
+    def _node_result(self, node_id: str) -> NodeResult:
+        """One node's result as it stands (a node not finished yet is ``cancelled``)."""
+        node = self.plan.nodes[node_id]
+        outcome = self.outcomes.get(node_id) or _Outcome(
+            NodeStatus.CANCELLED, error=self.stop_error
+        )
+        stats = self.stats.get(node_id) or NodeStats()
+        error = outcome.error
+        start, end = self.times.get(node_id, (None, None))
+        total, failed = self.items.get(node_id, (None, None))
+        return NodeResult(
+            node_id=node_id,
+            kind=str(node.kind),
+            status=outcome.status,
+            error_type=type(error).__name__ if error is not None else None,
+            error_message=str(error) if error is not None else None,
+            usage=stats.usage,
+            cost_usd=stats.cost_usd,
+            calls=stats.calls,
+            fallbacks=stats.fallbacks,
+            hedges=stats.hedges,
+            start_s=start,
+            end_s=end,
+            items_total=total,
+            items_failed=failed,
+        )
 
     def trace(self, result: RunResult) -> None:
         """Emit the run's row and one row per node (attempt rows went out as they ended)."""

@@ -25,6 +25,7 @@ class NodeResult:
     cost_usd: float = 0.0
     calls: int = 0  # provider calls made (every attempt, fallback and validation retry)
     fallbacks: int = 0
+    hedges: int = 0  # duplicates sent for slow calls (see ``[models.NAME.hedge]``)
     start_s: float | None = None  # seconds since the request started
     end_s: float | None = None
     items_total: int | None = None
@@ -41,6 +42,7 @@ class NodeResult:
             "cost_usd": self.cost_usd,
             "calls": self.calls,
             "fallbacks": self.fallbacks,
+            "hedges": self.hedges,
             "start_s": self.start_s,
             "end_s": self.end_s,
             "items_total": self.items_total,

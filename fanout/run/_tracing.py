@@ -86,6 +86,7 @@ class Tracer:
         estimated_input_tokens: int,
         cost_usd: float,
         budget: Budget,
+        hedged: bool = False,
     ) -> None:
         span = self._attempt_span(
             site,
@@ -105,6 +106,8 @@ class Tracer:
             budget_limit_usd=budget.usd,
             budget_spent_usd=budget.spent_usd,
         )
+        if hedged:
+            span.hedged = True
         output = None
         if response is not None:
             span.response_model = response.model or None

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 __all__ = ["FakeClock"]
@@ -70,6 +71,17 @@ class FakeClock:
             self._jumper = loop.create_task(self._autojump(), name="FakeClock.autojump")
         # A cancelled sleep cancels the future; the heap skips done futures.
         await future
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> asyncio.Future[None]:
+        """A timer on this clock: ``callback()`` when time reaches now + ``seconds``
+        (cancel the returned future to disarm it)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        heapq.heappush(self._heap, (self._now + max(0.0, seconds), next(self._seq), future))
+        if self.autojump and (self._jumper is None or self._jumper.done()):
+            self._jumper = loop.create_task(self._autojump(), name="FakeClock.autojump")
+        future.add_done_callback(lambda f: None if f.cancelled() else callback())
+        return future
 
     async def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``, waking sleepers in time order as they fall due."""

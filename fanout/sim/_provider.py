@@ -13,10 +13,12 @@ schema) and the provider's seed:
 
 Latency is ``(latency_ms + latency_per_token_ms * output_tokens)`` times a
 lognormal jitter fixed per request, slept on the injected clock (not at all
-when it is zero). ``error_rate``, ``timeout_rate`` and ``invalid_json_rate``
-are drawn per (request, attempt), where the attempt counts how many times this
-provider has seen the same request: the same call always fails the same way,
-yet a retry may succeed, like a flaky server seen by a deterministic test.
+when it is zero); ``tail_rate`` of attempts take ``tail_latency_ms`` more (a heavy
+tail, drawn per attempt: a duplicate of a slow call is usually fast). ``error_rate``,
+``timeout_rate`` and ``invalid_json_rate`` are drawn per (request, attempt), where
+the attempt counts how many times this provider has seen the same request: the
+same call always fails the same way, yet a retry may succeed, like a flaky server
+seen by a deterministic test.
 
 Markers in the last user message steer single requests (tests use them):
 
@@ -48,6 +50,7 @@ __all__ = ["SimProvider"]
 _LATENCY = re.compile(r"\[sim:latency=(\d+(?:\.\d+)?)\]")
 _HANG_S = 3600.0  # how long a hung call waits when the caller gave no timeout
 _JITTER_SALT = 0xFFFFFFFF  # attempts take salts from 0 up; jitter is per request, not attempt
+_TAIL_SALT = 0x7A11_0000  # tail draws apart from fault draws of the same attempt
 _TOOL_RESULT_CHARS = 60
 
 
@@ -68,6 +71,8 @@ class SimProvider(CallCounters):
         error_rate: float = 0.0,
         timeout_rate: float = 0.0,
         invalid_json_rate: float = 0.0,
+        tail_rate: float = 0.0,
+        tail_latency_ms: float = 0.0,
         seed: int = 0,
         clock: Clock | None = None,
     ) -> None:
@@ -76,6 +81,7 @@ class SimProvider(CallCounters):
             ("latency_ms", latency_ms),
             ("latency_per_token_ms", latency_per_token_ms),
             ("jitter_sigma", jitter_sigma),
+            ("tail_latency_ms", tail_latency_ms),
         ):
             if value < 0:
                 raise ValueError(f"SimProvider: {label} must be >= 0 (got {value})")
@@ -83,6 +89,7 @@ class SimProvider(CallCounters):
             ("error_rate", error_rate),
             ("timeout_rate", timeout_rate),
             ("invalid_json_rate", invalid_json_rate),
+            ("tail_rate", tail_rate),
         ):
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"SimProvider: {label} must be within [0, 1] (got {rate})")
@@ -93,10 +100,13 @@ class SimProvider(CallCounters):
         self.error_rate = error_rate
         self.timeout_rate = timeout_rate
         self.invalid_json_rate = invalid_json_rate
+        self.tail_rate = tail_rate
+        self.tail_latency_ms = tail_latency_ms
         self.seed = seed
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._fingerprints = Fingerprints(seed)
         self._attempts = Attempts()
+        self._tails = Attempts()  # counted apart: faults stay as they were without a tail
 
     @classmethod
     def from_config(
@@ -110,6 +120,8 @@ class SimProvider(CallCounters):
             error_rate=cfg.error_rate,
             timeout_rate=cfg.timeout_rate,
             invalid_json_rate=cfg.invalid_json_rate,
+            tail_rate=cfg.tail_rate,
+            tail_latency_ms=cfg.tail_latency_ms,
             seed=cfg.seed,
             clock=clock,
         )
@@ -132,6 +144,8 @@ class SimProvider(CallCounters):
                 hang, fail, invalid = self._faults(key, prompt, rated)
             response = self._reply(request, prompt, key or 0, invalid)
             latency_s = self._latency_s(request, prompt, key, response.usage.output_tokens)
+            if self.tail_rate:
+                latency_s += self._tail_s(request, key)
             if hang or (timeout_s is not None and latency_s > timeout_s):
                 waited_s = _HANG_S if timeout_s is None else timeout_s
                 await self.clock.sleep(waited_s)
@@ -180,6 +194,12 @@ class SimProvider(CallCounters):
                 key = self._fingerprints.of(request)
             latency_s *= _lognormal(key, self.jitter_sigma)
         return latency_s
+
+    def _tail_s(self, request: ChatRequest, key: int | None) -> float:
+        """Extra latency of this attempt: ``tail_latency_ms`` for ``tail_rate`` of them."""
+        key = key if key is not None else self._fingerprints.of(request)
+        (draw,) = uniforms(key, self._tails.next(key) ^ _TAIL_SALT, 1)
+        return self.tail_latency_ms / 1000 if draw < self.tail_rate else 0.0
 
     def _reply(self, request: ChatRequest, prompt: str, key: int, invalid: bool) -> ChatResponse:
         messages = request.messages

@@ -4,8 +4,11 @@
 requests/min and tokens/min (prompt estimate + ``max_tokens``, as OpenAI counts
 them) answer 429 with ``retry-after``/``retry-after-ms`` and ``x-ratelimit-*``
 headers; accepted calls wait a lognormal latency, then get the simulated
-provider's deterministic reply with ``usage``. Faults: 5xx, truncated bodies
-(the connection breaks mid-response), hangs and malformed bodies, each at a rate.
+provider's deterministic reply with ``usage``; ``tail_rate`` of them wait
+``tail_latency_ms`` more (a heavy tail, drawn per call). A client that hangs up
+while its call waits is counted as ``cancelled`` (the call stops there). Faults:
+5xx, truncated bodies (the connection breaks mid-response), hangs and malformed
+bodies, each at a rate.
 ``GET /v1/models``; ``GET /stats`` gives accepted/limited counts per second
 (``GET /stats/prompts``: calls answered per prompt, with ``record_prompts``);
 ``POST /stats/reset`` clears them and the buckets; ``POST /admin/faults`` with
@@ -22,6 +25,7 @@ import random
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 import uvicorn
@@ -49,6 +53,8 @@ class EmulatorConfig:
     latency_ms: float = 0.0
     latency_per_token_ms: float = 0.0
     jitter_sigma: float = 0.0
+    tail_rate: float = 0.0  # share of calls that wait tail_latency_ms more
+    tail_latency_ms: float = 0.0
     error_rate: float = 0.0  # 500s
     truncate_rate: float = 0.0  # the connection breaks mid-body
     hang_rate: float = 0.0  # no answer for hang_s
@@ -66,6 +72,7 @@ class _Stats:
     accepted: int = 0
     limited: int = 0
     errors: int = 0
+    cancelled: int = 0  # the client hung up while its call waited
     tokens: int = 0
     by_second: dict[int, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     prompts: Counter[str] = field(default_factory=Counter)  # with record_prompts
@@ -146,21 +153,27 @@ class _Emulator:
         self.stats.accepted += 1
         self.stats.count(ok=True)
         headers = self._limit_headers(req, tok)
+        replying = asyncio.ensure_future(self.sim.complete(chat))  # markers may make it slow
+        if not await _unless_gone(request, replying):
+            self.stats.cancelled += 1
+            return Response(status_code=499)  # nobody reads it: the client is gone
         try:
-            reply = await self.sim.complete(chat)
+            reply = replying.result()
         except ProviderError as exc:  # the sim's own fault markers
             self.stats.errors += 1
             return _error(exc.status_code or 500, "server_error", str(exc))
         latency_s = (cfg.latency_ms + cfg.latency_per_token_ms * reply.usage.output_tokens) / 1000
         if cfg.jitter_sigma:
             latency_s *= self.rng.lognormvariate(0.0, cfg.jitter_sigma)
+        if cfg.tail_rate and self.rng.random() < cfg.tail_rate:
+            latency_s += cfg.tail_latency_ms / 1000
         if tok is not None:  # settle: the provider counts what was really produced
             tok.adjust(cost - reply.usage.total_tokens)
         draw = self.rng.random()
-        if draw < cfg.hang_rate:
-            await asyncio.sleep(cfg.hang_s)
-        if latency_s > 0:
-            await asyncio.sleep(latency_s)
+        wait_s = cfg.hang_s if draw < cfg.hang_rate else latency_s
+        if wait_s > 0 and not await _unless_gone(request, asyncio.sleep(wait_s)):
+            self.stats.cancelled += 1
+            return Response(status_code=499)  # nobody reads it: the client is gone
         draw -= cfg.hang_rate
         if 0 <= draw < cfg.error_rate:
             self.stats.errors += 1
@@ -212,6 +225,7 @@ class _Emulator:
                 "accepted": s.accepted,
                 "limited": s.limited,
                 "errors": s.errors,
+                "cancelled": s.cancelled,
                 "tokens": s.tokens,
                 "per_second": per_second,
             }
@@ -223,7 +237,15 @@ class _Emulator:
 
     async def set_faults(self, request: Request) -> Response:
         changes = json.loads(await request.body())
-        allowed = {"error_rate", "truncate_rate", "hang_rate", "malformed_rate", "latency_ms"}
+        allowed = {
+            "error_rate",
+            "truncate_rate",
+            "hang_rate",
+            "malformed_rate",
+            "latency_ms",
+            "tail_rate",
+            "tail_latency_ms",
+        }
         unknown = set(changes) - allowed
         if unknown:
             return _error(400, "invalid_request_error", f"unknown fields {sorted(unknown)}")
@@ -235,6 +257,28 @@ class _Emulator:
         self.stats = _Stats()
         self.buckets.clear()
         return JSONResponse({"ok": True})
+
+
+async def _unless_gone(request: Request, work: Awaitable[object]) -> bool:
+    """Await ``work``; ``False`` (and ``work`` cancelled) if the client disconnected first.
+
+    The body has been read, so the server's next ASGI message is ``http.disconnect``
+    when the connection closes (and nothing before that).
+    """
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+    return task.done() and not task.cancelled()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 class _Truncated(Response):

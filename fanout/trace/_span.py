@@ -61,6 +61,7 @@ class Span:
     error_message: str | None = None
     http_status: int | None = None
     retryable: bool | None = None
+    hedged: bool | None = None  # True: a duplicate of a slow call still in flight (attempts)
     # GenAI
     provider: str | None = None
     request_model: str | None = None
@@ -113,6 +114,7 @@ _TYPES: dict[str, pa.DataType] = {
     "end_time": _TS,
     "http_status": _INT,
     "retryable": pa.bool_(),
+    "hedged": pa.bool_(),
     "input_tokens": _INT,
     "output_tokens": _INT,
     "estimated_input_tokens": _INT,

@@ -1,0 +1,232 @@
+"""The service on Ray Serve: replicas of one ASGI app, sharing the cluster-wide rate limits.
+
+Each replica runs the local executor (:class:`LeasedEngine`) whose limiters lease their
+share of every (provider, model) limit from one :class:`QuotaCoordinator` per limit,
+the coordinators the Ray backend's workers use, so N replicas never multiply a provider
+limit. The app itself is built on each replica by a picklable factory (the service's
+``build_app`` bound to the DAGs and tokens), keeping this layer below the service.
+
+Imported on demand (``fanout serve --ray``): it needs ``ray[serve]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import uuid
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import cloudpickle
+
+with warnings.catch_warnings():  # Ray Serve's own pydantic v1-style Field(...) extras
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from ray import serve
+
+from fanout.config import Config
+from fanout.dag import DAG, Plan
+from fanout.distributed._cluster import ensure_ray
+from fanout.distributed._coordinator import QuotaCoordinator
+from fanout.distributed._engine import _user_modules
+from fanout.distributed._worker import _LeaseKeeper
+from fanout.limits import LimiterState
+from fanout.retry import HedgePolicy
+from fanout.run import Engine, NodeResult, RunResult
+
+__all__ = ["LeasedEngine", "deploy_service", "quota_coordinators", "run_service"]
+
+AppFactory = Callable[["LeasedEngine"], Any]  # -> an ASGI app (the service's build_app)
+_LEASE_TTL_S = 3.0
+
+
+class LeasedEngine:
+    """An :class:`Engine` whose limiters enforce leased shares of cluster-wide limits."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        coordinators: Mapping[str, str],
+        replica_id: str,
+        traces: str | None = None,
+        lease_refresh_s: float = 0.2,
+    ) -> None:
+        self.engine = Engine(config, traces=traces, job_id=replica_id)
+        self.replica_id = replica_id
+        self._names = dict(coordinators)
+        self._lease_refresh_s = lease_refresh_s
+        self._leases: _LeaseKeeper | None = None
+        self._ready_lock: asyncio.Lock | None = None
+
+    def validate(self, dag: DAG) -> Plan:
+        return self.engine.validate(dag)
+
+    async def _ready(self) -> None:
+        if self._leases is not None:
+            return
+        self._ready_lock = self._ready_lock or asyncio.Lock()
+        async with self._ready_lock:
+            if self._leases is None:
+                handles = {key: ray.get_actor(name) for key, name in self._names.items()}
+                leases = _LeaseKeeper(self.replica_id, self.engine, handles)
+                await leases.refresh()  # a share before the first call, never the whole limit
+                leases.start(self._lease_refresh_s)
+                self._leases = leases
+
+    async def run(
+        self,
+        dag: DAG,
+        inputs: Mapping[str, object],
+        *,
+        budget_usd: float | None = None,
+        budget_tokens: int | None = None,
+        deadline_s: float | None = None,
+        request_id: str | None = None,
+        interactive: bool = False,
+        on_node: Callable[[NodeResult], None] | None = None,
+    ) -> RunResult:
+        await self._ready()
+        return await self.engine.run(
+            dag,
+            inputs,
+            budget_usd=budget_usd,
+            budget_tokens=budget_tokens,
+            deadline_s=deadline_s,
+            request_id=request_id,
+            interactive=interactive,
+            on_node=on_node,
+        )
+
+    def limiter_states(self) -> list[LimiterState]:
+        return self.engine.limiter_states()
+
+    def hedges(self) -> dict[str, HedgePolicy]:
+        return self.engine.hedges()
+
+    def leases(self) -> dict[str, tuple[float | None, float | None]]:
+        """The share of each limit this replica holds now (requests/min, tokens/min)."""
+        held = self._leases.leases if self._leases is not None else {}
+        return {k: (v.requests_per_min, v.tokens_per_min) for k, v in held.items()}
+
+    async def aclose(self) -> None:
+        if self._leases is not None:
+            await self._leases.stop()
+        await self.engine.aclose()
+
+
+def quota_coordinators(config: Config, scope: str, expected_replicas: int) -> dict[str, str]:
+    """One coordinator per (provider, model) of ``config`` (created, or found if they
+    exist), named under ``scope``; returns their actor names by limiter name."""
+    names: dict[str, str] = {}
+    for model in config.models.values():
+        key = f"{model.provider}/{model.model}"
+        if key in names:
+            continue
+        pcfg = config.providers[model.provider]
+        names[key] = actor = f"fanout-quota-{scope}-{key}"
+        QuotaCoordinator.options(  # type: ignore[attr-defined]
+            name=actor, get_if_exists=True, lifetime="detached"
+        ).remote(
+            key,
+            model.requests_per_min or pcfg.requests_per_min,
+            model.tokens_per_min or pcfg.tokens_per_min,
+            pcfg.max_concurrency,
+            pcfg.adaptive,
+            _LEASE_TTL_S,
+            expected_replicas,
+        )
+    return names
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+@serve.ingress()
+class _ServiceReplica:
+    """One replica: a leased engine and the app its factory builds on it."""
+
+    def __init__(
+        self,
+        factory_blob: bytes,
+        config_json: str,
+        coordinators: dict[str, str],
+        traces: str | None,
+    ) -> None:
+        replica_id = f"serve-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.engine = LeasedEngine(
+            Config.model_validate_json(config_json),
+            coordinators=coordinators,
+            replica_id=replica_id,
+            traces=traces,
+        )
+        self._factory: AppFactory = cloudpickle.loads(factory_blob)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return self._factory(self.engine)
+
+    async def __del__(self) -> None:
+        await self.engine.aclose()
+
+
+def deploy_service(
+    factory: AppFactory,
+    config: Config,
+    dags: Iterable[DAG],
+    *,
+    replicas: int = 2,
+    name: str = "fanout",
+    traces: str | Path | None = None,
+    route_prefix: str = "/",
+) -> dict[str, str]:
+    """Deploy the service on the connected cluster's Serve (started by the caller with
+    the HTTP host and port); returns the coordinators' names. Non-blocking."""
+    for dag in dags:  # pipeline files may not be importable on the replicas' nodes
+        for module in _user_modules(dag.validate(models=config.models.keys())):
+            cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
+    coordinators = quota_coordinators(config, name, replicas)
+    app = _ServiceReplica.options(num_replicas=replicas).bind(  # type: ignore[attr-defined]
+        cloudpickle.dumps(factory),  # type: ignore[no-untyped-call]
+        config.model_dump_json(),
+        coordinators,
+        str(traces) if traces is not None else None,
+    )
+    serve.run(app, name=name, route_prefix=route_prefix)
+    return coordinators
+
+
+def run_service(
+    factory: AppFactory,
+    config: Config,
+    dags: Iterable[DAG],
+    *,
+    address: str,
+    replicas: int,
+    host: str,
+    port: int,
+    traces: Path | None = None,
+) -> None:
+    """``fanout serve --ray``: join or start Ray, deploy, and serve until interrupted."""
+    ensure_ray(address)
+    serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
+    coordinators: dict[str, str] = {}
+    try:
+        coordinators = deploy_service(factory, config, dags, replicas=replicas, traces=traces)
+        print(
+            f"fanout serve on Ray Serve at http://{host}:{port} ({replicas} replicas)",
+            file=sys.stderr,
+        )
+        asyncio.run(_forever())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.shutdown()  # type: ignore[no-untyped-call]
+        for name in coordinators.values():  # detached: they would outlive this process
+            with contextlib.suppress(ValueError):
+                ray.kill(ray.get_actor(name), no_restart=True)
+
+
+async def _forever() -> None:
+    await asyncio.Event().wait()

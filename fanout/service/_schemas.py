@@ -1,0 +1,192 @@
+"""The HTTP API's request and response bodies (pydantic): validation and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from fanout.run import NodeResult, RunResult
+from fanout.types import RunStatus
+
+__all__ = [
+    "BudgetIn",
+    "ErrorBody",
+    "NodeOut",
+    "PipelineInfo",
+    "RunRequest",
+    "RunResponse",
+    "ServiceStatus",
+    "UsageOut",
+    "request_model",
+    "to_node_out",
+    "to_response",
+]
+
+ServiceStatus = Literal["ok", "partial", "error", "budget_exceeded", "cancelled"]
+
+_STATUS: dict[RunStatus, ServiceStatus] = {
+    RunStatus.OK: "ok",
+    RunStatus.DEADLINE_EXCEEDED: "partial",  # what finished, the rest cancelled
+    RunStatus.BUDGET_EXCEEDED: "budget_exceeded",
+    RunStatus.CANCELLED: "cancelled",
+    RunStatus.ERROR: "error",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BudgetIn(_Strict):
+    """What one run may spend; a call whose worst case would pass it is not made."""
+
+    usd: float | None = Field(default=None, ge=0, description="spend cap in USD")
+    tokens: int | None = Field(default=None, ge=0, description="token cap (input + output)")
+
+
+class RunRequest(_Strict):
+    """``POST /v1/pipelines/{name}/runs``: one run of a pipeline."""
+
+    inputs: dict[str, Any] = Field(description="the pipeline's inputs, by name")
+    deadline_ms: int | None = Field(
+        default=None,
+        gt=0,
+        le=3_600_000,
+        description="nodes still running then are cancelled; the response says what finished",
+    )
+    budget: BudgetIn | None = None
+    stream: bool = Field(
+        default=False,
+        description="server-sent events: one `node` event per finished node, then `result`",
+    )
+    priority: Literal["interactive", "batch"] = Field(
+        default="interactive",
+        description="interactive calls queue ahead of batch work sharing the provider quota",
+    )
+
+
+class UsageOut(BaseModel):
+    input_tokens: int
+    output_tokens: int
+
+
+class NodeOut(BaseModel):
+    """One node of the run; a ``map`` counts all its items."""
+
+    node: str
+    status: Literal["ok", "error", "skipped", "cancelled"]
+    kind: str
+    error_type: str | None = None
+    error_message: str | None = None
+    usage: UsageOut
+    cost_usd: float
+    calls: int = Field(description="provider calls made (every attempt, hedge and fallback)")
+    fallbacks: int
+    hedges: int = Field(description="duplicates sent for calls slower than the learned p95")
+    start_ms: float | None = Field(default=None, description="since the run started")
+    end_ms: float | None = None
+    items_total: int | None = None
+    items_failed: int | None = None
+
+
+class RunResponse(BaseModel):
+    """A finished run. ``status`` is ``partial`` when the deadline passed: ``outputs``
+    holds what finished (``null`` for the rest) and ``nodes`` says which."""
+
+    run_id: str
+    pipeline: str
+    status: ServiceStatus
+    outputs: dict[str, Any]
+    nodes: dict[str, NodeOut]
+    usage: UsageOut
+    cost_usd: float
+    duration_ms: float
+    error_type: str | None = None
+    error_message: str | None = None
+    trace_id: str | None = None
+
+
+class PipelineInfo(BaseModel):
+    name: str
+    description: str
+    inputs: list[str]
+    outputs: list[str]
+    input_schema: dict[str, Any] = Field(description="JSON Schema of the `inputs` object")
+    runs_url: str
+
+
+class ErrorField(BaseModel):
+    field: str
+    reason: str
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    fields: list[ErrorField] = Field(default_factory=list)
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx: what went wrong, and for bad input which fields and why."""
+
+    error: ErrorDetail
+
+
+def request_model(pipeline: str, inputs: tuple[str, ...]) -> type[RunRequest]:
+    """``RunRequest`` whose ``inputs`` must hold exactly the pipeline's inputs."""
+    fields: dict[str, Any] = {name: (Any, Field(description=f"input {name!r}")) for name in inputs}
+    safe = "".join(c if c.isalnum() else "_" for c in pipeline)
+    inputs_model = create_model(
+        f"{safe}_inputs",
+        __config__=ConfigDict(extra="forbid"),
+        **fields,
+    )
+    model: type[RunRequest] = create_model(
+        f"{safe}_run_request",
+        __base__=RunRequest,
+        inputs=(inputs_model, Field(description=f"the inputs of {pipeline!r}")),
+    )
+    return model
+
+
+def to_node_out(node: NodeResult) -> NodeOut:
+    return NodeOut(
+        node=node.node_id,
+        status=str(node.status),  # type: ignore[arg-type]
+        kind=node.kind,
+        error_type=node.error_type,
+        error_message=node.error_message,
+        usage=UsageOut(
+            input_tokens=node.usage.input_tokens, output_tokens=node.usage.output_tokens
+        ),
+        cost_usd=node.cost_usd,
+        calls=node.calls,
+        fallbacks=node.fallbacks,
+        hedges=node.hedges,
+        start_ms=node.start_s * 1000 if node.start_s is not None else None,
+        end_ms=node.end_s * 1000 if node.end_s is not None else None,
+        items_total=node.items_total,
+        items_failed=node.items_failed,
+    )
+
+
+def to_response(pipeline: str, result: RunResult) -> RunResponse:
+    data = result.to_dict()
+    outputs = data["outputs"]
+    assert isinstance(outputs, dict)
+    return RunResponse(
+        run_id=result.request_id,
+        pipeline=pipeline,
+        status=_STATUS[result.status],
+        outputs=outputs,
+        nodes={k: to_node_out(v) for k, v in result.nodes.items()},
+        usage=UsageOut(
+            input_tokens=result.usage.input_tokens, output_tokens=result.usage.output_tokens
+        ),
+        cost_usd=result.cost_usd,
+        duration_ms=result.wall_time_s * 1000,
+        error_type=result.error_type,
+        error_message=result.error_message,
+        trace_id=result.trace_id,
+    )

@@ -1,0 +1,71 @@
+"""The service as a Ray Serve deployment on the session's Ray cluster: the same API."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from functools import partial
+
+import httpx
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+from support import sim_config
+
+from fanout.batch import load_pipeline
+from fanout.distributed.serve import deploy_service, serve  # serve: imported without its warnings
+from fanout.service import TokenStore, build_app
+
+TOKEN = "tok-" + "5e7e" * 8
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def served(ray_cluster: Cluster) -> Iterator[str]:
+    port = _free_port()
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+    dag = load_pipeline("examples/pipelines/map_reduce.py:dag")
+    tokens = TokenStore.parse(f"acme:{TOKEN}", source="test")
+    config = sim_config(5.0)
+    try:
+        names = deploy_service(
+            partial(build_app, {"map_reduce": dag}, tokens=tokens),
+            config,
+            [dag],
+            replicas=2,
+            name="fanout-test",
+        )
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        for name in names.values():
+            ray.kill(ray.get_actor(name), no_restart=True)
+
+
+def test_ray_serve_serves_the_same_api_from_two_replicas(served: str) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=served, timeout=60) as client:
+        assert client.get("/healthz").json()["pipelines"] == ["map_reduce"]
+        text = "Great food. Rude staff. Will return."
+        bodies = [
+            client.post(
+                "/v1/pipelines/map_reduce/runs", headers=auth, json={"inputs": {"text": text}}
+            )
+            for _ in range(6)
+        ]
+        assert [b.status_code for b in bodies] == [200] * 6
+        assert {b.json()["status"] for b in bodies} == {"ok"}
+        assert len(bodies[0].json()["outputs"]["ratings"]) == 3
+        assert client.post("/v1/pipelines/map_reduce/runs", json={"inputs": {}}).status_code == 401
+        missing = client.post("/v1/pipelines/map_reduce/runs", headers=auth, json={"inputs": {}})
+        assert missing.status_code == 422
+        assert missing.json()["error"]["fields"][0]["field"] == "inputs.text"
+        assert "/v1/pipelines/map_reduce/runs" in client.get("/openapi.json").json()["paths"]
+        # replicas lease their limits from the shared coordinator: both appear in /metrics
+        assert "fanout_limiter_granted_total" in client.get("/metrics").text
