@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from fanout.batch._manifest import SUPERSEDED_DIR, JobState, fingerprint, open_job
+from fanout.batch._manifest import SUPERSEDED_DIR, JobState, fingerprint, lock_job, open_job
 from fanout.batch._readers import Record, count_records, input_files, iter_records
 from fanout.batch._schema import output_types
 from fanout.batch._writer import DEAD_LETTER_DIR, RESULTS_DIR, ResultWriter
@@ -231,7 +231,9 @@ async def run_file(
     output = Path(output_dir)
     _check_not_inside(input_path, output)
     records = iter_records(input_path, key=key)
+    lock = None
     try:
+        lock = lock_job(output)
         current = fingerprint(plan, engine.config, key)
         state = open_job(output, current, resume=resume, force_rerun_changed=force_rerun_changed)
         _prepare_journal(engine, output, state)
@@ -245,9 +247,14 @@ async def run_file(
         engine.open_traces()  # a bad traces directory is a usage error, before any record
     except BaseException:
         _close(records)
+        if lock is not None:
+            lock.close()
         raise
     job = _Job(engine, dag, plan, writer, state, budget_usd, budget_tokens, deadline_s)
-    return await job.run(records, input_path, max_in_flight, on_progress, progress_every_s)
+    try:
+        return await job.run(records, input_path, max_in_flight, on_progress, progress_every_s)
+    finally:
+        lock.close()
 
 
 def _prepare_journal(engine: Runner, output: Path, state: JobState) -> None:

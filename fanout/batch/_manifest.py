@@ -11,6 +11,8 @@ again; calls of unchanged nodes are answered from the call journal, unpaid).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import inspect
 import json
@@ -19,6 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pyarrow.parquet as pq
 from pydantic import BaseModel
@@ -29,9 +32,10 @@ from fanout.config import Config
 from fanout.dag import InputNode, LLMNode, MapNode, Node, Plan, Ref, RouteNode, Template, ToolNode
 from fanout.errors import ConfigError
 
-__all__ = ["MANIFEST_FILE", "JobState", "fingerprint", "open_job"]
+__all__ = ["LOCK_FILE", "MANIFEST_FILE", "JobState", "fingerprint", "lock_job", "open_job"]
 
 MANIFEST_FILE = "_fanout_job.json"
+LOCK_FILE = ".fanout.lock"
 SUPERSEDED_DIR = "_superseded"
 _FORMAT = 1
 
@@ -221,6 +225,28 @@ def _move_aside(output_dir: Path) -> Path:
         if source.exists():
             os.replace(source, target / name)
     return target
+
+
+def lock_job(output_dir: str | Path) -> IO[str]:
+    """Hold ``output_dir`` for one job: a second ``fanout run`` into it (which would write
+    the same part numbers) is refused until this one ends. Close the file to release."""
+    directory = ensure_dir(output_dir)
+    handle = (directory / LOCK_FILE).open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(
+            f"output {str(directory)!r} is in use by a running job ({holder}); wait for it "
+            "to end, or pick another --output"
+        ) from None
+    with contextlib.suppress(OSError):
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+    return handle
 
 
 def open_job(

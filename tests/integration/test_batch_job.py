@@ -437,3 +437,24 @@ def test_parts_are_published_whole_and_orphan_dead_letters_removed(tmp_path: Pat
     reopened.write_error("x", "InvalidRecord", "bad")
     reopened.close()
     assert (tmp_path / "results" / "part-000003.parquet").exists()
+
+
+async def test_a_second_job_into_a_running_jobs_directory_is_refused(
+    engine: Engine, tmp_path: Path
+) -> None:
+    slow = [json.dumps({"id": f"s{i}", "text": "[sim:latency=60000] slow"}) for i in range(2)]
+    source = write_jsonl(tmp_path / "in.jsonl", slow)
+    out = tmp_path / "out"
+    first = asyncio.create_task(run_file(engine, classify_dag(), source, out, key="id"))
+    for _ in range(200):
+        if (out / "_fanout_job.json").exists():
+            break
+        await asyncio.sleep(0.01)
+    with pytest.raises(ConfigError, match=r"is in use by a running job \(pid \d+\)"):
+        await run_file(engine, classify_dag(), source, out, key="id")
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    fast = write_jsonl(tmp_path / "fast.jsonl", review_lines(2))
+    stats = await run_file(engine, classify_dag(), fast, out, key="id")  # released
+    assert stats.records == 2
