@@ -142,7 +142,9 @@ def run_job(label: str, source: Path, records: int, out: Path, extra: list[str])
                 name, peak = others.get(pid, ("", 0))
                 # a Ray worker's title changes with its task: keep the first telling one
                 if not name or name in ("python", "ray::IDLE"):
-                    name = seen[0].split(".", 1)[0]
+                    # "ray::FanoutWorker.run_batch", "ray::<actor name>:FanoutWorker": the class
+                    title = seen[0].split(".", 1)[0]
+                    name = f"ray::{title.rsplit(':', 1)[-1]}" if ":" in title else title
                 others[pid] = (name, max(peak, seen[1]))
 
     sampler = threading.Thread(target=sample, daemon=True)
