@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from fanout.dag import render_value
-from fanout.types import NodeStatus, RunStatus, ToolCall, Usage
+from fanout.types import Message, NodeStatus, RunStatus, ToolCall, Usage
 
 __all__ = ["NodeResult", "RunResult"]
 
@@ -30,6 +30,10 @@ class NodeResult:
     end_s: float | None = None
     items_total: int | None = None
     items_failed: int | None = None
+    # An llm node with Python tools (outside a map): every message of its conversation,
+    # prompt first, then assistant turns with tool_calls, tool results and the final
+    # answer; kept when max_steps, the deadline or the budget ended the loop.
+    transcript: list[Message] | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -47,6 +51,7 @@ class NodeResult:
             "end_s": self.end_s,
             "items_total": self.items_total,
             "items_failed": self.items_failed,
+            "transcript": self.transcript,
         }
 
 
