@@ -181,9 +181,9 @@ async def _run_tool_call(
 ) -> str:
     """A tool's result as text for the model (errors too), with its trace row."""
     if ctx.tracer is None or site is None:
-        return await _tool_result(tools, call)
+        return await _tool_result(tools, call, ctx)
     start = ctx.clock.now()
-    result = await _tool_result(tools, call)
+    result = await _tool_result(tools, call, ctx)
     failed = result.startswith("error: ")
     ctx.tracer.tool(
         site,
@@ -199,7 +199,7 @@ async def _run_tool_call(
     return result
 
 
-async def _tool_result(tools: Mapping[str, Tool], call: ToolCall) -> str:
+async def _tool_result(tools: Mapping[str, Tool], call: ToolCall, ctx: RunContext) -> str:
     """A tool's result as text for the model; errors go back to the model, not up."""
     tool = tools.get(call.name)
     if tool is None or tool.fn is None:
@@ -210,7 +210,14 @@ async def _tool_result(tools: Mapping[str, Tool], call: ToolCall) -> str:
         return f"error: invalid arguments for {call.name}: {_brief(exc)}"
     kwargs = {name: getattr(args, name) for name in type(args).model_fields}
     try:
-        result = await call_tool(tool.fn, (), kwargs, timeout_s=None)
+        result = await call_tool(
+            tool.fn,
+            (),
+            kwargs,
+            timeout_s=tool.timeout_s,
+            cpu_runner=ctx.cpu_runner if tool.cpu else None,
+            num_cpus=tool.num_cpus,
+        )
     except (RunError, ConfigError) as exc:
         return f"error: {exc}"
     if isinstance(result, str):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Callable, Mapping
 
 import pytest
 from support import sim_config
 
-from fanout import DAG, ConfigError, Engine, NodeStatus, RunStatus
+from fanout import DAG, ConfigError, Engine, NodeStatus, RunStatus, Tool
 from fanout.sim import FakeClock
 from fanout.types import Message
 
@@ -246,3 +247,64 @@ async def test_an_llm_node_without_python_tools_has_no_transcript(engine: Engine
     dag.output(a=dag.llm("fast", "hello {q}", name="a"))
     result = await engine.run(dag, {"q": "x"})
     assert result.ok and result.nodes["a"].transcript is None
+
+
+def crunch(n: int) -> int:
+    """Sum of squares below n (CPU-bound)."""
+    return sum(i * i for i in range(n))
+
+
+async def test_cpu_tools_go_to_the_cpu_runner_others_do_not() -> None:
+    sent: list[tuple[str, float]] = []
+
+    async def runner(
+        fn: Callable[..., object],
+        args: tuple[object, ...],
+        kwargs: Mapping[str, object],
+        cpus: float,
+    ) -> object:
+        sent.append((getattr(fn, "__name__", "?"), cpus))
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    tools = (Tool.from_function(crunch, cpu=True, num_cpus=2), lookup_unit)
+    dag = agent_dag('[sim:tools=crunch({"n": 4});lookup_unit({"name": "kcal"})]', *tools)
+    async with Engine(sim_config(), cpu_runner=runner) as engine:
+        result = await engine.run(dag, {"q": "x"})
+
+    assert result.ok, result.error_message
+    assert sent == [("crunch", 2.0)]
+    tool_results = [
+        m["content"] for m in result.nodes["agent"].transcript or [] if m["role"] == "tool"
+    ]
+    assert tool_results == ["14", "1 kcal = 4.184 kJ"]
+
+
+async def test_a_tool_over_its_timeout_goes_back_to_the_model_as_an_error(engine: Engine) -> None:
+    release = threading.Event()
+
+    def stuck(x: int) -> str:
+        """Never answers in time."""
+        release.wait(30)
+        return "late"
+
+    dag = agent_dag('[sim:tools=stuck({"x": 1})]', Tool.from_function(stuck, timeout_s=0.05))
+    try:
+        result = await engine.run(dag, {"q": "x"})
+    finally:
+        release.set()
+    assert result.ok, result.error_message
+    transcript = result.nodes["agent"].transcript or []
+    assert transcript[2]["content"] == "error: tool 'stuck' took longer than timeout_s=0.05"
+
+
+def test_tool_options_are_checked() -> None:
+    async def fetch(url: str) -> str:
+        """Fetch."""
+        return url
+
+    with pytest.raises(ConfigError, match=r"cpu=True needs a plain function"):
+        Tool.from_function(fetch, cpu=True)
+    with pytest.raises(ConfigError, match=r"num_cpus must be positive"):
+        Tool.from_function(crunch, cpu=True, num_cpus=0)
+    with pytest.raises(ConfigError, match=r"timeout_s must be positive"):
+        Tool.from_function(crunch, timeout_s=0)
