@@ -11,8 +11,9 @@ import pytest
 from support import sim_config
 
 from fanout import DAG, ConfigError, Engine, NodeStatus, RunStatus, Tool
+from fanout.dag import make_tool
 from fanout.sim import FakeClock
-from fanout.types import Message
+from fanout.types import Message, estimate_prompt_tokens
 
 NOTES = {"tea": "green tea steeps two minutes", "bread": "bread needs 500 g flour"}
 
@@ -308,3 +309,18 @@ def test_tool_options_are_checked() -> None:
         Tool.from_function(crunch, cpu=True, num_cpus=0)
     with pytest.raises(ConfigError, match=r"timeout_s must be positive"):
         Tool.from_function(crunch, timeout_s=0)
+
+
+async def test_a_budget_that_ends_the_loop_keeps_the_transcript(engine: Engine) -> None:
+    script = '[sim:tools=lookup_unit({"name": "kcal"})]'
+    dag = agent_dag(script, lookup_unit)
+    # Room for the first turn's reservation (prompt estimate + max_tokens) and a little
+    # more: the second turn's reservation is larger and comes on top of what the first used.
+    prompt: list[Message] = [{"role": "user", "content": f"{script} x"}]
+    first = estimate_prompt_tokens(prompt, (make_tool(lookup_unit, where="t").spec,)) + 256
+    result = await engine.run(dag, {"q": "x"}, budget_tokens=first + 5)
+
+    assert result.status is RunStatus.BUDGET_EXCEEDED
+    node = result.nodes["agent"]
+    assert node.error_type == "BudgetExceeded" and node.calls == 1
+    assert roles(node.transcript) == ["user", "assistant", "tool"]
