@@ -148,6 +148,8 @@ class NodeStats:
     backoff_s: float = 0.0
     hedges: int = 0  # duplicates sent for calls slower than their alias's learned quantile
     span_id: str = ""  # the node's trace span, parent of its attempt rows
+    tool_calls: int = 0  # an llm node's Python tool calls (its agent loop)
+    tool_errors: int = 0  # ... those that went back to the model as errors
     # An llm node with Python tools (not inside a map): its conversation so far.
     transcript: list[Message] | None = None
 

@@ -510,6 +510,8 @@ class _Run:
             end_s=end,
             items_total=total,
             items_failed=failed,
+            tool_calls=stats.tool_calls,
+            tool_errors=stats.tool_errors,
             transcript=list(stats.transcript) if stats.transcript is not None else None,
         )
 

@@ -26,6 +26,8 @@ from fanout.types import ChatRequest, JSONSchema, Message, ToolCall
 
 __all__ = ["build_messages", "run_llm"]
 
+_ERROR = "error: "  # how a failed tool call's result starts, for the model and the counts
+
 
 def build_messages(node: LLMNode, values: Mapping[str, object], where: str) -> list[Message]:
     """The node's chat messages for these bound values."""
@@ -145,6 +147,8 @@ async def _converse(
             results = await asyncio.gather(
                 *(_run_tool_call(runnable, call, ctx, site) for call in response.tool_calls)
             )
+            stats.tool_calls += len(results)
+            stats.tool_errors += sum(r.startswith(_ERROR) for r in results)
             for call, result in zip(response.tool_calls, results, strict=True):
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
             continue
@@ -184,7 +188,7 @@ async def _run_tool_call(
         return await _tool_result(tools, call, ctx)
     start = ctx.clock.now()
     result = await _tool_result(tools, call, ctx)
-    failed = result.startswith("error: ")
+    failed = result.startswith(_ERROR)
     ctx.tracer.tool(
         site,
         dag_name=ctx.dag_name,
@@ -192,7 +196,7 @@ async def _run_tool_call(
         tool_name=call.name,
         start=start,
         end=ctx.clock.now(),
-        error=ToolError(result.removeprefix("error: ")) if failed else None,
+        error=ToolError(result.removeprefix(_ERROR)) if failed else None,
         input_text=call.arguments,
         output_text=result,
     )

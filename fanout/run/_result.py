@@ -30,6 +30,9 @@ class NodeResult:
     end_s: float | None = None
     items_total: int | None = None
     items_failed: int | None = None
+    # An llm node's Python tool calls (a map: over the items run in this process).
+    tool_calls: int = 0
+    tool_errors: int = 0  # ... those that went back to the model as errors (bad args, raised)
     # An llm node with Python tools (outside a map): every message of its conversation,
     # prompt first, then assistant turns with tool_calls, tool results and the final
     # answer; kept when max_steps, the deadline or the budget ended the loop.
@@ -51,6 +54,8 @@ class NodeResult:
             "end_s": self.end_s,
             "items_total": self.items_total,
             "items_failed": self.items_failed,
+            "tool_calls": self.tool_calls,
+            "tool_errors": self.tool_errors,
             "transcript": self.transcript,
         }
 

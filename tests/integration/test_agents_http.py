@@ -120,6 +120,7 @@ async def test_an_agent_over_http_is_traced_so_its_transcript_reads_back(
     assert str(tool_results[3]).startswith("error: invalid arguments for define: word:")
     assert result.outputs["answer"] == transcript[-1]["content"]
     assert node.calls == emulator.stats()["accepted"] == 3  # model turns, over HTTP
+    assert (node.tool_calls, node.tool_errors) == (4, 2)
 
     files = trace_files(traces)
     table = pa.concat_tables([pq.read_table(p) for p in files.parts])

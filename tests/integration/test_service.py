@@ -134,6 +134,7 @@ def test_an_agent_run_returns_its_transcript_and_a_max_steps_status(
     transcript = ok["nodes"]["answer"]["transcript"]
     assert [m["role"] for m in transcript] == ["user", "assistant", "tool", "tool", "assistant"]
     assert transcript[2]["content"] == "1 cup = 240 ml"
+    assert (ok["nodes"]["answer"]["tool_calls"], ok["nodes"]["answer"]["tool_errors"]) == (2, 0)
     assert ok["outputs"]["answer"] == transcript[-1]["content"]
 
     looping = "[sim:tools=" + "|".join(['lookup_unit({"name": "cup"})'] * 5) + "] Cups?"

@@ -188,6 +188,7 @@ async def test_tool_errors_and_bad_arguments_go_back_to_the_model(engine: Engine
     assert result.ok, result.error_message
     node = result.nodes["agent"]
     assert node.calls == 4  # the loop went on after each error
+    assert (node.tool_calls, node.tool_errors) == (4, 3)
     tool_results = [str(m["content"]) for m in node.transcript or [] if m["role"] == "tool"]
     assert tool_results[0].startswith("error: invalid arguments for lookup_unit: name:")
     assert tool_results[1].startswith("error: invalid arguments for lookup_unit:")  # bad JSON
