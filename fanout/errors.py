@@ -14,6 +14,7 @@
         │   ├── InvalidResponse  a body that is not what the API promises
         │   └── CircuitOpen      the provider/model failed repeatedly; not called now
         ├── OutputValidationError  the reply did not validate against the node's output model
+        ├── MaxStepsExceeded     an llm node's tool loop hit ``max_steps`` (transcript kept)
         ├── BudgetExceeded       a call would overrun the request's budget; it was not made
         ├── DeadlineExceeded     the request's deadline passed
         ├── ToolError            a tool callable raised
@@ -33,6 +34,7 @@ __all__ = [
     "DeadlineExceeded",
     "FanoutError",
     "InvalidResponse",
+    "MaxStepsExceeded",
     "NodeFailed",
     "OutputValidationError",
     "ProviderConnectionError",
@@ -162,6 +164,17 @@ class CircuitOpen(ProviderError):
 
 class OutputValidationError(RunError):
     """The model's reply did not validate against the node's output model."""
+
+
+class MaxStepsExceeded(RunError):
+    """An llm node's model kept calling tools after ``max_steps`` turns; the loop ended.
+
+    The node's status is ``max_steps_exceeded`` and its transcript is kept.
+    """
+
+    def __init__(self, message: str, *, max_steps: int = 0) -> None:
+        super().__init__(message)
+        self.max_steps = max_steps
 
 
 class BudgetExceeded(RunError):

@@ -129,6 +129,7 @@ class NodeStatus(StrEnum):
     ERROR = "error"
     SKIPPED = "skipped"  # a route did not take this branch
     CANCELLED = "cancelled"  # the deadline passed, or the request was cancelled
+    MAX_STEPS_EXCEEDED = "max_steps_exceeded"  # a tool loop hit max_steps (a failure)
 
 
 class RunStatus(StrEnum):

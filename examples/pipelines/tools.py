@@ -2,7 +2,7 @@
 
 The model sees two tools built from these functions' signatures and docstrings;
 when it calls one, the node runs it and sends the result back, up to
-``max_tool_rounds`` times. A plain Python step then turns the answer into a ticket.
+``max_steps`` times. A plain Python step then turns the answer into a ticket.
 Run it::
 
     fanout run examples/pipelines/tools.py:dag --input examples/data/reviews.jsonl --output out/
@@ -37,7 +37,7 @@ answer = dag.llm(
     "You are a support agent. Use get_order_status or lookup_refund_policy when they help, "
     "then draft a two-sentence reply to this customer: {text}",
     tools=[get_order_status, lookup_refund_policy],
-    max_tool_rounds=3,
+    max_steps=3,
     max_tokens=120,
     name="answer",
 )

@@ -106,7 +106,7 @@ def _spec(node: Node, config: Config) -> object:
             "max_tokens": node.max_tokens,
             "temperature": node.temperature,
             "tools": [[t.spec.to_wire(), _stable(t.fn)] for t in node.tools],
-            "max_tool_rounds": node.max_tool_rounds,
+            "max_steps": node.max_steps,
             "output": _stable(node.output),
             "max_output_retries": node.max_output_retries,
         }

@@ -101,7 +101,7 @@ class DAG:
         max_tokens: int = 256,
         temperature: float = 0.0,
         tools: Sequence[Callable[..., object] | type[BaseModel] | Tool] = (),
-        max_tool_rounds: int = 5,
+        max_steps: int = 5,
         output: type[BaseModel] | None = None,
         max_output_retries: int = 2,
         name: str | None = None,
@@ -117,10 +117,13 @@ class DAG:
         parameters); DAG inputs and, inside ``map``, ``item``/``index`` bind by name.
 
         ``tools``: Python functions (the model may call them; the node runs them and
-        continues, up to ``max_tool_rounds``) or pydantic models (schemas only: the
-        node's output is then the model's tool calls). ``output``: a pydantic model;
-        the reply is parsed as JSON and validated, and a failure is sent back to the
-        model with the validation error, up to ``max_output_retries`` times.
+        continues: an agent loop) or pydantic models (schemas only: the node's output
+        is then the model's tool calls). ``max_steps`` caps the model turns that call
+        tools; a model still calling tools after that ends the node with status
+        ``max_steps_exceeded`` (``MaxStepsExceeded``), its transcript kept.
+        ``output``: a pydantic model; the reply is parsed as JSON and validated, and a
+        failure is sent back to the model with the validation error, up to
+        ``max_output_retries`` times.
         """
         node_id = self._auto_id(name, "llm")
         where = f"DAG {self.name!r}, node {node_id!r}"
@@ -131,6 +134,11 @@ class DAG:
             raise ConfigError(f"{where}: max_tokens must be positive (got {max_tokens})")
         if not model:
             raise ConfigError(f"{where}: model alias is empty; name one, e.g. 'fast'")
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+            raise ConfigError(
+                f"{where}: max_steps must be a whole number >= 1 (got {max_steps!r}); it caps "
+                "the model turns that call tools"
+            )
         made_tools = tuple(make_tool(t, where=where) for t in tools)
         names = [t.name for t in made_tools]
         if len(set(names)) != len(names):
@@ -149,7 +157,7 @@ class DAG:
                 max_tokens=max_tokens,
                 temperature=temperature,
                 tools=made_tools,
-                max_tool_rounds=max_tool_rounds,
+                max_steps=max_steps,
                 output=output,
                 max_output_retries=max_output_retries,
             )

@@ -90,7 +90,7 @@ class LLMNode(_NodeBase):
     max_tokens: int = 256
     temperature: float = 0.0
     tools: tuple[Tool, ...] = ()
-    max_tool_rounds: int = 5
+    max_steps: int = 5
     output: type[BaseModel] | None = None
     max_output_retries: int = 2
 

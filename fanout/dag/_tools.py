@@ -21,15 +21,44 @@ class Tool:
 
     A tool built from a pydantic model has no callable: the model's call *is* the
     result (structured extraction); the node's output is then the list of calls.
+    ``cpu``: CPU-bound; the Ray backend runs it as a Ray task of ``num_cpus`` (locally,
+    in a thread like any sync tool). ``timeout_s``: a call that takes longer goes back
+    to the model as a tool error.
     """
 
     spec: ToolSpec
     args_model: type[BaseModel]
     fn: Callable[..., object] | None
+    cpu: bool = False
+    num_cpus: float = 1.0
+    timeout_s: float | None = None
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @classmethod
+    def from_function(
+        cls,
+        fn: Callable[..., object],
+        *,
+        cpu: bool = False,
+        num_cpus: float = 1.0,
+        timeout_s: float | None = None,
+    ) -> Tool:
+        """A tool for ``dag.llm(tools=[...])`` with options: ``Tool.from_function(f, cpu=True)``."""
+        where = f"Tool.from_function({getattr(fn, '__name__', fn)!r})"
+        if num_cpus <= 0:
+            raise ConfigError(f"{where}: num_cpus must be positive (got {num_cpus})")
+        if timeout_s is not None and timeout_s <= 0:
+            raise ConfigError(f"{where}: timeout_s must be positive or None (got {timeout_s})")
+        if cpu and inspect.iscoroutinefunction(fn):
+            raise ConfigError(
+                f"{where}: cpu=True needs a plain function (async tools run on the event "
+                "loop); drop cpu=True or make it a sync function"
+            )
+        made = make_tool(fn, where=where)
+        return cls(made.spec, made.args_model, made.fn, cpu, num_cpus, timeout_s)
 
 
 def make_tool(obj: Callable[..., object] | type[BaseModel] | Tool, *, where: str) -> Tool:

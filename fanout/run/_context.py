@@ -28,7 +28,7 @@ from fanout.run._escalation import EscalationSink
 from fanout.run._journal import CallJournal, call_key
 from fanout.run._tools import CpuRunner
 from fanout.run._tracing import CallSite, Tracer
-from fanout.types import ChatRequest, ChatResponse, Usage, estimate_prompt_tokens
+from fanout.types import ChatRequest, ChatResponse, Message, Usage, estimate_prompt_tokens
 
 if TYPE_CHECKING:
     from fanout.run._result import NodeResult
@@ -148,6 +148,10 @@ class NodeStats:
     backoff_s: float = 0.0
     hedges: int = 0  # duplicates sent for calls slower than their alias's learned quantile
     span_id: str = ""  # the node's trace span, parent of its attempt rows
+    tool_calls: int = 0  # an llm node's Python tool calls (its agent loop)
+    tool_errors: int = 0  # ... those that went back to the model as errors
+    # An llm node with Python tools (not inside a map): its conversation so far.
+    transcript: list[Message] | None = None
 
 
 class MapOffload(Protocol):

@@ -31,6 +31,7 @@ from fanout.errors import (
     BudgetExceeded,
     DeadlineExceeded,
     FanoutError,
+    MaxStepsExceeded,
     NodeFailed,
     RunError,
     UpstreamFailed,
@@ -53,6 +54,7 @@ class _Outcome:
 
 
 _SKIPPED = _Outcome(NodeStatus.SKIPPED)
+_FAILED = frozenset({NodeStatus.ERROR, NodeStatus.MAX_STEPS_EXCEEDED})
 Step = LLMNode | ToolNode | MapNode
 
 
@@ -162,7 +164,7 @@ class _Run:
         node = self.plan.nodes.get(event)
         if self.ctx.on_node is not None and node is not None and not isinstance(node, InputNode):
             self.ctx.on_node(self._node_result(event))
-        if outcome.status is NodeStatus.ERROR and node is not None and node.required:
+        if outcome.status in _FAILED and node is not None and node.required:
             self._stop(
                 RunStatus.ERROR, NodeFailed(f"required node {event!r} failed", node_id=event)
             )
@@ -235,7 +237,7 @@ class _Run:
         if not isinstance(branch, Ref):
             return _Outcome(NodeStatus.OK, branch)
         chosen = self.outcomes[branch.node_id]
-        if chosen.status is NodeStatus.ERROR:
+        if chosen.status in _FAILED:
             return _Outcome(NodeStatus.ERROR, error=_upstream(branch.node_id, chosen))
         return chosen
 
@@ -267,6 +269,8 @@ class _Run:
             raise
         except DeadlineExceeded as exc:
             outcome = _Outcome(NodeStatus.CANCELLED, error=exc)
+        except MaxStepsExceeded as exc:
+            outcome = _Outcome(NodeStatus.MAX_STEPS_EXCEEDED, error=exc)
         except Exception as exc:
             outcome = _Outcome(NodeStatus.ERROR, error=exc)
         else:
@@ -506,6 +510,9 @@ class _Run:
             end_s=end,
             items_total=total,
             items_failed=failed,
+            tool_calls=stats.tool_calls,
+            tool_errors=stats.tool_errors,
+            transcript=list(stats.transcript) if stats.transcript is not None else None,
         )
 
     def trace(self, result: RunResult) -> None:

@@ -1,4 +1,4 @@
-"""Runs one llm step: render the prompt, call with fallbacks, tool rounds, validation retries."""
+"""Runs one llm step: render the prompt, call with fallbacks, the tool loop, validation retries."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from fanout.dag import LLMNode, Template, Tool
 from fanout.errors import (
     ConfigError,
+    MaxStepsExceeded,
     OutputValidationError,
     ProviderError,
     RunError,
@@ -24,6 +25,8 @@ from fanout.run._tracing import CallSite
 from fanout.types import ChatRequest, JSONSchema, Message, ToolCall
 
 __all__ = ["build_messages", "run_llm"]
+
+_ERROR = "error: "  # how a failed tool call's result starts, for the model and the counts
 
 
 def build_messages(node: LLMNode, values: Mapping[str, object], where: str) -> list[Message]:
@@ -60,7 +63,9 @@ async def run_llm(
     """The node's output: text, a validated ``output`` model, or tool calls (schema-only tools).
 
     ``map_index`` and ``owner_id`` (the map running this node as its body) place the
-    calls' trace rows.
+    calls' trace rows. A node with Python tools outside a map keeps its conversation
+    in ``stats.transcript`` as it goes, so a loop ended by ``max_steps``, the deadline
+    or the budget still leaves it.
     """
     messages = build_messages(node, values, where)
     chain = ctx.router.chain(node.model)
@@ -69,7 +74,10 @@ async def run_llm(
         if ctx.tracer is not None:
             site = CallSite(ctx.trace_id, owner_id or node.id, stats.span_id, map_index, position)
         try:
-            return await _converse(node, route, list(messages), ctx, stats, where, site)
+            conversation = list(messages)
+            if map_index is None and any(t.fn is not None for t in node.tools):
+                stats.transcript = conversation  # a fallback model starts a new one
+            return await _converse(node, route, conversation, ctx, stats, where, site)
         except (ProviderError, OutputValidationError) as exc:
             last = position == len(chain) - 1
             if isinstance(exc, ProviderError) and exc.fallback_ok and not last:
@@ -107,11 +115,11 @@ async def _converse(
     schema = _schema(node.output) if node.output is not None else None
     schema_name = node.output.__name__ if node.output is not None else "output"
     invalid_replies = 0
-    tool_rounds = 0
+    steps = 0  # model turns that called tools
     while True:
         request = ChatRequest(
             model=route.config.model,
-            messages=messages,
+            messages=list(messages),  # a snapshot: the conversation grows after the call
             max_tokens=node.max_tokens,
             temperature=node.temperature,
             tools=specs,
@@ -122,12 +130,6 @@ async def _converse(
         if response.tool_calls:
             if not runnable:
                 return list(response.tool_calls)
-            tool_rounds += 1
-            if tool_rounds > node.max_tool_rounds:
-                raise RunError(
-                    f"{where}: the model kept calling tools after {node.max_tool_rounds} "
-                    "rounds; raise max_tool_rounds or check the tools' results"
-                )
             messages.append(
                 {
                     "role": "assistant",
@@ -135,17 +137,27 @@ async def _converse(
                     "tool_calls": [c.to_wire() for c in response.tool_calls],
                 }
             )
+            steps += 1
+            if steps > node.max_steps:
+                raise MaxStepsExceeded(
+                    f"{where}: the model still called tools after max_steps={node.max_steps} "
+                    "turns; raise max_steps or check the tools' results",
+                    max_steps=node.max_steps,
+                )
             results = await asyncio.gather(
                 *(_run_tool_call(runnable, call, ctx, site) for call in response.tool_calls)
             )
+            stats.tool_calls += len(results)
+            stats.tool_errors += sum(r.startswith(_ERROR) for r in results)
             for call, result in zip(response.tool_calls, results, strict=True):
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
             continue
         content = response.content or ""
         if node.output is None:
+            messages.append({"role": "assistant", "content": content})
             return content
         try:
-            return node.output.model_validate_json(_strip_fences(content))
+            parsed = node.output.model_validate_json(_strip_fences(content))
         except ValidationError as exc:
             invalid_replies += 1
             if invalid_replies > node.max_output_retries:
@@ -163,6 +175,9 @@ async def _converse(
                     ),
                 }
             )
+        else:
+            messages.append({"role": "assistant", "content": content})
+            return parsed
 
 
 async def _run_tool_call(
@@ -170,10 +185,10 @@ async def _run_tool_call(
 ) -> str:
     """A tool's result as text for the model (errors too), with its trace row."""
     if ctx.tracer is None or site is None:
-        return await _tool_result(tools, call)
+        return await _tool_result(tools, call, ctx)
     start = ctx.clock.now()
-    result = await _tool_result(tools, call)
-    failed = result.startswith("error: ")
+    result = await _tool_result(tools, call, ctx)
+    failed = result.startswith(_ERROR)
     ctx.tracer.tool(
         site,
         dag_name=ctx.dag_name,
@@ -181,14 +196,14 @@ async def _run_tool_call(
         tool_name=call.name,
         start=start,
         end=ctx.clock.now(),
-        error=ToolError(result.removeprefix("error: ")) if failed else None,
+        error=ToolError(result.removeprefix(_ERROR)) if failed else None,
         input_text=call.arguments,
         output_text=result,
     )
     return result
 
 
-async def _tool_result(tools: Mapping[str, Tool], call: ToolCall) -> str:
+async def _tool_result(tools: Mapping[str, Tool], call: ToolCall, ctx: RunContext) -> str:
     """A tool's result as text for the model; errors go back to the model, not up."""
     tool = tools.get(call.name)
     if tool is None or tool.fn is None:
@@ -199,7 +214,14 @@ async def _tool_result(tools: Mapping[str, Tool], call: ToolCall) -> str:
         return f"error: invalid arguments for {call.name}: {_brief(exc)}"
     kwargs = {name: getattr(args, name) for name in type(args).model_fields}
     try:
-        result = await call_tool(tool.fn, (), kwargs, timeout_s=None)
+        result = await call_tool(
+            tool.fn,
+            (),
+            kwargs,
+            timeout_s=tool.timeout_s,
+            cpu_runner=ctx.cpu_runner if tool.cpu else None,
+            num_cpus=tool.num_cpus,
+        )
     except (RunError, ConfigError) as exc:
         return f"error: {exc}"
     if isinstance(result, str):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from fanout.dag import render_value
-from fanout.types import NodeStatus, RunStatus, ToolCall, Usage
+from fanout.types import Message, NodeStatus, RunStatus, ToolCall, Usage
 
 __all__ = ["NodeResult", "RunResult"]
 
@@ -30,6 +30,13 @@ class NodeResult:
     end_s: float | None = None
     items_total: int | None = None
     items_failed: int | None = None
+    # An llm node's Python tool calls (a map: over the items run in this process).
+    tool_calls: int = 0
+    tool_errors: int = 0  # ... those that went back to the model as errors (bad args, raised)
+    # An llm node with Python tools (outside a map): every message of its conversation,
+    # prompt first, then assistant turns with tool_calls, tool results and the final
+    # answer; kept when max_steps, the deadline or the budget ended the loop.
+    transcript: list[Message] | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -47,6 +54,9 @@ class NodeResult:
             "end_s": self.end_s,
             "items_total": self.items_total,
             "items_failed": self.items_failed,
+            "tool_calls": self.tool_calls,
+            "tool_errors": self.tool_errors,
+            "transcript": self.transcript,
         }
 
 

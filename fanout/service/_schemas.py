@@ -75,7 +75,7 @@ class NodeOut(BaseModel):
     """One node of the run; a ``map`` counts all its items."""
 
     node: str
-    status: Literal["ok", "error", "skipped", "cancelled"]
+    status: Literal["ok", "error", "skipped", "cancelled", "max_steps_exceeded"]
     kind: str
     error_type: str | None = None
     error_message: str | None = None
@@ -88,6 +88,12 @@ class NodeOut(BaseModel):
     end_ms: float | None = None
     items_total: int | None = None
     items_failed: int | None = None
+    tool_calls: int = Field(default=0, description="an llm node's Python tool calls")
+    tool_errors: int = Field(default=0, description="tool calls that went back as errors")
+    transcript: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="an llm node with tools: its messages (tool calls, tool results, answer)",
+    )
 
 
 class RunResponse(BaseModel):
@@ -168,6 +174,9 @@ def to_node_out(node: NodeResult) -> NodeOut:
         end_ms=node.end_s * 1000 if node.end_s is not None else None,
         items_total=node.items_total,
         items_failed=node.items_failed,
+        tool_calls=node.tool_calls,
+        tool_errors=node.tool_errors,
+        transcript=[dict(m) for m in node.transcript] if node.transcript is not None else None,
     )
 
 

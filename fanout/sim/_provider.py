@@ -9,7 +9,9 @@ schema) and the provider's seed:
   ``max_tokens`` is cut, with finish reason ``length``;
 - a ``response_schema`` gets a JSON document valid against it;
 - offered tools get one call (to the tool named in the prompt, else the first)
-  until a tool has answered; then the reply quotes the tools' results.
+  until a tool has answered; then the reply quotes the tools' results
+  (``Based on <tool>: <result>; ...``). A ``[sim:tools=...]`` marker scripts the
+  calls instead, turn by turn (below).
 
 Latency is ``(latency_ms + latency_per_token_ms * output_tokens)`` times a
 lognormal jitter fixed per request, slept on the injected clock (not at all
@@ -27,6 +29,20 @@ Markers in the last user message steer single requests (tests use them):
 ``[sim:invalid-once]``  invalid JSON on the first attempt, valid JSON afterwards
 ``[sim:latency=NNN]``   NNN ms of base latency for this request
 ``[sim:timeout]``       no answer: waits out ``timeout_s`` and raises ``ProviderTimeout``
+``[sim:tools=SCRIPT]``  scripted tool calls, when the request offers tools (an agent test)
+
+A tool script lists the calls of each model turn: ``;`` between the calls of one
+turn (sent together, as parallel tool calls), ``|`` between turns; each call is
+``name(ARGUMENTS)``, the arguments sent verbatim (malformed JSON included)::
+
+    [sim:tools=search({"q": "x"});lookup({"id": 1})]    turn 1: two calls; turn 2: answer
+    [sim:tools=search({"q": "x"})|lookup({"id": 1})]    turn 1: search, turn 2: lookup, then answer
+    [sim:tools=lookup({"id": "one"})|lookup({"id": 1})] a bad argument, then a corrected one
+
+The turn is the number of assistant tool-call messages since the last user
+message, so the script replays the same way over HTTP (the emulator) as in
+process. Once the script is done the model answers, quoting the tool results.
+A script that does not parse is a 400 (``ProviderHTTPError``) naming the syntax.
 """
 
 from __future__ import annotations
@@ -42,6 +58,7 @@ from fanout.errors import ProviderHTTPError, ProviderTimeout
 from fanout.sim._counters import CallCounters
 from fanout.sim._fingerprint import Attempts, Fingerprints, uniforms
 from fanout.sim._schema_gen import generate, invalid_document
+from fanout.sim._script import ScriptError, scripted_calls, tool_script
 from fanout.sim._text import MARKER, fit_tokens, last_user_text, reply_text, sim_usage, token_count
 from fanout.types import ChatRequest, ChatResponse, Message, ToolCall, ToolSpec
 
@@ -203,15 +220,17 @@ class SimProvider(CallCounters):
 
     def _reply(self, request: ChatRequest, prompt: str, key: int, invalid: bool) -> ChatResponse:
         messages = request.messages
-        if request.tools and not _tools_answered(messages):
-            call = _tool_call(request.tools, prompt, random.Random(key))
-            return ChatResponse(
-                content=None,
-                usage=sim_usage(messages, max(3, token_count(call.name + call.arguments))),
-                finish_reason="tool_calls",
-                tool_calls=(call,),
-                model=request.model,
-            )
+        if request.tools:
+            calls = self._tool_calls(request, prompt, key)
+            if calls:
+                spoken = "".join(c.name + c.arguments for c in calls)
+                return ChatResponse(
+                    content=None,
+                    usage=sim_usage(messages, max(3, token_count(spoken))),
+                    finish_reason="tool_calls",
+                    tool_calls=calls,
+                    model=request.model,
+                )
         schema = request.response_schema
         if schema is not None:
             value = generate(schema, random.Random(key), text=prompt)
@@ -225,6 +244,21 @@ class SimProvider(CallCounters):
             finish_reason=finish,
             model=request.model,
         )
+
+    def _tool_calls(self, request: ChatRequest, prompt: str, key: int) -> tuple[ToolCall, ...]:
+        """The tool calls of this turn: the prompt's script, else one until a tool answered."""
+        if MARKER in prompt:
+            try:
+                script = tool_script(prompt)
+            except ScriptError as exc:
+                raise ProviderHTTPError(
+                    str(exc), provider=self.name, status_code=400, retryable=False
+                ) from None
+            if script is not None:
+                return scripted_calls(script, request.messages)
+        if _tools_answered(request.messages):
+            return ()
+        return (_tool_call(request.tools, prompt, random.Random(key)),)
 
     async def aclose(self) -> None:
         return None

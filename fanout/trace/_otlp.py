@@ -30,7 +30,7 @@ STATUS_OK, STATUS_ERROR = 1, 2
 
 IS_LLM = f"(record_type = 'attempt' AND {LLM_CALL})"
 IS_TOOL = f"(record_type = 'attempt' AND NOT {LLM_CALL})"
-FAILED = "status IN ('error', 'cancelled')"
+FAILED = "status IN ('error', 'cancelled', 'max_steps_exceeded')"
 
 # Columns that become span fields or named attributes rather than ``fanout.*`` ones.
 _MAPPED = frozenset(

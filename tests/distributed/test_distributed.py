@@ -12,7 +12,7 @@ import pytest
 import ray
 from support import emulator_process, sim_config, start_emulator
 
-from fanout import DAG, parse_config
+from fanout import DAG, Tool, parse_config
 from fanout.distributed import RayEngine
 from fanout.sim.server import EmulatorConfig
 from fanout.trace import trace_files
@@ -59,6 +59,38 @@ async def test_work_spreads_over_nodes_and_cpu_tools_run_as_ray_tasks(tmp_path: 
         for p in parts
     )
     assert runs == 60
+
+
+def pid_of(n: int) -> str:
+    """A CPU-bound agent tool: the process it ran in."""
+    return json.dumps({"pid": os.getpid(), "n": n})
+
+
+async def test_an_agents_cpu_tool_runs_as_a_ray_task() -> None:
+    dag = DAG("agent_cpu")
+    dag.input("q")
+    dag.output(
+        answer=dag.llm(
+            "fast",
+            "{script} {q}",
+            script='[sim:tools=pid_of({"n": 1});pid_of({"n": 2})]',
+            tools=[Tool.from_function(pid_of, cpu=True, num_cpus=1)],
+            name="agent",
+        )
+    )
+    async with RayEngine(sim_config(1.0), workers=2) as engine:
+        results = await asyncio.gather(*(engine.run(dag, {"q": f"q{i}"}) for i in range(4)))
+        info = await engine.worker_info()
+    assert all(r.ok for r in results), [r.error_message for r in results if not r.ok][:3]
+    outputs = [
+        json.loads(str(m["content"]))
+        for r in results
+        for m in r.nodes["agent"].transcript or []
+        if m["role"] == "tool"
+    ]
+    assert sorted(o["n"] for o in outputs) == [1, 1, 1, 1, 2, 2, 2, 2]
+    tool_pids = {o["pid"] for o in outputs}
+    assert tool_pids.isdisjoint({w["pid"] for w in info} | {os.getpid()})  # Ray tasks
 
 
 async def test_a_killed_worker_loses_no_record_and_repeats_none_that_came_back() -> None:

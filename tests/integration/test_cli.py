@@ -122,6 +122,35 @@ def test_run_the_classify_example_from_the_repo_root(
     assert {runs[r["trace_id"]]["record_key"] for r in rows} == set(labels)
 
 
+def test_run_the_agent_example_offline_on_the_default_config(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "examples/pipelines/agent.py:dag",
+            "-i",
+            "examples/data/questions.jsonl",
+            "-o",
+            str(out),
+            "--key",
+            "id",
+        ],
+    )
+
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(out / "results").to_pylist()
+    assert sorted(r["key"] for r in rows) == ["q-01", "q-02", "q-03", "q-04"]
+    assert all(r["status"] == "ok" and r["attempts"] == 2 for r in rows)  # tool turn, answer
+    assert all(json.loads(r["output_answer"]).startswith("Based on ") for r in rows)
+    spans = pq.read_table(next((out / "traces").glob("date=*/job_id=*/part-*.parquet")))
+    tools = [s for s in spans.to_pylist() if str(s["span_name"]).startswith("tool ")]
+    assert len(tools) == 4 and {s["status"] for s in tools} == {"ok"}
+
+
 def test_traces_go_where_asked_or_nowhere(
     runner: CliRunner, tmp_path: Path, fast_config: Path
 ) -> None:

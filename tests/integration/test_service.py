@@ -78,6 +78,7 @@ def service(emulator: Emulator) -> Iterator[ServiceServer]:
         "map_reduce": load_pipeline("examples/pipelines/map_reduce.py:dag"),
         "two_speeds": two_speeds(),
         "slow_fan": slow_fan(),
+        "agent": load_pipeline("examples/pipelines/agent.py:dag"),
     }
     tokens = TokenStore.parse(f"acme:{TOKEN}\nglobex:{OTHER}", source="test tokens")
 
@@ -121,6 +122,27 @@ def test_a_run_returns_its_outputs_and_per_node_status(client: httpx.Client) -> 
     assert {n["status"] for n in body["nodes"].values()} == {"ok"}
     assert body["usage"]["input_tokens"] > 0 and body["duration_ms"] > 0
     assert len(body["run_id"]) == 32
+
+
+def test_an_agent_run_returns_its_transcript_and_a_max_steps_status(
+    client: httpx.Client,
+) -> None:
+    url = "/v1/pipelines/agent/runs"
+    script = '[sim:tools=lookup_unit({"name": "cup"});search_notes({"query": "tea"})]'
+    ok = client.post(url, headers=AUTH, json={"inputs": {"question": f"{script} Cups?"}}).json()
+    assert ok["status"] == "ok"
+    transcript = ok["nodes"]["answer"]["transcript"]
+    assert [m["role"] for m in transcript] == ["user", "assistant", "tool", "tool", "assistant"]
+    assert transcript[2]["content"] == "1 cup = 240 ml"
+    assert (ok["nodes"]["answer"]["tool_calls"], ok["nodes"]["answer"]["tool_errors"]) == (2, 0)
+    assert ok["outputs"]["answer"] == transcript[-1]["content"]
+
+    looping = "[sim:tools=" + "|".join(['lookup_unit({"name": "cup"})'] * 5) + "] Cups?"
+    stuck = client.post(url, headers=AUTH, json={"inputs": {"question": looping}}).json()
+    assert stuck["status"] == "error" and stuck["error_type"] == "MaxStepsExceeded"
+    node = stuck["nodes"]["answer"]
+    assert node["status"] == "max_steps_exceeded" and node["calls"] == 5  # max_steps=4
+    assert [m["role"] for m in node["transcript"]].count("tool") == 4
 
 
 def test_bad_json_a_missing_input_and_an_unknown_pipeline_get_clear_4xx(

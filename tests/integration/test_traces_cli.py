@@ -257,6 +257,22 @@ def test_export_escapes_text_spells_non_finite_numbers_and_keeps_extra_columns(
     assert attrs["error.type"] == {"stringValue": "_OTHER"}  # failed, with no error type
 
 
+def test_export_marks_an_agent_node_over_max_steps_as_failed(tmp_path: Path) -> None:
+    row = attempt(TRACE_1, "q1", "agent", "agent", start_ms=0, duration_ms=10,
+                  status="max_steps_exceeded", error_type="MaxStepsExceeded",
+                  error_message="max_steps=2")  # fmt: skip
+    path = part_path(tmp_path, "2025-03-04", "job-a", "w1-000001")
+    path.parent.mkdir(parents=True)
+    pq.write_table(table([row]), path)
+    buffer = io.StringIO()
+
+    assert export_otlp(tmp_path, buffer) == 1
+
+    (span,) = _spans(buffer.getvalue().splitlines())
+    assert span["status"] == {"code": 2, "message": "max_steps=2"}
+    assert _attributes(span)["error.type"] == {"stringValue": "MaxStepsExceeded"}
+
+
 def test_export_streams_requests_of_at_most_batch_spans(traces: Path) -> None:
     buffer = io.StringIO()
 
