@@ -243,3 +243,19 @@ def test_guards_are_part_of_a_nodes_fingerprint() -> None:
         input_guards=[max_prompt_chars(200)]
     )
     assert hashes(input_guards=[mask_pii]) == hashes(input_guards=[mask_pii])
+
+
+async def test_an_escalated_step_carries_the_masked_messages(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    provider = FunctionProvider("sim", lambda request: "http://spam")
+    queue = tmp_path / "escalated.jsonl"
+    dag = guarded_dag(guards=[no_links], input_guards=[mask_pii], max_output_retries=0)
+    async with Engine(
+        sim_config(), providers={"sim": provider}, clock=clock, escalation=queue
+    ) as engine:
+        result = await engine.run(dag, {"text": "from bo@corp.example"})
+    assert result.nodes["reply"].error_type == "GuardRejected" and provider.calls == 2
+    (line,) = queue.read_text().splitlines()
+    assert json.loads(line)["messages"] == [{"role": "user", "content": "Reply to: from [email]"}]
+    assert "bo@corp" not in queue.read_text()
