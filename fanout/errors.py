@@ -14,6 +14,8 @@
         │   ├── InvalidResponse  a body that is not what the API promises
         │   └── CircuitOpen      the provider/model failed repeatedly; not called now
         ├── OutputValidationError  the reply did not validate against the node's output model
+        │   └── GuardRejected    an output guard still rejected the reply after its retries
+        ├── InputRefused         an input guard refused the prompt; no provider call was made
         ├── MaxStepsExceeded     an llm node's tool loop hit ``max_steps`` (transcript kept)
         ├── BudgetExceeded       a call would overrun the request's budget; it was not made
         ├── DeadlineExceeded     the request's deadline passed
@@ -33,6 +35,8 @@ __all__ = [
     "ConfigError",
     "DeadlineExceeded",
     "FanoutError",
+    "GuardRejected",
+    "InputRefused",
     "InvalidResponse",
     "MaxStepsExceeded",
     "NodeFailed",
@@ -164,6 +168,28 @@ class CircuitOpen(ProviderError):
 
 class OutputValidationError(RunError):
     """The model's reply did not validate against the node's output model."""
+
+
+class GuardRejected(OutputValidationError):
+    """An output guard rejected the reply on every try of every model of the chain.
+
+    ``guard`` names the guard, ``reason`` is what it said last. Unlike a validation
+    failure, a rejection moves on to the node's fallback models before it escalates.
+    """
+
+    def __init__(self, message: str, *, guard: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.guard = guard
+        self.reason = reason
+
+
+class InputRefused(RunError):
+    """An input guard refused the node's prompt, so no provider call was made."""
+
+    def __init__(self, message: str, *, guard: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.guard = guard
+        self.reason = reason
 
 
 class MaxStepsExceeded(RunError):

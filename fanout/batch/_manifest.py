@@ -50,6 +50,12 @@ def _callable_id(fn: object) -> str:
     return f"{name}:{hashlib.sha256(source.encode()).hexdigest()[:16]}"
 
 
+def _guard_id(fn: object) -> object:
+    """A guard by identity, with the values it closes over (``max_prompt_chars(8000)``'s 8000)."""
+    cells = getattr(fn, "__closure__", None) or ()
+    return [_callable_id(fn), [_stable(cell.cell_contents) for cell in cells]]
+
+
 def _stable(value: object) -> object:
     """A JSON-able, run-independent view of a node argument (no memory addresses)."""
     if isinstance(value, Ref):
@@ -97,7 +103,12 @@ def _model_chain(alias: str, config: Config) -> list[object]:
 
 def _spec(node: Node, config: Config) -> object:
     if isinstance(node, LLMNode):
-        return {
+        guards = {  # only when set: nodes without guards keep the fingerprints they had
+            key: [_guard_id(g.fn) for g in found]
+            for key, found in (("guards", node.guards), ("input_guards", node.input_guards))
+            if found
+        }
+        return guards | {
             "kind": "llm",
             "models": _model_chain(node.model, config),
             "prompt": _stable(node.prompt),

@@ -1,6 +1,17 @@
 """The DAG model: nodes, the builder, templates, tool schemas and validation (pure, no I/O)."""
 
 from fanout.dag._builder import DAG
+from fanout.dag._guards import (
+    Accept,
+    Guard,
+    GuardFn,
+    Reject,
+    Repair,
+    Verdict,
+    make_guards,
+    mask_pii,
+    max_prompt_chars,
+)
 from fanout.dag._nodes import (
     INDEX,
     ITEM,
@@ -22,6 +33,9 @@ __all__ = [
     "DAG",
     "INDEX",
     "ITEM",
+    "Accept",
+    "Guard",
+    "GuardFn",
     "InputNode",
     "LLMNode",
     "MapNode",
@@ -30,11 +44,17 @@ __all__ = [
     "Plan",
     "PromptFn",
     "Ref",
+    "Reject",
+    "Repair",
     "RouteNode",
     "Template",
     "Tool",
     "ToolNode",
+    "Verdict",
     "decide_event",
+    "make_guards",
     "make_tool",
+    "mask_pii",
+    "max_prompt_chars",
     "render_value",
 ]

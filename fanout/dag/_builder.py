@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
+from fanout.dag._guards import make_guards
 from fanout.dag._nodes import (
     INDEX,
     ITEM,
@@ -104,6 +105,8 @@ class DAG:
         max_steps: int = 5,
         output: type[BaseModel] | None = None,
         max_output_retries: int = 2,
+        guards: Sequence[Callable[..., object]] = (),
+        input_guards: Sequence[Callable[..., object]] = (),
         name: str | None = None,
         required: bool = False,
         bind: Mapping[str, Arg] | None = None,
@@ -124,6 +127,14 @@ class DAG:
         ``output``: a pydantic model; the reply is parsed as JSON and validated, and a
         failure is sent back to the model with the validation error, up to
         ``max_output_retries`` times.
+
+        ``guards``: output guards, run in order on the answer after validation; each
+        returns ``None``/``Accept()``, ``Reject(reason)`` or ``Repair(value)`` (see
+        ``fanout.guards``). A rejection is sent back to the model with its reason
+        (sharing ``max_output_retries`` with validation), then the fallback models are
+        tried, then the step escalates. ``input_guards`` see the rendered messages
+        before any provider call: ``Repair(messages)`` masks them, ``Reject(reason)``
+        fails the node with ``InputRefused`` and no call is made.
         """
         node_id = self._auto_id(name, "llm")
         where = f"DAG {self.name!r}, node {node_id!r}"
@@ -140,6 +151,13 @@ class DAG:
                 "the model turns that call tools"
             )
         made_tools = tuple(make_tool(t, where=where) for t in tools)
+        made_guards = make_guards(guards, where=where, what="guards")
+        made_input_guards = make_guards(input_guards, where=where, what="input_guards")
+        if made_guards and made_tools and all(t.fn is None for t in made_tools):
+            raise ConfigError(
+                f"{where}: output guards check an answer, but a node whose tools are all "
+                "schemas returns tool calls; guard a later step, or give Python tools"
+            )
         names = [t.name for t in made_tools]
         if len(set(names)) != len(names):
             raise ConfigError(f"{where}: two tools share a name ({names}); rename one")
@@ -160,6 +178,8 @@ class DAG:
                 max_steps=max_steps,
                 output=output,
                 max_output_retries=max_output_retries,
+                guards=made_guards,
+                input_guards=made_input_guards,
             )
         )
 

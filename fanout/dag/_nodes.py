@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from fanout.dag._guards import Guard
 from fanout.dag._template import Template
 from fanout.dag._tools import Tool
 from fanout.types import Message
@@ -93,6 +94,8 @@ class LLMNode(_NodeBase):
     max_steps: int = 5
     output: type[BaseModel] | None = None
     max_output_retries: int = 2
+    guards: tuple[Guard, ...] = ()  # output guards, after validation
+    input_guards: tuple[Guard, ...] = ()  # before any provider call
 
     def refs(self) -> tuple[Ref, ...]:
         return tuple(v for v in self.bindings.values() if isinstance(v, Ref))

@@ -150,6 +150,8 @@ class NodeStats:
     span_id: str = ""  # the node's trace span, parent of its attempt rows
     tool_calls: int = 0  # an llm node's Python tool calls (its agent loop)
     tool_errors: int = 0  # ... those that went back to the model as errors
+    guard_rejections: int = 0  # guard verdicts Reject (outputs retried, inputs refused)
+    guard_repairs: int = 0  # guard verdicts Repair (outputs corrected, inputs masked)
     # An llm node with Python tools (not inside a map): its conversation so far.
     transcript: list[Message] | None = None
 

@@ -512,6 +512,8 @@ class _Run:
             items_failed=failed,
             tool_calls=stats.tool_calls,
             tool_errors=stats.tool_errors,
+            guard_rejections=stats.guard_rejections,
+            guard_repairs=stats.guard_repairs,
             transcript=list(stats.transcript) if stats.transcript is not None else None,
         )
 

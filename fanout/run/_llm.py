@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from fanout.dag import LLMNode, Template, Tool
 from fanout.errors import (
     ConfigError,
+    GuardRejected,
     MaxStepsExceeded,
     OutputValidationError,
     ProviderError,
@@ -20,6 +21,7 @@ from fanout.errors import (
     ToolError,
 )
 from fanout.run._context import ModelRoute, NodeStats, RunContext
+from fanout.run._guards import check_input, check_output
 from fanout.run._tools import call_tool
 from fanout.run._tracing import CallSite
 from fanout.types import ChatRequest, JSONSchema, Message, ToolCall
@@ -68,6 +70,11 @@ async def run_llm(
     or the budget still leaves it.
     """
     messages = build_messages(node, values, where)
+    if node.input_guards:  # before any provider call; a refusal raises InputRefused
+        site = None
+        if ctx.tracer is not None:
+            site = CallSite(ctx.trace_id, owner_id or node.id, stats.span_id, map_index, 0)
+        messages = await check_input(node, messages, ctx, stats, where, site)
     chain = ctx.router.chain(node.model)
     for position, route in enumerate(chain):
         site = None
@@ -80,7 +87,11 @@ async def run_llm(
             return await _converse(node, route, conversation, ctx, stats, where, site)
         except (ProviderError, OutputValidationError) as exc:
             last = position == len(chain) - 1
-            if isinstance(exc, ProviderError) and exc.fallback_ok and not last:
+            # A guard's rejection may pass on a stronger model; so may most provider errors.
+            fallback_ok = isinstance(exc, GuardRejected) or (
+                isinstance(exc, ProviderError) and exc.fallback_ok
+            )
+            if fallback_ok and not last:
                 stats.fallbacks += 1
                 continue
             if ctx.escalation is not None:
@@ -153,31 +164,51 @@ async def _converse(
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
             continue
         content = response.content or ""
-        if node.output is None:
-            messages.append({"role": "assistant", "content": content})
-            return content
-        try:
-            parsed = node.output.model_validate_json(_strip_fences(content))
-        except ValidationError as exc:
-            invalid_replies += 1
-            if invalid_replies > node.max_output_retries:
-                raise OutputValidationError(
-                    f"{where}: reply is not a valid {schema_name} after "
-                    f"{invalid_replies} tries: {_brief(exc)}"
-                ) from None
-            messages.append({"role": "assistant", "content": content})
-            messages.append(
-                {
-                    "role": "user",
-                    "content": (
-                        f"Your reply is not valid JSON for the {schema_name} schema: "
-                        f"{_brief(exc)}. Reply again with only the corrected JSON document."
-                    ),
-                }
+        value: object = content
+        if node.output is not None:
+            try:
+                value = node.output.model_validate_json(_strip_fences(content))
+            except ValidationError as exc:
+                invalid_replies += 1
+                if invalid_replies > node.max_output_retries:
+                    raise OutputValidationError(
+                        f"{where}: reply is not a valid {schema_name} after "
+                        f"{invalid_replies} tries: {_brief(exc)}"
+                    ) from None
+                messages.append({"role": "assistant", "content": content})
+                messages.append(
+                    {
+                        "role": "user",
+                        "content": (
+                            f"Your reply is not valid JSON for the {schema_name} schema: "
+                            f"{_brief(exc)}. Reply again with only the corrected JSON document."
+                        ),
+                    }
+                )
+                continue
+        messages.append({"role": "assistant", "content": content})
+        if not node.guards:
+            return value
+        value, rejection = await check_output(node, value, ctx, stats, where, site)
+        if rejection is None:
+            return value
+        invalid_replies += 1  # validation and guards share max_output_retries
+        if invalid_replies > node.max_output_retries:
+            raise GuardRejected(
+                f"{where}: output guard {rejection.guard!r} rejected the reply of "
+                f"{route.alias!r} after {invalid_replies} tries: {rejection.reason}",
+                guard=rejection.guard,
+                reason=rejection.reason,
             )
-        else:
-            messages.append({"role": "assistant", "content": content})
-            return parsed
+        messages.append(
+            {
+                "role": "user",
+                "content": (
+                    f"Your reply was rejected by the {rejection.guard} check: "
+                    f"{rejection.reason}. Reply again with a corrected answer."
+                ),
+            }
+        )
 
 
 async def _run_tool_call(

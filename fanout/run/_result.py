@@ -33,6 +33,10 @@ class NodeResult:
     # An llm node's Python tool calls (a map: over the items run in this process).
     tool_calls: int = 0
     tool_errors: int = 0  # ... those that went back to the model as errors (bad args, raised)
+    # Guard verdicts of an llm node: Reject (an output retried, an input refused) and
+    # Repair (an output corrected, an input masked).
+    guard_rejections: int = 0
+    guard_repairs: int = 0
     # An llm node with Python tools (outside a map): every message of its conversation,
     # prompt first, then assistant turns with tool_calls, tool results and the final
     # answer; kept when max_steps, the deadline or the budget ended the loop.
@@ -56,6 +60,8 @@ class NodeResult:
             "items_failed": self.items_failed,
             "tool_calls": self.tool_calls,
             "tool_errors": self.tool_errors,
+            "guard_rejections": self.guard_rejections,
+            "guard_repairs": self.guard_repairs,
             "transcript": self.transcript,
         }
 

@@ -157,6 +157,45 @@ class Tracer:
         self.content.fill(span, input_text, output_text)
         self.sink.emit(span)
 
+    def guard(
+        self,
+        site: CallSite,
+        *,
+        dag_name: str,
+        record_key: str | None,
+        stage: str,
+        guard_name: str,
+        outcome: str,
+        error: BaseException | None,
+        start: float,
+        end: float,
+        input_text: str | None,
+        output_text: str | None,
+    ) -> None:
+        """One guard's verdict: a tool-like attempt row named ``guard <stage> <name>``.
+
+        ``tool_name`` holds the guard's name (so LLM-call queries leave the row out)
+        and ``guard_outcome`` the verdict; a rejection is an ``error`` row whose
+        message is the reason.
+        """
+        span = self._attempt_span(
+            site,
+            f"guard {stage} {guard_name}",
+            dag_name,
+            record_key,
+            start,
+            end,
+            attempt=1,
+            tool_name=guard_name,
+            guard_outcome=outcome,
+            input_tokens=0,
+            output_tokens=0,
+            cost_usd=0.0,
+        )
+        self._fail(span, error)
+        self.content.fill(span, input_text, output_text)
+        self.sink.emit(span)
+
     def _attempt_span(
         self,
         site: CallSite,

@@ -90,6 +90,12 @@ class NodeOut(BaseModel):
     items_failed: int | None = None
     tool_calls: int = Field(default=0, description="an llm node's Python tool calls")
     tool_errors: int = Field(default=0, description="tool calls that went back as errors")
+    guard_rejections: int = Field(
+        default=0, description="guard rejections (outputs retried, inputs refused)"
+    )
+    guard_repairs: int = Field(
+        default=0, description="guard repairs (outputs fixed, inputs masked)"
+    )
     transcript: list[dict[str, Any]] | None = Field(
         default=None,
         description="an llm node with tools: its messages (tool calls, tool results, answer)",
@@ -176,6 +182,8 @@ def to_node_out(node: NodeResult) -> NodeOut:
         items_failed=node.items_failed,
         tool_calls=node.tool_calls,
         tool_errors=node.tool_errors,
+        guard_rejections=node.guard_rejections,
+        guard_repairs=node.guard_repairs,
         transcript=[dict(m) for m in node.transcript] if node.transcript is not None else None,
     )
 

@@ -4,7 +4,9 @@ Replies depend only on the request (model, messages, ``max_tokens``, tools,
 schema) and the provider's seed:
 
 - a prompt mentioning "sentiment" gets ``positive``/``negative``/``neutral`` by
-  keywords; one asking to "summar..." gets ``Summary: `` and its first words;
+  keywords; one asking "easy or hard" gets ``hard`` (a subject over 25 words or
+  with several questions) or ``easy``; one asking to "summar..." gets
+  ``Summary: `` and its first words;
   anything else ``sim reply: `` and its first words. A reply longer than
   ``max_tokens`` is cut, with finish reason ``length``;
 - a ``response_schema`` gets a JSON document valid against it;

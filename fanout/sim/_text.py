@@ -33,6 +33,7 @@ _POSITIVE = frozenset(
         *("perfect", "fast", "wonderful", "recommend", "best", "nice", "helpful", "pleased"),
     }
 )
+_HARD_WORDS = 25  # a triage prompt's subject longer than this is "hard"
 _ECHO_WORDS = 8
 _SUMMARY_WORDS = 12
 _MIN_OUTPUT_TOKENS = 3  # a real reply also spends tokens on framing and end-of-turn
@@ -99,13 +100,19 @@ def reply_text(prompt: str) -> str:
     """What the simulated model answers to ``prompt`` (the last user message).
 
     A prompt that mentions "sentiment" gets ``positive``/``negative``/``neutral``;
-    one that asks to "summar..." gets ``Summary: `` and the first words of its
-    subject; anything else gets ``sim reply: `` and its first words.
+    one that asks "easy or hard" gets ``hard`` when its subject has more than 25
+    words or asks more than one question, else ``easy`` (a stand-in for a triage
+    classifier: long, many-part requests are the hard ones); one that asks to
+    "summar..." gets ``Summary: `` and the first words of its subject; anything
+    else gets ``sim reply: `` and its first words.
     """
     lower = prompt.lower()
     about = subject(prompt)
     if "sentiment" in lower:
         return sentiment(about)
+    if "easy or hard" in lower:
+        hard = len(about.split()) > _HARD_WORDS or about.count("?") > 1
+        return "hard" if hard else "easy"
     if "summar" in lower:
         words = about.split()
         more = " ..." if len(words) > _SUMMARY_WORDS else ""

@@ -67,7 +67,8 @@ class Span:
     request_model: str | None = None
     response_model: str | None = None
     finish_reason: str | None = None
-    tool_name: str | None = None
+    tool_name: str | None = None  # a tool call's tool, or a guard row's guard
+    guard_outcome: str | None = None  # guard rows only: accept / reject / repair
     input_tokens: int | None = None
     output_tokens: int | None = None
     estimated_input_tokens: int | None = None
@@ -91,7 +92,7 @@ class Span:
 def new_span(**values: Any) -> Span:
     """A span with ``values`` set and every other column at its default.
 
-    Three times cheaper than ``Span(...)``, which assigns all 44 fields: only the
+    Three times cheaper than ``Span(...)``, which assigns all 45 fields: only the
     given ones go into the instance, the rest are read from the class defaults.
     Used on the executor's path, once per run, node and attempt.
     """

@@ -340,3 +340,29 @@ def test_module_entry_point_in_a_subprocess(tmp_path: Path) -> None:
         f"'{tmp_path}/missing.py' does not exist; check the path\n"
     )
     assert bad.stdout == ""
+
+
+def test_the_triage_example_routes_hard_records_to_the_strong_model(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "out"
+    args = ["run", "examples/pipelines/triage.py:dag", "-i", "examples/data/tickets.jsonl"]
+    args += ["-o", str(out), "-c", "examples/fanout.toml", "--key", "id"]
+    result = runner.invoke(app, args)
+
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(out / "results").to_pylist()
+    assert [r["status"] for r in rows] == ["ok"] * 12
+    levels = {r["key"]: r["output_level"] for r in rows}
+    # the sim's triage rule: over 25 words, or more than one question, is hard
+    assert sorted(k for k, v in levels.items() if v == "hard") == ["t-03", "t-05", "t-08", "t-10"]
+    spans = pq.read_table(next((out / "traces").glob("date=*/job_id=*/part-*.parquet")))
+    chats = [s for s in spans.to_pylist() if str(s["span_name"]).startswith("chat")]
+    answered = {(s["record_key"], s["node_id"], s["request_model"]) for s in chats}
+    for key, level in levels.items():
+        assert (key, "level", "sim-small") in answered
+        expected = ("hard_answer", "sim-large") if level == "hard" else ("easy_answer", "sim-small")
+        assert (key, *expected) in answered
+        other = "easy_answer" if level == "hard" else "hard_answer"
+        assert not [a for a in answered if a[0] == key and a[1] == other]

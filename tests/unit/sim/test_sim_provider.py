@@ -133,6 +133,21 @@ async def test_sentiment_prompts_get_a_label(review: str, label: str) -> None:
     assert reply.finish_reason == "stop"
 
 
+@pytest.mark.parametrize(
+    ("request_text", "level"),
+    [
+        ("How do I reset my password?", "easy"),
+        ("Why is it slow? Which plan fixes it?", "hard"),  # several questions
+        (" ".join(["word"] * 25), "easy"),
+        (" ".join(["word"] * 26), "hard"),  # over 25 words
+    ],
+)
+async def test_triage_prompts_get_easy_or_hard(request_text: str, level: str) -> None:
+    prompt = f"Is this request easy or hard? Reply easy or hard. Request: {request_text}"
+    reply = await instant().complete(ask(prompt))
+    assert reply.content == level
+
+
 async def test_summaries_and_echoes() -> None:
     provider = instant()
     summary = await provider.complete(ask("Summarize: the quick brown fox jumps over the dog"))
