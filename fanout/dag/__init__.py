@@ -15,13 +15,16 @@ from fanout.dag._nodes import (
     ToolNode,
 )
 from fanout.dag._plan import Plan, decide_event
+from fanout.dag._session import HISTORY, STATE, Session, SessionSpec
 from fanout.dag._template import Template, render_value
 from fanout.dag._tools import Tool, make_tool
 
 __all__ = [
     "DAG",
+    "HISTORY",
     "INDEX",
     "ITEM",
+    "STATE",
     "InputNode",
     "LLMNode",
     "MapNode",
@@ -31,6 +34,8 @@ __all__ = [
     "PromptFn",
     "Ref",
     "RouteNode",
+    "Session",
+    "SessionSpec",
     "Template",
     "Tool",
     "ToolNode",
