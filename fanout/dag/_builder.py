@@ -98,12 +98,16 @@ class DAG:
         answer: str,
         state: type[BaseModel] | None = None,
         keep_turns: int = 20,
+        summarize: str | None = None,
     ) -> Session:
         """Make the DAG conversational: a run given a ``session_id`` continues that session.
 
         ``user`` names the input that is the user's message of a turn and ``answer`` the
         output that is the reply; after a run, the turn (both, as chat messages) is added
-        to the session's history, which keeps the last ``keep_turns`` turns. ``state``: a
+        to the session's history, which keeps the last ``keep_turns`` turns; with
+        ``summarize`` (a model alias), a history about to pass ``keep_turns`` has its
+        older turns (all but the newest half) folded into one summary message by a call
+        to that model, under the run's budget and in the trace. ``state``: a
         pydantic model for the session's typed state; the run sees it as the input
         ``state`` (default values for a new session) and an output named ``state``
         replaces it. Returns refs to the ``history`` (chat messages) and the ``state``;
@@ -138,8 +142,10 @@ class DAG:
                     f"{where}: a node named {reserved!r} exists; a session's {reserved} "
                     "takes that name, rename the node"
                 )
+        if summarize is not None and (not isinstance(summarize, str) or not summarize):
+            raise ConfigError(f"{where}: summarize must be a model alias, e.g. 'fast'")
         self.session_spec = SessionSpec(
-            user=user, answer=answer, state=state, keep_turns=keep_turns
+            user=user, answer=answer, state=state, keep_turns=keep_turns, summarize=summarize
         )
         return Session(
             history=self._add(InputNode(id=HISTORY, session=True)),

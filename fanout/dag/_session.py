@@ -20,12 +20,14 @@ STATE = "state"
 class SessionSpec:
     """``user``: the input that is the user's message of a turn; ``answer``: the output
     that is the reply; ``state``: the pydantic model of the session's state (``None``:
-    no state); ``keep_turns``: how many turns the stored history keeps."""
+    no state); ``keep_turns``: how many turns the stored history keeps; ``summarize``:
+    a model alias that folds older turns into a summary instead of dropping them."""
 
     user: str
     answer: str
     state: type[BaseModel] | None
     keep_turns: int
+    summarize: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from fanout.run._escalation import EscalationSink
 from fanout.run._executor import execute, run_items
 from fanout.run._journal import CallJournal
 from fanout.run._result import NodeResult, RunResult
-from fanout.run._session import check_session, fresh_inputs, open_session
+from fanout.run._session import check_session, fresh_inputs, open_session, summary_dag
 from fanout.run._tools import CpuRunner
 from fanout.run._tracing import SpanSink, Tracer
 from fanout.sim import SimProvider
@@ -190,7 +190,9 @@ class Engine:
         plan = self.validate(dag)
         check_inputs(dag, plan, inputs)
         if session_id is not None:
-            check_session(dag)
+            spec = check_session(dag)
+            if spec.summarize is not None:
+                self.validate(summary_dag(spec.summarize))
         if deadline_s is not None and deadline_s <= 0:
             raise ConfigError(f"deadline_s must be positive (got {deadline_s})")
         if budget is not None and (budget_usd is not None or budget_tokens is not None):
@@ -206,9 +208,11 @@ class Engine:
         trace_id = ""
         if tracer is not None:
             trace_id = request_id if _is_trace_id(request_id) else tracer.new_trace_id()
+        if budget is None:
+            budget = Budget(usd=budget_usd, tokens=budget_tokens)
         ctx = self._context(
             dag,
-            budget=budget if budget is not None else Budget(usd=budget_usd, tokens=budget_tokens),
+            budget=budget,
             deadline_s=deadline_s,
             trace_id=trace_id,
             record_key=record_key,
@@ -227,8 +231,20 @@ class Engine:
         except BaseException:
             hold.release_now()
             raise
-        await hold.close(inputs, result)
-        return result
+        alias = hold.spec.summarize
+
+        async def summarize(transcript: str) -> RunResult:
+            # a run of its own (its own trace rows), under this run's budget
+            assert alias is not None and budget is not None
+            return await self.run(
+                summary_dag(alias),
+                {"transcript": transcript},
+                budget=budget,
+                record_key=record_key,
+                interactive=interactive,
+            )
+
+        return await hold.close(inputs, result, summarize)
 
     async def run_items(
         self,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 
 from pydantic import BaseModel, ValidationError
 
@@ -16,7 +16,20 @@ from fanout.run._result import RunResult
 from fanout.store import SessionRecord, SessionStore
 from fanout.types import Message, RunStatus
 
-__all__ = ["SessionHold", "fresh_inputs", "open_session"]
+__all__ = [
+    "SUMMARY_PREFIX",
+    "SessionHold",
+    "Summarize",
+    "fresh_inputs",
+    "open_session",
+    "summary_dag",
+]
+
+SUMMARY_PREFIX = "Summary of the earlier conversation: "
+"""How the history's summary message starts (a ``system`` message, first in the history)."""
+
+Summarize = Callable[[str], Awaitable[RunResult]]
+"""Runs the summary call over a transcript (the engine's: traced, under the run's budget)."""
 
 
 @dataclass(slots=True)
@@ -37,12 +50,17 @@ class SessionHold:
         transaction, so blocking the loop for it beats losing it to a second cancel)."""
         self.store.release(self.record.session_id, self.owner)
 
-    async def close(self, inputs: Mapping[str, object], result: RunResult) -> None:
-        """Save the turn of a run that ended ``ok``; release the session otherwise."""
+    async def close(
+        self, inputs: Mapping[str, object], result: RunResult, summarize: Summarize | None = None
+    ) -> RunResult:
+        """Save the turn of a run that ended ``ok``; release the session otherwise.
+
+        Returns ``result``, with the summary call's usage and cost added if one was made.
+        """
         sid = self.record.session_id
         if result.status != RunStatus.OK:
             await asyncio.to_thread(self.store.release, sid, self.owner)
-            return
+            return result
         try:
             state_json = self._new_state(result)
         except ConfigError:
@@ -52,7 +70,11 @@ class SessionHold:
             {"role": "user", "content": _text(inputs[self.spec.user])},
             {"role": "assistant", "content": _text(result.outputs.get(self.spec.answer))},
         ]
-        messages = trim_turns([*self.record.messages, *turn], self.spec.keep_turns)
+        try:
+            messages, summary = await self._bound([*self.record.messages, *turn], summarize)
+        except BaseException:
+            self.release_now()
+            raise
         await asyncio.to_thread(
             self.store.save,
             sid,
@@ -61,6 +83,36 @@ class SessionHold:
             state_json=state_json,
             version=self.record.version,
         )
+        if summary is None:
+            return result
+        return replace(
+            result,
+            usage=result.usage + summary.usage,
+            cost_usd=result.cost_usd + summary.cost_usd,
+        )
+
+    async def _bound(
+        self, messages: list[Message], summarize: Summarize | None
+    ) -> tuple[list[Message], RunResult | None]:
+        """The history to store: at most ``keep_turns`` turns (after a summary, if any)."""
+        keep = self.spec.keep_turns
+        starts = _turn_starts(messages)
+        if len(starts) <= keep:
+            return messages, None
+        if self.spec.summarize is None or summarize is None:
+            return messages[starts[-keep] :], None
+        # Fold all but the newest half, so a summary call comes every keep/2 turns, not
+        # every turn.
+        cut = starts[-max(1, keep // 2)]
+        run = await summarize(_transcript(messages[:cut]))
+        text = run.outputs.get("summary")
+        if run.ok and isinstance(text, str) and text.strip():
+            summary: Message = {"role": "system", "content": SUMMARY_PREFIX + text.strip()}
+            return [summary, *messages[cut:]], run
+        # The summary call failed (budget, provider): drop the oldest turns instead,
+        # keeping the summary made before.
+        previous = [m for m in messages[:1] if _is_summary(m)]
+        return [*previous, *messages[starts[-keep] :]], run
 
     def _new_state(self, result: RunResult) -> str | None:
         model = self.spec.state
@@ -118,12 +170,44 @@ def fresh_inputs(dag: DAG) -> dict[str, object]:
     return {HISTORY: [], STATE: spec.state() if spec.state is not None else None}
 
 
-def trim_turns(messages: list[Message], keep_turns: int) -> list[Message]:
-    """The last ``keep_turns`` turns (a turn starts at a user message)."""
-    starts = [i for i, m in enumerate(messages) if m.get("role") == "user"]
-    if len(starts) <= keep_turns:
-        return messages
-    return messages[starts[-keep_turns] :]
+def summary_dag(alias: str) -> DAG:
+    """The summary call: one llm step over a ``transcript``; its output is ``summary``."""
+    dag = DAG("session_summary")
+    transcript = dag.input("transcript")
+    summary = dag.llm(
+        alias,
+        "Summarise this conversation in a few sentences for the assistant that continues "
+        "it: keep the facts, names, numbers and decisions it will need.\n\n{transcript}",
+        transcript=transcript,
+        max_tokens=_SUMMARY_MAX_TOKENS,
+        name="summary",
+    )
+    dag.output(summary=summary)
+    return dag
+
+
+_SUMMARY_MAX_TOKENS = 400  # a summary is a paragraph; this also caps its cost
+
+
+def _turn_starts(messages: list[Message]) -> list[int]:
+    """Where each turn starts: at its user message."""
+    return [i for i, m in enumerate(messages) if m.get("role") == "user"]
+
+
+def _is_summary(message: Message) -> bool:
+    content = message.get("content")
+    return message.get("role") == "system" and str(content).startswith(SUMMARY_PREFIX)
+
+
+def _transcript(messages: list[Message]) -> str:
+    lines = []
+    for m in messages:
+        content = str(m.get("content") or "")
+        if _is_summary(m):
+            lines.append(f"(earlier summary) {content.removeprefix(SUMMARY_PREFIX)}")
+        else:
+            lines.append(f"{m.get('role')}: {content}")
+    return "\n".join(lines)
 
 
 def _state(spec: SessionSpec, record: SessionRecord) -> BaseModel | None:

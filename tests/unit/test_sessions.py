@@ -12,6 +12,7 @@ from support import sim_config
 from fanout import DAG, ConfigError, Engine, RunStatus, SessionBusy, SQLiteStore
 from fanout.errors import ProviderHTTPError
 from fanout.sim import FunctionProvider
+from fanout.trace import Span
 from fanout.types import ChatRequest
 
 
@@ -40,9 +41,22 @@ def echo(request: ChatRequest) -> str:
     return f"re: {request.messages[-1].get('content')} ({len(request.messages)} messages)"
 
 
-def make_engine(store: Path | SQLiteStore, fn: object = echo) -> tuple[Engine, FunctionProvider]:
+class Spans:
+    """A trace sink that keeps (dag, record type, status) of every span."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str]] = []
+
+    def emit(self, span: Span) -> None:
+        self.rows.append((span.dag_name, span.record_type, span.status))
+
+
+def make_engine(
+    store: Path | SQLiteStore, fn: object = echo, traces: Spans | None = None
+) -> tuple[Engine, FunctionProvider]:
     provider = FunctionProvider("sim", fn)  # type: ignore[arg-type]
-    return Engine(sim_config(), providers={"sim": provider}, store=store), provider
+    engine = Engine(sim_config(), providers={"sim": provider}, store=store, traces=traces)
+    return engine, provider
 
 
 async def test_a_session_continues_across_two_runs(tmp_path: Path) -> None:
@@ -219,3 +233,74 @@ async def test_the_data_dir_in_the_config_gives_the_engine_its_store(tmp_path: P
     async with Engine(config) as engine:
         await engine.run(chat_dag(), {"question": "q"}, session_id="s")
     assert SQLiteStore(tmp_path / "data" / "sessions.db").load("s").version == 1
+
+
+def summarising(request: ChatRequest) -> str:
+    """Summary calls answer with how many user lines they were given; others echo."""
+    prompt = str(request.messages[-1].get("content"))
+    if prompt.startswith("Summarise this conversation"):
+        earlier = "earlier+" if "(earlier summary)" in prompt else ""
+        return f"SUMMARY {earlier}{prompt.count(chr(10) + 'user: ')} turns"
+    return echo(request)
+
+
+def summary_dag_of(keep_turns: int) -> DAG:
+    dag = DAG("chat")
+    dag.input("question")
+    dag.session(user="question", answer="answer", keep_turns=keep_turns, summarize="smart")
+    dag.output(answer=dag.llm("fast", "{question}", conversation=True))
+    return dag
+
+
+async def test_summarize_folds_older_turns_into_one_traced_budgeted_summary(
+    tmp_path: Path,
+) -> None:
+    spans = Spans()
+    engine, provider = make_engine(tmp_path, summarising, spans)
+    results = []
+    async with engine:
+        for n in range(5):
+            dag = summary_dag_of(keep_turns=2)
+            results.append(await engine.run(dag, {"question": f"q{n}"}, session_id="s"))
+    summaries = [r for r in provider.requests if r.model == "sim-large"]
+    assert len(summaries) == 2  # on the 3rd and the 5th turn: every keep_turns/2 turns
+    assert "(earlier summary) SUMMARY 2 turns" in str(summaries[1].messages[-1].get("content"))
+    stored = SQLiteStore(tmp_path).load("s").messages
+    assert [(m["role"], m["content"]) for m in stored] == [
+        ("system", "Summary of the earlier conversation: SUMMARY earlier+2 turns"),
+        ("user", "q4"),
+        ("assistant", "re: q4 (6 messages)"),  # sent: S, q2, a2, q3, a3, q4
+    ]
+    sent = provider.requests[-2].messages  # the 5th turn's own call, before its summary
+    assert sent[0]["content"] == "Summary of the earlier conversation: SUMMARY 2 turns"
+    # the summary call's cost is the run's: more than a run without one
+    assert results[2].cost_usd > results[1].cost_usd > 0
+    assert results[2].usage.input_tokens > results[3].usage.input_tokens / 2
+    summary_runs = [row for row in spans.rows if row[:2] == ("session_summary", "run")]
+    assert summary_runs == [("session_summary", "run", "ok")] * 2
+
+
+async def test_a_summary_over_the_budget_drops_old_turns_instead(tmp_path: Path) -> None:
+    spans = Spans()
+    engine, provider = make_engine(tmp_path, summarising, spans)
+    async with engine:
+        for n in range(3):
+            dag = summary_dag_of(keep_turns=2)
+            await engine.run(dag, {"question": f"q{n}"}, session_id="s", budget_tokens=350)
+    assert all(r.model == "sim-small" for r in provider.requests)  # no summary call was made
+    summary_runs = [row for row in spans.rows if row[:2] == ("session_summary", "run")]
+    assert summary_runs == [("session_summary", "run", "budget_exceeded")]  # it was refused
+    stored = SQLiteStore(tmp_path).load("s").messages
+    assert [m["content"] for m in stored if m["role"] == "user"] == ["q1", "q2"]
+
+
+async def test_an_unknown_summary_alias_is_refused_before_any_call(tmp_path: Path) -> None:
+    dag = DAG("chat")
+    dag.input("question")
+    dag.session(user="question", answer="answer", summarize="huge")
+    dag.output(answer=dag.llm("fast", "{question}", conversation=True))
+    engine, provider = make_engine(tmp_path)
+    async with engine:
+        with pytest.raises(ConfigError, match="model alias 'huge' is not configured"):
+            await engine.run(dag, {"question": "q"}, session_id="s")
+    assert provider.calls == 0
