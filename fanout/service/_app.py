@@ -276,6 +276,13 @@ async def _run(
         "interactive": body.priority == "interactive",
     }
     if body.session_id is not None:  # only then: a runner without sessions still serves
+        if "session_id" not in inspect.signature(state.runner.run).parameters:
+            raise _Rejected(
+                422,
+                "invalid_request",
+                "this service's runner keeps no sessions (the local Engine does); "
+                "drop session_id or serve the pipeline on an Engine with a data_dir",
+            )
         options["session_id"] = body.session_id
     tenant.in_flight += 1
     metrics.in_flight.labels(name).inc()

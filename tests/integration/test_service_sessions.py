@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from pydantic import BaseModel
 from support import sim_config
 
-from fanout import DAG, Engine
+from fanout import DAG, Engine, RunResult
 from fanout.service import ServiceServer, build_app
 
 RUNS = "/v1/pipelines/chat/runs"
@@ -98,3 +99,27 @@ def leased(db: Path, session_id: str, timeout_s: float = 20.0) -> bool:
                 return True
         time.sleep(0.05)
     return False
+
+
+class NoSessions:
+    """A runner that keeps no sessions (its ``run`` takes no ``session_id``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.validate, self.limiter_states = engine.validate, engine.limiter_states
+        self.hedges, self.aclose = engine.hedges, engine.aclose
+
+    async def run(self, dag: DAG, inputs: Mapping[str, object], **options: Any) -> RunResult:
+        return await self.engine.run(dag, inputs, **options)
+
+
+def test_a_runner_without_sessions_refuses_a_session_id_with_422(tmp_path: Path) -> None:
+    engine = Engine(sim_config(), store=tmp_path)
+    runner = NoSessions(engine)
+    make = lambda: build_app({"chat": chat()}, runner, tokens=None)  # noqa: E731
+    with ServiceServer(make, close=engine.aclose) as srv, httpx.Client(base_url=srv.url) as c:
+        refused = c.post(RUNS, json={"inputs": {"question": "hi"}, "session_id": "s"})
+        plain = c.post(RUNS, json={"inputs": {"question": "hi"}})
+    assert refused.status_code == 422
+    assert "keeps no sessions" in refused.json()["error"]["message"]
+    assert plain.status_code == 200
