@@ -33,12 +33,14 @@ from fanout.errors import (
     ProviderTimeout,
     RateLimited,
     RunError,
+    SessionBusy,
     TemplateError,
     ToolError,
     UpstreamFailed,
 )
 from fanout.providers import Provider
 from fanout.run import Engine, NodeResult, RunResult
+from fanout.store import SessionStore, SQLiteStore
 from fanout.types import (
     ChatRequest,
     ChatResponse,
@@ -86,6 +88,9 @@ __all__ = [
     "RunError",
     "RunResult",
     "RunStatus",
+    "SQLiteStore",
+    "SessionBusy",
+    "SessionStore",
     "SystemClock",
     "TemplateError",
     "Tool",

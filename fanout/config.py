@@ -147,6 +147,9 @@ class Config(_Frozen):
         default=None, description="JSONL file for steps whose every option failed"
     )
     traces: TraceConfig = Field(default_factory=TraceConfig)
+    data_dir: str | None = Field(
+        default=None, description="where durable state lives (sessions.db); none: no sessions"
+    )
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:

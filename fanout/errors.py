@@ -4,6 +4,7 @@
 
     FanoutError
     ├── ConfigError              a DAG, config or input is wrong; raised before any call
+    ├── SessionBusy              another run holds the session (one run per session at a time)
     │   └── TemplateError        a prompt template names a value that does not exist
     └── RunError                 something went wrong while a request ran
         ├── ProviderError        a provider call failed              (.retryable, .fallback_ok)
@@ -47,6 +48,7 @@ __all__ = [
     "ProviderTimeout",
     "RateLimited",
     "RunError",
+    "SessionBusy",
     "TemplateError",
     "ToolError",
     "UpstreamFailed",
@@ -77,6 +79,14 @@ class ConfigError(FanoutError):
 
 class TemplateError(ConfigError):
     """A prompt template cannot be rendered with the values it was given."""
+
+
+class SessionBusy(FanoutError):
+    """Another run holds this session; raised before any call (the service answers 409)."""
+
+    def __init__(self, message: str, *, session_id: str) -> None:
+        super().__init__(message)
+        self.session_id = session_id
 
 
 class RunError(FanoutError):

@@ -103,11 +103,13 @@ def _model_chain(alias: str, config: Config) -> list[object]:
 
 def _spec(node: Node, config: Config) -> object:
     if isinstance(node, LLMNode):
-        guards = {  # only when set: nodes without guards keep the fingerprints they had
+        guards: dict[str, object] = {  # only when set: other nodes keep their fingerprints
             key: [_guard_id(g.fn) for g in found]
             for key, found in (("guards", node.guards), ("input_guards", node.input_guards))
             if found
         }
+        if node.conversation:  # a session's history goes into its messages
+            guards["conversation"] = True
         return guards | {
             "kind": "llm",
             "models": _model_chain(node.model, config),

@@ -26,13 +26,16 @@ from fanout.dag._nodes import (
     ToolNode,
 )
 from fanout.dag._plan import Plan, decide_event
+from fanout.dag._session import HISTORY, STATE, Session, SessionSpec
 from fanout.dag._template import Template, render_value
 from fanout.dag._tools import Tool, make_tool
 
 __all__ = [
     "DAG",
+    "HISTORY",
     "INDEX",
     "ITEM",
+    "STATE",
     "Accept",
     "Guard",
     "GuardFn",
@@ -47,6 +50,8 @@ __all__ = [
     "Reject",
     "Repair",
     "RouteNode",
+    "Session",
+    "SessionSpec",
     "Template",
     "Tool",
     "ToolNode",

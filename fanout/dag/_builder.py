@@ -26,6 +26,7 @@ from fanout.dag._nodes import (
     ToolNode,
 )
 from fanout.dag._plan import Plan, build_plan
+from fanout.dag._session import HISTORY, STATE, Session, SessionSpec
 from fanout.dag._template import Template
 from fanout.dag._tools import Tool, make_tool
 from fanout.errors import ConfigError
@@ -67,6 +68,7 @@ class DAG:
         self._nodes: dict[str, Node] = {}
         self._outputs: dict[str, Ref | object] = {}
         self._plan: Plan | None = None
+        self.session_spec: SessionSpec | None = None
 
     # -- inputs and outputs -------------------------------------------------
 
@@ -85,7 +87,71 @@ class DAG:
 
     @property
     def inputs(self) -> tuple[str, ...]:
-        return tuple(n.id for n in self._nodes.values() if isinstance(n, InputNode))
+        """The inputs a caller passes (a session's history and state are loaded instead)."""
+        return tuple(
+            n.id for n in self._nodes.values() if isinstance(n, InputNode) and not n.session
+        )
+
+    def session(
+        self,
+        *,
+        user: str,
+        answer: str,
+        state: type[BaseModel] | None = None,
+        keep_turns: int = 20,
+        summarize: str | None = None,
+    ) -> Session:
+        """Make the DAG conversational: a run given a ``session_id`` continues that session.
+
+        ``user`` names the input that is the user's message of a turn and ``answer`` the
+        output that is the reply; after a run, the turn (both, as chat messages) is added
+        to the session's history, which keeps the last ``keep_turns`` turns; with
+        ``summarize`` (a model alias), a history about to pass ``keep_turns`` has its
+        older turns (all but the newest half) folded into one summary message by a call
+        to that model, under the run's budget and in the trace. ``state``: a
+        pydantic model for the session's typed state; the run sees it as the input
+        ``state`` (default values for a new session) and an output named ``state``
+        replaces it. Returns refs to the ``history`` (chat messages) and the ``state``;
+        ``dag.llm(..., conversation=True)`` puts the history before a prompt.
+        """
+        where = f"DAG {self.name!r}: session()"
+        if self.session_spec is not None:
+            raise ConfigError(f"{where} is declared twice; declare it once")
+        if isinstance(keep_turns, bool) or not isinstance(keep_turns, int) or keep_turns < 1:
+            raise ConfigError(
+                f"{where}: keep_turns must be a whole number >= 1 (got {keep_turns!r}); it "
+                "bounds the history kept and sent"
+            )
+        if user not in self.inputs:
+            raise ConfigError(
+                f"{where}: user={user!r} is not an input of this DAG; declare "
+                f"dag.input({user!r}) first (inputs: {list(self.inputs)})"
+            )
+        if state is not None and not (isinstance(state, type) and issubclass(state, BaseModel)):
+            raise ConfigError(f"{where}: state must be a pydantic model class (got {state!r})")
+        if state is not None:
+            try:
+                state()
+            except Exception:
+                raise ConfigError(
+                    f"{where}: state model {state.__name__} needs a default for every field "
+                    "(a new session starts from State())"
+                ) from None
+        for reserved in (HISTORY, STATE):
+            if reserved in self._nodes:
+                raise ConfigError(
+                    f"{where}: a node named {reserved!r} exists; a session's {reserved} "
+                    "takes that name, rename the node"
+                )
+        if summarize is not None and (not isinstance(summarize, str) or not summarize):
+            raise ConfigError(f"{where}: summarize must be a model alias, e.g. 'fast'")
+        self.session_spec = SessionSpec(
+            user=user, answer=answer, state=state, keep_turns=keep_turns, summarize=summarize
+        )
+        return Session(
+            history=self._add(InputNode(id=HISTORY, session=True)),
+            state=self._add(InputNode(id=STATE, session=True)),
+        )
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -107,6 +173,7 @@ class DAG:
         max_output_retries: int = 2,
         guards: Sequence[Callable[..., object]] = (),
         input_guards: Sequence[Callable[..., object]] = (),
+        conversation: bool = False,
         name: str | None = None,
         required: bool = False,
         bind: Mapping[str, Arg] | None = None,
@@ -135,10 +202,24 @@ class DAG:
         tried, then the step escalates. ``input_guards`` see the rendered messages
         before any provider call: ``Repair(messages)`` masks them, ``Reject(reason)``
         fails the node with ``InputRefused`` and no call is made.
+        ``conversation=True``: the session's history (see :meth:`session`, declared
+        first) goes between the system message and the prompt's messages.
         """
         node_id = self._auto_id(name, "llm")
         where = f"DAG {self.name!r}, node {node_id!r}"
         bindings = {**(bind or {}), **values}
+        if conversation:
+            if self.session_spec is None:
+                raise ConfigError(
+                    f"{where}: conversation=True needs a session; call dag.session(...) "
+                    "before this step"
+                )
+            if HISTORY in bindings:
+                raise ConfigError(
+                    f"{where}: conversation=True binds {HISTORY!r} itself; rename your "
+                    f"{HISTORY!r} value"
+                )
+            bindings[HISTORY] = Ref(self._token, HISTORY)
         for key, value in bindings.items():
             self._check_ref(value, f"node {node_id!r} value {key!r}")
         if max_tokens <= 0:
@@ -180,6 +261,7 @@ class DAG:
                 max_output_retries=max_output_retries,
                 guards=made_guards,
                 input_guards=made_input_guards,
+                conversation=conversation,
             )
         )
 

@@ -77,6 +77,7 @@ class _NodeBase:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InputNode(_NodeBase):
     kind: Literal[NodeKind.INPUT] = NodeKind.INPUT
+    session: bool = False  # filled from the run's session, not by the caller
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +97,7 @@ class LLMNode(_NodeBase):
     max_output_retries: int = 2
     guards: tuple[Guard, ...] = ()  # output guards, after validation
     input_guards: tuple[Guard, ...] = ()  # before any provider call
+    conversation: bool = False  # the session's history goes before the prompt's messages
 
     def refs(self) -> tuple[Ref, ...]:
         return tuple(v for v in self.bindings.values() if isinstance(v, Ref))

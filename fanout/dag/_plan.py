@@ -65,10 +65,12 @@ def build_plan(name: str, nodes: Mapping[str, Node], outputs: Mapping[str, Ref |
         raise ConfigError(
             f"DAG {name!r} has no outputs; call dag.output(name=ref) with the values to return"
         )
-    inputs = tuple(n.id for n in nodes.values() if isinstance(n, InputNode))
+    bindable = tuple(n.id for n in nodes.values() if isinstance(n, InputNode))
+    # session inputs bind by name too, but the caller does not pass them
+    inputs = tuple(n.id for n in nodes.values() if isinstance(n, InputNode) and not n.session)
     normal: dict[str, Node] = {}
     for node in nodes.values():
-        normal[node.id] = _normalise(name, node, inputs)
+        normal[node.id] = _normalise(name, node, bindable)
     for out_name, ref in outputs.items():
         if isinstance(ref, Ref) and ref.node_id not in normal:
             raise ConfigError(f"DAG {name!r}: output {out_name!r} names an unknown node")

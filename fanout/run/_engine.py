@@ -28,9 +28,11 @@ from fanout.run._escalation import EscalationSink
 from fanout.run._executor import execute, run_items
 from fanout.run._journal import CallJournal
 from fanout.run._result import NodeResult, RunResult
+from fanout.run._session import check_session, fresh_inputs, open_session, summary_dag
 from fanout.run._tools import CpuRunner
 from fanout.run._tracing import SpanSink, Tracer
 from fanout.sim import SimProvider
+from fanout.store import SessionStore, SQLiteStore
 from fanout.trace import ContentPolicy, Redactor, TraceWriter
 from fanout.types import Usage
 
@@ -63,6 +65,10 @@ class Engine:
     ``job_budget``: a cap on what every run of this engine spends together, on top of
     each run's own budget; a call that would pass it is refused (its run ends
     ``budget_exceeded``), so a job stops at its cap.
+
+    ``store``: where sessions live (a :class:`fanout.store.SessionStore`, or a path for a
+    :class:`fanout.store.SQLiteStore`); default: ``sessions.db`` under the config's
+    ``data_dir`` if it sets one, else none (a run given a ``session_id`` is then refused).
     """
 
     def __init__(
@@ -79,6 +85,7 @@ class Engine:
         journal: CallJournal | None = None,
         job_budget: Budget | None = None,
         map_offload: MapOffload | None = None,
+        store: SessionStore | str | Path | None = None,
     ) -> None:
         self.map_offload = map_offload
         self.job_budget = job_budget
@@ -88,6 +95,11 @@ class Engine:
         self.clock: Clock = clock if clock is not None else SystemClock()
         path = escalation if escalation is not None else self.config.escalation_path
         self.escalation = EscalationSink(path, clock=self.clock) if path is not None else None
+        if store is None and self.config.data_dir is not None:
+            store = Path(self.config.data_dir)
+        self.store: SessionStore | None = (
+            SQLiteStore(store, clock=self.clock) if isinstance(store, str | Path) else store
+        )
         self.job_id = job_id or uuid.uuid4().hex[:16]
         self.trace_writer: TraceWriter | None = None  # the writer this engine owns
         self._traces = traces
@@ -153,6 +165,7 @@ class Engine:
         record_key: str | None = None,
         interactive: bool = False,
         on_node: Callable[[NodeResult], None] | None = None,
+        session_id: str | None = None,
     ) -> RunResult:
         """Run one request of ``dag`` with ``inputs``.
 
@@ -167,9 +180,19 @@ class Engine:
         this request runs, for its trace rows. ``interactive``: its calls queue ahead of
         batch work at the rate limiters (which keeps a weighted share). ``on_node`` is
         called with each node's result as it finishes (it must not raise or block).
+
+        ``session_id`` (for a DAG that declares ``dag.session(...)``): the run continues
+        that session (its history and state are loaded first) and, if it ends ``ok``,
+        its turn and new state are saved. One run per session at a time: a run of a
+        session another run holds raises :class:`fanout.errors.SessionBusy` before any call (and so
+        does saving, if the session was taken over after this run's lease expired).
         """
         plan = self.validate(dag)
         check_inputs(dag, plan, inputs)
+        if session_id is not None:
+            spec = check_session(dag)
+            if spec.summarize is not None:
+                self.validate(summary_dag(spec.summarize))
         if deadline_s is not None and deadline_s <= 0:
             raise ConfigError(f"deadline_s must be positive (got {deadline_s})")
         if budget is not None and (budget_usd is not None or budget_tokens is not None):
@@ -185,9 +208,11 @@ class Engine:
         trace_id = ""
         if tracer is not None:
             trace_id = request_id if _is_trace_id(request_id) else tracer.new_trace_id()
+        if budget is None:
+            budget = Budget(usd=budget_usd, tokens=budget_tokens)
         ctx = self._context(
             dag,
-            budget=budget if budget is not None else Budget(usd=budget_usd, tokens=budget_tokens),
+            budget=budget,
             deadline_s=deadline_s,
             trace_id=trace_id,
             record_key=record_key,
@@ -196,7 +221,30 @@ class Engine:
         )
         ctx.interactive = interactive
         ctx.on_node = on_node
-        return await execute(plan, inputs, ctx, request_id)
+        if session_id is None:
+            return await execute(plan, {**inputs, **fresh_inputs(dag)}, ctx, request_id)
+        lease_s = deadline_s + _LEASE_MARGIN_S if deadline_s is not None else _LEASE_S
+        hold = await open_session(self.store, dag, session_id, lease_s)
+        try:
+            inputs = {**inputs, **hold.inputs()}
+            result = await execute(plan, inputs, ctx, request_id)
+        except BaseException:
+            hold.release_now()
+            raise
+        alias = hold.spec.summarize
+
+        async def summarize(transcript: str) -> RunResult:
+            # a run of its own (its own trace rows), under this run's budget
+            assert alias is not None and budget is not None
+            return await self.run(
+                summary_dag(alias),
+                {"transcript": transcript},
+                budget=budget,
+                record_key=record_key,
+                interactive=interactive,
+            )
+
+        return await hold.close(inputs, result, summarize)
 
     async def run_items(
         self,
@@ -316,6 +364,12 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"Engine(providers={sorted(self.providers)}, models={sorted(self.config.models)})"
+
+
+# How long a run without a deadline holds its session before another run may take it
+# over (a crashed process's lease lapses then); a run with a deadline: that plus a margin.
+_LEASE_S = 600.0
+_LEASE_MARGIN_S = 60.0
 
 
 def check_inputs(dag: DAG, plan: Plan, inputs: Mapping[str, object]) -> None:

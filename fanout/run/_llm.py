@@ -6,10 +6,11 @@ import asyncio
 import functools
 import json
 from collections.abc import Mapping
+from typing import cast
 
 from pydantic import BaseModel, ValidationError
 
-from fanout.dag import LLMNode, Template, Tool
+from fanout.dag import HISTORY, LLMNode, Template, Tool
 from fanout.errors import (
     ConfigError,
     GuardRejected,
@@ -48,9 +49,20 @@ def build_messages(node: LLMNode, values: Mapping[str, object], where: str) -> l
                 f"{where}: prompt function must return a non-empty list of message dicts "
                 "with 'role' and 'content'"
             )
+    if node.conversation:
+        messages[:0] = _history(values.get(HISTORY), where)
     if node.system is not None:
         messages.insert(0, {"role": "system", "content": node.system.render(values, where=where)})
     return messages
+
+
+def _history(value: object, where: str) -> list[Message]:
+    """The session's history, checked: it comes from a store another program may write."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(m, dict) and "role" in m for m in value):
+        raise TemplateError(f"{where}: the session's history is not a list of chat messages")
+    return [cast(Message, dict(m)) for m in value]
 
 
 async def run_llm(

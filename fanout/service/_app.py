@@ -29,7 +29,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fanout.dag import DAG, Plan
-from fanout.errors import ConfigError
+from fanout.errors import ConfigError, SessionBusy
 from fanout.limits import LimiterState
 from fanout.retry import HedgePolicy
 from fanout.run import NodeResult, RunResult
@@ -275,6 +275,15 @@ async def _run(
         "request_id": run_id,
         "interactive": body.priority == "interactive",
     }
+    if body.session_id is not None:  # only then: a runner without sessions still serves
+        if "session_id" not in inspect.signature(state.runner.run).parameters:
+            raise _Rejected(
+                422,
+                "invalid_request",
+                "this service's runner keeps no sessions (the local Engine does); "
+                "drop session_id or serve the pipeline on an Engine with a data_dir",
+            )
+        options["session_id"] = body.session_id
     tenant.in_flight += 1
     metrics.in_flight.labels(name).inc()
     started = time.perf_counter()
@@ -312,6 +321,9 @@ async def _run(
     except ConfigError as exc:
         finished(None, "invalid_request")
         raise _Rejected(422, "invalid_request", str(exc)) from None
+    except SessionBusy as exc:
+        finished(None, "session_busy")
+        raise _Rejected(409, "session_busy", str(exc), {"Retry-After": "1"}) from None
     finished(result)
     return JSONResponse(to_response(name, result).model_dump(mode="json"))
 
@@ -346,10 +358,11 @@ async def _events(
             yield ServerSentEvent(to_node_out(node).model_dump_json(), event="node")
         try:
             result = run.result()
-        except ConfigError as exc:
-            error = {"error": {"type": "invalid_request", "message": str(exc), "fields": []}}
+        except (ConfigError, SessionBusy) as exc:
+            kind = "session_busy" if isinstance(exc, SessionBusy) else "invalid_request"
+            error = {"error": {"type": kind, "message": str(exc), "fields": []}}
             yield ServerSentEvent(json.dumps(error), event="error")
-            outcome = "invalid_request"
+            outcome = kind
             return
         for node in result.nodes.values():  # cancelled at the deadline: never "finished"
             if node.node_id not in reported:

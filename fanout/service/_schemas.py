@@ -64,6 +64,15 @@ class RunRequest(_Strict):
         default="interactive",
         description="interactive calls queue ahead of batch work sharing the provider quota",
     )
+    session_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description=(
+            "continue this session (a pipeline that declares one): its history and state are "
+            "loaded and the turn saved; a session another run holds answers 409 session_busy"
+        ),
+    )
 
 
 class UsageOut(BaseModel):
