@@ -22,6 +22,7 @@ from fanout.dag._nodes import (
     OnItemError,
     PromptFn,
     Ref,
+    ReviewNode,
     RouteNode,
     ToolNode,
 )
@@ -397,6 +398,35 @@ class DAG:
             self._check_ref(value, f"route {node_id!r}")
         return self._add(
             RouteNode(id=node_id, required=required, fn=fn, args=arg_tuple, branches=dict(branches))
+        )
+
+    def review(
+        self,
+        value: Ref,
+        *,
+        instructions: str = "",
+        name: str | None = None,
+        required: bool = False,
+    ) -> Ref:
+        """Human review: a person approves, edits or rejects ``value`` before it goes on.
+
+        When a run reaches this step, that branch pauses: the step's status is
+        ``waiting_for_review``, the rest of the DAG goes on where it does not depend on
+        it, and the engine checkpoints the run in its store (``data_dir``). The output
+        is ``value`` once approved, the reviewer's value once edited; a rejection fails
+        the step. Resume with ``Engine.resume`` or ``fanout review approve ID --resume``.
+        """
+        if not isinstance(value, Ref):
+            raise ConfigError(
+                f"DAG {self.name!r}: review() needs a ref to a step's output (got "
+                f"{type(value).__name__}); pass what dag.llm()/dag.tool() returned"
+            )
+        if not isinstance(instructions, str):
+            raise ConfigError(f"DAG {self.name!r}: review instructions must be a string")
+        node_id = self._auto_id(name, f"review_{value.node_id}")
+        self._check_ref(value, f"review {node_id!r}")
+        return self._add(
+            ReviewNode(id=node_id, required=required, value=value, instructions=instructions)
         )
 
     # -- validation ------------------------------------------------------------

@@ -23,7 +23,9 @@ __all__ = [
     "to_response",
 ]
 
-ServiceStatus = Literal["ok", "partial", "error", "budget_exceeded", "cancelled"]
+ServiceStatus = Literal[
+    "ok", "partial", "error", "budget_exceeded", "cancelled", "waiting_for_review"
+]
 
 _STATUS: dict[RunStatus, ServiceStatus] = {
     RunStatus.OK: "ok",
@@ -31,6 +33,7 @@ _STATUS: dict[RunStatus, ServiceStatus] = {
     RunStatus.BUDGET_EXCEEDED: "budget_exceeded",
     RunStatus.CANCELLED: "cancelled",
     RunStatus.ERROR: "error",
+    RunStatus.WAITING_FOR_REVIEW: "waiting_for_review",  # paused: see GET /v1/reviews
 }
 
 
@@ -84,7 +87,9 @@ class NodeOut(BaseModel):
     """One node of the run; a ``map`` counts all its items."""
 
     node: str
-    status: Literal["ok", "error", "skipped", "cancelled", "max_steps_exceeded"]
+    status: Literal[
+        "ok", "error", "skipped", "cancelled", "max_steps_exceeded", "waiting_for_review"
+    ]
     kind: str
     error_type: str | None = None
     error_message: str | None = None
