@@ -11,6 +11,7 @@ from fanout.types import RunStatus
 
 __all__ = [
     "BudgetIn",
+    "DecisionIn",
     "ErrorBody",
     "NodeOut",
     "PipelineInfo",
@@ -39,6 +40,14 @@ _STATUS: dict[RunStatus, ServiceStatus] = {
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class DecisionIn(_Strict):
+    """``POST /v1/reviews/{id}/approve|reject|edit``: who decides, why, the edited value."""
+
+    by: str | None = Field(default=None, max_length=200, description="default: the tenant")
+    reason: str | None = Field(default=None, max_length=2000, description="why (a rejection)")
+    value: Any = Field(default=None, description="edit: the corrected value (JSON)")
 
 
 class BudgetIn(_Strict):
