@@ -270,6 +270,7 @@ class Engine:
         budget_usd: float | None = None,
         budget_tokens: int | None = None,
         deadline_s: float | None = None,
+        record_key: str | None = None,
     ) -> RunResult:
         """Go on with the run that review ``review_id`` paused, once it is decided.
 
@@ -311,9 +312,17 @@ class Engine:
                 budget_usd=budget_usd,
                 budget_tokens=budget_tokens,
                 deadline_s=deadline_s,
+                record_key=record_key,
             )
         finally:
             self._resuming.pop(review.run_id, None)
+
+    def use_reviews(self, directory: str | Path) -> ReviewStore:
+        """The engine's review store; without one, keep paused runs in ``directory``
+        (a batch job's output directory)."""
+        if self.reviews is None:
+            self.reviews = ReviewStore(directory, clock=self.clock)
+        return self.reviews
 
     def _review_store(self) -> ReviewStore:
         if self.reviews is None:
