@@ -28,10 +28,10 @@ from fanout.batch._schema import output_types
 from fanout.batch._writer import DEAD_LETTER_DIR, RESULTS_DIR, ResultWriter
 from fanout.clock import Clock
 from fanout.config import Config
-from fanout.dag import DAG, Plan, ReviewNode
+from fanout.dag import DAG, Plan
 from fanout.errors import ConfigError
 from fanout.limits import LimiterState
-from fanout.run import RunResult, compact_journal
+from fanout.run import RunResult, compact_journal, needs_review
 from fanout.store import ReviewStore
 from fanout.types import RunStatus
 
@@ -239,7 +239,7 @@ async def run_file(
         current = fingerprint(plan, engine.config, key)
         state = open_job(output, current, resume=resume, force_rerun_changed=force_rerun_changed)
         _prepare_journal(engine, output, state)
-        reviewed = any(isinstance(node, ReviewNode) for node in plan.nodes.values())
+        reviewed = needs_review(plan)
         decided = _prepare_reviews(engine, output, state) if reviewed else {}
         writer = ResultWriter(
             output,

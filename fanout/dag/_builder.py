@@ -175,6 +175,7 @@ class DAG:
         guards: Sequence[Callable[..., object]] = (),
         input_guards: Sequence[Callable[..., object]] = (),
         conversation: bool = False,
+        review_on_failure: bool = False,
         name: str | None = None,
         required: bool = False,
         bind: Mapping[str, Arg] | None = None,
@@ -205,6 +206,10 @@ class DAG:
         fails the node with ``InputRefused`` and no call is made.
         ``conversation=True``: the session's history (see :meth:`session`, declared
         first) goes between the system message and the prompt's messages.
+        ``review_on_failure=True``: when the step escalates (every model option failed,
+        or a guard rejected the output), it pauses as a review instead of failing (see
+        :meth:`review`): the value under review is the error; a person edits in the
+        output, approves (the step runs once more) or rejects (it fails).
         """
         node_id = self._auto_id(name, "llm")
         where = f"DAG {self.name!r}, node {node_id!r}"
@@ -263,6 +268,7 @@ class DAG:
                 guards=made_guards,
                 input_guards=made_input_guards,
                 conversation=conversation,
+                review_on_failure=review_on_failure,
             )
         )
 
@@ -348,6 +354,11 @@ class DAG:
             raise ConfigError(
                 f"DAG {self.name!r}: map body {body.node_id!r} is a {inner.kind} node; "
                 "map an llm or tool step"
+            )
+        if isinstance(inner, LLMNode) and inner.review_on_failure:
+            raise ConfigError(
+                f"DAG {self.name!r}: map body {body.node_id!r} has review_on_failure; a map's "
+                "items cannot pause one by one: review the map's output with dag.review()"
             )
         users = [n.id for n in self._nodes.values() if body in n.refs()]
         if users:

@@ -100,6 +100,7 @@ class LLMNode(_NodeBase):
     guards: tuple[Guard, ...] = ()  # output guards, after validation
     input_guards: tuple[Guard, ...] = ()  # before any provider call
     conversation: bool = False  # the session's history goes before the prompt's messages
+    review_on_failure: bool = False  # an escalation pauses as a review instead of failing
 
     def refs(self) -> tuple[Ref, ...]:
         return tuple(v for v in self.bindings.values() if isinstance(v, Ref))

@@ -19,7 +19,7 @@ from fanout.config import (
     default_config,
     load_config,
 )
-from fanout.dag import DAG, Plan, ReviewNode
+from fanout.dag import DAG, Plan
 from fanout.errors import ConfigError
 from fanout.limits import Limiter, LimiterState
 from fanout.providers import OpenAIProvider, Provider
@@ -29,7 +29,7 @@ from fanout.run._escalation import EscalationSink
 from fanout.run._executor import execute, run_items
 from fanout.run._journal import CallJournal
 from fanout.run._result import NodeResult, RunResult
-from fanout.run._review import ReviewState, dump_outputs, load_outputs
+from fanout.run._review import ReviewState, dump_outputs, load_outputs, needs_review
 from fanout.run._session import check_session, fresh_inputs, open_session, summary_dag
 from fanout.run._tools import CpuRunner
 from fanout.run._tracing import SpanSink, Tracer
@@ -198,7 +198,7 @@ class Engine:
         """
         plan = self.validate(dag)
         check_inputs(dag, plan, inputs)
-        reviewed = any(isinstance(node, ReviewNode) for node in plan.nodes.values())
+        reviewed = needs_review(plan)
         if reviewed:
             self._check_reviewable(dag, session_id)
         if session_id is not None:

@@ -34,6 +34,8 @@ from fanout.errors import (
     FanoutError,
     MaxStepsExceeded,
     NodeFailed,
+    OutputValidationError,
+    ProviderError,
     ReviewRejected,
     RunError,
     UpstreamFailed,
@@ -208,6 +210,10 @@ class _Run:
             return _Outcome(NodeStatus.OK, self.review.restored[event])
         if isinstance(node, ReviewNode):
             return self._review(node)
+        if isinstance(node, LLMNode) and node.review_on_failure:
+            decided = self._decided(node.id, None)
+            if decided is not None:  # edited or rejected; approved: run the step again
+                return decided
         return node
 
     def _review(self, node: ReviewNode) -> _Outcome:
@@ -217,6 +223,13 @@ class _Run:
         if decision is None or decision.status == "pending":
             self.review.pending.append((node.id, value, node.instructions))
             return _WAITING
+        return self._decided(node.id, value) or _Outcome(NodeStatus.OK, value)
+
+    def _decided(self, node_id: str, value: object) -> _Outcome | None:
+        """A decided review's outcome: edited or rejected (approved: ``None``)."""
+        decision = self.review.decisions.get(node_id)
+        if decision is None or decision.status in ("pending", "approved"):
+            return None
         if decision.status == "edited":
             return _Outcome(NodeStatus.OK, decision.edited_value)
         if decision.status == "rejected":
@@ -226,7 +239,7 @@ class _Run:
                 NodeStatus.ERROR,
                 error=ReviewRejected(f"review {decision.review_id!r} was rejected{by}{why}"),
             )
-        return _Outcome(NodeStatus.OK, value)
+        return None
 
     def _blocked(self, event: str, deps: tuple[str, ...] | None = None) -> _Outcome | None:
         """Skipped or failed because of a dependency or a route that chose another branch."""
@@ -306,6 +319,8 @@ class _Run:
             outcome = _Outcome(NodeStatus.CANCELLED, error=exc)
         except MaxStepsExceeded as exc:
             outcome = _Outcome(NodeStatus.MAX_STEPS_EXCEEDED, error=exc)
+        except (ProviderError, OutputValidationError) as exc:
+            outcome = self._escalated(node, exc)
         except Exception as exc:
             outcome = _Outcome(NodeStatus.ERROR, error=exc)
         else:
@@ -314,6 +329,23 @@ class _Run:
             self.inline_running = False  # from here on, _stop must not cancel this task
         self.times[node_id] = (start, self.ctx.clock.now() - self.t0)
         return self._advance(self._finish(node_id, outcome), keep=True)
+
+    def _escalated(self, node: Step, exc: RunError) -> _Outcome:
+        """An escalated llm step: a review if the step asks for one (and none was
+        decided yet: a step approved to run again fails for good), else a failure."""
+        if (
+            isinstance(node, LLMNode)
+            and node.review_on_failure
+            and node.id not in self.review.decisions
+        ):
+            value = {"error_type": type(exc).__name__, "error": str(exc)}
+            instructions = (
+                f"step {node.id!r} failed on every model option: edit in its output, "
+                "approve to run it once more, or reject"
+            )
+            self.review.pending.append((node.id, value, instructions))
+            return _WAITING
+        return _Outcome(NodeStatus.ERROR, error=exc)
 
     async def _execute(
         self,

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ValidationError
 
-from fanout.dag import LLMNode, MapNode, Plan
+from fanout.dag import LLMNode, MapNode, Plan, ReviewNode
 from fanout.store import Review
 
-__all__ = ["ReviewState", "dump_outputs", "load_outputs"]
+__all__ = ["ReviewState", "dump_outputs", "load_outputs", "needs_review"]
 
 
 @dataclass(slots=True)
@@ -32,6 +32,15 @@ class ReviewState:
     decisions: Mapping[str, Review] = field(default_factory=dict)
     pending: list[tuple[str, object, str]] = field(default_factory=list)
     outputs: dict[str, object] = field(default_factory=dict)
+
+
+def needs_review(plan: Plan) -> bool:
+    """Whether a run of ``plan`` may pause for a person (a review step, or an llm step
+    with ``review_on_failure``)."""
+    return any(
+        isinstance(node, ReviewNode) or (isinstance(node, LLMNode) and node.review_on_failure)
+        for node in plan.nodes.values()
+    )
 
 
 def _output_model(plan: Plan, node_id: str) -> tuple[type[BaseModel] | None, bool]:

@@ -10,6 +10,7 @@ from support import sim_config
 
 from fanout import DAG, ConfigError, Engine, NodeStatus, RunStatus
 from fanout.errors import ReviewNotFound
+from fanout.guards import Reject
 from fanout.store import ReviewStore
 
 
@@ -135,3 +136,50 @@ async def test_a_run_that_reaches_no_review_keeps_no_checkpoint(tmp_path: Path) 
         result = await engine.run(dag, {"topic": "easy"})
     assert result.status is RunStatus.OK and result.reviews == ()
     assert ReviewStore(tmp_path).list() == []
+
+
+def never(answer: object) -> Reject:
+    return Reject("not good enough")
+
+
+def failing_dag() -> DAG:
+    """``draft`` always escalates (its guard rejects every answer, on every model)."""
+    dag = DAG("escalating")
+    dag.input("topic")
+    draft = dag.llm("fast", "{topic}", guards=[never], review_on_failure=True, name="draft")
+    dag.output(final=dag.tool(shout, draft, name="final", inline=True))
+    return dag
+
+
+async def test_an_escalation_pauses_as_a_review_and_an_edit_supplies_the_output(
+    tmp_path: Path,
+) -> None:
+    async with Engine(sim_config(), store=tmp_path) as engine:
+        paused = await engine.run(failing_dag(), {"topic": "tea"})
+        assert paused.status is RunStatus.WAITING_FOR_REVIEW
+        assert paused.nodes["draft"].status is NodeStatus.WAITING_FOR_REVIEW
+        assert paused.nodes["draft"].fallbacks == 1  # every option was tried first
+        (review_id,) = paused.reviews
+        review = ReviewStore(tmp_path).get(review_id)
+        assert isinstance(review.value, dict) and review.value["error_type"] == "GuardRejected"
+        ReviewStore(tmp_path).decide(review_id, "edited", value="written by hand")
+        done = await engine.resume(failing_dag(), review_id)
+    assert done.status is RunStatus.OK
+    assert done.outputs["final"] == "WRITTEN BY HAND" and done.calls == 0
+
+
+async def test_an_approved_escalation_runs_the_step_once_more_then_fails(tmp_path: Path) -> None:
+    async with Engine(sim_config(), store=tmp_path) as engine:
+        (review_id,) = (await engine.run(failing_dag(), {"topic": "tea"})).reviews
+        ReviewStore(tmp_path).decide(review_id, "approved")
+        done = await engine.resume(failing_dag(), review_id)
+    assert done.status is RunStatus.ERROR and done.reviews == ()
+    assert done.nodes["draft"].error_type == "GuardRejected" and done.calls > 0
+
+
+def test_a_map_body_cannot_pause_for_review() -> None:
+    dag = DAG("mapped")
+    items = dag.input("items")
+    body = dag.llm("fast", "{item}", review_on_failure=True)
+    with pytest.raises(ConfigError, match="review the map's output"):
+        dag.map(body, over=items)
