@@ -197,7 +197,7 @@ def print_examples(console: Console, results: Path, limit: int = 5) -> None:
 
 
 def print_plan(console: Console, dag: DAG, plan: Plan, cfg: Config, source: str) -> None:
-    from fanout.dag import InputNode, LLMNode, MapNode, RouteNode, ToolNode
+    from fanout.dag import InputNode, LLMNode, MapNode, ReviewNode, RouteNode, ToolNode
 
     console.print(f"DAG {dag.name!r} is valid against {source}.", markup=False)
     if dag.description:
@@ -222,6 +222,8 @@ def print_plan(console: Console, dag: DAG, plan: Plan, cfg: Config, source: str)
                 for key, value in node.branches.items()
             )
             return f"{fn_name(node.fn)}() picks: {branches}"
+        if isinstance(node, ReviewNode):
+            return f"a person reviews {getattr(node.value, 'node_id', repr(node.value))}"
         return ""
 
     nodes = Table(title="nodes", title_justify="left")

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the engine, pyarrow and the rest load per command: `--help`
     from fanout.dag import DAG
     from fanout.distributed import RayEngine
     from fanout.run import Engine
+    from fanout.store import Review, ReviewStatus, ReviewStore
 
 __all__ = ["app", "main"]
 
@@ -819,6 +820,190 @@ def plan(
     print_prediction(console, prediction)
     if report is not None:
         print_check(console, compare(prediction, report), str(check))
+
+
+# -- human review ------------------------------------------------------------------------
+
+review_app = typer.Typer(
+    help="Pending human reviews: list, show, approve, reject, edit; resume the paused run.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(review_app, name="review")
+
+ReviewIdArg = Annotated[
+    str, typer.Argument(help="A review id (see `fanout review list`).", show_default=False)
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="The engine's data dir (where sessions.db lives). Default: the config's data_dir.",
+        file_okay=False,
+        show_default=False,
+    ),
+]
+ByOpt = Annotated[str | None, typer.Option("--by", help="Who decides (kept with the decision).")]
+ResumeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--resume",
+        help="Then resume the paused run with this pipeline (path/to/file.py:attr) and print "
+        "its result as JSON.",
+        metavar="PIPELINE",
+        show_default=False,
+    ),
+]
+
+
+@review_app.command("list")
+def review_list(
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    status: Annotated[
+        str | None,
+        typer.Option(help="Only reviews with this status: pending, approved, rejected, edited."),
+    ] = None,
+) -> None:
+    """Reviews as JSON lines, oldest first (all of them, or those with --status)."""
+    import json
+
+    if status is not None and status not in ("pending", "approved", "rejected", "edited"):
+        _fail(f"--status {status!r} is not a review status; use pending/approved/rejected/edited")
+    with _bad_input_exits():
+        reviews = _review_store(data_dir, config).list(status=status)
+    for review in reviews:
+        typer.echo(json.dumps(review.to_dict(), ensure_ascii=False, default=str))
+
+
+@review_app.command("show")
+def review_show(
+    review_id: ReviewIdArg, data_dir: DataDirOpt = None, config: ConfigOpt = None
+) -> None:
+    """One review as JSON: the value under review, the instructions, the decision."""
+    import json
+
+    with _bad_input_exits():
+        review = _review_store(data_dir, config).get(review_id)
+    typer.echo(json.dumps(review.to_dict(), ensure_ascii=False, indent=2, default=str))
+
+
+@review_app.command("approve")
+def review_approve(
+    review_id: ReviewIdArg,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    by: ByOpt = None,
+    resume: ResumeOpt = None,
+) -> None:
+    """Approve the value under review (the step's output is that value)."""
+    _decide(review_id, "approved", data_dir, config, by=by, resume=resume)
+
+
+@review_app.command("reject")
+def review_reject(
+    review_id: ReviewIdArg,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    reason: Annotated[
+        str | None, typer.Option(help="Why (the failed step's error says it).")
+    ] = None,
+    by: ByOpt = None,
+    resume: ResumeOpt = None,
+) -> None:
+    """Reject the value under review: the step fails, and so does what depends on it."""
+    _decide(review_id, "rejected", data_dir, config, by=by, reason=reason, resume=resume)
+
+
+@review_app.command("edit")
+def review_edit(
+    review_id: ReviewIdArg,
+    value: Annotated[
+        str, typer.Option("--value", help="The corrected value, as JSON.", show_default=False)
+    ],
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    by: ByOpt = None,
+    resume: ResumeOpt = None,
+) -> None:
+    """Replace the value under review (the step's output is the edited value)."""
+    import json
+
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        _fail(f"--value is not valid JSON ({exc}); quote a string as '\"text\"'")
+    _decide(review_id, "edited", data_dir, config, by=by, value=parsed, resume=resume)
+
+
+@review_app.command("resume")
+def review_resume(
+    review_id: ReviewIdArg,
+    pipeline: PipelineArg,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Resume the run a decided review paused, from its checkpoint; print its result."""
+    _resume_review(review_id, pipeline, data_dir, config)
+
+
+def _review_store(data_dir: Path | None, config: Path | None) -> ReviewStore:
+    from fanout.config import load_config
+    from fanout.store import ReviewStore
+
+    if data_dir is None and config is not None:
+        configured = load_config(config).data_dir
+        data_dir = Path(configured) if configured is not None else None
+    if data_dir is None:
+        raise ConfigError("no review store: pass --data-dir DIR, or a --config that sets data_dir")
+    if not data_dir.is_dir():
+        raise ConfigError(f"data dir {str(data_dir)!r} does not exist; pass the engine's data_dir")
+    return ReviewStore(data_dir)
+
+
+def _decide(
+    review_id: str,
+    status: ReviewStatus,
+    data_dir: Path | None,
+    config: Path | None,
+    *,
+    by: str | None,
+    value: object = None,
+    reason: str | None = None,
+    resume: str | None = None,
+) -> None:
+    import json
+
+    with _bad_input_exits():
+        store = _review_store(data_dir, config)
+        review: Review = store.decide(review_id, status, value=value, reason=reason, by=by)
+    if resume is None:
+        typer.echo(json.dumps(review.to_dict(), ensure_ascii=False, default=str))
+        return
+    _resume_review(review_id, resume, data_dir, config)
+
+
+def _resume_review(
+    review_id: str, pipeline: str, data_dir: Path | None, config: Path | None
+) -> None:
+    import json
+
+    from fanout.batch import load_pipeline
+    from fanout.config import default_config, load_config
+    from fanout.run import Engine
+
+    with _bad_input_exits():
+        store = _review_store(data_dir, config)
+        dag = load_pipeline(pipeline)
+        cfg = load_config(config) if config is not None else default_config()
+        engine = Engine(cfg, store=store.path, reviews=store)
+
+        async def resume() -> dict[str, object]:
+            async with engine:
+                return (await engine.resume(dag, review_id)).to_dict()
+
+        result = asyncio.run(resume())
+    typer.echo(json.dumps(result, ensure_ascii=False, default=str))
 
 
 # -- the root callback ---------------------------------------------------------------

@@ -47,6 +47,8 @@ __all__ = [
     "ProviderHTTPError",
     "ProviderTimeout",
     "RateLimited",
+    "ReviewNotFound",
+    "ReviewRejected",
     "RunError",
     "SessionBusy",
     "TemplateError",
@@ -79,6 +81,10 @@ class ConfigError(FanoutError):
 
 class TemplateError(ConfigError):
     """A prompt template cannot be rendered with the values it was given."""
+
+
+class ReviewNotFound(ConfigError):
+    """No review (or paused run) with that id in the store."""
 
 
 class SessionBusy(FanoutError):
@@ -247,3 +253,7 @@ class NodeFailed(RunError):
     def __init__(self, message: str, *, node_id: str = "") -> None:
         super().__init__(message)
         self.node_id = node_id
+
+
+class ReviewRejected(RunError):
+    """A person rejected the value of a review step; the step fails with their reason."""

@@ -130,6 +130,7 @@ class NodeStatus(StrEnum):
     SKIPPED = "skipped"  # a route did not take this branch
     CANCELLED = "cancelled"  # the deadline passed, or the request was cancelled
     MAX_STEPS_EXCEEDED = "max_steps_exceeded"  # a tool loop hit max_steps (a failure)
+    WAITING_FOR_REVIEW = "waiting_for_review"  # a review step (or what needs it) awaits a person
 
 
 class RunStatus(StrEnum):
@@ -140,6 +141,7 @@ class RunStatus(StrEnum):
     BUDGET_EXCEEDED = "budget_exceeded"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     CANCELLED = "cancelled"
+    WAITING_FOR_REVIEW = "waiting_for_review"  # paused: an output needs a person's decision
 
 
 _CHARS_PER_TOKEN = 4

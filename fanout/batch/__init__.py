@@ -23,6 +23,7 @@ from fanout.batch._readers import (
     input_files,
     iter_records,
 )
+from fanout.batch._review import record_run_id
 from fanout.batch._schema import output_types, result_schema
 from fanout.batch._writer import DEAD_LETTER_DIR, RESULTS_DIR, ResultWriter, result_parts
 
@@ -46,6 +47,7 @@ __all__ = [
     "load_pipeline",
     "open_job",
     "output_types",
+    "record_run_id",
     "result_parts",
     "result_schema",
     "run_file",

@@ -16,13 +16,14 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from fanout.batch._manifest import SUPERSEDED_DIR, JobState, fingerprint, lock_job, open_job
 from fanout.batch._readers import Record, count_records, input_files, iter_records
+from fanout.batch._review import decided_records, record_run_id
 from fanout.batch._schema import output_types
 from fanout.batch._writer import DEAD_LETTER_DIR, RESULTS_DIR, ResultWriter
 from fanout.clock import Clock
@@ -30,7 +31,8 @@ from fanout.config import Config
 from fanout.dag import DAG, Plan
 from fanout.errors import ConfigError
 from fanout.limits import LimiterState
-from fanout.run import RunResult, compact_journal
+from fanout.run import RunResult, compact_journal, needs_review
+from fanout.store import ReviewStore
 from fanout.types import RunStatus
 
 __all__ = ["CALLS_DIR", "INVALID_RECORD", "JobStats", "Runner", "run_file"]
@@ -237,6 +239,8 @@ async def run_file(
         current = fingerprint(plan, engine.config, key)
         state = open_job(output, current, resume=resume, force_rerun_changed=force_rerun_changed)
         _prepare_journal(engine, output, state)
+        reviewed = needs_review(plan)
+        decided = _prepare_reviews(engine, output, state) if reviewed else {}
         writer = ResultWriter(
             output,
             output_types(plan),
@@ -251,6 +255,8 @@ async def run_file(
             lock.close()
         raise
     job = _Job(engine, dag, plan, writer, state, budget_usd, budget_tokens, deadline_s)
+    if reviewed:
+        job.reviews = (output, decided)
     try:
         return await job.run(records, input_path, max_in_flight, on_progress, progress_every_s)
     finally:
@@ -264,6 +270,19 @@ def _prepare_journal(engine: Runner, output: Path, state: JobState) -> None:
         kept, dropped = compact_journal(calls, lambda record: record not in done)
         _log.info("call journal: %d calls kept for unfinished records, %d dropped", kept, dropped)
     engine.use_journal(calls)
+
+
+def _prepare_reviews(engine: Runner, output: Path, state: JobState) -> dict[str, str]:
+    """A store for records that pause (the engine's, else one in ``output``); on resume,
+    the waiting records a person decided since (key -> review id)."""
+    use_reviews: Callable[[Path], ReviewStore] | None = getattr(engine, "use_reviews", None)
+    if use_reviews is None:
+        raise ConfigError(
+            "a pipeline with review steps runs as a batch job on the local engine only "
+            "(not on Ray); drop --ray"
+        )
+    store = use_reviews(output)
+    return decided_records(output, store) if state.resumed else {}
 
 
 class _Job:
@@ -289,6 +308,8 @@ class _Job:
         self.budget_tokens = budget_tokens
         self.deadline_s = deadline_s
         self.tally = _Tally()
+        # a DAG with review steps: the job's directory, and the decided records to resume
+        self.reviews: tuple[Path, dict[str, str]] | None = None
         self.clock = engine.clock
         self.started = time.monotonic()
 
@@ -325,6 +346,8 @@ class _Job:
                 f"inputs {list(inputs)} (it has {sorted(data)})"
             )
         try:
+            if self.reviews is not None:
+                return await self.run_reviewed(record, {name: data[name] for name in inputs})
             return await self.engine.run(
                 self.dag,
                 {name: data[name] for name in inputs},
@@ -339,6 +362,32 @@ class _Job:
             # One record's failure must not stop the job; the row carries it.
             _log.debug("record %s failed unexpectedly", record.key, exc_info=True)
             return type(exc).__name__, f"{record.origin}: unexpected {type(exc).__name__}: {exc}"
+
+    async def run_reviewed(self, record: Record, inputs: Mapping[str, object]) -> RunResult:
+        """A record of a DAG with review steps: resumed if a person decided its review,
+        else run under its stable run id (so a later job finds its reviews)."""
+        assert self.reviews is not None
+        output, decided = self.reviews
+        review_id = decided.get(record.key)
+        if review_id is not None:
+            resume: Callable[..., Awaitable[RunResult]] = getattr(self.engine, "resume")  # noqa: B009
+            return await resume(
+                self.dag,
+                review_id,
+                budget_usd=self.budget_usd,
+                budget_tokens=self.budget_tokens,
+                deadline_s=self.deadline_s,
+                record_key=record.key,
+            )
+        return await self.engine.run(
+            self.dag,
+            inputs,
+            budget_usd=self.budget_usd,
+            budget_tokens=self.budget_tokens,
+            deadline_s=self.deadline_s,
+            record_key=record.key,
+            request_id=record_run_id(output, record.key),
+        )
 
     async def one(self, record: Record, slots: asyncio.Semaphore) -> None:
         tally, writer = self.tally, self.writer
@@ -400,7 +449,8 @@ class _Job:
                         slots.release()
                         read_error = exc
                         break
-                    if done and record.key in done:
+                    resumable = self.reviews is not None and record.key in self.reviews[1]
+                    if done and record.key in done and not resumable:
                         tally.skipped += 1
                         slots.release()
                         continue

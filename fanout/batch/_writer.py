@@ -31,6 +31,7 @@ from fanout.batch._readers import META_FIELD, Record
 from fanout.batch._schema import json_text, result_schema, to_column
 from fanout.errors import ConfigError
 from fanout.run import RunResult
+from fanout.types import RunStatus
 
 __all__ = ["DEAD_LETTER_DIR", "RESULTS_DIR", "ResultWriter", "ensure_dir", "result_parts"]
 
@@ -130,7 +131,8 @@ class ResultWriter:
         return len(self._columns["key"])
 
     def write_result(self, key: str, result: RunResult, record: Record | None = None) -> None:
-        """One row for a finished run (whatever its status); a dead letter unless ``ok``."""
+        """One row for a finished run (whatever its status); a dead letter unless ``ok`` or
+        ``waiting_for_review`` (a person decides, then a resume writes the record's new row)."""
         outputs = result.jsonable_outputs()
         self._append(
             key,
@@ -145,7 +147,8 @@ class ResultWriter:
             result.wall_time_s,
             result.trace_id,
         )
-        if not result.ok and record is not None:
+        waiting = result.status is RunStatus.WAITING_FOR_REVIEW
+        if not result.ok and not waiting and record is not None:
             self._dead_letter(
                 key, record, str(result.status), result.error_type, result.error_message
             )

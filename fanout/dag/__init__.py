@@ -22,6 +22,7 @@ from fanout.dag._nodes import (
     NodeKind,
     PromptFn,
     Ref,
+    ReviewNode,
     RouteNode,
     ToolNode,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "Ref",
     "Reject",
     "Repair",
+    "ReviewNode",
     "RouteNode",
     "Session",
     "SessionSpec",

@@ -22,6 +22,7 @@ from fanout.dag._nodes import (
     OnItemError,
     PromptFn,
     Ref,
+    ReviewNode,
     RouteNode,
     ToolNode,
 )
@@ -174,6 +175,7 @@ class DAG:
         guards: Sequence[Callable[..., object]] = (),
         input_guards: Sequence[Callable[..., object]] = (),
         conversation: bool = False,
+        review_on_failure: bool = False,
         name: str | None = None,
         required: bool = False,
         bind: Mapping[str, Arg] | None = None,
@@ -204,6 +206,10 @@ class DAG:
         fails the node with ``InputRefused`` and no call is made.
         ``conversation=True``: the session's history (see :meth:`session`, declared
         first) goes between the system message and the prompt's messages.
+        ``review_on_failure=True``: when the step escalates (every model option failed,
+        or a guard rejected the output), it pauses as a review instead of failing (see
+        :meth:`review`): the value under review is the error; a person edits in the
+        output, approves (the step runs once more) or rejects (it fails).
         """
         node_id = self._auto_id(name, "llm")
         where = f"DAG {self.name!r}, node {node_id!r}"
@@ -262,6 +268,7 @@ class DAG:
                 guards=made_guards,
                 input_guards=made_input_guards,
                 conversation=conversation,
+                review_on_failure=review_on_failure,
             )
         )
 
@@ -348,6 +355,11 @@ class DAG:
                 f"DAG {self.name!r}: map body {body.node_id!r} is a {inner.kind} node; "
                 "map an llm or tool step"
             )
+        if isinstance(inner, LLMNode) and inner.review_on_failure:
+            raise ConfigError(
+                f"DAG {self.name!r}: map body {body.node_id!r} has review_on_failure; a map's "
+                "items cannot pause one by one: review the map's output with dag.review()"
+            )
         users = [n.id for n in self._nodes.values() if body in n.refs()]
         if users:
             raise ConfigError(
@@ -397,6 +409,35 @@ class DAG:
             self._check_ref(value, f"route {node_id!r}")
         return self._add(
             RouteNode(id=node_id, required=required, fn=fn, args=arg_tuple, branches=dict(branches))
+        )
+
+    def review(
+        self,
+        value: Ref,
+        *,
+        instructions: str = "",
+        name: str | None = None,
+        required: bool = False,
+    ) -> Ref:
+        """Human review: a person approves, edits or rejects ``value`` before it goes on.
+
+        When a run reaches this step, that branch pauses: the step's status is
+        ``waiting_for_review``, the rest of the DAG goes on where it does not depend on
+        it, and the engine checkpoints the run in its store (``data_dir``). The output
+        is ``value`` once approved, the reviewer's value once edited; a rejection fails
+        the step. Resume with ``Engine.resume`` or ``fanout review approve ID --resume``.
+        """
+        if not isinstance(value, Ref):
+            raise ConfigError(
+                f"DAG {self.name!r}: review() needs a ref to a step's output (got "
+                f"{type(value).__name__}); pass what dag.llm()/dag.tool() returned"
+            )
+        if not isinstance(instructions, str):
+            raise ConfigError(f"DAG {self.name!r}: review instructions must be a string")
+        node_id = self._auto_id(name, f"review_{value.node_id}")
+        self._check_ref(value, f"review {node_id!r}")
+        return self._add(
+            ReviewNode(id=node_id, required=required, value=value, instructions=instructions)
         )
 
     # -- validation ------------------------------------------------------------

@@ -25,6 +25,7 @@ __all__ = [
     "OnItemError",
     "PromptFn",
     "Ref",
+    "ReviewNode",
     "RouteNode",
     "ToolNode",
 ]
@@ -58,6 +59,7 @@ class NodeKind(StrEnum):
     TOOL = "tool"
     MAP = "map"
     ROUTE = "route"
+    REVIEW = "review"
 
 
 Arg = Ref | object
@@ -98,6 +100,7 @@ class LLMNode(_NodeBase):
     guards: tuple[Guard, ...] = ()  # output guards, after validation
     input_guards: tuple[Guard, ...] = ()  # before any provider call
     conversation: bool = False  # the session's history goes before the prompt's messages
+    review_on_failure: bool = False  # an escalation pauses as a review instead of failing
 
     def refs(self) -> tuple[Ref, ...]:
         return tuple(v for v in self.bindings.values() if isinstance(v, Ref))
@@ -156,4 +159,18 @@ class RouteNode(_NodeBase):
         return (*self.decision_refs(), *branch_refs)
 
 
-Node = InputNode | LLMNode | ToolNode | MapNode | RouteNode
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReviewNode(_NodeBase):
+    """A person decides: the run pauses here (``waiting_for_review``) until a reviewer
+    approves ``value`` (the node's output is then that value), edits it (the output is
+    the edited value) or rejects it (the node fails)."""
+
+    kind: Literal[NodeKind.REVIEW] = NodeKind.REVIEW
+    value: Arg
+    instructions: str = ""
+
+    def refs(self) -> tuple[Ref, ...]:
+        return (self.value,) if isinstance(self.value, Ref) else ()
+
+
+Node = InputNode | LLMNode | ToolNode | MapNode | RouteNode | ReviewNode

@@ -4,6 +4,7 @@ from fanout.run._context import MapOffload
 from fanout.run._engine import Engine, check_inputs
 from fanout.run._journal import CallJournal, call_key, compact_journal
 from fanout.run._result import NodeResult, RunResult
+from fanout.run._review import needs_review
 
 __all__ = [
     "CallJournal",
@@ -14,4 +15,5 @@ __all__ = [
     "call_key",
     "check_inputs",
     "compact_journal",
+    "needs_review",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import uuid
 from collections.abc import Callable, Mapping
@@ -28,13 +29,14 @@ from fanout.run._escalation import EscalationSink
 from fanout.run._executor import execute, run_items
 from fanout.run._journal import CallJournal
 from fanout.run._result import NodeResult, RunResult
+from fanout.run._review import ReviewState, dump_outputs, load_outputs, needs_review
 from fanout.run._session import check_session, fresh_inputs, open_session, summary_dag
 from fanout.run._tools import CpuRunner
 from fanout.run._tracing import SpanSink, Tracer
 from fanout.sim import SimProvider
-from fanout.store import SessionStore, SQLiteStore
+from fanout.store import ReviewStore, SessionStore, SQLiteStore
 from fanout.trace import ContentPolicy, Redactor, TraceWriter
-from fanout.types import Usage
+from fanout.types import RunStatus, Usage
 
 __all__ = ["Engine", "check_inputs"]
 
@@ -69,6 +71,8 @@ class Engine:
     ``store``: where sessions live (a :class:`fanout.store.SessionStore`, or a path for a
     :class:`fanout.store.SQLiteStore`); default: ``sessions.db`` under the config's
     ``data_dir`` if it sets one, else none (a run given a ``session_id`` is then refused).
+    ``reviews``: where paused runs and their reviews live (default: the same SQLite file
+    as the sessions); a DAG with ``dag.review(...)`` steps needs one.
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class Engine:
         job_budget: Budget | None = None,
         map_offload: MapOffload | None = None,
         store: SessionStore | str | Path | None = None,
+        reviews: ReviewStore | None = None,
     ) -> None:
         self.map_offload = map_offload
         self.job_budget = job_budget
@@ -100,6 +105,10 @@ class Engine:
         self.store: SessionStore | None = (
             SQLiteStore(store, clock=self.clock) if isinstance(store, str | Path) else store
         )
+        if reviews is None and isinstance(self.store, SQLiteStore):
+            reviews = ReviewStore(self.store.path, clock=self.clock)
+        self.reviews = reviews
+        self._resuming: dict[str, ReviewState] = {}  # request id -> what a resume restores
         self.job_id = job_id or uuid.uuid4().hex[:16]
         self.trace_writer: TraceWriter | None = None  # the writer this engine owns
         self._traces = traces
@@ -189,6 +198,9 @@ class Engine:
         """
         plan = self.validate(dag)
         check_inputs(dag, plan, inputs)
+        reviewed = needs_review(plan)
+        if reviewed:
+            self._check_reviewable(dag, session_id)
         if session_id is not None:
             spec = check_session(dag)
             if spec.summarize is not None:
@@ -221,6 +233,10 @@ class Engine:
         )
         ctx.interactive = interactive
         ctx.on_node = on_node
+        if session_id is None and reviewed:
+            state = self._resuming.pop(request_id, None) or ReviewState()
+            result = await execute(plan, {**inputs, **fresh_inputs(dag)}, ctx, request_id, state)
+            return await self._checkpoint(plan, inputs, result, state)
         if session_id is None:
             return await execute(plan, {**inputs, **fresh_inputs(dag)}, ctx, request_id)
         lease_s = deadline_s + _LEASE_MARGIN_S if deadline_s is not None else _LEASE_S
@@ -245,6 +261,103 @@ class Engine:
             )
 
         return await hold.close(inputs, result, summarize)
+
+    async def resume(
+        self,
+        dag: DAG,
+        review_id: str,
+        *,
+        budget_usd: float | None = None,
+        budget_tokens: int | None = None,
+        deadline_s: float | None = None,
+        record_key: str | None = None,
+    ) -> RunResult:
+        """Go on with the run that review ``review_id`` paused, once it is decided.
+
+        The run starts from its checkpoint: nodes that finished are not run again (their
+        outputs are restored; see :mod:`fanout.run._review` for which values can be),
+        decided review steps take the decision (approved: the value; edited: the
+        reviewer's value; rejected: the step fails) and the rest runs. Raises
+        :class:`ConfigError` for an unknown or still pending review, a run that already
+        ended, or another DAG than the one that paused.
+        """
+        store = self._review_store()
+        review = await asyncio.to_thread(store.get, review_id)
+        if review.status == "pending":
+            raise ConfigError(
+                f"review {review_id!r} is still pending; approve, edit or reject it first"
+            )
+        checkpoint = await asyncio.to_thread(store.load_checkpoint, review.run_id)
+        if checkpoint.status != RunStatus.WAITING_FOR_REVIEW:
+            raise ConfigError(
+                f"the run of review {review_id!r} ({review.run_id}) already resumed and ended "
+                f"{checkpoint.status}; nothing to resume"
+            )
+        if checkpoint.dag_name != dag.name:
+            raise ConfigError(
+                f"review {review_id!r} paused a run of DAG {checkpoint.dag_name!r}, not "
+                f"{dag.name!r}; resume it with that pipeline"
+            )
+        plan = self.validate(dag)
+        decided = await asyncio.to_thread(store.list, run_id=review.run_id)
+        self._resuming[review.run_id] = ReviewState(
+            restored=load_outputs(plan, checkpoint.outputs),
+            decisions={r.node_id: r for r in decided if r.status != "pending"},
+        )
+        try:
+            return await self.run(
+                dag,
+                checkpoint.inputs,
+                request_id=review.run_id,
+                budget_usd=budget_usd,
+                budget_tokens=budget_tokens,
+                deadline_s=deadline_s,
+                record_key=record_key,
+            )
+        finally:
+            self._resuming.pop(review.run_id, None)
+
+    def use_reviews(self, directory: str | Path) -> ReviewStore:
+        """The engine's review store; without one, keep paused runs in ``directory``
+        (a batch job's output directory)."""
+        if self.reviews is None:
+            self.reviews = ReviewStore(directory, clock=self.clock)
+        return self.reviews
+
+    def _review_store(self) -> ReviewStore:
+        if self.reviews is None:
+            raise ConfigError(
+                "human review needs a store for paused runs: set data_dir in the config, "
+                "or pass Engine(store=DIR)"
+            )
+        return self.reviews
+
+    def _check_reviewable(self, dag: DAG, session_id: str | None) -> None:
+        self._review_store()
+        if session_id is not None:
+            raise ConfigError(
+                f"DAG {dag.name!r} has review steps; a run with a session_id cannot pause "
+                "for review (run it without session_id)"
+            )
+
+    async def _checkpoint(
+        self, plan: Plan, inputs: Mapping[str, object], result: RunResult, state: ReviewState
+    ) -> RunResult:
+        """Write a paused (or resumed) run's checkpoint and pending reviews to the store."""
+        if not state.pending and not state.decisions:
+            return result  # never paused: nothing to keep
+        store = self._review_store()
+        reviews = await asyncio.to_thread(
+            store.checkpoint,
+            result.request_id,
+            plan.dag_name,
+            inputs=dict(inputs),
+            outputs=dump_outputs(plan, state.outputs),
+            status=str(result.status),
+            result=result.to_dict(),
+            pending=state.pending,
+        )
+        return dataclasses.replace(result, reviews=tuple(r.review_id for r in reviews))
 
     async def run_items(
         self,

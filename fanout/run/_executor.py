@@ -22,6 +22,7 @@ from fanout.dag import (
     MapNode,
     Plan,
     Ref,
+    ReviewNode,
     RouteNode,
     ToolNode,
     decide_event,
@@ -33,12 +34,16 @@ from fanout.errors import (
     FanoutError,
     MaxStepsExceeded,
     NodeFailed,
+    OutputValidationError,
+    ProviderError,
+    ReviewRejected,
     RunError,
     UpstreamFailed,
 )
 from fanout.run._context import NodeStats, RunContext
 from fanout.run._llm import run_llm
 from fanout.run._result import NodeResult, RunResult
+from fanout.run._review import ReviewState
 from fanout.run._tools import call_tool
 from fanout.run._tracing import CallSite
 from fanout.types import NodeStatus, RunStatus, Usage
@@ -54,12 +59,20 @@ class _Outcome:
 
 
 _SKIPPED = _Outcome(NodeStatus.SKIPPED)
+_WAITING = _Outcome(NodeStatus.WAITING_FOR_REVIEW)
 _FAILED = frozenset({NodeStatus.ERROR, NodeStatus.MAX_STEPS_EXCEEDED})
 Step = LLMNode | ToolNode | MapNode
 
 
 class _Run:
-    def __init__(self, plan: Plan, inputs: Mapping[str, object], ctx: RunContext) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        inputs: Mapping[str, object],
+        ctx: RunContext,
+        review: ReviewState | None = None,
+    ) -> None:
+        self.review = review if review is not None else ReviewState()
         self.plan = plan
         self.inputs = inputs
         self.ctx = ctx
@@ -193,7 +206,40 @@ class _Run:
             return blocked
         if isinstance(node, InputNode):
             return _Outcome(NodeStatus.OK, self.inputs[node.id])
+        if event in self.review.restored:  # finished before the run paused: not run again
+            return _Outcome(NodeStatus.OK, self.review.restored[event])
+        if isinstance(node, ReviewNode):
+            return self._review(node)
+        if isinstance(node, LLMNode) and node.review_on_failure:
+            decided = self._decided(node.id, None)
+            if decided is not None:  # edited or rejected; approved: run the step again
+                return decided
         return node
+
+    def _review(self, node: ReviewNode) -> _Outcome:
+        """A review step: the decision if a person made one, else the branch waits."""
+        value = self._value(node.value)
+        decision = self.review.decisions.get(node.id)
+        if decision is None or decision.status == "pending":
+            self.review.pending.append((node.id, value, node.instructions))
+            return _WAITING
+        return self._decided(node.id, value) or _Outcome(NodeStatus.OK, value)
+
+    def _decided(self, node_id: str, value: object) -> _Outcome | None:
+        """A decided review's outcome: edited or rejected (approved: ``None``)."""
+        decision = self.review.decisions.get(node_id)
+        if decision is None or decision.status in ("pending", "approved"):
+            return None
+        if decision.status == "edited":
+            return _Outcome(NodeStatus.OK, decision.edited_value)
+        if decision.status == "rejected":
+            by = f" by {decision.decided_by}" if decision.decided_by else ""
+            why = f": {decision.reason}" if decision.reason else ""
+            return _Outcome(
+                NodeStatus.ERROR,
+                error=ReviewRejected(f"review {decision.review_id!r} was rejected{by}{why}"),
+            )
+        return None
 
     def _blocked(self, event: str, deps: tuple[str, ...] | None = None) -> _Outcome | None:
         """Skipped or failed because of a dependency or a route that chose another branch."""
@@ -203,6 +249,8 @@ class _Run:
                 continue
             if outcome.status is NodeStatus.SKIPPED:
                 return _SKIPPED
+            if outcome.status is NodeStatus.WAITING_FOR_REVIEW:
+                return _WAITING
             if outcome.status is NodeStatus.CANCELLED:
                 return _Outcome(NodeStatus.CANCELLED, error=outcome.error)
             return _Outcome(NodeStatus.ERROR, error=_upstream(dep, outcome))
@@ -271,6 +319,8 @@ class _Run:
             outcome = _Outcome(NodeStatus.CANCELLED, error=exc)
         except MaxStepsExceeded as exc:
             outcome = _Outcome(NodeStatus.MAX_STEPS_EXCEEDED, error=exc)
+        except (ProviderError, OutputValidationError) as exc:
+            outcome = self._escalated(node, exc)
         except Exception as exc:
             outcome = _Outcome(NodeStatus.ERROR, error=exc)
         else:
@@ -279,6 +329,23 @@ class _Run:
             self.inline_running = False  # from here on, _stop must not cancel this task
         self.times[node_id] = (start, self.ctx.clock.now() - self.t0)
         return self._advance(self._finish(node_id, outcome), keep=True)
+
+    def _escalated(self, node: Step, exc: RunError) -> _Outcome:
+        """An escalated llm step: a review if the step asks for one (and none was
+        decided yet: a step approved to run again fails for good), else a failure."""
+        if (
+            isinstance(node, LLMNode)
+            and node.review_on_failure
+            and node.id not in self.review.decisions
+        ):
+            value = {"error_type": type(exc).__name__, "error": str(exc)}
+            instructions = (
+                f"step {node.id!r} failed on every model option: edit in its output, "
+                "approve to run it once more, or reject"
+            )
+            self.review.pending.append((node.id, value, instructions))
+            return _WAITING
+        return _Outcome(NodeStatus.ERROR, error=exc)
 
     async def _execute(
         self,
@@ -443,6 +510,7 @@ class _Run:
                 budget_hit = budget_hit or isinstance(error, BudgetExceeded)
         outputs: dict[str, object] = {}
         all_ok = True
+        only_waiting = True  # every output not available waits for a review
         for name, ref in self.plan.outputs.items():
             if not isinstance(ref, Ref):
                 outputs[name] = ref
@@ -450,6 +518,8 @@ class _Run:
             out = self.outcomes.get(ref.node_id)
             ok = out is not None and out.status in (NodeStatus.OK, NodeStatus.SKIPPED)
             all_ok = all_ok and ok
+            if not ok and (out is None or out.status is not NodeStatus.WAITING_FOR_REVIEW):
+                only_waiting = False
             outputs[name] = out.value if ok and out is not None else None
         if self.stop_status is RunStatus.ERROR:
             all_ok = False
@@ -466,9 +536,11 @@ class _Run:
                 root_error = self.stop_error or root_error
             elif budget_hit:
                 status = RunStatus.BUDGET_EXCEEDED
+            elif only_waiting and root_error is None:
+                status = RunStatus.WAITING_FOR_REVIEW
             else:
                 status = RunStatus.ERROR
-        if status is RunStatus.OK:
+        if status in (RunStatus.OK, RunStatus.WAITING_FOR_REVIEW):
             root_error = None
         return RunResult(
             request_id=request_id,
@@ -619,10 +691,17 @@ async def run_items(
 
 
 async def execute(
-    plan: Plan, inputs: Mapping[str, object], ctx: RunContext, request_id: str
+    plan: Plan,
+    inputs: Mapping[str, object],
+    ctx: RunContext,
+    request_id: str,
+    review: ReviewState | None = None,
 ) -> RunResult:
-    """Run one instance of ``plan`` to completion (or deadline, failure, cancellation)."""
-    run = _Run(plan, inputs, ctx)
+    """Run one instance of ``plan`` to completion (or deadline, failure, cancellation).
+
+    ``review``: decisions and restored outputs in; pending reviews and every finished
+    node's output out (what a paused run's checkpoint holds)."""
+    run = _Run(plan, inputs, ctx, review)
     try:
         await run.run()
     except asyncio.CancelledError:
@@ -630,4 +709,12 @@ async def execute(
         raise
     result = run.result(request_id)
     run.trace(result)
+    if review is not None:
+        review.outputs = {
+            node_id: outcome.value
+            for node_id, outcome in run.outcomes.items()
+            if outcome.status is NodeStatus.OK
+            and node_id in plan.nodes
+            and not isinstance(plan.nodes[node_id], InputNode)
+        }
     return result

@@ -73,7 +73,8 @@ class RunResult:
     ``outputs`` holds every declared output; an output whose node did not finish is
     ``None`` and its node's status says why. ``status`` is ``ok`` only when every
     output is available; otherwise, in order of precedence, ``deadline_exceeded``,
-    ``cancelled``, ``budget_exceeded`` or ``error``.
+    ``cancelled``, ``budget_exceeded``, ``waiting_for_review`` (every missing output
+    waits for a person: ``reviews`` holds the pending reviews' ids) or ``error``.
     """
 
     request_id: str
@@ -87,6 +88,7 @@ class RunResult:
     error_type: str | None = None
     error_message: str | None = None
     trace_id: str | None = None  # the request's rows in the trace (None: tracing off)
+    reviews: tuple[str, ...] = ()  # ids of the reviews this run waits for
 
     @property
     def ok(self) -> bool:
@@ -116,6 +118,7 @@ class RunResult:
             "error_type": self.error_type,
             "error_message": self.error_message,
             "trace_id": self.trace_id,
+            "reviews": list(self.reviews),
         }
 
 

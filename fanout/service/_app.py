@@ -29,13 +29,14 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fanout.dag import DAG, Plan
-from fanout.errors import ConfigError, SessionBusy
+from fanout.errors import ConfigError, ReviewNotFound, SessionBusy
 from fanout.limits import LimiterState
 from fanout.retry import HedgePolicy
 from fanout.run import NodeResult, RunResult
 from fanout.service._auth import TokenStore
 from fanout.service._metrics import CONTENT_TYPE, ServiceMetrics
 from fanout.service._schemas import (
+    DecisionIn,
     ErrorBody,
     PipelineInfo,
     RunRequest,
@@ -44,6 +45,7 @@ from fanout.service._schemas import (
     to_node_out,
     to_response,
 )
+from fanout.store import ReviewStatus, ReviewStore
 
 __all__ = ["Runner", "TenantLimits", "build_app"]
 
@@ -180,6 +182,8 @@ def build_app(
     for name in plans:
         _add_run_route(app, state, name, tenant_of)
 
+    _add_review_routes(app, state, tenant_of)
+
     @app.post("/v1/pipelines/{name}/runs", tags=["pipelines"], include_in_schema=False)
     async def unknown_pipeline(name: str, tenant: str = Depends(tenant_of)) -> Response:
         known = ", ".join(sorted(state.pipelines)) or "none"
@@ -188,6 +192,69 @@ def build_app(
         )
 
     return app
+
+
+def _add_review_routes(app: FastAPI, state: _State, tenant_of: Callable[..., Any]) -> None:
+    """``GET /v1/reviews``; ``POST /v1/reviews/{id}/approve|reject|edit`` decide a review
+    and resume its paused run (a pipeline this service serves), answering its result."""
+
+    def store() -> ReviewStore:
+        reviews = getattr(state.runner, "reviews", None)
+        if not isinstance(reviews, ReviewStore):
+            raise _Rejected(
+                404,
+                "no_reviews",
+                "this service keeps no reviews; serve the pipeline on an Engine with a data_dir",
+            )
+        return reviews
+
+    @app.get("/v1/reviews", tags=["reviews"])
+    async def list_reviews(
+        status: str | None = None, tenant: str = Depends(tenant_of)
+    ) -> list[dict[str, object]]:
+        reviews = await asyncio.to_thread(store().list, status=status)
+        return [review.to_dict() for review in reviews]
+
+    @app.post("/v1/reviews/{review_id}/{action}", tags=["reviews"])
+    async def decide(
+        review_id: str,
+        action: str,
+        decision: DecisionIn,
+        tenant: str = Depends(tenant_of),
+    ) -> dict[str, object]:
+        statuses: dict[str, ReviewStatus] = {
+            "approve": "approved",
+            "reject": "rejected",
+            "edit": "edited",
+        }
+        if action not in statuses:
+            raise _Rejected(404, "not_found", f"no action {action!r}; use approve, reject or edit")
+        if action == "edit" and "value" not in decision.model_fields_set:
+            raise _Rejected(422, "invalid_request", "edit needs a 'value' (the corrected JSON)")
+        reviews = store()
+        try:
+            review = await asyncio.to_thread(reviews.get, review_id)
+        except ReviewNotFound as exc:
+            raise _Rejected(404, "review_not_found", str(exc)) from None
+        dags = [dag for dag, _ in state.pipelines.values() if dag.name == review.dag_name]
+        resume = getattr(state.runner, "resume", None)
+        if not dags or resume is None:
+            raise _Rejected(
+                409, "not_resumable", f"this service does not serve DAG {review.dag_name!r}"
+            )
+        try:
+            review = await asyncio.to_thread(
+                reviews.decide,
+                review_id,
+                statuses[action],
+                value=decision.value,
+                reason=decision.reason,
+                by=decision.by or tenant,
+            )
+            result: RunResult = await resume(dags[0], review_id)
+        except ConfigError as exc:
+            raise _Rejected(409, "review_decided", str(exc)) from None
+        return {"review": review.to_dict(), "result": result.to_dict()}
 
 
 def _info(name: str, dag: DAG, plan: Plan) -> PipelineInfo:

@@ -11,6 +11,7 @@ from fanout.types import RunStatus
 
 __all__ = [
     "BudgetIn",
+    "DecisionIn",
     "ErrorBody",
     "NodeOut",
     "PipelineInfo",
@@ -23,7 +24,9 @@ __all__ = [
     "to_response",
 ]
 
-ServiceStatus = Literal["ok", "partial", "error", "budget_exceeded", "cancelled"]
+ServiceStatus = Literal[
+    "ok", "partial", "error", "budget_exceeded", "cancelled", "waiting_for_review"
+]
 
 _STATUS: dict[RunStatus, ServiceStatus] = {
     RunStatus.OK: "ok",
@@ -31,11 +34,20 @@ _STATUS: dict[RunStatus, ServiceStatus] = {
     RunStatus.BUDGET_EXCEEDED: "budget_exceeded",
     RunStatus.CANCELLED: "cancelled",
     RunStatus.ERROR: "error",
+    RunStatus.WAITING_FOR_REVIEW: "waiting_for_review",  # paused: see GET /v1/reviews
 }
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class DecisionIn(_Strict):
+    """``POST /v1/reviews/{id}/approve|reject|edit``: who decides, why, the edited value."""
+
+    by: str | None = Field(default=None, max_length=200, description="default: the tenant")
+    reason: str | None = Field(default=None, max_length=2000, description="why (a rejection)")
+    value: Any = Field(default=None, description="edit: the corrected value (JSON)")
 
 
 class BudgetIn(_Strict):
@@ -84,7 +96,9 @@ class NodeOut(BaseModel):
     """One node of the run; a ``map`` counts all its items."""
 
     node: str
-    status: Literal["ok", "error", "skipped", "cancelled", "max_steps_exceeded"]
+    status: Literal[
+        "ok", "error", "skipped", "cancelled", "max_steps_exceeded", "waiting_for_review"
+    ]
     kind: str
     error_type: str | None = None
     error_message: str | None = None

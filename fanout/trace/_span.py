@@ -56,7 +56,7 @@ class Span:
     limiter_wait_ms: float | None = None  # waiting for rate-limit capacity
     backoff_ms: float | None = None  # sleeping between retries
     # outcome
-    status: str = "ok"  # ok / error / cancelled / skipped / max_steps_exceeded
+    status: str = "ok"  # ok / error / cancelled / skipped / max_steps_exceeded / waiting_for_review
     error_type: str | None = None
     error_message: str | None = None
     http_status: int | None = None
