@@ -417,7 +417,7 @@ class _Job:
     async def count(self, input_path: str | Path) -> None:
         try:
             self.tally.total = await asyncio.to_thread(count_records, input_path)
-        except (OSError, ConfigError):
+        except Exception:  # the total is for progress only; the reader reports bad files
             self.tally.total = None
 
     async def run(
@@ -430,10 +430,8 @@ class _Job:
     ) -> JobStats:
         tally, done, writer = self.tally, self.state.done, self.writer
         slots = asyncio.Semaphore(max_in_flight)
-        side = [
-            asyncio.create_task(self.count(input_path)),
-            asyncio.create_task(self.ticker(on_progress, progress_every_s)),
-        ]
+        counting = asyncio.create_task(self.count(input_path))
+        side = [counting, asyncio.create_task(self.ticker(on_progress, progress_every_s))]
         read_error: ConfigError | None = None
         try:
             async with asyncio.TaskGroup() as group:
@@ -456,6 +454,7 @@ class _Job:
                         continue
                     tally.in_flight += 1
                     group.create_task(self.one(record, slots))
+            await counting  # the last snapshot has the total, even for a job this short
         finally:
             for task in side:
                 task.cancel()
