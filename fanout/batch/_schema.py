@@ -74,8 +74,8 @@ def _node_type(plan: Plan, ref: Ref) -> pa.DataType | None:
     if isinstance(body, LLMNode):
         if body.output is not None:
             item = arrow_type(body.output)
-        elif not body.tools:
-            item = pa.string()
+        elif not body.tools or any(t.fn is not None for t in body.tools):
+            item = pa.string()  # an agent's answer is text; schema-only tools give calls
     elif isinstance(body, ToolNode):
         try:
             hints = get_type_hints(body.fn)
