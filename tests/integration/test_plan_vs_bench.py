@@ -52,7 +52,12 @@ def test_plan_predicts_bench_throughput_within_10_percent(tmp_path: Path, kind: 
     dag = load_pipeline(CLASSIFY)
     config = _config(max_concurrency)
     emulate = parse_emulate(emulate_text)
-    arrivals = parse_arrivals("closed:64")  # more clients than any ceiling needs
+    # More clients than any ceiling needs; for TPM only 12: 64 starting at once pass the
+    # emulator's 1 s token bucket before the first answer tells the client the limit, and
+    # the few 429s cut the pace for the rest of a short window (real, and bench reports
+    # it, but not the agreement measured here). 12 x ~68 reserved tokens fit the bucket.
+    clients = 12 if kind == "tpm" else 64
+    arrivals = parse_arrivals(f"closed:{clients}")
     inputs = sample_inputs(dag)
     report = run_bench(
         CLASSIFY, dag, config, arrivals, inputs, tmp_path / kind,
@@ -60,7 +65,7 @@ def test_plan_predicts_bench_throughput_within_10_percent(tmp_path: Path, kind: 
         emulate=emulate,
     )  # fmt: skip
     shape = measure_shape(dag, config, inputs, cpu=False)
-    prediction = predict(dag, config, shape, records=1000, clients=64, emulate=emulate)
+    prediction = predict(dag, config, shape, records=1000, clients=clients, emulate=emulate)
     assert prediction.binding.kind == kind
 
     rows = {row.figure: row for row in compare(prediction, report)}
