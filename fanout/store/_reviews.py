@@ -14,16 +14,15 @@ the edited value or the reason, who and when.
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
 
-from fanout.clock import Clock, SystemClock
+from fanout.clock import Clock
 from fanout.errors import ConfigError, ReviewNotFound
+from fanout.store._db import SQLiteFile
 
 __all__ = ["Checkpoint", "Review", "ReviewStatus", "ReviewStore"]
 
@@ -118,36 +117,16 @@ class Checkpoint:
     result: dict[str, object] | None = None
 
 
-class ReviewStore:
+class ReviewStore(SQLiteFile):
     """Reviews and checkpoints in ``path`` (a ``.db`` file; a directory gets
     ``sessions.db`` inside: the session store's file)."""
 
     def __init__(
         self, path: str | Path, *, clock: Clock | None = None, busy_timeout_s: float = 30.0
     ) -> None:
-        target = Path(path)
-        if target.is_dir() or not target.suffix:
-            target = target / "sessions.db"
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"review store: cannot create {target.parent} ({exc}); set data_dir to a "
-                "writable directory"
-            ) from None
-        self.path = target
-        self.clock: Clock = clock if clock is not None else SystemClock()
-        self.busy_timeout_s = busy_timeout_s
-        try:
-            with self._connect() as conn:
-                conn.execute("PRAGMA journal_mode=WAL")
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-        except sqlite3.Error as exc:
-            raise ConfigError(
-                f"review store: {target} is not a usable SQLite file ({exc}); point data_dir "
-                "elsewhere"
-            ) from None
+        super().__init__(
+            path, what="review store", schema=_SCHEMA, clock=clock, busy_timeout_s=busy_timeout_s
+        )
 
     # -- checkpoints -------------------------------------------------------------
 
@@ -271,28 +250,6 @@ class ReviewStore:
 
     def __repr__(self) -> str:
         return f"ReviewStore({str(self.path)!r})"
-
-    def _now(self) -> float:
-        return self.clock.wall().timestamp()
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
-        try:
-            yield conn
-        finally:
-            conn.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
 
 
 def _dump(value: object) -> str:

@@ -10,14 +10,12 @@ in every process; a crashed run's lease lapses after its ttl).
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
 
-from fanout.clock import Clock, SystemClock
-from fanout.errors import ConfigError, SessionBusy
+from fanout.clock import Clock
+from fanout.errors import SessionBusy
+from fanout.store._db import SQLiteFile
 from fanout.store._protocol import SessionRecord
 from fanout.types import Message
 
@@ -36,34 +34,19 @@ CREATE TABLE IF NOT EXISTS sessions (
 """
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteFile):
     """Sessions in ``path`` (a ``.db`` file; a directory gets ``sessions.db`` inside)."""
 
     def __init__(
         self, path: str | Path, *, clock: Clock | None = None, busy_timeout_s: float = 30.0
     ) -> None:
-        target = Path(path)
-        if target.is_dir() or not target.suffix:
-            target = target / "sessions.db"
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"session store: cannot create {target.parent} ({exc}); set data_dir to a "
-                "writable directory"
-            ) from None
-        self.path = target
-        self.clock: Clock = clock if clock is not None else SystemClock()
-        self.busy_timeout_s = busy_timeout_s
-        try:
-            with self._connect() as conn:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise ConfigError(
-                f"session store: {target} is not a usable SQLite file ({exc}); point data_dir "
-                "elsewhere"
-            ) from None
+        super().__init__(
+            path,
+            what="session store",
+            schema=(_SCHEMA,),
+            clock=clock,
+            busy_timeout_s=busy_timeout_s,
+        )
 
     def acquire(self, session_id: str, owner: str, ttl_s: float) -> SessionRecord:
         now = self._now()
@@ -144,30 +127,6 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
-
-    def _now(self) -> float:
-        return self.clock.wall().timestamp()
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        # A connection per operation: nothing is shared between threads or held open
-        # between a run's start and its end.
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
-        try:
-            yield conn
-        finally:
-            conn.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")  # take the write lock now, not at the first write
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
 
 
 def _messages(text: str) -> list[Message]:
