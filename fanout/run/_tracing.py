@@ -140,22 +140,10 @@ class Tracer:
         input_text: str | None,
         output_text: str | None,
     ) -> None:
-        span = self._attempt_span(
-            site,
-            f"tool {tool_name}",
-            dag_name,
-            record_key,
-            start,
-            end,
-            attempt=1,
-            tool_name=tool_name,
-            input_tokens=0,
-            output_tokens=0,
-            cost_usd=0.0,
-        )
-        self._fail(span, error)
-        self.content.fill(span, input_text, output_text)
-        self.sink.emit(span)
+        self._local_step(
+            site, f"tool {tool_name}", dag_name, record_key, start, end, error,
+            input_text, output_text, tool_name=tool_name,
+        )  # fmt: skip
 
     def guard(
         self,
@@ -178,20 +166,29 @@ class Tracer:
         and ``guard_outcome`` the verdict; a rejection is an ``error`` row whose
         message is the reason.
         """
+        self._local_step(
+            site, f"guard {stage} {guard_name}", dag_name, record_key, start, end, error,
+            input_text, output_text, tool_name=guard_name, guard_outcome=outcome,
+        )  # fmt: skip
+
+    def _local_step(
+        self,
+        site: CallSite,
+        name: str,
+        dag_name: str,
+        record_key: str | None,
+        start: float,
+        end: float,
+        error: BaseException | None,
+        input_text: str | None,
+        output_text: str | None,
+        **columns: object,
+    ) -> None:
+        """An attempt row for work done in-process (a tool call, a guard): no tokens, no cost."""
         span = self._attempt_span(
-            site,
-            f"guard {stage} {guard_name}",
-            dag_name,
-            record_key,
-            start,
-            end,
-            attempt=1,
-            tool_name=guard_name,
-            guard_outcome=outcome,
-            input_tokens=0,
-            output_tokens=0,
-            cost_usd=0.0,
-        )
+            site, name, dag_name, record_key, start, end,
+            attempt=1, input_tokens=0, output_tokens=0, cost_usd=0.0, **columns,
+        )  # fmt: skip
         self._fail(span, error)
         self.content.fill(span, input_text, output_text)
         self.sink.emit(span)
