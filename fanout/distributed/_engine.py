@@ -506,6 +506,11 @@ class RayEngine:
     def worker_handles(self) -> list[Handle]:
         return [w.handle for w in self._workers]
 
+    def worker_load(self) -> list[tuple[Handle, int]]:
+        """Each worker's handle and the requests it holds now, the busiest first."""
+        ranked = sorted(self._workers, key=lambda w: w.requests, reverse=True)
+        return [(w.handle, w.requests) for w in ranked]
+
     async def aclose(self) -> None:
         """Close the workers (their traces roll into Parquet), then remove the actors."""
         if self._limits_poller is not None:

@@ -93,10 +93,24 @@ async def test_an_agents_cpu_tool_runs_as_a_ray_task() -> None:
     assert tool_pids.isdisjoint({w["pid"] for w in info} | {os.getpid()})  # Ray tasks
 
 
+async def _busy_worker(engine: RayEngine) -> Any:
+    """The worker holding the most requests, once one holds any (a worker that has just
+    returned all its batches would die with nothing to lose)."""
+    for _ in range(500):
+        handle, held = engine.worker_load()[0]
+        if held:
+            return handle
+        await asyncio.sleep(0.01)
+    raise AssertionError("no worker held a request for 5 s")
+
+
 async def test_a_killed_worker_loses_no_record_and_repeats_none_that_came_back() -> None:
     dag = classify()
     engine = RayEngine(sim_config(150.0), workers=2, batch_size=10, batches_per_worker=2)
     async with engine:
+        # both actors up first: calls sent to an actor still being created are queued by
+        # Ray and delivered after its restart, so killing it then loses nothing to re-send
+        await engine.worker_info()
         tasks = [
             asyncio.ensure_future(engine.run(dag, {"text": f"r{i}"}, record_key=str(i)))
             for i in range(120)
@@ -107,8 +121,8 @@ async def test_a_killed_worker_loses_no_record_and_repeats_none_that_came_back()
                 lambda _: twenty_back.set() if sum(t.done() for t in tasks) >= 20 else None
             )
         await twenty_back.wait()
+        victim = await _busy_worker(engine)
         returned_before = {i for i, t in enumerate(tasks) if t.done()}
-        victim = engine.worker_handles()[0]
         ray.kill(victim, no_restart=False)  # Ray restarts it; its batches are lost
         results = await asyncio.gather(*tasks)
         stats = engine.stats
@@ -191,7 +205,7 @@ async def test_no_completed_call_is_made_again_after_workers_die(tmp_path: Any) 
                     lambda _: twenty_back.set() if sum(t.done() for t in tasks) >= 20 else None
                 )
             await twenty_back.wait()
-            ray.kill(engine.worker_handles()[0], no_restart=False)  # and one dies mid-batch
+            ray.kill(await _busy_worker(engine), no_restart=False)  # and one dies mid-batch
             second = await asyncio.gather(*tasks)
             info = await engine.worker_info()
         accepted = emulator.stats()["accepted"]
