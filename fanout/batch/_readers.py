@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -119,11 +120,18 @@ def _open_binary(path: Path) -> BinaryIO:
 def _parse_object(raw: bytes) -> dict[str, object] | str:
     """A JSON object, or what is wrong with ``raw``."""
     try:
-        value = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return "not valid UTF-8; re-encode the file"
-    except json.JSONDecodeError as exc:
-        return f"not valid JSON ({exc.msg})"
+    try:
+        value = orjson.loads(text)  # a tenth of json's cost
+    except orjson.JSONDecodeError:
+        # what orjson refuses and json reads (integers past 64 bits, NaN), or the
+        # standard library's clearer message for a line that is not JSON
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return f"not valid JSON ({exc.msg})"
     if not isinstance(value, dict):
         kind = type(value).__name__ if value is not None else "null"
         return f"expected a JSON object per line, got {kind}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import random
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -121,6 +122,7 @@ class Engine:
         self.providers: dict[str, Provider] = built
         self._router: Router | None = None
         self._router_loop: asyncio.AbstractEventLoop | None = None
+        self._plans: dict[int, _Checked] = {}
 
     @classmethod
     def from_config(
@@ -159,7 +161,19 @@ class Engine:
 
     def validate(self, dag: DAG) -> Plan:
         """Check ``dag`` against this engine's model aliases; raises :class:`ConfigError`."""
-        return dag.validate(models=self.config.models.keys())
+        return self._checked(dag).plan
+
+    def _checked(self, dag: DAG) -> _Checked:
+        """``dag``'s plan, checked against the models once (a batch runs one DAG a million
+        times), and what a run needs to know of it."""
+        plan = dag.validate()  # cached by the DAG until it changes
+        checked = self._plans.get(id(plan))
+        if checked is None or checked.plan is not plan:
+            plan.check_models(self.config.models.keys())
+            if len(self._plans) >= 64:
+                self._plans.clear()
+            checked = self._plans[id(plan)] = _Checked(plan, needs_review(plan))
+        return checked
 
     async def run(
         self,
@@ -196,9 +210,9 @@ class Engine:
         session another run holds raises :class:`fanout.errors.SessionBusy` before any call (and so
         does saving, if the session was taken over after this run's lease expired).
         """
-        plan = self.validate(dag)
+        checked = self._checked(dag)
+        plan, reviewed = checked.plan, checked.reviewed
         check_inputs(dag, plan, inputs)
-        reviewed = needs_review(plan)
         if reviewed:
             self._check_reviewable(dag, session_id)
         if session_id is not None:
@@ -213,13 +227,16 @@ class Engine:
             budget_tokens is not None and budget_tokens < 0
         ):
             raise ConfigError("budget_usd and budget_tokens must be >= 0 (or None: no limit)")
-        request_id = request_id or uuid.uuid4().hex
+        fresh = not request_id
+        if not request_id:
+            request_id = f"{_ids.getrandbits(128) or 1:032x}"
         if self._tracer is None and self._traces is not None:
             self.open_traces()
         tracer = self._tracer
         trace_id = ""
         if tracer is not None:
-            trace_id = request_id if _is_trace_id(request_id) else tracer.new_trace_id()
+            usable = fresh or _is_trace_id(request_id)
+            trace_id = request_id if usable else tracer.new_trace_id()
         if budget is None:
             budget = Budget(usd=budget_usd, tokens=budget_tokens)
         ctx = self._context(
@@ -238,7 +255,9 @@ class Engine:
             result = await execute(plan, {**inputs, **fresh_inputs(dag)}, ctx, request_id, state)
             return await self._checkpoint(plan, inputs, result, state)
         if session_id is None:
-            return await execute(plan, {**inputs, **fresh_inputs(dag)}, ctx, request_id)
+            if dag.session_spec is not None:
+                inputs = {**inputs, **fresh_inputs(dag)}
+            return await execute(plan, inputs, ctx, request_id)
         lease_s = deadline_s + _LEASE_MARGIN_S if deadline_s is not None else _LEASE_S
         hold = await open_session(self.store, dag, session_id, lease_s)
         try:
@@ -478,6 +497,18 @@ class Engine:
     def __repr__(self) -> str:
         return f"Engine(providers={sorted(self.providers)}, models={sorted(self.config.models)})"
 
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Checked:
+    plan: Plan
+    reviewed: bool  # a run may pause for a person
+
+
+# Request ids: 128 random bits (a W3C trace id as they are) from a generator of our own,
+# seeded from the OS and again in a forked child: a fifth of uuid4's cost, and no
+# user's random.seed() makes two runs share an id.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
 
 # How long a run without a deadline holds its session before another run may take it
 # over (a crashed process's lease lapses then); a run with a deadline: that plus a margin.

@@ -19,12 +19,12 @@ flight.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+
+import orjson
 
 from fanout.errors import ConfigError
 from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
@@ -46,10 +46,10 @@ def call_key(provider: str, request: ChatRequest) -> str:
         request.response_schema,
         request.response_schema_name,
     ]
-    # Not sort_keys: messages and tool schemas are built in a fixed order, and a key
+    # Not sorted: messages and tool schemas are built in a fixed order, and a key
     # that differed by order would only cost a journal miss, never a wrong answer.
-    text = json.dumps(identity, ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    text = orjson.dumps(identity, default=str, option=orjson.OPT_NON_STR_KEYS)
+    return hashlib.sha256(text).hexdigest()
 
 
 class CallJournal:
@@ -76,7 +76,7 @@ class CallJournal:
                 "pick a writable directory"
             )
         self._path = self.directory / f"{writer_id}.jsonl"
-        self._file: TextIO | None = None  # opened on the first completed call
+        self._fd: int | None = None  # opened on the first completed call
         self._closed = False
         self._calls: dict[str, ChatResponse] | None = None  # read on the first lookup
         self.replayed = 0  # calls answered from the journal
@@ -103,10 +103,8 @@ class CallJournal:
         file; it is not kept in memory (another process, or a later run, reads it)."""
         if self._closed:
             return
-        if self._file is None:
-            self._file = open(  # noqa: SIM115  # held open: appended per call
-                self._path, "a", encoding="utf-8", buffering=1
-            )
+        if self._fd is None:  # held open, appended per call
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         entry = {
             "key": key,
             "record": record,
@@ -116,13 +114,14 @@ class CallJournal:
             "model": response.model,
             "usage": [response.usage.input_tokens, response.usage.output_tokens],
         }
-        self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")  # line-buffered
+        # one write per call, unbuffered: a killed process loses no call it finished
+        os.write(self._fd, orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
 
     def close(self) -> None:
         self._closed = True
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __len__(self) -> int:
         """Calls read from the directory (0 until the first lookup or :meth:`reload`)."""
@@ -180,7 +179,7 @@ def compact_journal(directory: str | Path, keep: Callable[[str], bool]) -> tuple
 def _parse(line: str) -> tuple[str | None, str, ChatResponse] | None:
     """One journal line, or ``None`` for a torn or foreign one (a killed writer's last)."""
     try:
-        entry = json.loads(line)
+        entry = orjson.loads(line)
         usage = entry["usage"]
         response = ChatResponse(
             content=entry["content"],

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
+
+import orjson
 
 from fanout.budget import Budget
 from fanout.clock import Clock
@@ -119,12 +120,12 @@ class Tracer:
             if response.tool_calls:
                 span.tool_name = ",".join(c.name for c in response.tool_calls)
                 if output is None:
-                    output = json.dumps([c.to_wire() for c in response.tool_calls])
+                    output = orjson.dumps([c.to_wire() for c in response.tool_calls]).decode()
         else:
             self._fail(span, error)
             span.input_tokens = span.output_tokens = 0
             span.cost_usd = 0.0
-        self.content.fill(span, json.dumps(request.messages, ensure_ascii=False), output)
+        self.content.fill(span, orjson.dumps(request.messages).decode(), output)
         self.sink.emit(span)
 
     def tool(
@@ -292,7 +293,9 @@ class Tracer:
             budget_spent_usd=budget.spent_usd,
         )
         if inputs is not None:  # the record's inputs, under the content policy (replay reads them)
-            text = json.dumps(dict(inputs), ensure_ascii=False, default=render_value)
+            text = orjson.dumps(
+                inputs, default=render_value, option=orjson.OPT_NON_STR_KEYS
+            ).decode()
             self.content.fill(span, text, None)
         self.sink.emit(span)
 
