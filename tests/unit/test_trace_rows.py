@@ -142,7 +142,10 @@ async def test_hmac_content_is_keyed_and_holds_no_plaintext(
         dag.output(a=dag.llm("fast", "Say {text}", name="a"))
         result = await eng.run(dag, {"text": "ZEBRA-7781"})
     (attempt,) = [s for s in sink.spans if s.record_type == "attempt"]
-    messages = json.dumps([{"role": "user", "content": "Say ZEBRA-7781"}], ensure_ascii=False)
+    # the prompt as compact JSON (no spaces), as the trace keeps it
+    messages = json.dumps(
+        [{"role": "user", "content": "Say ZEBRA-7781"}], ensure_ascii=False, separators=(",", ":")
+    )
     expected = hmac.new(b"a-secret-key", messages.encode(), hashlib.sha256).hexdigest()
     assert attempt.input_hmac == expected
     assert attempt.input_chars == len(messages)
