@@ -47,6 +47,7 @@ __all__ = [
     "ProviderHTTPError",
     "ProviderTimeout",
     "RateLimited",
+    "ReviewBusy",
     "ReviewNotFound",
     "ReviewRejected",
     "RunError",
@@ -85,6 +86,10 @@ class TemplateError(ConfigError):
 
 class ReviewNotFound(ConfigError):
     """No review (or paused run) with that id in the store."""
+
+
+class ReviewBusy(ConfigError):
+    """Another process is resuming this paused run now (the service answers 409)."""
 
 
 class SessionBusy(FanoutError):

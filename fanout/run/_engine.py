@@ -298,7 +298,8 @@ class Engine:
         decided review steps take the decision (approved: the value; edited: the
         reviewer's value; rejected: the step fails) and the rest runs. Raises
         :class:`ConfigError` for an unknown or still pending review, a run that already
-        ended, or another DAG than the one that paused.
+        ended, or another DAG than the one that paused; :class:`fanout.errors.ReviewBusy`
+        (before any call) while another process resumes the same run.
         """
         store = self._review_store()
         review = await asyncio.to_thread(store.get, review_id)
@@ -318,12 +319,17 @@ class Engine:
                 f"{dag.name!r}; resume it with that pipeline"
             )
         plan = self.validate(dag)
-        decided = await asyncio.to_thread(store.list, run_id=review.run_id)
-        self._resuming[review.run_id] = ReviewState(
-            restored=load_outputs(plan, checkpoint.outputs),
-            decisions={r.node_id: r for r in decided if r.status != "pending"},
-        )
+        # one resume at a time, across processes: the claim re-checks, atomically, that
+        # the run still waits (another resume may have finished it since it was read)
+        owner = uuid.uuid4().hex
+        lease_s = deadline_s + _LEASE_MARGIN_S if deadline_s is not None else _LEASE_S
+        await asyncio.to_thread(store.claim_resume, review.run_id, owner, lease_s)
         try:
+            decided = await asyncio.to_thread(store.list, run_id=review.run_id)
+            self._resuming[review.run_id] = ReviewState(
+                restored=load_outputs(plan, checkpoint.outputs),
+                decisions={r.node_id: r for r in decided if r.status != "pending"},
+            )
             return await self.run(
                 dag,
                 checkpoint.inputs,
@@ -335,6 +341,7 @@ class Engine:
             )
         finally:
             self._resuming.pop(review.run_id, None)
+            await asyncio.to_thread(store.release_resume, review.run_id, owner)
 
     def use_reviews(self, directory: str | Path) -> ReviewStore:
         """The engine's review store; without one, keep paused runs in ``directory``
@@ -510,8 +517,9 @@ class _Checked:
 _ids = random.Random()
 os.register_at_fork(after_in_child=_ids.seed)
 
-# How long a run without a deadline holds its session before another run may take it
-# over (a crashed process's lease lapses then); a run with a deadline: that plus a margin.
+# How long a run without a deadline holds its session (or a paused run it resumes)
+# before another run may take it over (a crashed process's lease lapses then); a run
+# with a deadline: that plus a margin.
 _LEASE_S = 600.0
 _LEASE_MARGIN_S = 60.0
 

@@ -29,7 +29,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fanout.dag import DAG, Plan
-from fanout.errors import ConfigError, ReviewNotFound, SessionBusy
+from fanout.errors import ConfigError, ReviewBusy, ReviewNotFound, SessionBusy
 from fanout.limits import LimiterState
 from fanout.retry import HedgePolicy
 from fanout.run import NodeResult, RunResult
@@ -252,6 +252,8 @@ def _add_review_routes(app: FastAPI, state: _State, tenant_of: Callable[..., Any
                 by=decision.by or tenant,
             )
             result: RunResult = await resume(dags[0], review_id)
+        except ReviewBusy as exc:  # another process is resuming the same run
+            raise _Rejected(409, "review_busy", str(exc)) from None
         except ConfigError as exc:
             raise _Rejected(409, "review_decided", str(exc)) from None
         return {"review": review.to_dict(), "result": result.to_dict()}

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from fanout.clock import Clock
-from fanout.errors import ConfigError, ReviewNotFound
+from fanout.errors import ConfigError, ReviewBusy, ReviewNotFound
 from fanout.store._db import SQLiteFile
 
 __all__ = ["Checkpoint", "Review", "ReviewStatus", "ReviewStore"]
@@ -38,7 +38,9 @@ _SCHEMA = (
         outputs    TEXT NOT NULL,
         status     TEXT NOT NULL,
         result     TEXT,
-        updated_at REAL
+        updated_at REAL,
+        resumed_by   TEXT,
+        resume_until REAL
     )
     """,
     """
@@ -127,6 +129,11 @@ class ReviewStore(SQLiteFile):
         super().__init__(
             path, what="review store", schema=_SCHEMA, clock=clock, busy_timeout_s=busy_timeout_s
         )
+        with self._transaction() as conn:  # a file made before resumes were claimed
+            have = {row[1] for row in conn.execute("PRAGMA table_info(review_runs)")}
+            for column, kind in (("resumed_by", "TEXT"), ("resume_until", "REAL")):
+                if column not in have:
+                    conn.execute(f"ALTER TABLE review_runs ADD COLUMN {column} {kind}")
 
     # -- checkpoints -------------------------------------------------------------
 
@@ -185,6 +192,43 @@ class ReviewStore(SQLiteFile):
             raise ReviewNotFound(f"no paused run {run_id!r} in {self.path}")
         result = json.loads(row[5]) if row[5] is not None else None
         return Checkpoint(row[0], row[1], json.loads(row[2]), json.loads(row[3]), row[4], result)
+
+    def claim_resume(self, run_id: str, owner: str, lease_s: float) -> None:
+        """Take the paused run ``run_id`` for one resume by ``owner``, for ``lease_s``
+        seconds (a crashed resumer's claim lapses then). Raises :class:`ReviewBusy`
+        while another owner holds it, :class:`ConfigError` if the run no longer waits
+        for a review (a resume finished it): two resumes never run it twice."""
+        now = self._now()
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT status, resumed_by, resume_until FROM review_runs WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
+            if row is None:
+                raise ReviewNotFound(f"no paused run {run_id!r} in {self.path}")
+            status, holder, until = row
+            if status != "waiting_for_review":
+                raise ConfigError(
+                    f"run {run_id!r} already resumed and ended {status}; nothing to resume"
+                )
+            if holder is not None and holder != owner and until is not None and until > now:
+                raise ReviewBusy(
+                    f"run {run_id!r} is being resumed by another process (for up to "
+                    f"{until - now:.0f} s more); wait for it to finish"
+                )
+            conn.execute(
+                "UPDATE review_runs SET resumed_by = ?, resume_until = ? WHERE run_id = ?",
+                (owner, now + lease_s, run_id),
+            )
+
+    def release_resume(self, run_id: str, owner: str) -> None:
+        """Give up ``owner``'s claim on ``run_id`` (its resume ended or paused again)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE review_runs SET resumed_by = NULL, resume_until = NULL "
+                "WHERE run_id = ? AND resumed_by = ?",
+                (run_id, owner),
+            )
 
     # -- reviews -------------------------------------------------------------------
 

@@ -3,13 +3,15 @@ checkpoint (a real SQLite file) without running finished nodes again."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from support import sim_config
 
 from fanout import DAG, ConfigError, Engine, NodeStatus, RunStatus
-from fanout.errors import ReviewNotFound
+from fanout.errors import ReviewBusy, ReviewNotFound
 from fanout.guards import Reject
 from fanout.store import ReviewStore
 
@@ -18,13 +20,13 @@ def shout(text: str) -> str:
     return text.upper()
 
 
-def review_dag() -> DAG:
+def review_dag(finish: Callable[..., object] = shout) -> DAG:
     """draft -> review -> final (needs the person); ``other`` does not need them."""
     dag = DAG("reviewed")
     topic = dag.input("topic")
     draft = dag.llm("fast", "Write a line about {topic}.", name="draft")
     checked = dag.review(draft, instructions="Is it polite?", name="check")
-    final = dag.tool(shout, checked, name="final", inline=True)
+    final = dag.tool(finish, checked, name="final", inline=finish is shout)
     other = dag.llm("fast", "Summarise {topic}.", name="other")
     dag.output(final=final, other=other, topic=topic)
     return dag
@@ -73,6 +75,47 @@ async def test_approving_resumes_from_the_checkpoint_without_repeating_a_call(
     with pytest.raises(ConfigError, match="already resumed"):
         async with Engine(sim_config(), store=tmp_path) as engine:
             await engine.resume(review_dag(), review_id)
+
+
+async def test_one_paused_run_is_resumed_once_when_two_resumes_race(tmp_path: Path) -> None:
+    review_id, draft = await pause(tmp_path)
+    ReviewStore(tmp_path).decide(review_id, "approved", by="ann")
+    started, gate, finished = asyncio.Event(), asyncio.Event(), []
+
+    async def slow_shout(text: str) -> str:
+        started.set()
+        await gate.wait()
+        finished.append(text)
+        return text.upper()
+
+    async with (
+        Engine(sim_config(), store=tmp_path) as first,
+        Engine(sim_config(), store=tmp_path) as second,
+    ):
+        running = asyncio.ensure_future(first.resume(review_dag(slow_shout), review_id))
+        await started.wait()  # the first resume holds the run, inside its last step
+        with pytest.raises(ReviewBusy, match="being resumed by another process"):
+            await second.resume(review_dag(slow_shout), review_id)
+        gate.set()
+        result = await running
+        with pytest.raises(ConfigError, match="already resumed"):  # and not run again
+            await second.resume(review_dag(slow_shout), review_id)
+    assert result.status is RunStatus.OK and result.outputs["final"] == draft.upper()
+    assert finished == [draft]  # the step after the review ran once
+
+
+async def test_a_crashed_resumers_claim_lapses(tmp_path: Path) -> None:
+    review_id, draft = await pause(tmp_path)
+    store = ReviewStore(tmp_path)
+    store.decide(review_id, "approved")
+    run_id = store.get(review_id).run_id
+    store.claim_resume(run_id, "a-process-that-died", lease_s=3600)
+    async with Engine(sim_config(), store=tmp_path) as engine:
+        with pytest.raises(ReviewBusy):
+            await engine.resume(review_dag(), review_id)
+        store.claim_resume(run_id, "a-process-that-died", lease_s=0.0)  # its lease ran out
+        result = await engine.resume(review_dag(), review_id)
+    assert result.status is RunStatus.OK and result.outputs["final"] == draft.upper()
 
 
 async def test_an_edit_replaces_the_value_under_review(tmp_path: Path) -> None:
