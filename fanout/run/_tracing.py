@@ -88,6 +88,7 @@ class Tracer:
         cost_usd: float,
         budget: Budget,
         hedged: bool = False,
+        replayed: bool = False,
     ) -> None:
         span = self._attempt_span(
             site,
@@ -113,9 +114,14 @@ class Tracer:
         if response is not None:
             span.response_model = response.model or None
             span.finish_reason = response.finish_reason
-            span.input_tokens = response.usage.input_tokens
-            span.output_tokens = response.usage.output_tokens
-            span.cost_usd = cost_usd
+            if replayed:  # paid for, and counted, on the row of the call that made it
+                span.replayed = True
+                span.input_tokens = span.output_tokens = 0
+                span.cost_usd = 0.0
+            else:
+                span.input_tokens = response.usage.input_tokens
+                span.output_tokens = response.usage.output_tokens
+                span.cost_usd = cost_usd
             output = response.content
             if response.tool_calls:
                 span.tool_name = ",".join(c.name for c in response.tool_calls)

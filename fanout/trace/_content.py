@@ -21,6 +21,17 @@ Redactor = Callable[[str], str]
 _log = logging.getLogger(__name__)
 
 
+_PROCESS_KEY: list[bytes] = []
+
+
+def _process_key() -> bytes:
+    """This process's random HMAC key, the same for every policy (as documented: digests
+    compare within the process, across its engines)."""
+    if not _PROCESS_KEY:
+        _PROCESS_KEY.append(secrets.token_bytes(32))
+    return _PROCESS_KEY[0]
+
+
 class _Mac(Protocol):
     def copy(self) -> _Mac: ...
     def update(self, data: bytes, /) -> None: ...
@@ -63,7 +74,7 @@ class ContentPolicy:
                 "content digests compare only within it",
                 key_env or "key=",
             )
-            key = secrets.token_bytes(32)
+            key = _process_key()
         raw = key.encode() if isinstance(key, str) else (key or b"")
         # keyed once: each digest copies the keyed state (half the cost of hmac.digest,
         # which sets the key up again on every call); OpenSSL's HMAC object where the

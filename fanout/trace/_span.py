@@ -62,6 +62,9 @@ class Span:
     http_status: int | None = None
     retryable: bool | None = None
     hedged: bool | None = None  # True: a duplicate of a slow call still in flight (attempts)
+    # True: answered from the call journal, not the provider (an earlier process made and
+    # paid for the call; its tokens and cost are on that attempt's row, so here 0)
+    replayed: bool | None = None
     # GenAI
     provider: str | None = None
     request_model: str | None = None
@@ -116,6 +119,7 @@ _TYPES: dict[str, pa.DataType] = {
     "http_status": _INT,
     "retryable": pa.bool_(),
     "hedged": pa.bool_(),
+    "replayed": pa.bool_(),
     "input_tokens": _INT,
     "output_tokens": _INT,
     "estimated_input_tokens": _INT,

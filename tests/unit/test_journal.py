@@ -9,7 +9,16 @@ from support import sim_config
 from fanout import DAG, Engine
 from fanout.run import CallJournal, call_key
 from fanout.sim import FakeClock, SimProvider
+from fanout.trace import Span
 from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+
+    def emit(self, span: Span) -> None:
+        self.spans.append(span)
 
 
 def _request(text: str) -> ChatRequest:
@@ -57,3 +66,26 @@ async def test_an_engine_with_a_journal_pays_once_for_a_call(
     assert second.outputs == first.outputs
     assert provider2.calls == 1  # only "awful" was new
     assert second.cost_usd == 0.0 and other.cost_usd > 0  # paid once, by the first run
+
+
+async def test_a_call_answered_from_the_journal_leaves_a_replayed_attempt_row(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    dag = DAG("once")
+    dag.input("text")
+    dag.output(a=dag.llm("fast", "Rate {text}", name="a"))
+    journal = CallJournal(tmp_path, writer_id="w")
+    first_sink, second_sink = ListSink(), ListSink()
+    async with Engine(sim_config(), clock=clock, journal=journal, traces=first_sink) as e:
+        await e.run(dag, {"text": "great"})
+    again = CallJournal(tmp_path, writer_id="w-restarted")
+    async with Engine(sim_config(), clock=clock, journal=again, traces=second_sink) as e:
+        result = await e.run(dag, {"text": "great"})
+    (made,) = [s for s in first_sink.spans if s.record_type == "attempt"]
+    (replayed,) = [s for s in second_sink.spans if s.record_type == "attempt"]
+    assert made.replayed is None and made.input_tokens and made.cost_usd
+    assert replayed.replayed is True and replayed.status == "ok"
+    assert (replayed.input_tokens, replayed.output_tokens, replayed.cost_usd) == (0, 0, 0.0)
+    assert replayed.output_hmac == made.output_hmac  # the same answer
+    (node,) = [s for s in second_sink.spans if s.record_type == "node"]
+    assert replayed.parent_span_id == node.span_id and result.calls == 0
