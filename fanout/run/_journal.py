@@ -9,11 +9,14 @@ finished). A process that opens the directory — a restarted Ray worker, one th
 takes over a dead worker's requests, a resumed job — reads every file and answers
 those calls from the journal instead of the provider.
 
-Memory stays bounded: a journal holds only the calls it read when opened (or
-reloaded), not those it writes. Each line names the record its call was for, so a
-resumed batch job first drops, with :func:`compact_journal`, the calls of records
-that already have their final row: what is left is the work the killed run had in
-flight.
+Memory stays bounded: a journal keeps no response in memory, only an index of the
+calls in the files when it first looked (or reloaded): 16 bytes a call (a sorted
+array of key digests and one of file offsets; a million calls take 16 MB), and a
+call found there is read back from its file. Calls it writes are not indexed (another
+process, or a later run, reads them). Each line names the record its call was for,
+so a resumed batch job first drops, with :func:`compact_journal`, the calls of
+records that already have their final row: what is left is the work the killed run
+had in flight.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from array import array
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -78,22 +84,21 @@ class CallJournal:
         self._path = self.directory / f"{writer_id}.jsonl"
         self._fd: int | None = None  # opened on the first completed call
         self._closed = False
-        self._calls: dict[str, ChatResponse] | None = None  # read on the first lookup
+        self._index: _Index | None = None  # built on the first lookup
         self.replayed = 0  # calls answered from the journal
 
     def reload(self) -> int:
-        """Read every process's file again (what a dead one finished); returns the calls known."""
-        calls = self._calls if self._calls is not None else {}
-        for _record, key, response in _entries(self.directory):
-            calls[key] = response
-        self._calls = calls
-        return len(calls)
+        """Index every process's file again (what a dead one finished); returns the calls known."""
+        if self._index is not None:
+            self._index.close()
+        self._index = _Index(self.directory)
+        return len(self._index)
 
     def get(self, key: str) -> ChatResponse | None:
-        if self._calls is None:
+        if self._index is None:
             self.reload()
-        assert self._calls is not None
-        response = self._calls.get(key)
+        assert self._index is not None
+        response = self._index.find(key)
         if response is not None:
             self.replayed += 1
         return response
@@ -122,26 +127,95 @@ class CallJournal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._index is not None:
+            self._index.close()
 
     def __len__(self) -> int:
-        """Calls read from the directory (0 until the first lookup or :meth:`reload`)."""
-        return len(self._calls) if self._calls is not None else 0
+        """Calls indexed from the directory (0 until the first lookup or :meth:`reload`)."""
+        return len(self._index) if self._index is not None else 0
 
     def __repr__(self) -> str:
         return f"CallJournal({str(self.directory)!r}, calls={len(self)}, pid={os.getpid()})"
 
 
-def _entries(directory: Path) -> Iterator[tuple[str | None, str, ChatResponse]]:
-    """(record, key, response) of every readable line of the journal's files, streamed."""
-    for path in sorted(directory.glob("*.jsonl")):
+class _Index:
+    """Where each call in a journal directory's files is, by key: a sorted array of
+    64-bit key digests and, in the same order, one of (file number, offset) locations."""
+
+    __slots__ = ("_digests", "_files", "_locations", "_open")
+
+    def __init__(self, directory: Path) -> None:
+        self._files = sorted(directory.glob("*.jsonl"))
+        digests, locations = array("Q"), array("Q")
+        for number, path in enumerate(self._files):
+            for offset, key in _keys_at(path):
+                digests.append(_digest(key))
+                locations.append(number << _OFFSET_BITS | offset)
+        order = sorted(range(len(digests)), key=digests.__getitem__)
+        self._digests = array("Q", (digests[i] for i in order))
+        self._locations = array("Q", (locations[i] for i in order))
+        self._open: dict[int, BinaryIO] = {}
+
+    def find(self, key: str) -> ChatResponse | None:
+        digests, digest = self._digests, _digest(key)
+        at = bisect_left(digests, digest)
+        while at < len(digests) and digests[at] == digest:
+            entry = self._read(self._locations[at])
+            if entry is not None and entry[1] == key:  # not another key of the same digest
+                return entry[2]
+            at += 1
+        return None
+
+    def _read(self, location: int) -> tuple[str | None, str, ChatResponse] | None:
+        number, offset = location >> _OFFSET_BITS, location & _OFFSET_MASK
         try:
-            with path.open(encoding="utf-8") as lines:
-                for line in lines:
+            file = self._open.get(number)
+            if file is None:
+                file = self._open[number] = self._files[number].open("rb")
+            file.seek(offset)
+            return _parse(file.readline())
+        except OSError as exc:  # compacted away since: a miss, the call is made again
+            _log.warning("call journal: cannot read %s: %s", self._files[number], exc)
+            return None
+
+    def close(self) -> None:
+        for file in self._open.values():
+            file.close()
+        self._open.clear()
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+
+_OFFSET_BITS = 40  # a file of up to 1 TiB; 2^24 files
+_OFFSET_MASK = (1 << _OFFSET_BITS) - 1
+_KEY_PREFIX = b'{"key":"'
+
+
+def _digest(key: str) -> int:
+    """64 bits of a call key (itself a SHA-256 in hex)."""
+    try:
+        return int(key[:16], 16)
+    except ValueError:  # not one of ours: hash it
+        return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+
+
+def _keys_at(path: Path) -> Iterator[tuple[int, str]]:
+    """(offset, key) of each line of a journal file that names a key."""
+    try:
+        with path.open("rb") as lines:
+            offset = 0
+            for line in lines:
+                end = line.find(b'"', len(_KEY_PREFIX))
+                if line.startswith(_KEY_PREFIX) and end > 0:  # as put() writes them
+                    yield offset, line[len(_KEY_PREFIX) : end].decode("utf-8", "replace")
+                else:  # written otherwise (an older version), or torn: parse it
                     entry = _parse(line)
                     if entry is not None:
-                        yield entry
-        except OSError as exc:
-            _log.warning("call journal: cannot read %s: %s", path, exc)
+                        yield offset, entry[1]
+                offset += len(line)
+    except OSError as exc:
+        _log.warning("call journal: cannot read %s: %s", path, exc)
 
 
 def compact_journal(directory: str | Path, keep: Callable[[str], bool]) -> tuple[int, int]:
@@ -176,7 +250,7 @@ def compact_journal(directory: str | Path, keep: Callable[[str], bool]) -> tuple
     return kept, dropped
 
 
-def _parse(line: str) -> tuple[str | None, str, ChatResponse] | None:
+def _parse(line: str | bytes) -> tuple[str | None, str, ChatResponse] | None:
     """One journal line, or ``None`` for a torn or foreign one (a killed writer's last)."""
     try:
         entry = orjson.loads(line)

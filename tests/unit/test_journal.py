@@ -89,3 +89,37 @@ async def test_a_call_answered_from_the_journal_leaves_a_replayed_attempt_row(
     assert replayed.output_hmac == made.output_hmac  # the same answer
     (node,) = [s for s in second_sink.spans if s.record_type == "node"]
     assert replayed.parent_span_id == node.span_id and result.calls == 0
+
+
+def test_lookups_read_calls_back_from_the_files_and_memory_stays_per_call_small(
+    tmp_path: Path,
+) -> None:
+    import json
+    import tracemalloc
+
+    writer = CallJournal(tmp_path, writer_id="w1")
+    n = 20_000
+    for i in range(n):
+        reply = ChatResponse(content=f"answer {i} " * 20, usage=Usage(i, 1), model="m")
+        writer.put(call_key("p", _request(f"q{i}")), reply, record=f"r{i}")
+    writer.close()
+    # an older version's line (spaces after separators) and a killed writer's torn line
+    old_key = call_key("p", _request("old"))
+    old = {"key": old_key, "record": None, "content": "from before", "finish_reason": "stop",
+           "tool_calls": [], "model": "m", "usage": [1, 2]}  # fmt: skip
+    (tmp_path / "w0.jsonl").write_text(json.dumps(old) + "\n" + '{"key": "ab', encoding="utf-8")
+    tracemalloc.start()
+    reader = CallJournal(tmp_path, writer_id="w2")
+    assert reader.reload() == n + 1
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # the index, not the replies: ~16 bytes a call (the replies alone are ~200 bytes each)
+    assert held < n * 64, held
+    for i in (0, 1, n // 2, n - 1):
+        found = reader.get(call_key("p", _request(f"q{i}")))
+        assert found is not None and found.usage == Usage(i, 1)
+        assert found.content == f"answer {i} " * 20
+    assert reader.get(old_key) == ChatResponse(content="from before", usage=Usage(1, 2), model="m")
+    assert reader.get(call_key("p", _request("never made"))) is None
+    assert reader.replayed == 5
+    reader.close()
