@@ -79,6 +79,18 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def host_speed() -> float:
+    """Seconds for a plain Python loop of 10 million additions, best of 3, on the pinned
+    core: a yardstick to compare hosts (records/s scale roughly inversely with it)."""
+    best = float("inf")
+    for _ in range(3):
+        started, total = time.perf_counter(), 0
+        for i in range(10_000_000):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def write_input(path: Path, n: int) -> Path:
     with path.open("w", encoding="utf-8") as out:
         for i in range(n):
@@ -189,6 +201,11 @@ def main() -> None:
     parser.add_argument("--skip-ray", action="store_true")
     args = parser.parse_args()
     print(f"machine: {machine()}")
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {0})
+    print(f"host speed: a 10M-addition Python loop takes {host_speed():.2f} s on core 0")
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
     with tempfile.TemporaryDirectory(prefix="fanout-batch-") as tmp:
         work = Path(tmp)
         big = write_input(work / "big.jsonl", args.records)
