@@ -3,6 +3,9 @@
 Law: a 429 sets the ceiling estimate to the rate the provider was accepting when it
 drew the 429 (but at least ``decrease`` x the pace, so one noisy window cannot
 collapse it), at most once per cool-down so a burst of in-flight 429s counts once.
+A 429 before any accepted rate was measured (a start-up burst) cuts the pace the
+same way but keeps the ceiling at the best limit known (stated or configured): it
+says the burst was too big, not what the limit is.
 The pace restarts at ``decrease`` x ceiling and climbs back towards ``safety`` x
 ceiling on a concave curve (fast while far, slow near it); past that it probes
 upward linearly, so a provider that raised its limit is found again. A limit the
@@ -63,17 +66,26 @@ class AdaptiveRate:
         self.rate = self._clamp(per_s * self.safety)
         return old != self.rate
 
-    def rate_limited(self, now: float, *, observed_per_s: float, cooldown_s: float) -> bool:
-        """A 429: cut the pace (once per cool-down). True if the pace changed."""
+    def rate_limited(self, now: float, *, observed_per_s: float | None, cooldown_s: float) -> bool:
+        """A 429: cut the pace (once per cool-down). True if the pace changed.
+
+        ``observed_per_s`` is the rate the provider accepted over the last whole window,
+        ``None`` while none has been measured yet."""
         if now - self._cut_at < cooldown_s:
             return False
         current = self.rate if self.rate is not None else observed_per_s
-        if current <= 0:
+        if current is None or current <= 0:
             return False
-        ceiling = max(observed_per_s, current * self.decrease)
-        self.ceiling = min(ceiling, current)
-        if self.stated is not None:
-            self.ceiling = min(self.ceiling, self.stated)
+        if observed_per_s is None:
+            # Nothing measured to lower the estimate to: taking `decrease` x the pace
+            # as the ceiling would leave the pace ~30% under a limit the provider
+            # states in every response until the slow probe found it again.
+            known = [x for x in (self.ceiling, self.stated, self.configured) if x is not None]
+            self.ceiling = min(known, default=current)
+        else:
+            self.ceiling = min(max(observed_per_s, current * self.decrease), current)
+            if self.stated is not None:
+                self.ceiling = min(self.ceiling, self.stated)
         self._floor = self.ceiling * self.decrease
         self.rate = self._clamp(self._floor)
         self._cut_at = now

@@ -138,11 +138,13 @@ class Limiter:
         self._limited = 0
         self._total_wait_s = 0.0
         # Accepted responses per window, to estimate the provider's real rate at a 429.
-        self._window_start = now
+        # The first window opens at the first answer (time before it is not a rate the
+        # provider accepted); until one closes, nothing is measured (None).
+        self._window_start: float | None = None
         self._window_ok = 0
         self._window_tokens = 0
-        self._last_ok_per_s = 0.0
-        self._last_tok_per_s = 0.0
+        self._last_ok_per_s: float | None = None
+        self._last_tok_per_s: float | None = None
         # Leased mode (the Ray backend): a coordinator sets the pace from every worker's
         # reports; this limiter enforces its share and reports what it sees.
         self.leased = False
@@ -386,11 +388,16 @@ class Limiter:
     def _count_ok(self, now: float, tokens: int) -> None:
         self._ok_total += 1
         self._tokens_total += tokens
+        if self._window_start is None:
+            self._window_start = now  # this answer opens the first window
+            return
         self._roll_window(now)
         self._window_ok += 1
         self._window_tokens += tokens
 
     def _roll_window(self, now: float) -> None:
+        if self._window_start is None:
+            return
         elapsed = now - self._window_start
         if elapsed >= _RATE_WINDOW_S:
             self._last_ok_per_s = self._window_ok / elapsed

@@ -106,6 +106,57 @@ def test_429_cuts_the_pace_then_it_recovers_towards_the_ceiling() -> None:
     assert rate.rate is not None and 0.97 * 50 < rate.rate <= 50 * 1.05
 
 
+def test_a_429_before_any_measured_rate_cuts_the_pace_but_not_the_ceiling() -> None:
+    rate = AdaptiveRate(100.0)  # configured 100/s, and the provider states the same
+    rate.limit_stated(100.0)
+    assert rate.rate_limited(0.2, observed_per_s=None, cooldown_s=1.0)
+    assert rate.rate is not None and rate.rate < 75.0  # the pace is cut...
+    assert rate.ceiling == pytest.approx(100.0)  # ...but nothing says the limit is lower
+    rate.recover(0.2 + 8.0)
+    assert rate.rate == pytest.approx(99.0, rel=0.01)
+    unknown = AdaptiveRate(None)  # no limit known and nothing measured: nothing to cut
+    assert not unknown.rate_limited(0.2, observed_per_s=None, cooldown_s=1.0)
+    assert unknown.rate is None
+
+
+@pytest.mark.parametrize("idle_s", [0.0, 1.9])
+async def test_a_startup_429_leaves_a_configured_token_pace_at_the_limit(
+    clock: FakeClock, idle_s: float
+) -> None:
+    """The configured tokens/min is the provider's, and every answer states it; one call
+    of the start-up burst still draws a 429 (its request reached the provider late).
+    After the cut the pace must climb back to the limit, not settle ~30% under it."""
+    tpm = 60_000  # 1000 tokens/s
+    limiter = Limiter(clock=clock, tokens_per_min=tpm)
+    stated = {"x-ratelimit-limit-tokens": str(tpm), "x-ratelimit-remaining-tokens": "5000"}
+    await clock.sleep(idle_s)  # an engine may be built a while before its first call
+    start = clock.now()
+    granted: list[float] = []
+
+    async def client() -> None:
+        while clock.now() < start + 12.0:
+            permit = await limiter.acquire(68)  # estimated prompt + max_tokens
+            granted.append(clock.now())
+            nth = len(granted)
+            await clock.sleep(0.05)
+            if nth == 20:
+                permit.settle(0)
+                permit.release()
+                limiter.rate_limited(
+                    retry_after_s=0.05, headers={**stated, "x-ratelimit-remaining-tokens": "20"}
+                )
+                continue
+            permit.settle(47)  # what the provider counted
+            permit.release()
+            limiter.observe(stated, tokens=47)
+
+    await asyncio.gather(*(client() for _ in range(12)))
+    assert limiter.state().rate_limited == 1
+    steady = sum(1 for t in granted if start + 2.0 <= t < start + 12.0)
+    # 10 s at 1000 tokens/s of 47 tokens each is 212.8 calls; the pace is 0.99 of that
+    assert steady >= 0.95 * 10.0 * 1000 / 47, steady
+
+
 def test_a_stated_limit_clamps_the_pace_at_once() -> None:
     rate = AdaptiveRate(None)
     assert rate.rate is None  # unlimited until the provider says otherwise
