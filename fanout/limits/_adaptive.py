@@ -3,9 +3,8 @@
 Law: a 429 sets the ceiling estimate to the rate the provider was accepting when it
 drew the 429 (but at least ``decrease`` x the pace, so one noisy window cannot
 collapse it), at most once per cool-down so a burst of in-flight 429s counts once.
-A 429 before any accepted rate was measured (a start-up burst) cuts the pace the
-same way but keeps the ceiling at the best limit known (stated or configured): it
-says the burst was too big, not what the limit is.
+A 429 before any accepted rate was measured (a start-up burst) says the pace was
+too high but not by how much: the ceiling estimate is then the pace itself.
 The pace restarts at ``decrease`` x ceiling and climbs back towards ``safety`` x
 ceiling on a concave curve (fast while far, slow near it); past that it probes
 upward linearly, so a provider that raised its limit is found again. A limit the
@@ -76,16 +75,13 @@ class AdaptiveRate:
         current = self.rate if self.rate is not None else observed_per_s
         if current is None or current <= 0:
             return False
-        if observed_per_s is None:
-            # Nothing measured to lower the estimate to: taking `decrease` x the pace
-            # as the ceiling would leave the pace ~30% under a limit the provider
-            # states in every response until the slow probe found it again.
-            known = [x for x in (self.ceiling, self.stated, self.configured) if x is not None]
-            self.ceiling = min(known, default=current)
-        else:
-            self.ceiling = min(max(observed_per_s, current * self.decrease), current)
-            if self.stated is not None:
-                self.ceiling = min(self.ceiling, self.stated)
+        # With nothing measured yet (a start-up burst) the pace was too high, but not by
+        # how much: the estimate is the pace itself, not `decrease` x it (that left the
+        # pace ~30% under a limit stated in every response, until the slow probe).
+        observed = current if observed_per_s is None else observed_per_s
+        self.ceiling = min(max(observed, current * self.decrease), current)
+        if self.stated is not None:
+            self.ceiling = min(self.ceiling, self.stated)
         self._floor = self.ceiling * self.decrease
         self.rate = self._clamp(self._floor)
         self._cut_at = now

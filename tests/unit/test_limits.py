@@ -106,14 +106,14 @@ def test_429_cuts_the_pace_then_it_recovers_towards_the_ceiling() -> None:
     assert rate.rate is not None and 0.97 * 50 < rate.rate <= 50 * 1.05
 
 
-def test_a_429_before_any_measured_rate_cuts_the_pace_but_not_the_ceiling() -> None:
+def test_a_429_before_any_measured_rate_takes_the_pace_as_the_ceiling() -> None:
     rate = AdaptiveRate(100.0)  # configured 100/s, and the provider states the same
     rate.limit_stated(100.0)
     assert rate.rate_limited(0.2, observed_per_s=None, cooldown_s=1.0)
     assert rate.rate is not None and rate.rate < 75.0  # the pace is cut...
-    assert rate.ceiling == pytest.approx(100.0)  # ...but nothing says the limit is lower
+    assert rate.ceiling == pytest.approx(99.0)  # ...but nothing measured says by how much
     rate.recover(0.2 + 8.0)
-    assert rate.rate == pytest.approx(99.0, rel=0.01)
+    assert rate.rate == pytest.approx(99.0)
     unknown = AdaptiveRate(None)  # no limit known and nothing measured: nothing to cut
     assert not unknown.rate_limited(0.2, observed_per_s=None, cooldown_s=1.0)
     assert unknown.rate is None
