@@ -13,7 +13,11 @@ sentence on ``fast``, one summary on ``smart``):
   concurrency  classify, max_concurrency 16, 400 ms (median) per call
   map_reduce   map_reduce, provider 1,200 requests/min per model, 100 ms per call
 
-Run: python benchmarks/plan_vs_bench.py [--duration 30] [--shapes rpm,tpm]
+With ``--configured`` the client's config also states the emulator's limits
+(``requests_per_min``/``tokens_per_min`` of the provider), as a user who knows them
+would set them; without it the client learns them from the emulator's headers.
+
+Run: python benchmarks/plan_vs_bench.py [--duration 30] [--shapes rpm,tpm] [--configured]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 from fanout.batch import iter_records, load_pipeline
 from fanout.bench import (
     BenchOptions,
+    EmulateSpec,
     compare,
     measure_shape,
     parse_arrivals,
@@ -47,9 +52,12 @@ SHAPES = {
 }
 
 
-def _config(max_concurrency: int) -> Config:
+def _config(max_concurrency: int, limits: EmulateSpec | None = None) -> Config:
     data = default_config().model_dump(exclude={"traces"})
     data["providers"]["sim"]["max_concurrency"] = max_concurrency
+    if limits is not None:
+        data["providers"]["sim"]["requests_per_min"] = limits.requests_per_min
+        data["providers"]["sim"]["tokens_per_min"] = limits.tokens_per_min
     return parse_config(data)
 
 
@@ -57,12 +65,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per shape")
     parser.add_argument("--shapes", default=",".join(SHAPES))
+    parser.add_argument(
+        "--configured", action="store_true", help="configure the emulator's limits on the client"
+    )
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}"
     )
     warmup = min(10.0, max(1.5, args.duration * 0.2))
-    print(f"{args.duration:.0f} s per shape, closed loop of 64 clients, warm-up {warmup:.1f} s\n")
+    print(
+        f"{args.duration:.0f} s per shape, closed loop of 64 clients, warm-up {warmup:.1f} s, "
+        + ("limits configured" if args.configured else "limits learnt from headers")
+        + "\n"
+    )
     print("| shape | emulator | binding (plan) | predicted rec/s | measured rec/s | error "
           "| utilisation of the binding limit |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -71,8 +86,8 @@ def main() -> None:
         pipeline, emulate_text, max_concurrency = SHAPES[name]
         spec = f"{PIPELINES / (pipeline + '.py')}:dag"
         dag = load_pipeline(spec)
-        config = _config(max_concurrency)
         emulate = parse_emulate(emulate_text)
+        config = _config(max_concurrency, emulate if args.configured else None)
         inputs = reviews if pipeline == "map_reduce" else sample_inputs(dag)
         with tempfile.TemporaryDirectory() as tmp:
             report = run_bench(

@@ -3,6 +3,8 @@
 Law: a 429 sets the ceiling estimate to the rate the provider was accepting when it
 drew the 429 (but at least ``decrease`` x the pace, so one noisy window cannot
 collapse it), at most once per cool-down so a burst of in-flight 429s counts once.
+A 429 before any accepted rate was measured (a start-up burst) says the pace was
+too high but not by how much: the ceiling estimate is then the pace itself.
 The pace restarts at ``decrease`` x ceiling and climbs back towards ``safety`` x
 ceiling on a concave curve (fast while far, slow near it); past that it probes
 upward linearly, so a provider that raised its limit is found again. A limit the
@@ -63,15 +65,21 @@ class AdaptiveRate:
         self.rate = self._clamp(per_s * self.safety)
         return old != self.rate
 
-    def rate_limited(self, now: float, *, observed_per_s: float, cooldown_s: float) -> bool:
-        """A 429: cut the pace (once per cool-down). True if the pace changed."""
+    def rate_limited(self, now: float, *, observed_per_s: float | None, cooldown_s: float) -> bool:
+        """A 429: cut the pace (once per cool-down). True if the pace changed.
+
+        ``observed_per_s`` is the rate the provider accepted over the last whole window,
+        ``None`` while none has been measured yet."""
         if now - self._cut_at < cooldown_s:
             return False
         current = self.rate if self.rate is not None else observed_per_s
-        if current <= 0:
+        if current is None or current <= 0:
             return False
-        ceiling = max(observed_per_s, current * self.decrease)
-        self.ceiling = min(ceiling, current)
+        # With nothing measured yet (a start-up burst) the pace was too high, but not by
+        # how much: the estimate is the pace itself, not `decrease` x it (that left the
+        # pace ~30% under a limit stated in every response, until the slow probe).
+        observed = current if observed_per_s is None else observed_per_s
+        self.ceiling = min(max(observed, current * self.decrease), current)
         if self.stated is not None:
             self.ceiling = min(self.ceiling, self.stated)
         self._floor = self.ceiling * self.decrease

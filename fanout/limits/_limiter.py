@@ -84,13 +84,13 @@ class Permit:
 
     def settle(self, actual_tokens: int) -> None:
         """Replace the reserved token estimate by what the provider counted."""
-        self._limiter._adjust_tokens(self.tokens - actual_tokens)
+        self._limiter._adjust_tokens(self.tokens - actual_tokens, in_flight=self._open)
         self.tokens = actual_tokens
 
     def release(self) -> None:
         if self._open:
             self._open = False
-            self._limiter._release()
+            self._limiter._release(self.tokens)
 
 
 class Limiter:
@@ -134,15 +134,18 @@ class Limiter:
         self._paused_until = 0.0
         self._answered = False  # has the provider answered yet (slow start until then)
         self._in_flight = 0
+        self._in_flight_tokens = 0  # reserved by the calls in flight
         self._granted = 0
         self._limited = 0
         self._total_wait_s = 0.0
         # Accepted responses per window, to estimate the provider's real rate at a 429.
-        self._window_start = now
+        # The first window opens at the first answer (time before it is not a rate the
+        # provider accepted); until one closes, nothing is measured (None).
+        self._window_start: float | None = None
         self._window_ok = 0
         self._window_tokens = 0
-        self._last_ok_per_s = 0.0
-        self._last_tok_per_s = 0.0
+        self._last_ok_per_s: float | None = None
+        self._last_tok_per_s: float | None = None
         # Leased mode (the Ray backend): a coordinator sets the pace from every worker's
         # reports; this limiter enforces its share and reports what it sees.
         self.leased = False
@@ -195,6 +198,7 @@ class Limiter:
         if self._tok_bucket is not None and tokens:
             self._tok_bucket.take(tokens, now)
         self._in_flight += 1
+        self._in_flight_tokens += tokens
         self._granted += 1
         self._total_wait_s += wait_s
         return Permit(self, tokens, wait_s)
@@ -237,11 +241,14 @@ class Limiter:
                 self._interactive_run += 1
             future.set_result(self._grant(tokens, now, now - since))
 
-    def _release(self) -> None:
+    def _release(self, tokens: int) -> None:
         self._in_flight -= 1
+        self._in_flight_tokens -= tokens
         self._slot_freed.set()
 
-    def _adjust_tokens(self, delta: int) -> None:
+    def _adjust_tokens(self, delta: int, *, in_flight: bool) -> None:
+        if in_flight:
+            self._in_flight_tokens -= delta
         if self._tok_bucket is not None and delta:
             self._tok_bucket.adjust(delta)
 
@@ -251,14 +258,14 @@ class Limiter:
         """A successful response: count it and learn from its rate-limit headers."""
         now = self.clock.now()
         self._count_ok(now, tokens)
-        self._first_answer()
+        first = self._first_answer()
         if self.leased:
             parsed = RateLimitHeaders.parse(headers)
             self._note_stated(parsed)
             self._bound_by_remaining(parsed, now)  # what is left is shared: never exceed it
             return
         if self.adaptive:
-            self._learn_headers(RateLimitHeaders.parse(headers), now)
+            self._learn_headers(RateLimitHeaders.parse(headers), now, first=first)
             self._recover(now)
 
     def rate_limited(
@@ -267,7 +274,7 @@ class Limiter:
         """A 429: pause for ``retry_after_s`` and, if adaptive, cut the pace."""
         now = self.clock.now()
         self._limited += 1
-        self._first_answer()
+        first = self._first_answer()
         parsed = RateLimitHeaders.parse(headers or {})
         pause = retry_after_s if retry_after_s is not None else parsed.retry_after_s
         if pause is not None and pause > 0:
@@ -279,7 +286,7 @@ class Limiter:
             return
         if not self.adaptive:
             return
-        self._learn_headers(parsed, now)
+        self._learn_headers(parsed, now, first=first)
         self._roll_window(now)
         cooldown = max(1.0, pause or 0.0)
         changed = self._requests.rate_limited(
@@ -292,16 +299,19 @@ class Limiter:
         if changed:
             self._apply_rates(now)
 
-    def _first_answer(self) -> None:
-        if not self._answered:
-            self._answered = True
-            self._slot_freed.set()
+    def _first_answer(self) -> bool:
+        """Note that the provider answered (slow start ends); True the first time."""
+        if self._answered:
+            return False
+        self._answered = True
+        self._slot_freed.set()
+        return True
 
     def failed(self) -> None:
         """A call failed without a rate-limit verdict (timeout, 5xx): still an answer."""
         self._first_answer()
 
-    def _learn_headers(self, parsed: RateLimitHeaders, now: float) -> None:
+    def _learn_headers(self, parsed: RateLimitHeaders, now: float, *, first: bool) -> None:
         changed = False
         if parsed.limit_requests is not None:
             changed |= self._requests.limit_stated(parsed.limit_requests / 60)
@@ -309,11 +319,13 @@ class Limiter:
             changed |= self._tokens.limit_stated(parsed.limit_tokens / 60)
         # The provider's view of what is left is the truth when it is lower than ours
         # (another client may share the key). When we just learned that our pace was
-        # too high, calls still in flight will draw on that remainder too.
-        in_flight = self._in_flight if changed else 0
+        # too high, or hear that view for the first time, calls still in flight (the
+        # start-up window) will draw on that remainder too: our bucket, full since we
+        # started, has counted refill the provider's did not (it was full until our
+        # first requests, late on new connections, reached it).
         if changed:
             self._apply_rates(now, start_full=True)  # bounded by `remaining` just below
-        self._bound_by_remaining(parsed, now, in_flight=in_flight)
+        self._bound_by_remaining(parsed, now, less_in_flight=changed or first)
 
     def _recover(self, now: float) -> None:
         if self._requests.recover(now) | self._tokens.recover(now):
@@ -365,17 +377,18 @@ class Limiter:
         )
 
     def _bound_by_remaining(
-        self, parsed: RateLimitHeaders, now: float, *, in_flight: int = 0
+        self, parsed: RateLimitHeaders, now: float, *, less_in_flight: bool = False
     ) -> None:
-        """Never hold more than the provider says is left (less ``in_flight`` calls that
-        will draw on it too)."""
+        """Never hold more than the provider says is left (``less_in_flight``: less what
+        the calls in flight reserved, as they will draw on it too)."""
         if parsed.remaining_requests is not None and self._req_bucket is not None:
             self._req_bucket.refill(now)
-            left = parsed.remaining_requests - in_flight
+            left = parsed.remaining_requests - (self._in_flight if less_in_flight else 0)
             self._req_bucket.level = min(self._req_bucket.level, left)
         if parsed.remaining_tokens is not None and self._tok_bucket is not None:
             self._tok_bucket.refill(now)
-            self._tok_bucket.level = min(self._tok_bucket.level, parsed.remaining_tokens)
+            left = parsed.remaining_tokens - (self._in_flight_tokens if less_in_flight else 0)
+            self._tok_bucket.level = min(self._tok_bucket.level, left)
 
     def _note_stated(self, parsed: RateLimitHeaders) -> None:
         if parsed.limit_requests is not None:
@@ -386,11 +399,16 @@ class Limiter:
     def _count_ok(self, now: float, tokens: int) -> None:
         self._ok_total += 1
         self._tokens_total += tokens
+        if self._window_start is None:
+            self._window_start = now  # this answer opens the first window
+            return
         self._roll_window(now)
         self._window_ok += 1
         self._window_tokens += tokens
 
     def _roll_window(self, now: float) -> None:
+        if self._window_start is None:
+            return
         elapsed = now - self._window_start
         if elapsed >= _RATE_WINDOW_S:
             self._last_ok_per_s = self._window_ok / elapsed

@@ -68,11 +68,13 @@ class QuotaLedger:
         self._requests = AdaptiveRate(requests_per_min / 60 if requests_per_min else None)
         self._tokens = AdaptiveRate(tokens_per_min / 60 if tokens_per_min else None)
         self._workers: dict[str, _Worker] = {}
-        self._window_start = clock.now()
+        # Answers per window, as the Limiter counts them: the first window opens at the
+        # first report that carries answers; None until one closes (nothing measured).
+        self._window_start: float | None = None
         self._window_ok = 0
         self._window_tokens = 0
-        self._ok_per_s = 0.0
-        self._tok_per_s = 0.0
+        self._ok_per_s: float | None = None
+        self._tok_per_s: float | None = None
         self.rate_limited = 0  # 429s reported by all workers
         self.granted = 0  # calls let through by all workers' leases, since the start
 
@@ -129,6 +131,10 @@ class QuotaLedger:
         self._workers.pop(worker_id, None)
 
     def _count(self, now: float, ok: int, tokens: int) -> None:
+        if self._window_start is None:
+            if ok > 0:  # these answers came before the window: they open it
+                self._window_start = now
+            return
         self._window_ok += ok
         self._window_tokens += tokens
         elapsed = now - self._window_start

@@ -106,6 +106,124 @@ def test_429_cuts_the_pace_then_it_recovers_towards_the_ceiling() -> None:
     assert rate.rate is not None and 0.97 * 50 < rate.rate <= 50 * 1.05
 
 
+def test_a_429_before_any_measured_rate_takes_the_pace_as_the_ceiling() -> None:
+    rate = AdaptiveRate(100.0)  # configured 100/s, and the provider states the same
+    rate.limit_stated(100.0)
+    assert rate.rate_limited(0.2, observed_per_s=None, cooldown_s=1.0)
+    assert rate.rate is not None and rate.rate < 75.0  # the pace is cut...
+    assert rate.ceiling == pytest.approx(99.0)  # ...but nothing measured says by how much
+    rate.recover(0.2 + 8.0)
+    assert rate.rate == pytest.approx(99.0)
+    unknown = AdaptiveRate(None)  # no limit known and nothing measured: nothing to cut
+    assert not unknown.rate_limited(0.2, observed_per_s=None, cooldown_s=1.0)
+    assert unknown.rate is None
+
+
+@pytest.mark.parametrize("idle_s", [0.0, 1.9])
+async def test_a_startup_429_leaves_a_configured_token_pace_at_the_limit(
+    clock: FakeClock, idle_s: float
+) -> None:
+    """The configured tokens/min is the provider's, and every answer states it; one call
+    of the start-up burst still draws a 429 (its request reached the provider late).
+    After the cut the pace must climb back to the limit, not settle ~30% under it."""
+    tpm = 60_000  # 1000 tokens/s
+    limiter = Limiter(clock=clock, tokens_per_min=tpm)
+    stated = {"x-ratelimit-limit-tokens": str(tpm), "x-ratelimit-remaining-tokens": "5000"}
+    await clock.sleep(idle_s)  # an engine may be built a while before its first call
+    start = clock.now()
+    granted: list[float] = []
+
+    async def client() -> None:
+        while clock.now() < start + 12.0:
+            permit = await limiter.acquire(52)  # estimated prompt + max_tokens
+            granted.append(clock.now())
+            nth = len(granted)
+            await clock.sleep(0.05)
+            if nth == 20:
+                permit.settle(0)
+                permit.release()
+                limiter.rate_limited(
+                    retry_after_s=0.05, headers={**stated, "x-ratelimit-remaining-tokens": "20"}
+                )
+                continue
+            permit.settle(47)  # what the provider counted
+            permit.release()
+            limiter.observe(stated, tokens=47)
+
+    await asyncio.gather(*(client() for _ in range(12)))
+    assert limiter.state().rate_limited == 1
+    steady = sum(1 for t in granted if start + 2.0 <= t < start + 12.0)
+    # 10 s at 1000 tokens/s of 47 tokens each is 212.8 calls; the pace is 0.99 of that
+    assert steady >= 0.95 * 10.0 * 1000 / 47, steady
+
+
+class _TokenBucketProvider:
+    """A provider with a tokens/min bucket kept as the emulator keeps it: a call is
+    admitted when its estimate (prompt + max_tokens) is in the bucket, and its headers
+    state the limit and what was left; then it is settled to what it used."""
+
+    def __init__(self, clock: FakeClock, tokens_per_min: int) -> None:
+        self.clock = clock
+        self.tokens_per_min = tokens_per_min
+        self.bucket = TokenBucket(tokens_per_min / 60, tokens_per_min / 60, clock.now())
+        self.accepted: list[float] = []  # when each call was admitted
+        self.limited = 0
+
+    def call(self, estimate: int, used: int) -> tuple[bool, dict[str, str]]:
+        now = self.clock.now()
+        admitted = self.bucket.wait_s(estimate, now) == 0
+        if admitted:
+            self.bucket.take(estimate, now)
+            self.accepted.append(now)
+        else:
+            self.limited += 1
+        headers = {
+            "x-ratelimit-limit-tokens": str(self.tokens_per_min),
+            "x-ratelimit-remaining-tokens": str(max(0, int(self.bucket.level))),
+        }
+        if admitted:
+            self.bucket.adjust(estimate - used)
+        return admitted, headers
+
+
+@pytest.mark.parametrize("configured", [False, True])
+async def test_a_start_up_burst_draws_no_429s(clock: FakeClock, configured: bool) -> None:
+    """64 callers start at once on a provider's tokens/min bucket, the limit configured
+    or not (then the first answer's headers state it). The first requests reach the
+    provider late (new connections), and the first answer comes while the rest of the
+    initial window is still in flight: neither may let a burst past the bucket."""
+    tpm = 60_000  # 1000 tokens/s, a bucket of 1000
+    provider = _TokenBucketProvider(clock, tpm)
+    limiter = Limiter(clock=clock, tokens_per_min=tpm if configured else None)
+
+    async def caller(i: int) -> None:
+        # The first caller starts a little before the others; every first request opens
+        # a connection, and they all reach the provider together.
+        connect_s = 0.07 if i == 0 else 0.03
+        await clock.sleep(0.0 if i == 0 else 0.04)
+        while clock.now() < 3.0:
+            permit = await limiter.acquire(52)  # estimated prompt + max_tokens
+            await clock.sleep(connect_s)
+            connect_s = 0.001
+            ok, headers = provider.call(52, 47)
+            await clock.sleep(0.04 + 0.001 * (i % 20))  # latencies differ
+            if not ok:
+                permit.settle(0)
+                permit.release()
+                limiter.rate_limited(retry_after_s=0.05, headers=headers)
+                continue
+            permit.settle(47)
+            permit.release()
+            limiter.observe(headers, tokens=47)
+
+    await asyncio.gather(*(caller(i) for i in range(64)))
+    assert provider.limited == 0
+    # and not by holding back: the bucket of 1000 plus 3 s of refill at 1000 tokens/s,
+    # in calls of 47, is 85 calls (paced at 0.99 of the limit, after the first answers)
+    admitted = sum(1 for t in provider.accepted if t < 3.0)
+    assert admitted >= 0.9 * 4000 / 47, admitted
+
+
 def test_a_stated_limit_clamps_the_pace_at_once() -> None:
     rate = AdaptiveRate(None)
     assert rate.rate is None  # unlimited until the provider says otherwise

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from fanout.limits import LeaseReport, Limiter, QuotaLedger
 from fanout.sim import FakeClock
 
 
 def report(
     *, queued: int = 0, in_flight: int = 0, granted: int = 0, ok: int = 0, limited: int = 0,
-    stated_rpm: float | None = None,
+    stated_rpm: float | None = None, tokens: int = 0, stated_tpm: float | None = None,
 ) -> LeaseReport:  # fmt: skip
     return LeaseReport(
         granted=granted,
         ok=ok,
-        tokens=0,
+        tokens=tokens,
         rate_limited=limited,
         queued=queued,
         in_flight=in_flight,
         stated_requests_per_min=stated_rpm,
-        stated_tokens_per_min=None,
+        stated_tokens_per_min=stated_tpm,
         retry_after_s=None,
     )
 
@@ -71,6 +73,22 @@ async def test_429s_from_any_worker_cut_the_global_pace(clock: FakeClock) -> Non
     stated = ledger.report("a", report(ok=30, granted=30, stated_rpm=300))
     assert ledger.requests_per_min <= 300
     assert stated.requests_per_min is not None
+
+
+async def test_a_startup_429_leaves_a_configured_token_pace_at_the_limit(clock: FakeClock) -> None:
+    # The configured tokens/min is the provider's and the workers report it stated; a
+    # 429 from the start-up burst, before any rate was measured, cuts the pace for a
+    # moment but must not become a ceiling ~30% under the limit.
+    ledger = QuotaLedger(clock=clock, requests_per_min=None, tokens_per_min=60_000)
+    ledger.report("a", report(queued=12))
+    await clock.sleep(0.2)
+    ledger.report("a", report(ok=8, granted=20, tokens=376, limited=1, stated_tpm=60_000))
+    assert ledger.tokens_per_min is not None and ledger.tokens_per_min < 0.75 * 60_000
+    for step in range(1, 41):  # 8 s of reports (cumulative counters), paced at the limit
+        await clock.sleep(0.2)
+        ok = 8 + 4 * step
+        ledger.report("a", report(ok=ok, granted=ok, tokens=47 * ok, limited=1, stated_tpm=60_000))
+    assert ledger.tokens_per_min == pytest.approx(0.99 * 60_000, rel=0.01)
 
 
 def test_a_restarted_worker_does_not_count_as_429s(clock: FakeClock) -> None:
