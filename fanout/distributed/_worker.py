@@ -174,18 +174,16 @@ class _SpreadMaps:
             *(chunk_on(peers[n % len(peers)], chunk) for n, chunk in enumerate(chunks))
         )
         outcomes: list[tuple[bool, object]] = [(False, None)] * len(items)
-        for done, usage, cost, calls in parts:
+        for done, usage, cost, counts in parts:
             for index, ok, value in done:
                 outcomes[index] = (ok, value)
-            stats.usage = stats.usage + usage
-            stats.cost_usd += cost
-            stats.calls += calls
+            stats.add(usage, cost, counts)  # calls, tool calls, guard verdicts, ...
             if budget.limited:  # what the items spent counts against the request's budget
                 budget.charge(tokens=usage.total_tokens, usd=cost)
         return outcomes
 
 
-_ItemsDone = tuple[list[tuple[int, bool, object]], Usage, float, int]
+_ItemsDone = tuple[list[tuple[int, bool, object]], Usage, float, dict[str, float]]
 
 
 class _LeaseKeeper:

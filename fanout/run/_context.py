@@ -155,6 +155,23 @@ class NodeStats:
     # An llm node with Python tools (not inside a map): its conversation so far.
     transcript: list[Message] | None = None
 
+    def counts(self) -> dict[str, float]:
+        """The counters that add up across processes (a map's items run on other workers)."""
+        return {name: getattr(self, name) for name in _ADDITIVE}
+
+    def add(self, usage: Usage, cost_usd: float, counts: Mapping[str, float]) -> None:
+        """Add what items run elsewhere used and counted (see :meth:`counts`)."""
+        self.usage = self.usage + usage
+        self.cost_usd += cost_usd
+        for name in _ADDITIVE:
+            setattr(self, name, getattr(self, name) + counts.get(name, 0))
+
+
+_ADDITIVE = (
+    "calls", "retries", "fallbacks", "limiter_wait_s", "backoff_s", "hedges",
+    "tool_calls", "tool_errors", "guard_rejections", "guard_repairs",
+)  # fmt: skip
+
 
 class MapOffload(Protocol):
     """Runs a large map's items elsewhere (the Ray backend: on the other workers).

@@ -399,9 +399,10 @@ class Engine:
         budget_usd: float | None = None,
         budget_tokens: int | None = None,
         deadline_s: float | None = None,
-    ) -> tuple[list[tuple[int, bool, object]], Usage, float, int]:
+    ) -> tuple[list[tuple[int, bool, object]], Usage, float, dict[str, float]]:
         """Run items of a map for a request that runs elsewhere (its map spread over the
-        pool); returns ``(index, ok, value or error)`` per item, usage, cost and calls."""
+        pool); returns ``(index, ok, value or error)`` per item, usage, cost and the
+        node's counters (calls, retries, tool calls, guard verdicts, ...: ``NodeStats.counts``)."""
         plan = self.validate(dag)
         if self._tracer is None and self._traces is not None:
             self.open_traces()
@@ -414,7 +415,7 @@ class Engine:
             record_key=record_key,
         )
         done, stats = await run_items(plan, map_id, inputs, upstream, items, ctx, span_id)
-        return done, stats.usage, stats.cost_usd, stats.calls
+        return done, stats.usage, stats.cost_usd, stats.counts()
 
     def _context(
         self,

@@ -13,6 +13,7 @@ import ray
 from support import emulator_process, sim_config, start_emulator
 
 from fanout import DAG, Tool, parse_config
+from fanout.guards import Repair
 from fanout.distributed import RayEngine
 from fanout.sim.server import EmulatorConfig
 from fanout.trace import trace_files
@@ -270,11 +271,16 @@ def many(n: int) -> list[str]:
     return [f"item {i}" for i in range(n)]
 
 
+def capitalised(answer: object) -> Repair:
+    return Repair(str(answer).capitalize())
+
+
 async def test_one_request_spreads_a_large_map_over_the_pool(tmp_path: Any) -> None:
     dag = DAG("wide")
     n = dag.input("n")
     items = dag.tool(many, n, name="items")
-    dag.output(rated=dag.map(dag.llm("fast", "Rate {item}", max_tokens=10), over=items, name="m"))
+    rate = dag.llm("fast", "Rate {item}", max_tokens=10, guards=[capitalised])
+    dag.output(rated=dag.map(rate, over=items, name="m"))
     engine = RayEngine(
         sim_config(20.0), workers=2, spread_map_items=64, traces=tmp_path / "traces"
     )
@@ -284,16 +290,19 @@ async def test_one_request_spreads_a_large_map_over_the_pool(tmp_path: Any) -> N
     assert result.ok, result.error_message
     rated = result.outputs["rated"]
     assert isinstance(rated, list) and len(rated) == 300
-    assert rated[7] == "sim reply: Rate item 7"  # in order
+    assert rated[7] == "Sim reply: rate item 7"  # in order, repaired by the guard
     assert result.nodes["m"].calls == 300 and result.usage.input_tokens > 0
+    assert result.nodes["m"].guard_repairs == 300  # counted on whichever worker ran them
     assert all(int(str(w["items_run"])) > 0 for w in info)  # both workers ran items
     parts = trace_files(tmp_path / "traces").parts
     rows = [r for p in parts for r in pq.read_table(p).to_pylist()]
     (node_span,) = [
         r["span_id"] for r in rows if r["record_type"] == "node" and r["node_id"] == "m"
     ]
-    attempts = [r for r in rows if r["record_type"] == "attempt" and r["node_id"] == "m"]
+    steps = [r for r in rows if r["record_type"] == "attempt" and r["node_id"] == "m"]
+    attempts = [r for r in steps if r["guard_outcome"] is None]
     assert sorted(r["map_index"] for r in attempts) == list(range(300))
+    assert sum(r["guard_outcome"] == "repair" for r in steps) == 300
     assert {r["parent_span_id"] for r in attempts} == {node_span}
     assert {r["trace_id"] for r in attempts} == {result.trace_id}
     assert sum(r["cost_usd"] for r in attempts) == pytest.approx(result.cost_usd)
