@@ -263,26 +263,10 @@ class RunContext:
         done = journal.get(key)
         if done is not None:
             if self.tracer is not None and site is not None:  # every step leaves a row
-                now = self.clock.now()
-                self.tracer.attempt(
-                    site,
-                    dag_name=self.dag_name,
-                    record_key=self.record_key,
-                    attempt=1,
-                    model_alias=route.alias,
-                    provider=route.config.provider,
-                    request=request,
-                    response=done,
-                    error=None,
-                    start=now,
-                    end=now,
-                    limiter_wait_s=0.0,
-                    backoff_s=0.0,
-                    estimated_input_tokens=0,
-                    cost_usd=0.0,
-                    budget=self.budget,
-                    replayed=True,
-                )
+                self.tracer.replayed(
+                    site, self.dag_name, self.record_key, route.alias, route.config.provider,
+                    request, done, self.clock.now(), self.budget,
+                )  # fmt: skip
             return done
         response = await self._call(route, request, stats, site)
         journal.put(key, response, record=self.record_key)

@@ -134,6 +134,27 @@ class Tracer:
         self.content.fill(span, orjson.dumps(request.messages).decode(), output)
         self.sink.emit(span)
 
+    def replayed(
+        self,
+        site: CallSite,
+        dag_name: str,
+        record_key: str | None,
+        model_alias: str,
+        provider: str,
+        request: ChatRequest,
+        response: ChatResponse,
+        at: float,
+        budget: Budget,
+    ) -> None:
+        """A call answered from the call journal: an attempt row marked ``replayed``,
+        taking no time, with no tokens or cost (the call's own row has them)."""
+        self.attempt(
+            site, dag_name=dag_name, record_key=record_key, attempt=1,
+            model_alias=model_alias, provider=provider, request=request, response=response,
+            error=None, start=at, end=at, limiter_wait_s=0.0, backoff_s=0.0,
+            estimated_input_tokens=0, cost_usd=0.0, budget=budget, replayed=True,
+        )  # fmt: skip
+
     def tool(
         self,
         site: CallSite,

@@ -13,8 +13,8 @@ import ray
 from support import emulator_process, sim_config, start_emulator
 
 from fanout import DAG, Tool, parse_config
-from fanout.guards import Repair
 from fanout.distributed import RayEngine
+from fanout.guards import Repair
 from fanout.sim.server import EmulatorConfig
 from fanout.trace import trace_files
 

@@ -25,6 +25,13 @@ def _request(text: str) -> ChatRequest:
     return ChatRequest(model="m", messages=[{"role": "user", "content": text}], max_tokens=5)
 
 
+def once() -> DAG:
+    dag = DAG("once")
+    dag.input("text")
+    dag.output(a=dag.llm("fast", "Rate {text}", name="a"))
+    return dag
+
+
 def test_calls_written_by_one_process_are_read_by_another(tmp_path: Path) -> None:
     first = CallJournal(tmp_path, writer_id="w1")
     response = ChatResponse(
@@ -49,9 +56,7 @@ def test_calls_written_by_one_process_are_read_by_another(tmp_path: Path) -> Non
 async def test_an_engine_with_a_journal_pays_once_for_a_call(
     clock: FakeClock, tmp_path: Path
 ) -> None:
-    dag = DAG("once")
-    dag.input("text")
-    dag.output(a=dag.llm("fast", "Rate {text}", name="a"))
+    dag = once()
     provider = SimProvider.from_config("sim", sim_config().providers["sim"], clock=clock)  # type: ignore[arg-type]
     journal = CallJournal(tmp_path, writer_id="w")
     async with Engine(sim_config(), providers={"sim": provider}, clock=clock, journal=journal) as e:
@@ -71,9 +76,7 @@ async def test_an_engine_with_a_journal_pays_once_for_a_call(
 async def test_a_call_answered_from_the_journal_leaves_a_replayed_attempt_row(
     clock: FakeClock, tmp_path: Path
 ) -> None:
-    dag = DAG("once")
-    dag.input("text")
-    dag.output(a=dag.llm("fast", "Rate {text}", name="a"))
+    dag = once()
     journal = CallJournal(tmp_path, writer_id="w")
     first_sink, second_sink = ListSink(), ListSink()
     async with Engine(sim_config(), clock=clock, journal=journal, traces=first_sink) as e:
