@@ -496,8 +496,8 @@ class _Window:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._tally.in_flight -= 1
-        if not task.cancelled() and task.exception() is not None and self._failure is None:
-            self._failure = task.exception()
+        if self._failure is None and not task.cancelled():
+            self._failure = task.exception()  # None when it ended well
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -7,11 +7,10 @@ Every verdict is counted on the node's stats and, with tracing on, written as a
 from __future__ import annotations
 
 import inspect
-import json
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from fanout.dag import Accept, Guard, LLMNode, Reject, Repair, render_value
 from fanout.errors import GuardRejected, InputRefused, ToolError
@@ -139,14 +138,6 @@ def _repaired(node: LLMNode, guard: Guard, value: object, where: str) -> object:
         ) from None
 
 
-def _text(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, BaseModel):
-        return value.model_dump_json()
-    return json.dumps(value, ensure_ascii=False, default=render_value)
-
-
 def _trace(
     ctx: RunContext,
     site: CallSite | None,
@@ -170,6 +161,6 @@ def _trace(
         error=error,
         start=start,
         end=ctx.clock.now(),
-        input_text=_text(seen),
-        output_text=_text(result) if result is not None else None,
+        input_text=render_value(seen),
+        output_text=render_value(result) if result is not None else None,
     )

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 
 from pydantic import BaseModel, ValidationError
 
-from fanout.dag import DAG, HISTORY, STATE, SessionSpec
+from fanout.dag import DAG, HISTORY, STATE, SessionSpec, render_value
 from fanout.errors import ConfigError
 from fanout.run._result import RunResult
 from fanout.store import SessionRecord, SessionStore
@@ -67,8 +66,8 @@ class SessionHold:
             await asyncio.to_thread(self.store.release, sid, self.owner)
             raise
         turn: list[Message] = [
-            {"role": "user", "content": _text(inputs[self.spec.user])},
-            {"role": "assistant", "content": _text(result.outputs.get(self.spec.answer))},
+            {"role": "user", "content": render_value(inputs[self.spec.user])},
+            {"role": "assistant", "content": render_value(result.outputs.get(self.spec.answer))},
         ]
         try:
             messages, summary = await self._bound([*self.record.messages, *turn], summarize)
@@ -222,11 +221,3 @@ def _state(spec: SessionSpec, record: SessionRecord) -> BaseModel | None:
             f"session {record.session_id!r}: its stored state does not fit "
             f"{spec.state.__name__} (the model changed?); migrate it or start a new session"
         ) from None
-
-
-def _text(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, BaseModel):
-        return value.model_dump_json()
-    return json.dumps(value, default=str, ensure_ascii=False)

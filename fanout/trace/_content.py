@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -21,15 +22,11 @@ Redactor = Callable[[str], str]
 _log = logging.getLogger(__name__)
 
 
-_PROCESS_KEY: list[bytes] = []
-
-
+@functools.cache
 def _process_key() -> bytes:
     """This process's random HMAC key, the same for every policy (as documented: digests
     compare within the process, across its engines)."""
-    if not _PROCESS_KEY:
-        _PROCESS_KEY.append(secrets.token_bytes(32))
-    return _PROCESS_KEY[0]
+    return secrets.token_bytes(32)
 
 
 class _Mac(Protocol):
