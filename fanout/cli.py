@@ -182,6 +182,15 @@ def run(
     job_budget_tokens: Annotated[
         int | None, typer.Option(min=0, help="Token cap for the whole job (cluster-wide).")
     ] = None,
+    read_on_driver: Annotated[
+        bool,
+        typer.Option(
+            "--read-on-driver",
+            help="With --ray: this process reads the input and writes the results, and the "
+            "workers only run records (for input or output the other nodes cannot reach). "
+            "By default each worker reads and writes shards of the input itself.",
+        ),
+    ] = False,
 ) -> None:
     """Run a pipeline over files of records.
 
@@ -197,6 +206,8 @@ def run(
 
     if no_traces and traces is not None:
         _fail("--traces and --no-traces contradict each other; pass one")
+    if read_on_driver and ray_address is None:
+        _fail("--read-on-driver applies to a job on Ray; add --ray or drop it")
     with _bad_input_exits():
         dag = load_pipeline(pipeline)
         trace_dir = _trace_dir(None if no_traces else (traces or output / "traces"))
@@ -237,6 +248,7 @@ def run(
             budget_usd=budget_usd,
             budget_tokens=budget_tokens,
             deadline_s=deadline_s,
+            shard=False if read_on_driver else None,
         )
     print_summary(make_console(), dag.name, stats)
 
@@ -1042,6 +1054,7 @@ def _run_job(
     budget_usd: float | None = None,
     budget_tokens: int | None = None,
     deadline_s: float | None = None,
+    shard: bool | None = None,
 ) -> JobStats:
     from fanout.batch import run_file
 
@@ -1061,6 +1074,7 @@ def _run_job(
                 budget_tokens=budget_tokens,
                 deadline_s=deadline_s,
                 on_progress=progress,
+                shard=shard,
             )
 
     with ProgressReporter(make_console(stderr=True)) as progress:

@@ -47,6 +47,14 @@ class KeySet:
         keys._digests = array("Q", sorted(set(digests)))
         return keys
 
+    def union(self, keys: Iterable[str]) -> KeySet:
+        """A new set: these keys and ``keys``."""
+        merged = array("Q", self._digests)
+        merged.extend(_digest(key) for key in keys)
+        union = KeySet()
+        union._digests = array("Q", sorted(set(merged)))
+        return union
+
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):
             return False

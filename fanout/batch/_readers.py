@@ -13,6 +13,7 @@ import csv
 import glob
 import gzip
 import io
+import itertools
 import json
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -31,9 +32,12 @@ __all__ = [
     "PARQUET_BATCH_ROWS",
     "SUPPORTED_EXTENSIONS",
     "Record",
+    "Shard",
     "count_records",
     "input_files",
     "iter_records",
+    "iter_shard",
+    "plan_shards",
 ]
 
 PARQUET_BATCH_ROWS = 1024
@@ -138,16 +142,29 @@ def _parse_object(raw: bytes) -> dict[str, object] | str:
     return value
 
 
-def _iter_jsonl(path: Path, keyer: _Keyer) -> Iterator[Record]:
+def _iter_jsonl(
+    path: Path, keyer: _Keyer, start: int = 0, stop: int | None = None
+) -> Iterator[Record]:
+    """The lines of ``path``; with ``start``/``stop`` (an uncompressed file), those whose
+    first byte lies in ``[start, stop)``: byte ranges that tile a file read each line once."""
     with _open_binary(path) as stream:
-        lines = enumerate(stream, start=1)
+        first_line = 1
+        if start > 0:
+            first_line += _newlines_before(stream, start - 1)
+            stream.seek(start - 1)
+            first_line += stream.readline().endswith(b"\n")  # that line is the range before's
+        position = stream.tell()
+        lines = enumerate(stream, start=first_line)
         while True:
+            if stop is not None and position >= stop:
+                return
             try:
                 line_no, raw = next(lines)
             except StopIteration:
                 return
             except (OSError, EOFError) as exc:  # a truncated or corrupt .gz
                 raise ConfigError(f"{path}: cannot read past row {keyer.index}: {exc}") from None
+            position += len(raw)
             if not raw.strip():
                 continue
             parsed = _parse_object(raw)
@@ -234,14 +251,33 @@ def _csv_rows(
                 yield keyer.record(dict(zip(header, row, strict=True)), origin)
 
 
-def _iter_parquet(path: Path, keyer: _Keyer) -> Iterator[Record]:
+def _newlines_before(stream: BinaryIO, offset: int) -> int:
+    """How many line ends the first ``offset`` bytes of ``stream`` hold (for line numbers)."""
+    stream.seek(0)
+    count, left = 0, offset
+    while left > 0:
+        chunk = stream.read(min(left, 1 << 20))
+        if not chunk:
+            break
+        count += chunk.count(b"\n")
+        left -= len(chunk)
+    return count
+
+
+def _iter_parquet(
+    path: Path, keyer: _Keyer, start: int = 0, stop: int | None = None
+) -> Iterator[Record]:
+    """The rows of ``path``; with ``start``/``stop``, those of row groups ``[start, stop)``."""
     try:
         file = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
         raise ConfigError(f"{path}: not a readable Parquet file ({exc})") from None
-    row_no = 0
     with file:
-        for batch in file.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+        groups = range(start, file.num_row_groups if stop is None else stop)
+        row_no = sum(file.metadata.row_group(g).num_rows for g in range(start))
+        if not groups:
+            return
+        for batch in file.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=groups):
             for row in batch.to_pylist():
                 row_no += 1
                 yield keyer.record(row, f"{path.name}:row {row_no}")
@@ -392,3 +428,66 @@ def count_records(source: str | Path) -> int | None:
         lines += last != b"\n"  # a last line without a newline
         total += lines - (1 if _READERS[ext] is _iter_csv else 0)  # the CSV header
     return total
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """A piece of a job's input that one worker reads on its own.
+
+    A whole file; a byte range ``[start, stop)`` of an uncompressed JSON Lines file
+    (the lines whose first byte lies in it); or row groups ``[start, stop)`` of a
+    Parquet file. ``stop=None``: to the end. ``index`` numbers the job's shards.
+    """
+
+    index: int
+    path: str
+    start: int = 0
+    stop: int | None = None
+
+    @property
+    def tag(self) -> str:
+        """A name for what this shard writes (its results parts)."""
+        return f"s{self.index:05d}"
+
+
+def plan_shards(source: str | Path, *, pieces: int, min_bytes: int = 1 << 20) -> list[Shard]:
+    """Cut ``source`` into about ``pieces`` shards (more when it has more files).
+
+    Uncompressed JSON Lines files split into byte ranges of at least ``min_bytes``
+    and Parquet files into runs of row groups, in proportion to their size; gzipped
+    and CSV files are one shard each (neither can be entered mid-way safely).
+    Raises :class:`ConfigError` as :func:`iter_records` does.
+    """
+    if pieces < 1:
+        raise ConfigError(f"pieces must be at least 1 (got {pieces})")
+    files = input_files(source)
+    readers = [(file, _check_file(file)) for file in files]
+    sizes = [file.stat().st_size for file in files]
+    per_piece = max(min_bytes, -(-sum(sizes) // pieces))
+    shards: list[Shard] = []
+    for (file, reader), size in zip(readers, sizes, strict=True):
+        count = -(-size // per_piece)  # pieces of this file, rounded up
+        if reader is _iter_parquet:
+            units = pq.read_metadata(file).num_row_groups  # row groups
+            count = min(count, units)
+        else:
+            units = size  # bytes
+            splittable = reader is _iter_jsonl and not file.name.lower().endswith(".gz")
+            count = count if splittable else 1
+        if count > 1:
+            bounds = [units * i // count for i in range(count + 1)]
+            for start, stop in itertools.pairwise(bounds):
+                shards.append(Shard(len(shards), str(file), start, stop))
+        else:
+            shards.append(Shard(len(shards), str(file)))
+    return shards
+
+
+def iter_shard(shard: Shard, *, key: str | None = None) -> Iterator[Record]:
+    """Stream the records of one shard (see :func:`iter_records`)."""
+    path = Path(shard.path)
+    reader = _check_file(path)
+    keyer = _Keyer(key)
+    if reader is _iter_jsonl or reader is _iter_parquet:
+        return reader(path, keyer, shard.start, shard.stop)
+    return reader(path, keyer)

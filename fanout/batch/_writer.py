@@ -12,6 +12,9 @@ error, origin; the raw text of a malformed one), ready to re-run with
 ``fanout run ... --input OUTPUT/dead_letter``. A dead-letter part is published
 before its results part; one whose results part never appeared (a kill between the
 two renames) is removed when the directory is next opened.
+
+Writers that share a directory (the shards of a job on Ray, one per worker) tag
+their parts: ``part-000003-s00007.parquet``. Each numbers and cleans up its own.
 """
 
 from __future__ import annotations
@@ -33,19 +36,34 @@ from fanout.errors import ConfigError
 from fanout.run import RunResult
 from fanout.types import RunStatus
 
-__all__ = ["DEAD_LETTER_DIR", "RESULTS_DIR", "ResultWriter", "ensure_dir", "result_parts"]
+__all__ = [
+    "DEAD_LETTER_DIR",
+    "RESULTS_DIR",
+    "ResultWriter",
+    "ensure_dir",
+    "remove_orphan_letters",
+    "result_parts",
+]
 
 RESULTS_DIR = "results"
 DEAD_LETTER_DIR = "dead_letter"
-_PART = re.compile(r"part-(\d{6})\.(parquet|jsonl)$")
+_PART = re.compile(r"^part-(\d{6})(?:-([a-z0-9]+))?\.(?:parquet|jsonl)$")
 
 
-def result_parts(output_dir: str | Path) -> list[Path]:
-    """The published results parts of ``output_dir``, in order."""
+def result_parts(output_dir: str | Path, *, tag: str | None = None) -> list[Path]:
+    """The published results parts of ``output_dir``, in order (only ``tag``'s, if given)."""
     directory = Path(output_dir) / RESULTS_DIR
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.glob("part-*.parquet") if _PART.search(p.name))
+    return sorted(_parts(directory, "parquet", tag).values())
+
+
+def remove_orphan_letters(output_dir: str | Path, *, tag: str | None = None) -> None:
+    """Delete dead-letter parts (``tag``'s only, if given) whose results part was never
+    published: a kill came between the two renames, and their records run again."""
+    directory = Path(output_dir)
+    published = _parts(directory / RESULTS_DIR, "parquet", tag)
+    for stem, path in _parts(directory / DEAD_LETTER_DIR, "jsonl", tag).items():
+        if stem not in published:
+            path.unlink(missing_ok=True)
 
 
 def ensure_dir(output_dir: str | Path) -> Path:
@@ -66,21 +84,27 @@ def ensure_dir(output_dir: str | Path) -> Path:
     return directory
 
 
-def _part_numbers(directory: Path, suffix: str) -> dict[int, Path]:
-    found: dict[int, Path] = {}
+def _parts(directory: Path, suffix: str, tag: str | None = None) -> dict[str, Path]:
+    """Part files by stem (``part-000003`` or ``part-000003-s00007``), ``tag``'s only if given."""
+    found: dict[str, Path] = {}
     if directory.is_dir():
         for path in directory.glob(f"part-*.{suffix}"):
-            match = _PART.search(path.name)
-            if match:
-                found[int(match.group(1))] = path
+            match = _PART.match(path.name)
+            if match and (tag is None or match.group(2) == tag):
+                found[path.name.removesuffix(f".{suffix}")] = path
     return found
+
+
+def _number(stem: str) -> int:
+    return int(stem[5:11])  # part-NNNNNN[-tag]
 
 
 class ResultWriter:
     """Writes a job's results dataset and dead letters (see the module doc).
 
     ``outputs`` maps each DAG output to its Arrow type (``None``: JSON text);
-    ``metadata`` goes into every part's schema (the job's fingerprint).
+    ``metadata`` goes into every part's schema (the job's fingerprint). ``tag``: this
+    writer's parts among those of others writing the same directory at the same time.
     """
 
     def __init__(
@@ -92,7 +116,10 @@ class ResultWriter:
         part_rows: int = 50_000,
         part_interval_s: float = 10.0,
         now: Callable[[], float] = time.monotonic,
+        tag: str | None = None,
     ) -> None:
+        if tag is not None and not re.fullmatch(r"[a-z0-9]+", tag):
+            raise ConfigError(f"a part tag is lowercase letters and digits (got {tag!r})")
         if part_rows <= 0 or part_interval_s <= 0:
             raise ConfigError("part_rows and part_interval_s must be positive")
         self.directory = ensure_dir(output_dir)
@@ -112,11 +139,11 @@ class ResultWriter:
         self._closed = False
         self._columns: dict[str, list[object]] = {name: [] for name in self.schema.names}
         self._letters: list[str] = []
-        parts = _part_numbers(self.results_dir, "parquet")
-        for number, path in _part_numbers(self.dead_letter_dir, "jsonl").items():
-            if number not in parts:
-                path.unlink()  # published just before a kill; its records run again
-        self._next = max(parts, default=-1) + 1
+        self._suffix = f"-{tag}" if tag is not None else ""
+        # dead letters published just before a kill: their records run again
+        remove_orphan_letters(self.directory, tag=tag)
+        # after every part there is (each writer's tag keeps names apart)
+        self._next = max(map(_number, _parts(self.results_dir, "parquet")), default=-1) + 1
 
     @property
     def closed(self) -> bool:
@@ -183,8 +210,7 @@ class ResultWriter:
             raise RuntimeError("ResultWriter is closed")
         if not self.buffered:
             return
-        number = self._next
-        name = f"part-{number:06d}"
+        name = f"part-{self._next:06d}{self._suffix}"
         if self._letters:
             letters = self.dead_letter_dir / f"{name}.jsonl"
             tmp = letters.with_name(f".{letters.name}.tmp")

@@ -25,7 +25,7 @@ import math
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -39,7 +39,7 @@ from fanout.config import Config, default_config
 from fanout.dag import DAG, Plan
 from fanout.distributed._cluster import ensure_ray
 from fanout.distributed._coordinator import BudgetCoordinator, QuotaCoordinator
-from fanout.distributed._worker import FanoutWorker, WorkItem
+from fanout.distributed._worker import FanoutWorker, WorkerJob, WorkItem
 from fanout.errors import ConfigError, RunError
 from fanout.limits import LimiterState
 from fanout.run import RunResult, check_inputs
@@ -51,6 +51,7 @@ __all__ = ["RayEngine"]
 _log = logging.getLogger(__name__)
 
 _RESTART_PAUSE_S = 1.0  # a worker that lost a batch gets no new one for this long
+_STOP_JOBS_S = 30.0  # how long cancelled worker jobs get to publish what they finished
 
 _ACTOR_LOST = (
     ray.exceptions.RayActorError,
@@ -258,6 +259,103 @@ class RayEngine:
         if error_type == "ConfigError":
             raise ConfigError(message)
         raise RunError(f"{error_type}: {message}")
+
+    async def run_on_workers(
+        self,
+        dag: DAG,
+        job: WorkerJob,
+        payloads: Sequence[object],
+        *,
+        shared: object = None,
+        on_report: Callable[[dict[int, object]], None] | None = None,
+        on_result: Callable[[int, object], None] | None = None,
+        report_every_s: float = 0.5,
+    ) -> list[object]:
+        """Run ``job(engine, dag, payload, shared, report)`` once per payload on the
+        workers, each worker one payload at a time and the next as it finishes (so a
+        slow piece holds no other); returns the jobs' results in payload order.
+
+        A payload whose worker died runs again (``max_sends`` times at most) on a
+        worker that is up: the job must make a second run safe (a batch shard skips
+        what it published; the journal answers the calls it completed). ``shared``
+        goes to the object store once. ``on_report`` gets the latest report of every
+        running job, by payload index, every ``report_every_s``; ``on_result`` each
+        job's result (with its index) as it comes back.
+        """
+        plan = self.validate(dag)
+        await self.start()
+        dag_id, blob = self._dag_ref(dag, plan)
+        shared_ref = ray.put(shared)
+        todo = collections.deque((i, 1) for i in range(len(payloads)))
+        results: dict[int, object] = {}
+        running: dict[asyncio.Future[object], tuple[_Worker, int, int, Any]] = {}
+        poller = None
+        if on_report is not None:
+            poller = asyncio.get_running_loop().create_task(
+                self._poll_reports(on_report, report_every_s)
+            )
+        try:
+            while todo or running:
+                now = time.monotonic()
+                busy = {id(w) for w, _, _, _ in running.values()}
+                for worker in self._workers:
+                    if todo and id(worker) not in busy and worker.down_until <= now:
+                        index, attempt = todo.popleft()
+                        ref = worker.handle.run_job.remote(
+                            job, dag_id, blob, index, payloads[index], shared_ref, attempt
+                        )
+                        running[asyncio.ensure_future(ref)] = (worker, index, attempt, ref)
+                if not running:  # every worker is restarting: look again shortly
+                    await asyncio.sleep(_RESTART_PAUSE_S / 4)
+                    continue
+                done, _ = await asyncio.wait(
+                    running, timeout=_RESTART_PAUSE_S, return_when=asyncio.FIRST_COMPLETED
+                )
+                for future in done:
+                    worker, index, attempt, _ = running.pop(future)
+                    try:
+                        results[index] = future.result()
+                    except _ACTOR_LOST as exc:
+                        worker.down_until = time.monotonic() + _RESTART_PAUSE_S
+                        if attempt >= self.max_sends:
+                            raise RunError(
+                                f"piece {index} of the job was sent {attempt} times and its "
+                                f"worker died each time: {exc}"
+                            ) from exc
+                        _log.warning("worker %s died running piece %d; running it again",
+                                     worker.worker_id, index)  # fmt: skip
+                        self.stats.resent += 1
+                        todo.appendleft((index, attempt + 1))
+                        continue
+                    if on_result is not None:
+                        on_result(index, results[index])
+        except BaseException:
+            # Cancelled (Ctrl-C) or failed: stop the jobs still running, so they publish
+            # what they finished (a batch shard writes its buffered rows) before the end.
+            for *_, ref in running.values():
+                ray.cancel(ref)  # an async actor's task: asyncio cancellation, finally blocks run
+            if running:
+                await asyncio.wait(running, timeout=_STOP_JOBS_S)
+            raise
+        finally:
+            if poller is not None:
+                poller.cancel()
+                await asyncio.gather(poller, return_exceptions=True)
+        return [results[i] for i in range(len(payloads))]
+
+    async def _poll_reports(
+        self, on_report: Callable[[dict[int, object]], None], every_s: float
+    ) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            replies = await asyncio.gather(
+                *(w.handle.job_reports.remote() for w in self._workers), return_exceptions=True
+            )
+            merged: dict[int, object] = {}
+            for reply in replies:
+                if isinstance(reply, dict):
+                    merged.update(reply)
+            on_report(merged)
 
     # -- the pool ------------------------------------------------------------------
 

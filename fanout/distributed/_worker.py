@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import ray
@@ -30,7 +30,7 @@ from fanout.types import Usage
 
 Handle = Any  # a Ray actor handle (Ray types them loosely)
 
-__all__ = ["FanoutWorker", "WorkItem", "WorkOutcome"]
+__all__ = ["FanoutWorker", "WorkItem", "WorkOutcome", "WorkerJob"]
 
 _log = logging.getLogger(__name__)
 
@@ -38,6 +38,9 @@ WorkItem = tuple[int, Mapping[str, object], Mapping[str, object]]
 """(sequence number, the DAG's inputs, run options: budget_usd, deadline_s, record_key ...)"""
 WorkOutcome = tuple[int, RunResult | tuple[str, str]]
 """(sequence number, the result, or (error_type, message) for a request that could not run)"""
+WorkerJob = Callable[[Engine, DAG, Any, Any, Callable[[object], None]], Awaitable[object]]
+"""A piece of work run whole on one worker (a batch job's shard): ``job(engine, dag,
+payload, shared, report)``; ``report(snapshot)`` keeps its latest progress for the driver."""
 
 
 @ray.remote(num_cpus=0)
@@ -295,6 +298,8 @@ class FanoutWorker:
         self._leases: _LeaseKeeper | None = None
         self._dags: dict[str, DAG] = {}
         self.completed = 0
+        self._reports: dict[int, object] = {}  # each running job's latest progress
+        self.jobs_run = 0
 
     async def _ready(self) -> None:
         if self._leases is None:
@@ -373,6 +378,37 @@ class FanoutWorker:
             return seq, (type(exc).__name__, f"unexpected {type(exc).__name__}: {exc}")
         return seq, result
 
+    async def run_job(
+        self,
+        job: WorkerJob,
+        dag_id: str,
+        dag_blob: bytes,
+        index: int,
+        payload: object,
+        shared: object,
+        attempt: int,
+    ) -> object:
+        """Run ``job`` (see :data:`WorkerJob`) with this worker's engine; ``index`` names
+        it for :meth:`job_reports`. ``attempt`` > 1: it ran before on a worker that died,
+        so the journal is read again for the calls that one completed."""
+        await self._ready()
+        if attempt > 1 and self.journal is not None:
+            self.journal.reload()
+
+        def report(snapshot: object) -> None:
+            self._reports[index] = snapshot
+
+        try:
+            result = await job(self.engine, self._dag(dag_id, dag_blob), payload, shared, report)
+        finally:
+            self._reports.pop(index, None)
+        self.jobs_run += 1
+        return result
+
+    def job_reports(self) -> dict[int, object]:
+        """The latest progress each running job reported, by index."""
+        return dict(self._reports)
+
     def info(self) -> dict[str, object]:
         """Where this worker runs and what it did (for tests, progress and benchmarks)."""
         leases = self._leases.leases if self._leases is not None else {}
@@ -385,6 +421,7 @@ class FanoutWorker:
             "lease_failures": self._leases.failures if self._leases is not None else 0,
             "replayed": self.journal.replayed if self.journal is not None else 0,
             "items_run": self.items_run,
+            "jobs_run": self.jobs_run,
         }
 
     async def close(self) -> None:

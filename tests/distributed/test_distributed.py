@@ -358,7 +358,10 @@ def test_sigterm_stops_a_ray_job_cleanly(tmp_path: Any, ray_cluster: Any) -> Non
     assert set(ray.util.list_named_actors()) <= before  # no worker or coordinator left behind
 
 
-async def test_a_batch_job_on_ray_gives_the_rows_of_a_local_run_and_resumes(tmp_path: Any) -> None:
+@pytest.mark.parametrize("sharded", [True, False], ids=["shards", "read-on-driver"])
+async def test_a_batch_job_on_ray_gives_the_rows_of_a_local_run_and_resumes(
+    tmp_path: Any, sharded: bool
+) -> None:
     from fanout import Engine
     from fanout.batch import run_file
 
@@ -374,7 +377,14 @@ async def test_a_batch_job_on_ray_gives_the_rows_of_a_local_run_and_resumes(tmp_
     ray_out = tmp_path / "ray"
     async with RayEngine(sim_config(2.0), workers=2, journal=ray_out / "calls") as engine:
         stats = await run_file(
-            engine, classify(), source, tmp_path / "ray", key="id", max_in_flight=64
+            engine,
+            classify(),
+            source,
+            tmp_path / "ray",
+            key="id",
+            max_in_flight=64,
+            shard=None if sharded else False,
+            shard_min_bytes=1000,  # ~20 records a shard: several for each worker
         )
         info = await engine.worker_info()
         for _ in range(50):  # the coordinators' counts, as the driver polls them
@@ -382,7 +392,11 @@ async def test_a_batch_job_on_ray_gives_the_rows_of_a_local_run_and_resumes(tmp_
             if limits and limits[0].granted >= 300:
                 break
             await asyncio.sleep(0.1)
-    assert all(int(str(w["completed"])) > 0 for w in info)  # both workers ran records
+    # both workers ran records: shards they read themselves, or requests the driver sent
+    ran = "jobs_run" if sharded else "completed"
+    assert all(int(str(w[ran])) > 0 for w in info)
+    parts = sorted(p.name for p in (ray_out / "results").glob("*.parquet"))
+    assert all(("-s" in name) == sharded for name in parts)  # shard-tagged parts
     assert limits and limits[0].granted >= 300  # progress sees the cluster's rate
 
     columns = ["key", "status", "output_label", "error_type", "input_tokens", "output_tokens"]
@@ -393,9 +407,64 @@ async def test_a_batch_job_on_ray_gives_the_rows_of_a_local_run_and_resumes(tmp_
 
     assert (stats.records, stats.ok, stats.errors) == (302, 300, 2)
     assert rows("ray") == rows("local")
-    assert len(list((tmp_path / "ray" / "dead_letter").glob("*.jsonl"))) == 1
+    letters = [
+        json.loads(line)["_fanout"]["key"]
+        for part in (ray_out / "dead_letter").glob("*.jsonl")
+        for line in part.read_text(encoding="utf-8").splitlines()
+    ]
+    assert len(letters) == 2 and "no-text" in letters
 
     # Run it again on Ray: every record has its row, so nothing runs.
     async with RayEngine(sim_config(2.0), workers=1, journal=ray_out / "calls") as engine:
         again = await run_file(engine, classify(), source, ray_out, key="id")
     assert (again.resumed, again.skipped, again.records) == (True, 302, 0)
+
+
+async def test_a_worker_killed_mid_shard_loses_no_record_and_pays_no_call_twice(
+    tmp_path: Any,
+) -> None:
+    from fanout.batch import run_file
+
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        "".join(json.dumps({"id": f"r{i}", "text": f"great {i}"}) + "\n" for i in range(1000)),
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    with start_emulator(EmulatorConfig(latency_ms=100.0)) as emulator:
+        config = parse_config(
+            {
+                "providers": {"emu": {"kind": "openai", "base_url": emulator.base_url}},
+                "models": {"fast": {"provider": "emu", "model": "sim-small"}},
+            }
+        )
+        async with RayEngine(config, workers=2, journal=out / "calls") as engine:
+            await engine.worker_info()  # both actors up before the job starts
+            job = asyncio.ensure_future(
+                run_file(
+                    engine, classify(), source, out, key="id", max_in_flight=32,
+                    part_rows=20, shard_min_bytes=4000,
+                )
+            )  # fmt: skip
+            victim = None
+            for _ in range(1000):  # a worker in the middle of a shard that published rows
+                for handle in engine.worker_handles():
+                    reports = await handle.job_reports.remote()
+                    if any(stats.records >= 40 for stats in reports.values()):
+                        victim = handle
+                        break
+                if victim is not None or job.done():
+                    break
+                await asyncio.sleep(0.01)
+            assert victim is not None, "no worker was ever seen mid-shard"
+            ray.kill(victim, no_restart=False)
+            stats = await job
+            resent = engine.stats.resent
+        accepted = emulator.stats()["accepted"]
+    rows = pq.read_table(out / "results", columns=["key", "status"]).to_pylist()
+    assert sorted(r["key"] for r in rows) == sorted(f"r{i}" for i in range(1000))  # once each
+    assert {r["status"] for r in rows} == {"ok"} and stats.ok == len(rows) - stats.skipped
+    assert resent >= 1  # the dead worker's shard ran again
+    # the calls it completed were answered from the journal: only the ones in flight when
+    # it died (its window of 16) may have gone out twice
+    assert 1000 <= accepted <= 1000 + 16

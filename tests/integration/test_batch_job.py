@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from support import sim_config
 
 from fanout import DAG, ConfigError, Engine, RunResult
-from fanout.batch import JobStats, ResultWriter, content_key, run_file
+from fanout.batch import JobStats, ResultWriter, content_key, result_parts, run_file
 from fanout.sim import FakeClock, SimProvider
 
 REVIEWS = {
@@ -437,6 +437,40 @@ def test_parts_are_published_whole_and_orphan_dead_letters_removed(tmp_path: Pat
     reopened.write_error("x", "InvalidRecord", "bad")
     reopened.close()
     assert (tmp_path / "results" / "part-000003.parquet").exists()
+
+
+def test_tagged_writers_share_a_directory_and_clean_up_only_their_own(tmp_path: Path) -> None:
+    from fanout.batch import Record
+    from fanout.batch._writer import remove_orphan_letters
+
+    def bad(key: str) -> Record:
+        return Record(key, 0, None, f"{key}: bad", f"in.jsonl:{key}", raw="{")
+
+    one = ResultWriter(tmp_path, {"label": pa.string()}, tag="s00001")
+    two = ResultWriter(tmp_path, {"label": pa.string()}, tag="s00002")
+    for writer, key in ((one, "a"), (two, "b"), (one, "c")):
+        writer.write_error(key, "InvalidRecord", "bad", bad(key))
+        writer.commit()
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
+        "part-000000-s00001.parquet",
+        "part-000000-s00002.parquet",
+        "part-000001-s00001.parquet",
+    ]
+    assert [p.name for p in result_parts(tmp_path, tag="s00002")] == [
+        "part-000000-s00002.parquet"
+    ]
+    assert len(result_parts(tmp_path)) == 3
+    # orphaned dead letters (a kill between the renames): a tagged writer removes its own
+    for stem in ("part-000007-s00001", "part-000007-s00002"):
+        (tmp_path / "dead_letter" / f"{stem}.jsonl").write_text("{}\n", encoding="utf-8")
+    ResultWriter(tmp_path, {"label": pa.string()}, tag="s00001").close()
+    assert not (tmp_path / "dead_letter" / "part-000007-s00001.jsonl").exists()
+    assert (tmp_path / "dead_letter" / "part-000007-s00002.jsonl").exists()  # a live writer's
+    remove_orphan_letters(tmp_path)  # the job's driver, before any writer starts: all of them
+    assert not (tmp_path / "dead_letter" / "part-000007-s00002.jsonl").exists()
+    assert len(list((tmp_path / "dead_letter").glob("*.jsonl"))) == 3
+    with pytest.raises(ConfigError, match="part tag"):
+        ResultWriter(tmp_path, {}, tag="Bad-Tag")
 
 
 async def test_a_second_job_into_a_running_jobs_directory_is_refused(

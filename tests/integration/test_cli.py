@@ -173,6 +173,10 @@ def test_traces_go_where_asked_or_nowhere(
     assert both.exit_code == 2
     assert "--traces and --no-traces" in both.stderr
 
+    local = runner.invoke(app, ["run", *common, "-o", str(tmp_path / "d"), "--read-on-driver"])
+    assert local.exit_code == 2
+    assert "--read-on-driver applies to a job on Ray" in local.stderr
+
 
 @pytest.mark.parametrize("pipeline", ["map_reduce", "tools"])
 def test_the_other_examples_run(

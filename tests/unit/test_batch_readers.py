@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fanout.batch import KeySet, Record, content_key, count_records, iter_records
+from fanout.batch._readers import Shard, iter_shard, plan_shards
 from fanout.errors import ConfigError
 
 
@@ -140,6 +142,8 @@ def test_key_set_membership() -> None:
     assert "c" not in keys and "k1000" not in keys
     assert 5 not in keys
     assert len(KeySet()) == 0 and "a" not in KeySet()
+    more = keys.union(["a", "new"])
+    assert len(more) == 1003 and "new" in more and "k5" in more and "new" not in keys
 
 
 def test_csv_header_with_repeated_names_is_a_config_error(tmp_path: Path) -> None:
@@ -194,3 +198,67 @@ def test_an_unstarted_csv_stream_closes_its_file(tmp_path: Path) -> None:
     close()  # no ResourceWarning (warnings are errors here)
     with pytest.raises(StopIteration):
         next(records)
+
+
+def _seen(records: list[Record]) -> list[tuple[str, str, str | None]]:
+    return [(r.key, r.origin, r.error) for r in records]
+
+
+@pytest.mark.parametrize("pieces", [1, 2, 3, 7, 40])
+def test_byte_range_shards_read_every_line_once_with_its_line_number(
+    tmp_path: Path, pieces: int
+) -> None:
+    lines = []
+    for i in range(500):
+        if i % 37 == 5:
+            lines.append("")  # blank lines are no records
+        elif i % 53 == 7:
+            lines.append("{not json")  # malformed lines keep their line number
+        else:
+            lines.append(json.dumps({"id": i, "text": "x" * (i * 7 % 120)}))
+    path = tmp_path / "in.jsonl"
+    # CRLF line ends, and no line end after the last line
+    path.write_bytes("\r\n".join(lines).encode("utf-8"))
+    whole = list(iter_records(path))
+    shards = plan_shards(path, pieces=pieces, min_bytes=100)
+
+    assert len(shards) == pieces
+    assert [s.index for s in shards] == list(range(pieces))
+    assert [s.tag for s in shards][:2] == ["s00000", "s00001"][: len(shards)]
+    assert _seen([r for s in shards for r in iter_shard(s)]) == _seen(whole)
+    if pieces > 1:  # each shard starts mid-file and still numbers its lines from the top
+        tail = list(iter_shard(shards[-1]))
+        assert tail[-1].origin == f"in.jsonl:{len(lines)}"
+
+
+def test_parquet_shards_are_row_groups_and_other_files_stay_whole(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    table = pa.table({"id": list(range(1000)), "text": [f"t{i}" for i in range(1000)]})
+    pq.write_table(table, folder / "a.parquet", row_group_size=100)  # 10 row groups
+    with gzip.open(folder / "b.jsonl.gz", "wt", encoding="utf-8") as out:
+        out.writelines(json.dumps({"id": f"g{i}", "text": "t"}) + "\n" for i in range(300))
+    (folder / "c.csv").write_text(
+        "id,text\n" + "".join(f"c{i},t\n" for i in range(300)), encoding="utf-8"
+    )
+    shards = plan_shards(folder, pieces=8, min_bytes=1)
+
+    by_file: dict[str, list[Shard]] = {}
+    for shard in shards:
+        by_file.setdefault(Path(shard.path).name, []).append(shard)
+    assert [(s.start, s.stop) for s in by_file["b.jsonl.gz"]] == [(0, None)]  # not splittable
+    assert [(s.start, s.stop) for s in by_file["c.csv"]] == [(0, None)]  # quoted line ends
+    groups = [(s.start, s.stop) for s in by_file["a.parquet"]]
+    assert len(groups) > 1 and groups[0][0] == 0 and groups[-1][1] == 10
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(groups))  # they tile
+    got = _seen([r for s in shards for r in iter_shard(s, key="id")])
+    assert got == _seen(list(iter_records(folder, key="id")))
+    assert got[999][1] == "a.parquet:row 1000"
+
+
+def test_shard_planning_refuses_what_reading_refuses(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        plan_shards(tmp_path / "missing.jsonl", pieces=4)
+    (tmp_path / "in.jsonl").write_text("{}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="pieces must be at least 1"):
+        plan_shards(tmp_path / "in.jsonl", pieces=0)

@@ -1,0 +1,228 @@
+"""A batch job on workers: the input cut into shards that each worker reads, runs and writes.
+
+The driver plans the shards (:func:`plan_shards`: byte ranges of JSON Lines files,
+row groups of Parquet files, whole files otherwise), hands them out one per worker
+at a time, sums the workers' progress and returns the job's totals; it reads no
+record and writes no row, so the job's rate grows with its workers. Each shard's
+rows go into parts tagged with the shard (``part-000004-s00012.parquet``), so
+writers never collide and every part is published whole, as in a local job.
+
+Exactly once, as locally: a shard skips the keys the job had finished when it
+started, and the keys of its own published parts (a shard runs again when its
+worker died); the call journal answers the calls a dead worker had completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import pyarrow.parquet as pq
+
+from fanout.batch._keys import KeySet
+from fanout.batch._manifest import JobState
+from fanout.batch._readers import Shard, count_records, iter_shard, plan_shards
+from fanout.batch._runner import Job, JobStats, Runner
+from fanout.batch._schema import output_types
+from fanout.batch._writer import RESULTS_DIR, ResultWriter, remove_orphan_letters, result_parts
+from fanout.dag import DAG
+from fanout.limits import LimiterState
+
+__all__ = ["ShardOptions", "ShardRunner", "run_shard", "run_sharded"]
+
+SHARDS_PER_WORKER = 4
+"""Shards planned per worker: a worker that finishes early takes another."""
+
+
+@runtime_checkable
+class ShardRunner(Protocol):
+    """An engine with workers that can each run a piece of a job whole
+    (:class:`fanout.distributed.RayEngine`)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def limiter_states(self) -> list[LimiterState]: ...
+
+    async def run_on_workers(
+        self,
+        dag: DAG,
+        job: Callable[..., object],
+        payloads: Sequence[object],
+        *,
+        shared: object = None,
+        on_report: Callable[[dict[int, object]], None] | None = None,
+        on_result: Callable[[int, object], None] | None = None,
+        report_every_s: float = 0.5,
+    ) -> list[object]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ShardOptions:
+    """What every shard of a job runs with (the job's options, per worker)."""
+
+    output_dir: str
+    key: str | None
+    metadata: dict[str, str]
+    part_rows: int
+    part_interval_s: float
+    max_in_flight: int  # per worker
+    budget_usd: float | None
+    budget_tokens: int | None
+    deadline_s: float | None
+    resumed: bool
+    progress_every_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Task:
+    shard: Shard
+    options: ShardOptions
+
+
+async def run_shard(
+    engine: Runner,
+    dag: DAG,
+    task: _Task,
+    done: KeySet,
+    report: Callable[[object], None],
+) -> JobStats:
+    """One shard on a worker's engine (a :data:`fanout.distributed.WorkerJob`)."""
+    shard, options = task.shard, task.options
+    plan = engine.validate(dag)
+    output = Path(options.output_dir)
+    # rows this shard published before its last worker died: not run again
+    mine = result_parts(output, tag=shard.tag)
+    if mine:
+        done = done.union(_keys(mine))
+    records = iter_shard(shard, key=options.key)
+    writer = ResultWriter(
+        output,
+        output_types(plan),
+        metadata=options.metadata,
+        part_rows=options.part_rows,
+        part_interval_s=options.part_interval_s,
+        tag=shard.tag,
+    )
+    job = Job(
+        engine,
+        dag,
+        plan,
+        writer,
+        JobState(done, resumed=options.resumed),
+        options.budget_usd,
+        options.budget_tokens,
+        options.deadline_s,
+    )
+    return await job.run(records, None, options.max_in_flight, report, options.progress_every_s)
+
+
+def _keys(parts: Iterable[Path]) -> Iterable[str]:
+    for part in parts:
+        yield from pq.read_table(part, columns=["key"]).column("key").to_pylist()
+
+
+async def run_sharded(
+    engine: ShardRunner,
+    dag: DAG,
+    input_path: str | Path,
+    state: JobState,
+    options: ShardOptions,
+    shard_min_bytes: int,
+    on_progress: Callable[[JobStats], None] | None,
+) -> JobStats:
+    """The driver of a sharded job: plan, hand out, sum (see the module doc)."""
+    started = time.monotonic()
+    output = Path(options.output_dir)
+    shards = plan_shards(
+        input_path, pieces=engine.size * SHARDS_PER_WORKER, min_bytes=shard_min_bytes
+    )
+    remove_orphan_letters(output)  # no writer runs yet: any tag's
+    (output / RESULTS_DIR).mkdir(parents=True, exist_ok=True)
+    finished: dict[int, JobStats] = {}
+    running: dict[int, JobStats] = {}
+    counting = asyncio.create_task(asyncio.to_thread(_count, input_path))
+
+    def snapshot() -> JobStats:
+        total = counting.result() if counting.done() else None
+        return _sum(
+            [*finished.values(), *running.values()],
+            output / RESULTS_DIR,
+            time.monotonic() - started,
+            total,
+            state.resumed,
+            tuple(engine.limiter_states()),
+        )
+
+    def on_report(reports: dict[int, object]) -> None:
+        running.clear()
+        for index, stats in reports.items():
+            if isinstance(stats, JobStats) and index not in finished:
+                running[index] = stats
+        if on_progress is not None:
+            on_progress(snapshot())
+
+    def on_result(index: int, stats: object) -> None:
+        if isinstance(stats, JobStats):
+            finished[index] = stats
+            running.pop(index, None)
+
+    try:
+        await engine.run_on_workers(
+            dag,
+            run_shard,
+            [_Task(shard, options) for shard in shards],
+            shared=state.done,
+            on_report=on_report,
+            on_result=on_result,
+            report_every_s=options.progress_every_s,
+        )
+        await counting
+    finally:
+        counting.cancel()
+    running.clear()
+    stats = snapshot()
+    if on_progress is not None:
+        on_progress(stats)
+    return stats
+
+
+def _count(input_path: str | Path) -> int | None:
+    try:
+        return count_records(input_path)
+    except Exception:  # the total is for progress only; the shards report bad files
+        return None
+
+
+def _sum(
+    parts: Sequence[JobStats],
+    output_path: Path,
+    wall_time_s: float,
+    total: int | None,
+    resumed: bool,
+    limits: tuple[LimiterState, ...],
+) -> JobStats:
+    failed: dict[str, int] = {}
+    for part in parts:
+        for status, count in part.failed.items():
+            failed[status] = failed.get(status, 0) + count
+    return JobStats(
+        output_path=output_path,
+        records=sum(p.records for p in parts),
+        ok=sum(p.ok for p in parts),
+        failed=failed,
+        input_tokens=sum(p.input_tokens for p in parts),
+        output_tokens=sum(p.output_tokens for p in parts),
+        cost_usd=sum(p.cost_usd for p in parts),
+        wall_time_s=wall_time_s,
+        in_flight=sum(p.in_flight for p in parts),
+        skipped=sum(p.skipped for p in parts),
+        total=total,
+        dead_letters=sum(p.dead_letters for p in parts),
+        resumed=resumed,
+        limits=limits,
+    )
