@@ -10,10 +10,13 @@ second while the job runs.
   local     --records records, one process on one core (target >= 10,000 records/s,
             driver peak RSS <= 1 GiB)
   memory    the same job with --small records: the two peaks within 20% of each other
-  ray       --ray-records records on a local Ray instance with --workers workers
+  ray       --ray-records records on a local Ray instance with --workers workers: the
+            input cut into shards that each worker reads and writes (the default), then
+            with --read-on-driver (the driver reads every record and writes every row)
 
 Run: python benchmarks/batch_1m.py [--records 1000000] [--small 100000]
                                    [--ray-records 1000000] [--workers 2] [--skip-ray]
+                                   [--skip-ray-driver]
 """
 
 from __future__ import annotations
@@ -199,6 +202,7 @@ def main() -> None:
     parser.add_argument("--ray-records", type=int, default=None)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--skip-ray-driver", action="store_true")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     if hasattr(os, "sched_setaffinity"):
@@ -224,14 +228,18 @@ def main() -> None:
         if not args.skip_ray:
             n = args.ray_records or args.records
             ray_input = big if n == args.records else write_input(work / "ray.jsonl", n)
-            ray = run_job(
-                f"ray, {args.workers} workers",
-                ray_input,
-                n,
-                work / "ray",
-                ["--ray", "local", "--workers", str(args.workers)],
-            )
+            on_ray = ["--ray", "local", "--workers", str(args.workers)]
+            ray = run_job(f"ray, {args.workers} workers", ray_input, n, work / "ray", on_ray)
             report(ray)
+            if not args.skip_ray_driver:
+                driver = run_job(
+                    "ray, read on driver",
+                    ray_input,
+                    n,
+                    work / "ray-driver",
+                    [*on_ray, "--read-on-driver"],
+                )
+                report(driver)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ worker died); the call journal answers the calls a dead worker had completed.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -24,12 +25,13 @@ from typing import Protocol, runtime_checkable
 import pyarrow.parquet as pq
 
 from fanout.batch._keys import KeySet
-from fanout.batch._manifest import JobState
+from fanout.batch._manifest import MANIFEST_FILE, JobState
 from fanout.batch._readers import Shard, count_records, iter_shard, plan_shards
 from fanout.batch._runner import Job, JobStats, Runner
 from fanout.batch._schema import output_types
 from fanout.batch._writer import RESULTS_DIR, ResultWriter, remove_orphan_letters, result_parts
 from fanout.dag import DAG
+from fanout.errors import ConfigError
 from fanout.limits import LimiterState
 
 __all__ = ["ShardOptions", "ShardRunner", "run_shard", "run_sharded"]
@@ -95,6 +97,7 @@ async def run_shard(
     shard, options = task.shard, task.options
     plan = engine.validate(dag)
     output = Path(options.output_dir)
+    _check_reachable(Path(shard.path), output)
     # rows this shard published before its last worker died: not run again
     mine = result_parts(output, tag=shard.tag)
     if mine:
@@ -119,6 +122,21 @@ async def run_shard(
         options.deadline_s,
     )
     return await job.run(records, None, options.max_in_flight, report, options.progress_every_s)
+
+
+def _check_reachable(source: Path, output: Path) -> None:
+    """Refuse a shard whose input or output directory this worker's node does not see
+    (the driver wrote the job's manifest there: rows written on a node's own disk would
+    be lost to the job)."""
+    hint = "put it on storage every node mounts, or add --read-on-driver"
+    node = socket.gethostname()
+    if not source.is_file():
+        raise ConfigError(f"input file {str(source)!r} cannot be read on node {node!r}; {hint}")
+    if not (output / MANIFEST_FILE).is_file():
+        raise ConfigError(
+            f"output directory {str(output)!r} is not the job's on node {node!r} (its "
+            f"{MANIFEST_FILE} is missing there); {hint}"
+        )
 
 
 def _keys(parts: Iterable[Path]) -> Iterable[str]:

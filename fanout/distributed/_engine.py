@@ -315,6 +315,9 @@ class RayEngine:
                     worker, index, attempt, _ = running.pop(future)
                     try:
                         results[index] = future.result()
+                    except ray.exceptions.RayTaskError as exc:
+                        # the job raised: its own error (a ConfigError stays one), not Ray's
+                        raise exc.cause if isinstance(exc.cause, Exception) else exc from None
                     except _ACTOR_LOST as exc:
                         worker.down_until = time.monotonic() + _RESTART_PAUSE_S
                         if attempt >= self.max_sends:

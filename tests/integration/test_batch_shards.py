@@ -1,0 +1,85 @@
+"""One shard of a job as a worker runs it (without Ray): its rows, a re-run, unreachable paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from support import sim_config
+
+from fanout import DAG, ConfigError, Engine
+from fanout.batch import MANIFEST_FILE, KeySet, fingerprint, open_job
+from fanout.batch._readers import iter_shard, plan_shards
+from fanout.batch._runner import JobStats
+from fanout.batch._shards import ShardOptions, _Task, run_shard
+
+
+def classify() -> DAG:
+    dag = DAG("classify")
+    dag.input("text")
+    dag.output(label=dag.llm("fast", "Rate the sentiment of: {text}", max_tokens=5, name="rate"))
+    return dag
+
+
+def options(output: Path) -> ShardOptions:
+    return ShardOptions(
+        output_dir=str(output),
+        key="id",
+        metadata={},
+        part_rows=10,
+        part_interval_s=60.0,
+        max_in_flight=8,
+        budget_usd=None,
+        budget_tokens=None,
+        deadline_s=None,
+        resumed=False,
+        progress_every_s=0.05,
+    )
+
+
+async def test_a_shard_writes_tagged_parts_and_a_second_run_of_it_skips_what_it_wrote(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        "".join(json.dumps({"id": f"r{i}", "text": f"great {i}"}) + "\n" for i in range(200)),
+        encoding="utf-8",
+    )
+    output = tmp_path / "out"
+    config = sim_config(0.0)
+    dag = classify()
+    open_job(output, fingerprint(dag.validate(models=config.models.keys()), config, "id"))
+    shards = plan_shards(source, pieces=4, min_bytes=100)
+    task = _Task(shards[1], options(output))
+    reports: list[object] = []
+    async with Engine(config) as engine:
+        done = KeySet(["r60"])  # the job had finished r60 before (the driver's shared set)
+        first = await run_shard(engine, dag, task, done, reports.append)
+        # run again (its worker died after publishing): every row it wrote is skipped
+        again = await run_shard(engine, dag, task, done, reports.append)
+
+    mine = [record.key for record in iter_shard(shards[1], key="id")]
+    assert 30 < len(mine) < 70 and "r60" in mine  # about a quarter of the file
+    parts = sorted((output / "results").glob("*.parquet"))
+    assert parts and all(p.name.endswith("-s00001.parquet") for p in parts)
+    keys = pq.read_table(output / "results", columns=["key"]).column("key").to_pylist()
+    assert sorted(keys) == sorted(k for k in mine if k != "r60")
+    assert isinstance(first, JobStats) and (first.records, first.skipped) == (len(mine) - 1, 1)
+    assert (again.records, again.skipped) == (0, len(mine))
+    assert reports and all(isinstance(r, JobStats) for r in reports)
+
+
+async def test_a_shard_refuses_input_or_output_its_node_cannot_see(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": "a", "text": "t"}) + "\n", encoding="utf-8")
+    (shard,) = plan_shards(source, pieces=1)
+    async with Engine(sim_config(0.0)) as engine:
+        with pytest.raises(ConfigError, match=rf"{MANIFEST_FILE} is missing.*--read-on-driver"):
+            await run_shard(engine, classify(), _Task(shard, options(tmp_path / "elsewhere")),
+                            KeySet(), lambda _: None)  # fmt: skip
+        source.unlink()
+        with pytest.raises(ConfigError, match=r"cannot be read on node.*--read-on-driver"):
+            await run_shard(engine, classify(), _Task(shard, options(tmp_path)),
+                            KeySet(), lambda _: None)  # fmt: skip
