@@ -24,7 +24,7 @@ from fanout.batch._readers import input_files, iter_records
 from fanout.batch._review import decided_records
 from fanout.batch._runner import INVALID_RECORD, Job, JobStats, Runner, close_records
 from fanout.batch._schema import output_types
-from fanout.batch._shards import ShardOptions, ShardRunner, run_sharded
+from fanout.batch._shards import ShardOptions, ShardRunner, run_sharded, unseen_by_workers
 from fanout.batch._writer import DEAD_LETTER_DIR, RESULTS_DIR, ResultWriter
 from fanout.dag import DAG
 from fanout.errors import ConfigError
@@ -134,6 +134,22 @@ async def run_file(
         _prepare_journal(engine, output, state)
         decided = _prepare_reviews(engine, output, state) if reviewed else {}
         metadata = {"fanout.job": json.dumps(current, sort_keys=True)}
+        if sharded:
+            assert isinstance(engine, ShardRunner)
+            unseen = await unseen_by_workers(engine, dag, input_path, output)
+            if unseen is not None and shard:
+                raise ConfigError(
+                    f"workers cannot read shards: {unseen}; put the input and --output on "
+                    "storage every node mounts, or read on the driver"
+                )
+            if unseen is not None:
+                _log.warning(
+                    "reading the input on the driver (workers only run records): %s; put the "
+                    "input and --output on storage every node mounts to let each worker read "
+                    "and write its own shards",
+                    unseen,
+                )
+                sharded = False
         if not sharded:
             writer = ResultWriter(
                 output,
@@ -152,8 +168,8 @@ async def run_file(
         if writer is None:
             assert isinstance(engine, ShardRunner)
             close_records(records)
-            options = ShardOptions(
-                output_dir=str(output),
+            options = ShardOptions.of(
+                output,
                 key=key,
                 metadata=metadata,
                 part_rows=part_rows,

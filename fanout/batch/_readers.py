@@ -460,7 +460,7 @@ def plan_shards(source: str | Path, *, pieces: int, min_bytes: int = 1 << 20) ->
     """
     if pieces < 1:
         raise ConfigError(f"pieces must be at least 1 (got {pieces})")
-    files = input_files(source)
+    files = [file.resolve() for file in input_files(source)]  # workers have another cwd
     readers = [(file, _check_file(file)) for file in files]
     sizes = [file.stat().st_size for file in files]
     per_piece = max(min_bytes, -(-sum(sizes) // pieces))

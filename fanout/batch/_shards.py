@@ -15,18 +15,20 @@ worker died); the call journal answers the calls a dead worker had completed.
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import pyarrow.parquet as pq
 
 from fanout.batch._keys import KeySet
 from fanout.batch._manifest import MANIFEST_FILE, JobState
-from fanout.batch._readers import Shard, count_records, iter_shard, plan_shards
+from fanout.batch._readers import Shard, count_records, input_files, iter_shard, plan_shards
 from fanout.batch._runner import Job, JobStats, Runner
 from fanout.batch._schema import output_types
 from fanout.batch._writer import RESULTS_DIR, ResultWriter, remove_orphan_letters, result_parts
@@ -34,7 +36,7 @@ from fanout.dag import DAG
 from fanout.errors import ConfigError
 from fanout.limits import LimiterState
 
-__all__ = ["ShardOptions", "ShardRunner", "run_shard", "run_sharded"]
+__all__ = ["ShardOptions", "ShardRunner", "run_shard", "run_sharded", "unseen_by_workers"]
 
 SHARDS_PER_WORKER = 4
 """Shards planned per worker: a worker that finishes early takes another."""
@@ -49,6 +51,10 @@ class ShardRunner(Protocol):
     def size(self) -> int: ...
 
     def limiter_states(self) -> list[LimiterState]: ...
+
+    async def ask_workers(
+        self, dag: DAG, job: Callable[..., object], payload: object
+    ) -> list[object]: ...
 
     async def run_on_workers(
         self,
@@ -78,6 +84,11 @@ class ShardOptions:
     deadline_s: float | None
     resumed: bool
     progress_every_s: float
+
+    @classmethod
+    def of(cls, output: Path, **options: Any) -> ShardOptions:
+        """With ``output`` as an absolute path (workers have another working directory)."""
+        return cls(output_dir=os.path.abspath(output), **options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +133,47 @@ async def run_shard(
         options.deadline_s,
     )
     return await job.run(records, None, options.max_in_flight, report, options.progress_every_s)
+
+
+async def unseen_by_workers(
+    engine: ShardRunner, dag: DAG, input_path: str | Path, output: Path
+) -> str | None:
+    """What some worker does not see as this process does (the job's output directory,
+    an input file), or ``None``: shards need both on storage every node mounts."""
+    marker = output / f".fanout-probe-{secrets.token_hex(8)}"
+    marker.write_bytes(b"")
+    try:
+        files = tuple((str(f.resolve()), f.stat().st_size) for f in input_files(input_path))
+        answers = await engine.ask_workers(dag, _probe, (str(marker), files))
+    finally:
+        marker.unlink(missing_ok=True)
+    return next((str(answer) for answer in answers if answer), None)
+
+
+async def _probe(
+    engine: Runner,
+    dag: DAG,
+    payload: tuple[str, tuple[tuple[str, int], ...]],
+    shared: object,
+    report: Callable[[object], None],
+) -> str | None:
+    """On a worker: ``None`` if its node sees the driver's marker file and input files."""
+    return _unseen(*payload)
+
+
+def _unseen(marker: str, files: tuple[tuple[str, int], ...]) -> str | None:
+    node = socket.gethostname()
+    if not Path(marker).is_file():
+        folder = str(Path(marker).parent)
+        return f"the output directory {folder!r} is not shared with node {node!r}"
+    for path, size in files:
+        try:
+            seen = Path(path).stat().st_size
+        except OSError:
+            return f"input file {path!r} cannot be read on node {node!r}"
+        if seen != size:
+            return f"input file {path!r} on node {node!r} is not the driver's ({seen} bytes)"
+    return None
 
 
 def _check_reachable(source: Path, output: Path) -> None:

@@ -346,6 +346,18 @@ class RayEngine:
                 await asyncio.gather(poller, return_exceptions=True)
         return [results[i] for i in range(len(payloads))]
 
+    async def ask_workers(self, dag: DAG, job: WorkerJob, payload: object) -> list[object]:
+        """Run ``job(engine, dag, payload, None, report)`` once on every worker (a question
+        about where it runs, say); their answers, in worker order."""
+        plan = self.validate(dag)
+        await self.start()
+        dag_id, blob = self._dag_ref(dag, plan)
+        refs = [
+            w.handle.run_job.remote(job, dag_id, blob, -1 - i, payload, None, 1)
+            for i, w in enumerate(self._workers)
+        ]
+        return list(await asyncio.gather(*refs))
+
     async def _poll_reports(
         self, on_report: Callable[[dict[int, object]], None], every_s: float
     ) -> None:

@@ -27,7 +27,9 @@ __all__ = ["LeaseReport", "Limiter", "LimiterState", "Permit"]
 _RATE_WINDOW_S = 2.0
 # Slow start: until the provider first answers, at most this many calls are in flight,
 # so a limit configured too high is corrected by the first response's headers before
-# a whole local burst has gone out.
+# a whole local burst has gone out. While no pace is known at all (none configured,
+# stated or learnt), the cap after that is a congestion window that grows by a call per
+# answer (doubling per round trip) and halves on a 429, once per window of calls.
 _INITIAL_WINDOW = 8
 _LEASED_BURST_S = 0.5
 # While both queues wait, batch work gets one grant for every this many interactive ones.
@@ -74,12 +76,13 @@ _Waiter = tuple[int, "asyncio.Future[Permit]", float]  # tokens, the caller's fu
 class Permit:
     """Capacity granted to one call: settle its tokens, then release its slot (once)."""
 
-    __slots__ = ("_limiter", "_open", "tokens", "wait_s")
+    __slots__ = ("_limiter", "_open", "seq", "tokens", "wait_s")
 
-    def __init__(self, limiter: Limiter, tokens: int, wait_s: float) -> None:
+    def __init__(self, limiter: Limiter, tokens: int, wait_s: float, seq: int = 0) -> None:
         self._limiter = limiter
         self.tokens = tokens
         self.wait_s = wait_s
+        self.seq = seq  # the limiter's grant count when this one was granted
         self._open = True
 
     def settle(self, actual_tokens: int) -> None:
@@ -133,6 +136,11 @@ class Limiter:
         self._slot_freed = asyncio.Event()
         self._paused_until = 0.0
         self._answered = False  # has the provider answered yet (slow start until then)
+        # The congestion window while no pace is known (None: a pace governs instead),
+        # the size past which it grows linearly, and the grant count at its last cut.
+        self._cwnd: float | None = float(_INITIAL_WINDOW) if adaptive else None
+        self._ssthresh = float("inf")
+        self._cut_seq = 0
         self._in_flight = 0
         self._in_flight_tokens = 0  # reserved by the calls in flight
         self._granted = 0
@@ -177,9 +185,21 @@ class Limiter:
             raise
 
     def _cap(self) -> int | None:
-        if self._answered:
+        if not self._answered:
+            return min(self.max_concurrency or _INITIAL_WINDOW, _INITIAL_WINDOW)
+        window = self._window()
+        if window is None or (self.max_concurrency is not None and self.max_concurrency < window):
             return self.max_concurrency
-        return min(self.max_concurrency or _INITIAL_WINDOW, _INITIAL_WINDOW)
+        return window
+
+    def _window(self) -> int | None:
+        """The congestion window's cap, while no pace is known (see ``_INITIAL_WINDOW``)."""
+        if self._cwnd is None:
+            return None
+        if self.leased or self._requests.rate is not None or self._tokens.rate is not None:
+            self._cwnd = None  # a pace is known: it governs from now on
+            return None
+        return int(self._cwnd)
 
     def _can_grant(self, tokens: int, now: float) -> bool:
         cap = self._cap()
@@ -201,7 +221,7 @@ class Limiter:
         self._in_flight_tokens += tokens
         self._granted += 1
         self._total_wait_s += wait_s
-        return Permit(self, tokens, wait_s)
+        return Permit(self, tokens, wait_s, self._granted)
 
     def _next_queue(self) -> collections.deque[_Waiter] | None:
         """The queue whose head is served next (``None``: nothing waits)."""
@@ -259,6 +279,9 @@ class Limiter:
         now = self.clock.now()
         self._count_ok(now, tokens)
         first = self._first_answer()
+        if self._cwnd is not None:  # slow start, then a call more per window of answers
+            self._cwnd += 1.0 if self._cwnd < self._ssthresh else 1.0 / self._cwnd
+            self._slot_freed.set()
         if self.leased:
             parsed = RateLimitHeaders.parse(headers)
             self._note_stated(parsed)
@@ -269,12 +292,20 @@ class Limiter:
             self._recover(now)
 
     def rate_limited(
-        self, *, retry_after_s: float | None = None, headers: Mapping[str, str] | None = None
+        self,
+        *,
+        retry_after_s: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        permit: Permit | None = None,
     ) -> None:
-        """A 429: pause for ``retry_after_s`` and, if adaptive, cut the pace."""
+        """A 429: pause for ``retry_after_s`` and, if adaptive, cut the pace. ``permit``
+        (the refused call's) tells a call sent before the last cut from one sent after."""
         now = self.clock.now()
         self._limited += 1
         first = self._first_answer()
+        if self._cwnd is not None and (permit is None or permit.seq > self._cut_seq):
+            self._cwnd = self._ssthresh = max(1.0, self._cwnd / 2)
+            self._cut_seq = self._granted
         parsed = RateLimitHeaders.parse(headers or {})
         pause = retry_after_s if retry_after_s is not None else parsed.retry_after_s
         if pause is not None and pause > 0:

@@ -505,7 +505,9 @@ class RunContext:
             if permit is not None:
                 if isinstance(exc, RateLimited):
                     permit.settle(0)  # a 429 is not counted against the provider's tokens
-                    route.limiter.rate_limited(retry_after_s=exc.retry_after_s, headers=exc.headers)
+                    route.limiter.rate_limited(
+                        retry_after_s=exc.retry_after_s, headers=exc.headers, permit=permit
+                    )
                 if isinstance(exc, ProviderError) and not isinstance(exc, RateLimited):
                     route.circuit.record_failure()  # 429s are the limiter's business
                     route.limiter.failed()

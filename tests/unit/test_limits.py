@@ -224,6 +224,53 @@ async def test_a_start_up_burst_draws_no_429s(clock: FakeClock, configured: bool
     assert admitted >= 0.9 * 4000 / 47, admitted
 
 
+async def _start_without_headers(window: bool) -> tuple[int, int, float, int]:
+    """A provider of 50 requests/s (a bucket of 50) that sends no limit headers, nothing
+    configured, 256 callers at 100 ms a call for 10 s: (calls, 429s, the end, the most
+    calls in flight)."""
+    clock = FakeClock(autojump=True)
+    bucket = TokenBucket(50.0, 50.0, clock.now())
+    limiter = Limiter(clock=clock)
+    if not window:
+        limiter._cwnd = None  # what the limiter did before it had one
+    calls = limited = most_in_flight = 0
+
+    async def caller() -> None:
+        nonlocal calls, limited, most_in_flight
+        while clock.now() < 10.0:
+            permit = await limiter.acquire()
+            most_in_flight = max(most_in_flight, limiter.state().in_flight)
+            await clock.sleep(0.05)
+            calls += 1
+            ok = bucket.wait_s(1, clock.now()) == 0
+            if ok:
+                bucket.take(1, clock.now())
+            await clock.sleep(0.05)
+            permit.release()
+            if ok:
+                limiter.observe({})
+            else:
+                limited += 1
+                limiter.rate_limited(permit=permit)
+
+    await asyncio.gather(*(caller() for _ in range(256)))
+    end = clock.now()
+    await clock.aclose()
+    return calls, limited, end, most_in_flight
+
+
+async def test_with_no_limit_known_a_congestion_window_keeps_start_up_429s_few() -> None:
+    """The window (a call more per answer, halved by a 429 once per window of calls)
+    ramps up instead of sending all 256 callers at the first answer."""
+    calls, limited, end, most = await _start_without_headers(window=True)
+    old_calls, old_limited, _, old_most = await _start_without_headers(window=False)
+    assert limited * 10 < old_limited  # 110 vs 4,986 here
+    assert limited / calls < old_limited / old_calls / 4
+    assert most < old_most == 256  # it never sent every caller at once
+    # and the limit is still used: the bucket plus its refill over the run
+    assert calls - limited >= 0.9 * (50 + 50 * end), (calls - limited, end)
+
+
 def test_a_stated_limit_clamps_the_pace_at_once() -> None:
     rate = AdaptiveRate(None)
     assert rate.rate is None  # unlimited until the provider says otherwise
