@@ -468,3 +468,48 @@ async def test_a_worker_killed_mid_shard_loses_no_record_and_pays_no_call_twice(
     # the calls it completed were answered from the journal: only the ones in flight when
     # it died (its window of 16) may have gone out twice
     assert 1000 <= accepted <= 1000 + 16
+
+
+@pytest.mark.slow
+def test_a_sharded_job_whose_driver_is_killed_resumes_exactly_once(
+    tmp_path: Any, ray_cluster: Any
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    records = tmp_path / "in.jsonl"
+    records.write_text(
+        "".join(json.dumps({"id": f"r{i}", "text": f"review {i}"}) + "\n" for i in range(3000)),
+        encoding="utf-8",
+    )
+    pipeline = tmp_path / "p.py"
+    pipeline.write_text(
+        "from fanout import DAG\n"
+        "dag = DAG('slow')\n"
+        "dag.input('text')\n"
+        "dag.output(a=dag.llm('fast', '[sim:latency=100] {text}', name='a'))\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "fanout", "run", f"{pipeline}:dag", "-i", str(records),
+        "-o", str(out), "--ray", ray_cluster.address, "--workers", "2", "--key", "id",
+        "--max-in-flight", "64", "--part-rows", "50",
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while len(list((out / "results").glob("part-*-s*.parquet"))) < 4:  # shards publish
+            assert time.monotonic() < deadline and proc.poll() is None, "no shard published"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    before = pq.read_table(out / "results", columns=["key"]).num_rows
+    assert 0 < before < 3000
+    again = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
+    assert again.returncode == 0, again.stderr
+    keys = pq.read_table(out / "results", columns=["key"]).column("key").to_pylist()
+    assert sorted(keys) == sorted(f"r{i}" for i in range(3000))  # each record once
