@@ -31,6 +31,9 @@ _RATE_WINDOW_S = 2.0
 # stated or learnt), the cap after that is a congestion window that grows by a call per
 # answer (doubling per round trip) and halves on a 429, once per window of calls.
 _INITIAL_WINDOW = 8
+# ... and that, while full, doubles at least this often: a 429 comes back at once even
+# when answers take long (a 30 s generation), so slow answers need not slow the ramp.
+_WINDOW_DOUBLING_S = 1.0
 _LEASED_BURST_S = 0.5
 # While both queues wait, batch work gets one grant for every this many interactive ones.
 _INTERACTIVE_WEIGHT = 4
@@ -141,6 +144,7 @@ class Limiter:
         self._cwnd: float | None = float(_INITIAL_WINDOW) if adaptive else None
         self._ssthresh = float("inf")
         self._cut_seq = 0
+        self._window_since = now  # when the window last doubled by time, or was cut
         self._in_flight = 0
         self._in_flight_tokens = 0  # reserved by the calls in flight
         self._granted = 0
@@ -184,25 +188,37 @@ class Limiter:
                 permit.release()
             raise
 
-    def _cap(self) -> int | None:
+    def _cap(self, now: float) -> int | None:
         if not self._answered:
             return min(self.max_concurrency or _INITIAL_WINDOW, _INITIAL_WINDOW)
-        window = self._window()
+        window = self._window(now)
         if window is None or (self.max_concurrency is not None and self.max_concurrency < window):
             return self.max_concurrency
         return window
 
-    def _window(self) -> int | None:
+    def _window(self, now: float) -> int | None:
         """The congestion window's cap, while no pace is known (see ``_INITIAL_WINDOW``)."""
         if self._cwnd is None:
             return None
         if self.leased or self._requests.rate is not None or self._tokens.rate is not None:
             self._cwnd = None  # a pace is known: it governs from now on
             return None
+        if (
+            self._in_flight >= self._cwnd < self._ssthresh
+            and now - self._window_since >= _WINDOW_DOUBLING_S
+        ):
+            self._cwnd = min(self._cwnd * 2, self._ssthresh)
+            self._window_since = now
         return int(self._cwnd)
 
+    def _window_due_s(self, now: float) -> float | None:
+        """Seconds until a full window may double by time (``None``: not the window)."""
+        if self._cwnd is None or not self._answered or self._cwnd >= self._ssthresh:
+            return None
+        return max(0.0, self._window_since + _WINDOW_DOUBLING_S - now)
+
     def _can_grant(self, tokens: int, now: float) -> bool:
-        cap = self._cap()
+        cap = self._cap(now)
         if cap is not None and self._in_flight >= cap:
             return False
         if now < self._paused_until:
@@ -241,10 +257,16 @@ class Limiter:
             if now < self._paused_until:
                 await self.clock.sleep(self._paused_until - now)
                 continue
-            cap = self._cap()
+            cap = self._cap(now)
             if cap is not None and self._in_flight >= cap:
                 self._slot_freed.clear()
-                await self._slot_freed.wait()
+                due = self._window_due_s(now)
+                timer = self.clock.call_later(due, self._slot_freed.set) if due else None
+                try:
+                    await self._slot_freed.wait()
+                finally:
+                    if timer is not None:
+                        timer.cancel()
                 continue
             wait = 0.0
             if self._req_bucket is not None:
@@ -306,6 +328,7 @@ class Limiter:
         if self._cwnd is not None and (permit is None or permit.seq > self._cut_seq):
             self._cwnd = self._ssthresh = max(1.0, self._cwnd / 2)
             self._cut_seq = self._granted
+            self._window_since = now
         parsed = RateLimitHeaders.parse(headers or {})
         pause = retry_after_s if retry_after_s is not None else parsed.retry_after_s
         if pause is not None and pause > 0:

@@ -271,6 +271,29 @@ async def test_with_no_limit_known_a_congestion_window_keeps_start_up_429s_few()
     assert calls - limited >= 0.9 * (50 + 50 * end), (calls - limited, end)
 
 
+async def test_the_window_ramps_up_by_time_when_answers_are_slow(clock: FakeClock) -> None:
+    """No limit known, a provider that never refuses and answers in 30 s: the window
+    doubles every second while full, so 256 callers are all in flight within seconds,
+    not after five 30 s round trips."""
+    limiter = Limiter(clock=clock)
+    in_flight_at: dict[float, int] = {}
+    first = await limiter.acquire()  # the first answer ends the initial slow start
+    first.release()
+    limiter.observe({})
+
+    async def caller() -> None:
+        permit = await limiter.acquire()
+        in_flight_at[clock.now()] = limiter.state().in_flight
+        await clock.sleep(30.0)
+        permit.release()
+        limiter.observe({})
+
+    await asyncio.gather(*(caller() for _ in range(256)))
+    by_then = max((n for t, n in in_flight_at.items() if t <= 6.0), default=0)
+    assert by_then == 256, sorted(in_flight_at.items())[:12]
+    assert min(in_flight_at) == 0.0 and in_flight_at[0.0] <= 9  # it did start small
+
+
 def test_a_stated_limit_clamps_the_pace_at_once() -> None:
     rate = AdaptiveRate(None)
     assert rate.rate is None  # unlimited until the provider says otherwise
