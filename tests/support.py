@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
 from fanout import parse_config
 from fanout.config import Config
 from fanout.sim.server import EmulatorConfig, EmulatorServer
+
+
+def write_records(path: Path, count: int, text: str = "review {i}") -> Path:
+    """``count`` JSON Lines records ``{"id": "r<i>", "text": text.format(i=i)}`` in ``path``."""
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"r{i}", "text": text.format(i=i)}) + "\n" for i in range(count)
+        ),
+        encoding="utf-8",
+    )
+    return path
 
 
 def sim_config(latency_ms: float = 0.0, *, jitter: float = 0.0, **sim: object) -> Config:

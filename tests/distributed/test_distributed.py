@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 import ray
-from support import emulator_process, sim_config, start_emulator
+from support import emulator_process, sim_config, start_emulator, write_records
 
 from fanout import DAG, Tool, parse_config
 from fanout.distributed import RayEngine
@@ -308,26 +308,27 @@ async def test_one_request_spreads_a_large_map_over_the_pool(tmp_path: Any) -> N
     assert sum(r["cost_usd"] for r in attempts) == pytest.approx(result.cost_usd)
 
 
+def _slow_pipeline(folder: Any, latency_ms: int) -> Any:
+    """A pipeline file: one call per record that the sim answers after ``latency_ms``."""
+    pipeline = folder / "p.py"
+    pipeline.write_text(
+        "from fanout import DAG\n"
+        "dag = DAG('slow')\n"
+        "dag.input('text')\n"
+        f"dag.output(a=dag.llm('fast', '[sim:latency={latency_ms}] {{text}}', name='a'))\n",
+        encoding="utf-8",
+    )
+    return pipeline
+
+
 def test_sigterm_stops_a_ray_job_cleanly(tmp_path: Any, ray_cluster: Any) -> None:
-    import json
     import signal
     import subprocess
     import sys
     import time
 
-    records = tmp_path / "in.jsonl"
-    records.write_text(
-        "".join(json.dumps({"id": i, "text": f"review {i}"}) + "\n" for i in range(3000)),
-        encoding="utf-8",
-    )
-    pipeline = tmp_path / "p.py"
-    pipeline.write_text(
-        "from fanout import DAG\n"
-        "dag = DAG('slow')\n"
-        "dag.input('text')\n"
-        "dag.output(a=dag.llm('fast', '[sim:latency=300] {text}', name='a'))\n",
-        encoding="utf-8",
-    )
+    records = write_records(tmp_path / "in.jsonl", 3000)
+    pipeline = _slow_pipeline(tmp_path, latency_ms=300)
     out = tmp_path / "out"
     before = set(ray.util.list_named_actors())
     proc = subprocess.Popen(
@@ -425,11 +426,7 @@ async def test_a_worker_killed_mid_shard_loses_no_record_and_pays_no_call_twice(
 ) -> None:
     from fanout.batch import run_file
 
-    source = tmp_path / "in.jsonl"
-    source.write_text(
-        "".join(json.dumps({"id": f"r{i}", "text": f"great {i}"}) + "\n" for i in range(1000)),
-        encoding="utf-8",
-    )
+    source = write_records(tmp_path / "in.jsonl", 1000, "great {i}")
     out = tmp_path / "out"
     with start_emulator(EmulatorConfig(latency_ms=100.0)) as emulator:
         config = parse_config(
@@ -479,19 +476,8 @@ def test_a_sharded_job_whose_driver_is_killed_resumes_exactly_once(
     import sys
     import time
 
-    records = tmp_path / "in.jsonl"
-    records.write_text(
-        "".join(json.dumps({"id": f"r{i}", "text": f"review {i}"}) + "\n" for i in range(3000)),
-        encoding="utf-8",
-    )
-    pipeline = tmp_path / "p.py"
-    pipeline.write_text(
-        "from fanout import DAG\n"
-        "dag = DAG('slow')\n"
-        "dag.input('text')\n"
-        "dag.output(a=dag.llm('fast', '[sim:latency=100] {text}', name='a'))\n",
-        encoding="utf-8",
-    )
+    records = write_records(tmp_path / "in.jsonl", 3000)
+    pipeline = _slow_pipeline(tmp_path, latency_ms=100)
     out = tmp_path / "out"
     command = [
         sys.executable, "-m", "fanout", "run", f"{pipeline}:dag", "-i", str(records),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from support import sim_config
+from support import sim_config, write_records
 
 from fanout import DAG, ConfigError, Engine
 from fanout.batch import MANIFEST_FILE, KeySet, fingerprint, open_job
@@ -42,11 +42,7 @@ def options(output: Path) -> ShardOptions:
 async def test_a_shard_writes_tagged_parts_and_a_second_run_of_it_skips_what_it_wrote(
     tmp_path: Path,
 ) -> None:
-    source = tmp_path / "in.jsonl"
-    source.write_text(
-        "".join(json.dumps({"id": f"r{i}", "text": f"great {i}"}) + "\n" for i in range(200)),
-        encoding="utf-8",
-    )
+    source = write_records(tmp_path / "in.jsonl", 200, "great {i}")
     output = tmp_path / "out"
     config = sim_config(0.0)
     dag = classify()
