@@ -13,7 +13,7 @@ from fanout import DAG, ConfigError, Engine
 from fanout.batch import MANIFEST_FILE, KeySet, fingerprint, open_job
 from fanout.batch._readers import iter_shard, plan_shards
 from fanout.batch._runner import JobStats
-from fanout.batch._shards import ShardOptions, _Task, run_shard
+from fanout.batch._shards import ShardOptions, _Task, _unseen, run_shard
 
 
 def classify() -> DAG:
@@ -79,3 +79,60 @@ async def test_a_shard_refuses_input_or_output_its_node_cannot_see(tmp_path: Pat
         with pytest.raises(ConfigError, match=r"cannot be read on node.*--read-on-driver"):
             await run_shard(engine, classify(), _Task(shard, options(tmp_path)),
                             KeySet(), lambda _: None)  # fmt: skip
+
+
+class _BlindWorkers:
+    """A local engine posing as one with workers that cannot see the driver's files."""
+
+    size = 2
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.asked = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.engine, name)
+
+    def limiter_states(self) -> list[object]:
+        return list(self.engine.limiter_states())
+
+    async def ask_workers(self, dag: DAG, job: object, payload: object) -> list[object]:
+        self.asked += 1
+        marker, files = payload  # type: ignore[misc]
+        assert _unseen(marker, files) is None  # this process sees them all...
+        return [None, "input file '/in.jsonl' cannot be read on node 'elsewhere'"]  # ...one not
+
+    async def run_on_workers(self, *args: object, **kwargs: object) -> list[object]:
+        raise AssertionError("no shard may run when a worker cannot see the files")
+
+
+async def test_when_a_worker_cannot_see_the_files_the_driver_reads_instead(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fanout.batch import run_file
+
+    source = write_records(tmp_path / "in.jsonl", 30)
+    async with Engine(sim_config(0.0)) as engine:
+        blind = _BlindWorkers(engine)
+        job = run_file(blind, classify(), source, tmp_path / "out", key="id")  # type: ignore[arg-type]
+        stats = await job
+        assert blind.asked == 1 and stats.ok == 30
+        assert "reading the input on the driver" in caplog.text and "'elsewhere'" in caplog.text
+        assert [p.name for p in (tmp_path / "out" / "results").iterdir()] == [
+            "part-000000.parquet"  # the driver's own parts: no shard tag
+        ]
+        insist = run_file(blind, classify(), source, tmp_path / "o2", shard=True)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match=r"workers cannot read shards.*'elsewhere'"):
+            await insist
+    assert not list((tmp_path / "out").glob(".fanout-probe-*"))  # the marker is gone
+
+
+def test_what_a_worker_does_not_see(tmp_path: Path) -> None:
+    marker = tmp_path / ".fanout-probe-x"
+    data = write_records(tmp_path / "in.jsonl", 3)
+    size = data.stat().st_size
+    assert _unseen(str(marker), ((str(data), size),)) is not None  # no marker: not shared
+    marker.write_bytes(b"")
+    assert _unseen(str(marker), ((str(data), size),)) is None
+    assert "is not the driver's" in str(_unseen(str(marker), ((str(data), size + 1),)))
+    assert "cannot be read" in str(_unseen(str(marker), ((str(tmp_path / "gone"), 1),)))
