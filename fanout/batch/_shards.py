@@ -140,14 +140,23 @@ async def unseen_by_workers(
 ) -> str | None:
     """What some worker does not see as this process does (the job's output directory,
     an input file), or ``None``: shards need both on storage every node mounts."""
-    marker = output / f".fanout-probe-{secrets.token_hex(8)}"
-    marker.write_bytes(b"")
+    marker, files = _probe_payload(input_path, output)
     try:
-        files = tuple((str(f.resolve()), f.stat().st_size) for f in input_files(input_path))
         answers = await engine.ask_workers(dag, _probe, (str(marker), files))
     finally:
         marker.unlink(missing_ok=True)
     return next((str(answer) for answer in answers if answer), None)
+
+
+def _probe_payload(
+    input_path: str | Path, output: Path
+) -> tuple[Path, tuple[tuple[str, int], ...]]:
+    """A new marker file in ``output``, and each input file's absolute path and size
+    (absolute: a worker's working directory is not the driver's)."""
+    files = tuple((str(f.resolve()), f.stat().st_size) for f in input_files(input_path))
+    marker = Path(os.path.abspath(output)) / f".fanout-probe-{secrets.token_hex(8)}"
+    marker.write_bytes(b"")
+    return marker, files
 
 
 async def _probe(

@@ -81,7 +81,8 @@ class _Worker:
 
 @dataclass
 class PoolStats:
-    """What the pool did: batches sent, requests re-sent after an actor died."""
+    """What the pool did: batches sent, requests re-sent after an actor died (and pieces
+    of :meth:`RayEngine.run_on_workers` run again, in ``resent`` too)."""
 
     batches: int = 0
     requests: int = 0

@@ -13,7 +13,7 @@ from fanout import DAG, ConfigError, Engine
 from fanout.batch import MANIFEST_FILE, KeySet, fingerprint, open_job
 from fanout.batch._readers import iter_shard, plan_shards
 from fanout.batch._runner import JobStats
-from fanout.batch._shards import ShardOptions, _Task, _unseen, run_shard
+from fanout.batch._shards import ShardOptions, _probe_payload, _Task, _unseen, run_shard
 
 
 def classify() -> DAG:
@@ -136,3 +136,17 @@ def test_what_a_worker_does_not_see(tmp_path: Path) -> None:
     assert _unseen(str(marker), ((str(data), size),)) is None
     assert "is not the driver's" in str(_unseen(str(marker), ((str(data), size + 1),)))
     assert "cannot be read" in str(_unseen(str(marker), ((str(tmp_path / "gone"), 1),)))
+
+
+def test_the_probe_names_files_by_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's working directory is not the driver's: relative paths would not do."""
+    monkeypatch.chdir(tmp_path)
+    write_records(tmp_path / "in.jsonl", 3)
+    (tmp_path / "out").mkdir()
+    marker, files = _probe_payload("in.jsonl", Path("out"))
+    assert marker.is_absolute() and marker.parent == tmp_path / "out" and marker.is_file()
+    assert files == ((str(tmp_path / "in.jsonl"), (tmp_path / "in.jsonl").stat().st_size),)
+    monkeypatch.chdir("/")  # as a worker: still found
+    assert _unseen(str(marker), files) is None
