@@ -402,7 +402,8 @@ class FanoutWorker:
             result = await job(self.engine, self._dag(dag_id, dag_blob), payload, shared, report)
         finally:
             self._reports.pop(index, None)
-        self.jobs_run += 1
+        if index >= 0:  # a payload of run_on_workers (ask_workers' questions count < 0)
+            self.jobs_run += 1
         return result
 
     def job_reports(self) -> dict[int, object]:
