@@ -50,6 +50,9 @@ class ShardRunner(Protocol):
     @property
     def size(self) -> int: ...
 
+    @property
+    def max_workers(self) -> int: ...
+
     def limiter_states(self) -> list[LimiterState]: ...
 
     async def ask_workers(
@@ -217,8 +220,8 @@ async def run_sharded(
     """The driver of a sharded job: plan, hand out, sum (see the module doc)."""
     started = time.monotonic()
     output = Path(options.output_dir)
-    shards = plan_shards(
-        input_path, pieces=engine.size * SHARDS_PER_WORKER, min_bytes=shard_min_bytes
+    shards = plan_shards(  # enough for the pool it may grow to
+        input_path, pieces=engine.max_workers * SHARDS_PER_WORKER, min_bytes=shard_min_bytes
     )
     remove_orphan_letters(output)  # no writer runs yet: any tag's
     (output / RESULTS_DIR).mkdir(parents=True, exist_ok=True)

@@ -276,12 +276,14 @@ class RayEngine:
         workers, each worker one payload at a time and the next as it finishes (so a
         slow piece holds no other); returns the jobs' results in payload order.
 
-        A payload whose worker died runs again (``max_sends`` times at most) on a
-        worker that is up: the job must make a second run safe (a batch shard skips
-        what it published; the journal answers the calls it completed). ``shared``
-        goes to the object store once. ``on_report`` gets the latest report of every
-        running job, by payload index, every ``report_every_s``; ``on_result`` each
-        job's result (with its index) as it comes back.
+        With ``max_workers``, the pool grows a worker at a time (``scale_up_every_s``
+        apart) while payloads wait and every worker is busy. A payload whose worker died
+        runs again (``max_sends`` times at most) on a worker that is up: the job must
+        make a second run safe (a batch shard skips what it published; the journal
+        answers the calls it completed). ``shared`` goes to the object store once.
+        ``on_report`` gets the latest report of every running job, by payload index,
+        every ``report_every_s``; ``on_result`` each job's result (with its index) as
+        it comes back.
         """
         plan = self.validate(dag)
         await self.start()
@@ -299,6 +301,14 @@ class RayEngine:
             while todo or running:
                 now = time.monotonic()
                 busy = {id(w) for w, _, _, _ in running.values()}
+                if (  # with --max-workers: grow while pieces wait and every worker works
+                    todo
+                    and len(busy) >= len(self._workers) < self.max_workers
+                    and now - self._last_scale_up >= self.scale_up_every_s
+                ):
+                    self._last_scale_up = now
+                    self._add_worker()
+                    self.stats.scaled_up += 1
                 for worker in self._workers:
                     if todo and id(worker) not in busy and worker.down_until <= now:
                         index, attempt = todo.popleft()
@@ -306,14 +316,17 @@ class RayEngine:
                             job, dag_id, blob, index, payloads[index], shared_ref, attempt
                         )
                         running[asyncio.ensure_future(ref)] = (worker, index, attempt, ref)
+                        worker.requests += 1  # busy: never retired as idle meanwhile
                 if not running:  # every worker is restarting: look again shortly
                     await asyncio.sleep(_RESTART_PAUSE_S / 4)
                     continue
+                wait_s = min(_RESTART_PAUSE_S, self.scale_up_every_s) if todo else None
                 done, _ = await asyncio.wait(
-                    running, timeout=_RESTART_PAUSE_S, return_when=asyncio.FIRST_COMPLETED
+                    running, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
                 )
                 for future in done:
                     worker, index, attempt, _ = running.pop(future)
+                    worker.requests -= 1
                     try:
                         results[index] = future.result()
                     except ray.exceptions.RayTaskError as exc:

@@ -267,6 +267,24 @@ async def test_the_pool_grows_with_the_queue_and_shrinks_when_idle() -> None:
     assert shrunk == 1 and engine.stats.scaled_down == grown - 1
 
 
+async def test_a_sharded_job_grows_the_pool_while_shards_wait(tmp_path: Any) -> None:
+    from fanout.batch import run_file
+
+    source = write_records(tmp_path / "in.jsonl", 400, "[sim:latency=50] great {i}")
+    out = tmp_path / "out"
+    engine = RayEngine(
+        sim_config(0.0), workers=1, max_workers=3, scale_up_every_s=0.3, journal=out / "calls"
+    )
+    async with engine:
+        stats = await run_file(
+            engine, classify(), source, out, key="id", max_in_flight=8, shard_min_bytes=1000
+        )
+        info = await engine.worker_info()
+    assert stats.ok == 400
+    assert engine.stats.scaled_up == len(info) - 1 >= 1  # it grew
+    assert sum(int(str(w["jobs_run"])) > 0 for w in info) == len(info)  # and they all worked
+
+
 def many(n: int) -> list[str]:
     return [f"item {i}" for i in range(n)]
 

@@ -84,7 +84,7 @@ async def test_a_shard_refuses_input_or_output_its_node_cannot_see(tmp_path: Pat
 class _BlindWorkers:
     """A local engine posing as one with workers that cannot see the driver's files."""
 
-    size = 2
+    size = max_workers = 2
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
