@@ -43,6 +43,10 @@ class KeySet:
         digests = array("Q")
         for chunk in chunks:
             digests.extend(_digest(key) for key in chunk)
+        return cls._of(digests)
+
+    @classmethod
+    def _of(cls, digests: array[int]) -> KeySet:
         keys = cls()
         keys._digests = array("Q", sorted(set(digests)))
         return keys
@@ -51,9 +55,7 @@ class KeySet:
         """A new set: these keys and ``keys``."""
         merged = array("Q", self._digests)
         merged.extend(_digest(key) for key in keys)
-        union = KeySet()
-        union._digests = array("Q", sorted(set(merged)))
-        return union
+        return KeySet._of(merged)
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):

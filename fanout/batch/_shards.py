@@ -173,18 +173,23 @@ async def _probe(
     return _unseen(*payload)
 
 
-def _unseen(marker: str, files: tuple[tuple[str, int], ...]) -> str | None:
+def _unseen(marker: str, files: tuple[tuple[str, int | None], ...]) -> str | None:
+    """What this node does not see of the driver's: an input file (of that size, if
+    given), or the output directory (the driver's ``marker`` file in it)."""
     node = socket.gethostname()
-    if not Path(marker).is_file():
-        folder = str(Path(marker).parent)
-        return f"the output directory {folder!r} is not shared with node {node!r}"
     for path, size in files:
         try:
             seen = Path(path).stat().st_size
         except OSError:
             return f"input file {path!r} cannot be read on node {node!r}"
-        if seen != size:
+        if size is not None and seen != size:
             return f"input file {path!r} on node {node!r} is not the driver's ({seen} bytes)"
+    where = Path(marker)
+    if not where.is_file():
+        return (
+            f"the output directory {str(where.parent)!r} is not shared with node {node!r} "
+            f"(its {where.name} is missing there)"
+        )
     return None
 
 
@@ -192,15 +197,9 @@ def _check_reachable(source: Path, output: Path) -> None:
     """Refuse a shard whose input or output directory this worker's node does not see
     (the driver wrote the job's manifest there: rows written on a node's own disk would
     be lost to the job)."""
-    hint = "put it on storage every node mounts, or add --read-on-driver"
-    node = socket.gethostname()
-    if not source.is_file():
-        raise ConfigError(f"input file {str(source)!r} cannot be read on node {node!r}; {hint}")
-    if not (output / MANIFEST_FILE).is_file():
-        raise ConfigError(
-            f"output directory {str(output)!r} is not the job's on node {node!r} (its "
-            f"{MANIFEST_FILE} is missing there); {hint}"
-        )
+    unseen = _unseen(str(output / MANIFEST_FILE), ((str(source), None),))
+    if unseen is not None:
+        raise ConfigError(f"{unseen}; put it on storage every node mounts, or add --read-on-driver")
 
 
 def _keys(parts: Iterable[Path]) -> Iterable[str]:

@@ -285,9 +285,7 @@ class RayEngine:
         every ``report_every_s``; ``on_result`` each job's result (with its index) as
         it comes back.
         """
-        plan = self.validate(dag)
-        await self.start()
-        dag_id, blob = self._dag_ref(dag, plan)
+        dag_id, blob = await self._started_with(dag)
         shared_ref = ray.put(shared)
         todo = collections.deque((i, 1) for i in range(len(payloads)))
         results: dict[int, object] = {}
@@ -363,14 +361,18 @@ class RayEngine:
     async def ask_workers(self, dag: DAG, job: WorkerJob, payload: object) -> list[object]:
         """Run ``job(engine, dag, payload, None, report)`` once on every worker (a question
         about where it runs, say); their answers, in worker order."""
-        plan = self.validate(dag)
-        await self.start()
-        dag_id, blob = self._dag_ref(dag, plan)
+        dag_id, blob = await self._started_with(dag)
         refs = [
             w.handle.run_job.remote(job, dag_id, blob, -1 - i, payload, None, 1)
             for i, w in enumerate(self._workers)
         ]
         return list(await asyncio.gather(*refs))
+
+    async def _started_with(self, dag: DAG) -> tuple[str, ray.ObjectRef[bytes]]:
+        """The pool up, and ``dag`` (checked) in the object store for its workers."""
+        plan = self.validate(dag)
+        await self.start()
+        return self._dag_ref(dag, plan)
 
     async def _poll_reports(
         self, on_report: Callable[[dict[int, object]], None], every_s: float

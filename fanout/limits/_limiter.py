@@ -302,8 +302,8 @@ class Limiter:
         self._count_ok(now, tokens)
         first = self._first_answer()
         if self._cwnd is not None:  # slow start, then a call more per window of answers
+            # (no wake-up needed: the call's release just woke a pump waiting for a slot)
             self._cwnd += 1.0 if self._cwnd < self._ssthresh else 1.0 / self._cwnd
-            self._slot_freed.set()
         if self.leased:
             parsed = RateLimitHeaders.parse(headers)
             self._note_stated(parsed)
