@@ -12,14 +12,23 @@ import httpx
 from fanout import parse_config
 from fanout.config import Config
 from fanout.sim.server import EmulatorConfig, EmulatorServer
+from fanout.trace import Span
+
+
+class ListSink:
+    """A trace sink that keeps every span it is given (``Engine(traces=ListSink())``)."""
+
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+
+    def emit(self, span: Span) -> None:
+        self.spans.append(span)
 
 
 def write_records(path: Path, count: int, text: str = "review {i}") -> Path:
     """``count`` JSON Lines records ``{"id": "r<i>", "text": text.format(i=i)}`` in ``path``."""
     path.write_text(
-        "".join(
-            json.dumps({"id": f"r{i}", "text": text.format(i=i)}) + "\n" for i in range(count)
-        ),
+        "".join(json.dumps({"id": f"r{i}", "text": text.format(i=i)}) + "\n" for i in range(count)),
         encoding="utf-8",
     )
     return path

@@ -129,6 +129,26 @@ class _Run:
                 watchdog.cancel()
         await self._cancel_all()
 
+    async def run_chain(self, steps: tuple[str, ...]) -> None:
+        """A plan whose steps form a line (:attr:`Plan.chain`) and a run without a deadline:
+        only one step is ever ready, so :meth:`run` would run them in order in the
+        caller's task; this does the same without its ready-set bookkeeping."""
+        for node_id, node in self.plan.nodes.items():
+            if isinstance(node, InputNode):
+                self._finish(node_id, _Outcome(NodeStatus.OK, self.inputs[node_id]))
+        try:
+            for node_id in steps:
+                started = self._start(node_id)
+                if isinstance(started, _Outcome):
+                    self._finish(node_id, started)
+                    continue
+                if self.tracer is not None:
+                    self.ready_at[node_id] = self.ctx.clock.now()
+                self._finish(node_id, await self._outcome(started))
+        except asyncio.CancelledError:
+            self.stop_status = self.stop_status or RunStatus.CANCELLED
+            raise
+
     async def _watch_deadline(self, deadline_at: float) -> None:
         await self.ctx.clock.sleep(deadline_at - self.ctx.clock.now())
         self._stop(RunStatus.DEADLINE_EXCEEDED, DeadlineExceeded("the request's deadline passed"))
@@ -303,6 +323,13 @@ class _Run:
 
     async def _step(self, node: Step, *, inline: bool) -> Step | None:
         """Run one node to its outcome; return a newly ready step for this task to run next."""
+        outcome = await self._outcome(node)
+        if inline:
+            self.inline_running = False  # from here on, _stop must not cancel this task
+        return self._advance(self._finish(node.id, outcome), keep=True)
+
+    async def _outcome(self, node: Step) -> _Outcome:
+        """Run one node: its outcome, with its stats and times recorded."""
         node_id = node.id
         stats = self.stats[node_id] = NodeStats()
         if self.tracer is not None:
@@ -325,10 +352,8 @@ class _Run:
             outcome = _Outcome(NodeStatus.ERROR, error=exc)
         else:
             outcome = _Outcome(NodeStatus.OK, value)
-        if inline:
-            self.inline_running = False  # from here on, _stop must not cancel this task
         self.times[node_id] = (start, self.ctx.clock.now() - self.t0)
-        return self._advance(self._finish(node_id, outcome), keep=True)
+        return outcome
 
     def _escalated(self, node: Step, exc: RunError) -> _Outcome:
         """An escalated llm step: a review if the step asks for one (and none was
@@ -703,7 +728,10 @@ async def execute(
     node's output out (what a paused run's checkpoint holds)."""
     run = _Run(plan, inputs, ctx, review)
     try:
-        await run.run()
+        if plan.chain is not None and ctx.deadline_at is None:
+            await run.run_chain(plan.chain)
+        else:
+            await run.run()
     except asyncio.CancelledError:
         run.trace(run.result(request_id))  # a cancelled request leaves its rows too
         raise

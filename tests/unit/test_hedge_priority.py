@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from support import ListSink
 
 from fanout import DAG, Engine, NodeStatus, RunStatus, parse_config
 from fanout.errors import ProviderHTTPError
@@ -14,16 +15,7 @@ from fanout.limits import Limiter
 from fanout.retry import HedgePolicy
 from fanout.run import NodeResult, RunResult
 from fanout.sim import FakeClock, SimProvider
-from fanout.trace import Span
 from fanout.types import ChatRequest, ChatResponse, Usage
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.spans: list[Span] = []
-
-    def emit(self, span: Span) -> None:
-        self.spans.append(span)
 
 
 def test_hedge_delay_is_the_learned_quantile_once_there_are_enough_samples() -> None:

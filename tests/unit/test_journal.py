@@ -4,21 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from support import sim_config
+from support import ListSink, sim_config
 
 from fanout import DAG, Engine
 from fanout.run import CallJournal, call_key
 from fanout.sim import FakeClock, SimProvider
-from fanout.trace import Span
 from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.spans: list[Span] = []
-
-    def emit(self, span: Span) -> None:
-        self.spans.append(span)
 
 
 def _request(text: str) -> ChatRequest:

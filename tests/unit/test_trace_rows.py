@@ -9,21 +9,13 @@ import re
 from collections import Counter
 
 import pytest
-from support import sim_config
+from support import ListSink, sim_config
 
 from fanout import DAG, Engine
 from fanout.errors import ProviderHTTPError
 from fanout.sim import FakeClock, FunctionProvider
-from fanout.trace import KIND_COLUMNS, Span, span_columns
+from fanout.trace import KIND_COLUMNS, span_columns
 from fanout.types import ChatRequest, NodeStatus, RunStatus
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.spans: list[Span] = []
-
-    def emit(self, span: Span) -> None:
-        self.spans.append(span)
 
 
 def _scripted() -> FunctionProvider:
