@@ -1,0 +1,126 @@
+"""Machine instructions a batch record costs, counted by valgrind: a figure the host does not move.
+
+Records/s on a shared VM swing by 20% and more within an hour (``batch_1m.py`` prints a
+yardstick for that reason), which hides any change to the per-record path smaller
+than that. This counts instead: the ``classify`` example (one llm node, the simulated
+provider at zero latency, tracing and the call journal on) run with
+:func:`fanout.batch.run_file` over ``--small`` and then ``--large`` records, each in a
+fresh interpreter under ``valgrind --tool=callgrind``; the difference of the two
+totals over the difference of the records is the cost of one record, every thread
+included (the trace and results writers too), start-up and the first records' warm-up
+left out. Counts repeat to within ~1% run to run (hash seed fixed); compare two trees
+with ``--pythonpath OTHER_TREE``.
+
+Needs valgrind (``apt install valgrind``); ~2 minutes with the defaults.
+
+Run: python benchmarks/record_cost.py [--small 500] [--large 1500] [--pythonpath DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSIFY = ROOT / "examples" / "pipelines" / "classify.py"
+CONFIG = """
+[providers.sim]
+kind = "sim"
+latency_ms = 0
+jitter_sigma = 0
+max_concurrency = 100000
+
+[models.fast]
+provider = "sim"
+model = "sim-small"
+input_usd_per_mtok = 0.15
+output_usd_per_mtok = 0.60
+"""
+TEXTS = ("Great product, I love it.", "It arrived broken. Terrible.", "It is a kettle.")
+
+
+def job(records: int, work: Path) -> None:
+    """The measured process: one batch job of ``records`` records, in-process."""
+    import importlib.util
+
+    from fanout import Engine
+    from fanout.batch import run_file
+    from fanout.config import load_config
+
+    spec = importlib.util.spec_from_file_location("classify", CLASSIFY)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    source = work / f"in-{records}.jsonl"
+    with source.open("w", encoding="utf-8") as out:
+        for i in range(records):
+            out.write(json.dumps({"id": f"r{i}", "text": f"{TEXTS[i % 3]} #{i}"}) + "\n")
+    config = work / "fanout.toml"
+    config.write_text(CONFIG, encoding="utf-8")
+    output = work / f"out-{records}"
+
+    async def main() -> None:
+        async with Engine(load_config(config), traces=output / "traces") as engine:
+            stats = await run_file(engine, module.dag, source, output, key="id", max_in_flight=256)
+        assert stats.ok == records, stats
+
+    asyncio.run(main())
+
+
+def instructions(records: int, work: Path, pythonpath: str | None) -> int:
+    env = {**os.environ, "PYTHONHASHSEED": "0", "FANOUT_TRACE_KEY": "record-cost"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    out = work / f"callgrind-{records}.out"
+    done = subprocess.run(
+        [
+            "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+            sys.executable, __file__, "--job", str(records), "--work", str(work),
+        ],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    found = re.search(r"Collected\s*:\s*([\d,]+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(
+            f"the job under valgrind failed ({done.returncode}):\n{done.stderr[-2000:]}"
+        )
+    out.unlink(missing_ok=True)
+    return int(found.group(1).replace(",", ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", type=int, default=500)
+    parser.add_argument("--large", type=int, default=1500)
+    parser.add_argument("--pythonpath", help="measure the fanout package of another tree")
+    parser.add_argument("--job", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.job is not None:
+        job(args.job, args.work)
+        return
+    if args.large <= args.small or args.small < 1:
+        parser.error("--large must be more than --small, and --small at least 1")
+    if shutil.which("valgrind") is None:
+        parser.exit(2, "record_cost.py: valgrind is not installed; apt install valgrind\n")
+    with tempfile.TemporaryDirectory(prefix="record-cost-") as tmp:
+        work = Path(tmp)
+        small = instructions(args.small, work, args.pythonpath)
+        large = instructions(args.large, work, args.pythonpath)
+    per_record = (large - small) / (args.large - args.small)
+    tree = args.pythonpath or str(ROOT)
+    print(f"tree: {tree}")
+    print(f"instructions: {small:,} for {args.small:,} records, {large:,} for {args.large:,}")
+    print(f"per record: {per_record:,.0f} instructions (every thread; start-up excluded)")
+
+
+if __name__ == "__main__":
+    main()
