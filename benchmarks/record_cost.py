@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import shutil
@@ -29,22 +28,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from batch_1m import CONFIG, write_input  # the same job and records as the 1M benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 CLASSIFY = ROOT / "examples" / "pipelines" / "classify.py"
-CONFIG = """
-[providers.sim]
-kind = "sim"
-latency_ms = 0
-jitter_sigma = 0
-max_concurrency = 100000
-
-[models.fast]
-provider = "sim"
-model = "sim-small"
-input_usd_per_mtok = 0.15
-output_usd_per_mtok = 0.60
-"""
-TEXTS = ("Great product, I love it.", "It arrived broken. Terrible.", "It is a kettle.")
 
 
 def job(records: int, work: Path) -> None:
@@ -59,10 +46,7 @@ def job(records: int, work: Path) -> None:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    source = work / f"in-{records}.jsonl"
-    with source.open("w", encoding="utf-8") as out:
-        for i in range(records):
-            out.write(json.dumps({"id": f"r{i}", "text": f"{TEXTS[i % 3]} #{i}"}) + "\n")
+    source = write_input(work / f"in-{records}.jsonl", records)
     config = work / "fanout.toml"
     config.write_text(CONFIG, encoding="utf-8")
     output = work / f"out-{records}"

@@ -7,7 +7,9 @@ only the others get tasks of their own: a chain, or a one-node request, creates
 no task at all. (A task per node costs more than it seems: httpx/anyio set up
 per-task state, ~20% of a call at zero latency.) Every task a request starts is
 owned by it and awaited before the request returns (deadline, failure or caller
-cancellation included), so reservations are always released.
+cancellation included), so reservations are always released. A DAG whose steps
+form a line (``Plan.chain``) has only one step ready at a time: without a deadline,
+its steps run in order in the caller's task, with no ready-set bookkeeping at all.
 """
 
 from __future__ import annotations
