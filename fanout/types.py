@@ -92,6 +92,10 @@ class Usage:
             self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens
         )
 
+    def __reduce__(self) -> tuple[type[Usage], tuple[int, int]]:
+        # by position: a slots dataclass pickles through dataclasses.fields(), ~3x slower
+        return Usage, (self.input_tokens, self.output_tokens)
+
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import operator
+from dataclasses import dataclass, field, fields
 
 from pydantic import BaseModel
 
@@ -44,6 +45,9 @@ class NodeResult:
     # prompt first, then assistant turns with tool_calls, tool results and the final
     # answer; kept when max_steps, the deadline or the budget ended the loop.
     transcript: list[Message] | None = None
+
+    def __reduce__(self) -> tuple[type[NodeResult], tuple[object, ...]]:
+        return NodeResult, _node_values(self)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -97,6 +101,9 @@ class RunResult:
     def ok(self) -> bool:
         return self.status is RunStatus.OK
 
+    def __reduce__(self) -> tuple[type[RunResult], tuple[object, ...]]:
+        return RunResult, _run_values(self)
+
     def jsonable_outputs(self) -> dict[str, object]:
         """The outputs as JSON values (models dumped, others rendered like prompt values)."""
         return {k: _jsonable(v) for k, v in self.outputs.items()}
@@ -123,6 +130,13 @@ class RunResult:
             "trace_id": self.trace_id,
             "reviews": list(self.reviews),
         }
+
+
+# Pickled by position: a slots dataclass pickles through dataclasses.fields() (its
+# generated __getstate__/__setstate__), ~3x slower, and a batch job on Ray sends every
+# record's result from a worker to the driver.
+_node_values = operator.attrgetter(*(f.name for f in fields(NodeResult)))
+_run_values = operator.attrgetter(*(f.name for f in fields(RunResult)))
 
 
 def _jsonable(value: object) -> object:

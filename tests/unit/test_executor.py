@@ -531,3 +531,18 @@ async def test_a_line_of_steps_runs_in_line_with_the_general_executors_results_a
         assert summary[0] is expected[case]
     else:
         assert ("node", "second", "cancelled") in [row[:3] for row in rows]
+
+
+async def test_results_cross_processes_whole(engine: Engine) -> None:
+    """Results are pickled by position (Ray sends one per record to the driver): every
+    field comes back, for a run that ended well as for one that failed part-way."""
+    import pickle
+
+    ok = await engine.run(_chain_dag("ok"), {"text": "great"})
+    failed = await engine.run(_chain_dag("first-fails"), {"text": "great"})
+    assert ok.status is RunStatus.OK and ok.usage.total_tokens > 0
+    assert failed.status is RunStatus.ERROR and failed.nodes["second"].error_message
+    for result in (ok, failed):
+        again = pickle.loads(pickle.dumps(result, protocol=5))
+        assert again == result and again is not result
+        assert type(again.status) is RunStatus and type(again.nodes["first"].status) is NodeStatus
