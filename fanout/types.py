@@ -93,7 +93,7 @@ class Usage:
         )
 
     def __reduce__(self) -> tuple[type[Usage], tuple[int, int]]:
-        # by position: a slots dataclass pickles through dataclasses.fields(), ~3x slower
+        # by position (see fanout.run._result): fewer bytes, less time than by field name
         return Usage, (self.input_tokens, self.output_tokens)
 
 
