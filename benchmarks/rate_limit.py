@@ -16,7 +16,11 @@ Scenarios (configured limit vs. the provider's real one):
               headers, so only 429s (AIMD) can teach the limit.
 
 Every record must complete with the right label; the script checks and says so.
+``--ray N`` runs the same on a local Ray instance with N workers: each worker's limiter
+enforces its lease of the limit, and one coordinator learns the pace from all of them.
+
 Run: python benchmarks/rate_limit.py [--duration 60] [--rpm 3000] [--scenarios equal,half]
+                                     [--ray N]
 """
 
 from __future__ import annotations
@@ -34,11 +38,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from fanout import DAG, Engine, parse_config
+from fanout.config import Config
 from fanout.sim._text import sentiment
+
+if TYPE_CHECKING:
+    from fanout.distributed import RayEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = [
@@ -110,7 +119,17 @@ def emulator(rpm: float, *, latency_ms: float, limit_headers: bool) -> Iterator[
         proc.wait(timeout=10)
 
 
-async def run_scenario(dag: DAG, scenario: Scenario, duration_s: float, latency_ms: float) -> str:
+def make_engine(config: Config, ray_workers: int | None) -> Engine | RayEngine:
+    if ray_workers is None:
+        return Engine(config)
+    from fanout.distributed import RayEngine
+
+    return RayEngine(config, workers=ray_workers)
+
+
+async def run_scenario(
+    dag: DAG, scenario: Scenario, duration_s: float, latency_ms: float, ray_workers: int | None
+) -> str:
     with emulator(
         scenario.provider_rpm, latency_ms=latency_ms, limit_headers=scenario.limit_headers
     ) as root:
@@ -128,7 +147,7 @@ async def run_scenario(dag: DAG, scenario: Scenario, duration_s: float, latency_
                 "models": {"fast": {"provider": "emu", "model": "sim-small"}},
             }
         )
-        async with Engine(config) as engine, httpx.AsyncClient() as http:
+        async with make_engine(config, ray_workers) as engine, httpx.AsyncClient() as http:
             await http.post(f"{root}/stats/reset")
             window = asyncio.Semaphore(256)
             tasks: list[asyncio.Task[bool]] = []
@@ -174,6 +193,7 @@ def main() -> None:
     parser.add_argument("--rpm", type=float, default=3000.0, help="the configured limit")
     parser.add_argument("--latency-ms", type=float, default=100.0, help="emulated latency")
     parser.add_argument("--scenarios", default="equal,half,none,half-aimd,none-aimd")
+    parser.add_argument("--ray", type=int, metavar="N", help="on local Ray, N workers")
     args = parser.parse_args()
     rpm = args.rpm
     all_scenarios = {
@@ -188,10 +208,13 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}"
     )
     latency = f"emulator latency {args.latency_ms:.0f} ms (lognormal sigma 0.3)"
-    print(f"{args.duration:.0f} s per scenario, {latency}")
+    where = f"Ray, {args.ray} workers" if args.ray else "one process"
+    print(f"{args.duration:.0f} s per scenario, {latency}, {where}")
     for name in args.scenarios.split(","):
         print(
-            asyncio.run(run_scenario(dag, all_scenarios[name], args.duration, args.latency_ms)),
+            asyncio.run(
+                run_scenario(dag, all_scenarios[name], args.duration, args.latency_ms, args.ray)
+            ),
             flush=True,
         )
 

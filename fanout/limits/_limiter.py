@@ -28,8 +28,9 @@ _RATE_WINDOW_S = 2.0
 # Slow start: until the provider first answers, at most this many calls are in flight,
 # so a limit configured too high is corrected by the first response's headers before
 # a whole local burst has gone out. While no pace is known at all (none configured,
-# stated or learnt), the cap after that is a congestion window that grows by a call per
-# answer (doubling per round trip) and halves on a 429, once per window of calls.
+# stated or learnt; on Ray: none leased yet), the cap after that is a congestion window
+# that grows by a call per answer (doubling per round trip) and halves on a 429, once
+# per window of calls.
 _INITIAL_WINDOW = 8
 # ... and that, while full, doubles at least this often: a 429 comes back at once even
 # when answers take long (a 30 s generation), so slow answers need not slow the ramp.
@@ -200,8 +201,10 @@ class Limiter:
         """The congestion window's cap, while no pace is known (see ``_INITIAL_WINDOW``)."""
         if self._cwnd is None:
             return None
-        if self.leased or self._requests.rate is not None or self._tokens.rate is not None:
-            self._cwnd = None  # a pace is known: it governs from now on
+        if self._requests.rate is not None or self._tokens.rate is not None:
+            # a pace is known (configured, stated, learnt, or leased by the coordinator,
+            # which learns it from every worker's 429s): it governs from now on
+            self._cwnd = None
             return None
         if (
             self._in_flight >= self._cwnd < self._ssthresh

@@ -224,13 +224,18 @@ async def test_a_start_up_burst_draws_no_429s(clock: FakeClock, configured: bool
     assert admitted >= 0.9 * 4000 / 47, admitted
 
 
-async def _start_without_headers(window: bool) -> tuple[int, int, float, int]:
+async def _start_without_headers(
+    window: bool, *, leased: bool = False
+) -> tuple[int, int, float, int]:
     """A provider of 50 requests/s (a bucket of 50) that sends no limit headers, nothing
     configured, 256 callers at 100 ms a call for 10 s: (calls, 429s, the end, the most
-    calls in flight)."""
+    calls in flight). ``leased``: a Ray worker's limiter whose coordinator knows no pace
+    yet (it leases no rate until the workers' 429s teach it one)."""
     clock = FakeClock(autojump=True)
     bucket = TokenBucket(50.0, 50.0, clock.now())
     limiter = Limiter(clock=clock)
+    if leased:
+        limiter.set_lease(None, None)
     if not window:
         limiter._cwnd = None  # what the limiter did before it had one
     calls = limited = most_in_flight = 0
@@ -259,11 +264,15 @@ async def _start_without_headers(window: bool) -> tuple[int, int, float, int]:
     return calls, limited, end, most_in_flight
 
 
-async def test_with_no_limit_known_a_congestion_window_keeps_start_up_429s_few() -> None:
+@pytest.mark.parametrize("leased", [False, True])
+async def test_with_no_limit_known_a_congestion_window_keeps_start_up_429s_few(
+    leased: bool,
+) -> None:
     """The window (a call more per answer, halved by a 429 once per window of calls)
-    ramps up instead of sending all 256 callers at the first answer."""
-    calls, limited, end, most = await _start_without_headers(window=True)
-    old_calls, old_limited, _, old_most = await _start_without_headers(window=False)
+    ramps up instead of sending all 256 callers at the first answer: on one process, and
+    on each Ray worker while its coordinator knows no pace either (leased, no rates)."""
+    calls, limited, end, most = await _start_without_headers(window=True, leased=leased)
+    old_calls, old_limited, _, old_most = await _start_without_headers(window=False, leased=leased)
     assert limited * 10 < old_limited  # 110 vs 4,986 here
     assert limited / calls < old_limited / old_calls / 4
     assert most < old_most == 256  # it never sent every caller at once
