@@ -50,7 +50,9 @@ WINDOW = 256
 
 
 def classify() -> DAG:
-    sys.path.insert(0, str(ROOT / "examples" / "pipelines"))
+    pipelines = str(ROOT / "examples" / "pipelines")
+    if pipelines not in sys.path:
+        sys.path.insert(0, pipelines)
     from classify import dag
 
     return dag

@@ -8,8 +8,10 @@ provider at zero latency, tracing and the call journal on) run with
 fresh interpreter under ``valgrind --tool=callgrind``; the difference of the two
 totals over the difference of the records is the cost of one record, every thread
 included (the trace and results writers too), start-up and the first records' warm-up
-left out. Counts repeat to within ~1% run to run (hash seed fixed); compare two trees
-with ``--pythonpath OTHER_TREE``.
+left out; the input is written outside the count. Counts repeat to within ~2% run to
+run (hash seed fixed; the writer threads flush by the clock, which valgrind slows
+unevenly), so a smaller change needs several runs; compare two trees with
+``--pythonpath OTHER_TREE``.
 
 Needs valgrind (``apt install valgrind``); ~2 minutes with the defaults.
 
@@ -28,35 +30,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from batch_1m import CONFIG, write_input  # the same job and records as the 1M benchmark
+from batch_1m import write_input  # the same records as the 1M benchmark
+from batch_floor import engine_job  # ... and the same job
 
 ROOT = Path(__file__).resolve().parents[1]
-CLASSIFY = ROOT / "examples" / "pipelines" / "classify.py"
 
 
-def job(records: int, work: Path) -> None:
-    """The measured process: one batch job of ``records`` records, in-process."""
-    import importlib.util
-
-    from fanout import Engine
-    from fanout.batch import run_file
-    from fanout.config import load_config
-
-    spec = importlib.util.spec_from_file_location("classify", CLASSIFY)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    source = write_input(work / f"in-{records}.jsonl", records)
-    config = work / "fanout.toml"
-    config.write_text(CONFIG, encoding="utf-8")
-    output = work / f"out-{records}"
-
-    async def main() -> None:
-        async with Engine(load_config(config), traces=output / "traces") as engine:
-            stats = await run_file(engine, module.dag, source, output, key="id", max_in_flight=256)
-        assert stats.ok == records, stats
-
-    asyncio.run(main())
+def job(source: Path, records: int, output: Path) -> None:
+    """The measured process: ``batch_floor.py``'s real job (``run_file``) over ``source``."""
+    done = asyncio.run(engine_job(source, output))
+    if done != records:
+        raise SystemExit(f"{done} of {records} records ran")
 
 
 def instructions(records: int, work: Path, pythonpath: str | None) -> int:
@@ -64,10 +48,12 @@ def instructions(records: int, work: Path, pythonpath: str | None) -> int:
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     out = work / f"callgrind-{records}.out"
+    source = write_input(work / f"in-{records}.jsonl", records)  # not counted
     done = subprocess.run(
         [
             "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-            sys.executable, __file__, "--job", str(records), "--work", str(work),
+            sys.executable, __file__, "--job", str(source), str(records),
+            str(work / f"out-{records}"),
         ],
         env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -85,11 +71,11 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=500)
     parser.add_argument("--large", type=int, default=1500)
     parser.add_argument("--pythonpath", help="measure the fanout package of another tree")
-    parser.add_argument("--job", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--job", nargs=3, help=argparse.SUPPRESS)  # SOURCE RECORDS OUTPUT
     args = parser.parse_args()
     if args.job is not None:
-        job(args.job, args.work)
+        source, records, output = args.job
+        job(Path(source), int(records), Path(output))
         return
     if args.large <= args.small or args.small < 1:
         parser.error("--large must be more than --small, and --small at least 1")

@@ -47,10 +47,6 @@ class Plan:
     dependents: Mapping[str, tuple[str, ...]]
     gates: Mapping[str, tuple[tuple[str, frozenset[str]], ...]]
     models: frozenset[str]
-    # The steps in order when only one can ever be ready: llm and tool steps (no map,
-    # route or review; no step a review may pause), each needing the one before it.
-    # ``None`` for any other DAG.
-    chain: tuple[str, ...] | None = None
 
     def check_models(self, known: Collection[str]) -> None:
         for node in self.nodes.values():
@@ -118,25 +114,7 @@ def build_plan(name: str, nodes: Mapping[str, Node], outputs: Mapping[str, Ref |
         dependents={e: tuple(d) for e, d in dependents.items()},
         gates=gates,
         models=models,
-        chain=_chain(normal, order, deps),
     )
-
-
-def _chain(
-    nodes: Mapping[str, Node], order: tuple[str, ...], deps: Mapping[str, set[str]]
-) -> tuple[str, ...] | None:
-    """The steps of a DAG that is a line (see :attr:`Plan.chain`), else ``None``."""
-    steps = tuple(e for e in order if not isinstance(nodes.get(e), InputNode))
-    for position, step in enumerate(steps):
-        node = nodes.get(step)
-        if not isinstance(node, LLMNode | ToolNode):
-            return None  # a map, a route (or its decision), a review
-        if isinstance(node, LLMNode) and node.review_on_failure:
-            return None
-        needs = {d for d in deps[step] if not isinstance(nodes.get(d), InputNode)}
-        if (steps[position - 1] not in needs) if position else needs:
-            return None
-    return steps
 
 
 def _normalise(dag: str, node: Node, inputs: tuple[str, ...]) -> Node:

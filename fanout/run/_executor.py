@@ -7,9 +7,7 @@ only the others get tasks of their own: a chain, or a one-node request, creates
 no task at all. (A task per node costs more than it seems: httpx/anyio set up
 per-task state, ~20% of a call at zero latency.) Every task a request starts is
 owned by it and awaited before the request returns (deadline, failure or caller
-cancellation included), so reservations are always released. A DAG whose steps
-form a line (``Plan.chain``) has only one step ready at a time: without a deadline,
-its steps run in order in the caller's task, with no ready-set bookkeeping at all.
+cancellation included), so reservations are always released.
 """
 
 from __future__ import annotations
@@ -130,26 +128,6 @@ class _Run:
             if watchdog is not None:
                 watchdog.cancel()
         await self._cancel_all()
-
-    async def run_chain(self, steps: tuple[str, ...]) -> None:
-        """A plan whose steps form a line (:attr:`Plan.chain`) and a run without a deadline:
-        only one step is ever ready, so :meth:`run` would run them in order in the
-        caller's task; this does the same without its ready-set bookkeeping."""
-        for node_id, node in self.plan.nodes.items():
-            if isinstance(node, InputNode):
-                self._finish(node_id, _Outcome(NodeStatus.OK, self.inputs[node_id]))
-        try:
-            for node_id in steps:
-                started = self._start(node_id)
-                if isinstance(started, _Outcome):
-                    self._finish(node_id, started)
-                    continue
-                if self.tracer is not None:
-                    self.ready_at[node_id] = self.ctx.clock.now()
-                self._finish(node_id, await self._outcome(started))
-        except asyncio.CancelledError:
-            self.stop_status = self.stop_status or RunStatus.CANCELLED
-            raise
 
     async def _watch_deadline(self, deadline_at: float) -> None:
         await self.ctx.clock.sleep(deadline_at - self.ctx.clock.now())
@@ -325,13 +303,6 @@ class _Run:
 
     async def _step(self, node: Step, *, inline: bool) -> Step | None:
         """Run one node to its outcome; return a newly ready step for this task to run next."""
-        outcome = await self._outcome(node)
-        if inline:
-            self.inline_running = False  # from here on, _stop must not cancel this task
-        return self._advance(self._finish(node.id, outcome), keep=True)
-
-    async def _outcome(self, node: Step) -> _Outcome:
-        """Run one node: its outcome, with its stats and times recorded."""
         node_id = node.id
         stats = self.stats[node_id] = NodeStats()
         if self.tracer is not None:
@@ -354,8 +325,10 @@ class _Run:
             outcome = _Outcome(NodeStatus.ERROR, error=exc)
         else:
             outcome = _Outcome(NodeStatus.OK, value)
+        if inline:
+            self.inline_running = False  # from here on, _stop must not cancel this task
         self.times[node_id] = (start, self.ctx.clock.now() - self.t0)
-        return outcome
+        return self._advance(self._finish(node_id, outcome), keep=True)
 
     def _escalated(self, node: Step, exc: RunError) -> _Outcome:
         """An escalated llm step: a review if the step asks for one (and none was
@@ -730,10 +703,7 @@ async def execute(
     node's output out (what a paused run's checkpoint holds)."""
     run = _Run(plan, inputs, ctx, review)
     try:
-        if plan.chain is not None and ctx.deadline_at is None:
-            await run.run_chain(plan.chain)
-        else:
-            await run.run()
+        await run.run()
     except asyncio.CancelledError:
         run.trace(run.result(request_id))  # a cancelled request leaves its rows too
         raise
