@@ -255,6 +255,8 @@ async def test_the_pool_grows_with_the_queue_and_shrinks_when_idle() -> None:
     async with engine:
         results = await asyncio.gather(*(engine.run(dag, {"text": f"q{i}"}) for i in range(80)))
         grown = len(engine.worker_handles())
+        # a worker idle early in the run may be retired and another added later: count both
+        up, down = engine.stats.scaled_up, engine.stats.scaled_down
         served = dict(engine.stats.per_worker)
         for _ in range(100):  # idle now: back to the minimum within a few seconds
             if len(engine.worker_handles()) == 1:
@@ -262,9 +264,9 @@ async def test_the_pool_grows_with_the_queue_and_shrinks_when_idle() -> None:
             await asyncio.sleep(0.1)
         shrunk = len(engine.worker_handles())
     assert all(r.ok for r in results)
-    assert grown > 1 and engine.stats.scaled_up == grown - 1
-    assert len(served) == grown  # the new workers took work
-    assert shrunk == 1 and engine.stats.scaled_down == grown - 1
+    assert grown > 1 and up - down == grown - 1
+    assert len(served) >= grown  # the new workers took work (and any retired one had)
+    assert shrunk == 1 and engine.stats.scaled_down == engine.stats.scaled_up
 
 
 async def test_a_sharded_job_grows_the_pool_while_shards_wait(tmp_path: Any) -> None:
