@@ -4,6 +4,7 @@
 
     FanoutError
     ├── ConfigError              a DAG, config or input is wrong; raised before any call
+    │   └── MissingExtra         a feature needs an optional dependency: names the extra
     ├── SessionBusy              another run holds the session (one run per session at a time)
     │   └── TemplateError        a prompt template names a value that does not exist
     └── RunError                 something went wrong while a request ran
@@ -40,6 +41,7 @@ __all__ = [
     "InputRefused",
     "InvalidResponse",
     "MaxStepsExceeded",
+    "MissingExtra",
     "NodeFailed",
     "OutputValidationError",
     "ProviderConnectionError",
@@ -78,6 +80,18 @@ def _rebuild(
 
 class ConfigError(FanoutError):
     """A DAG, config file or input is wrong. Raised before any provider call is made."""
+
+
+class MissingExtra(ConfigError):
+    """A feature needs an optional dependency that is not installed; names the extra."""
+
+    def __init__(self, feature: str, *, extra: str, module: str) -> None:
+        super().__init__(
+            f"{feature} needs the {extra!r} extra ({module} is not installed): "
+            f"pip install 'fanout[{extra}]'"
+        )
+        self.extra = extra
+        self.module = module
 
 
 class TemplateError(ConfigError):

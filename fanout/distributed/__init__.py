@@ -5,10 +5,14 @@ The only package that imports Ray. ``RayEngine`` offers the same ``run`` as
 either.
 """
 
-from fanout.distributed._cluster import ensure_ray
-from fanout.distributed._coordinator import QuotaCoordinator
-from fanout.distributed._engine import PoolStats, RayEngine
-from fanout.distributed._worker import FanoutWorker, ray_cpu_runner
+from fanout._extras import require
+
+require("fanout.distributed (Ray)", "ray", extra="ray")
+
+from fanout.distributed._cluster import ensure_ray  # noqa: E402  (after the extra's check)
+from fanout.distributed._coordinator import QuotaCoordinator  # noqa: E402
+from fanout.distributed._engine import PoolStats, RayEngine  # noqa: E402
+from fanout.distributed._worker import FanoutWorker, ray_cpu_runner  # noqa: E402
 
 __all__ = [
     "FanoutWorker",

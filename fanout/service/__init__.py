@@ -7,10 +7,22 @@
 disconnects cancels its run, and bearer tokens (per tenant) guard it.
 """
 
-from fanout.service._app import Runner, TenantLimits, build_app
-from fanout.service._auth import TOKENS_ENV, TokenStore
-from fanout.service._schemas import RunRequest, RunResponse
-from fanout.service._server import ServiceServer, serve_forever
+from fanout._extras import require
+
+require(
+    "fanout.service (the HTTP service)",
+    "fastapi",
+    "uvicorn",
+    "sse_starlette",
+    "prometheus_client",
+    extra="serve",
+)
+
+# After the extra's check: a missing one is one clear error, not an ImportError.
+from fanout.service._app import Runner, TenantLimits, build_app  # noqa: E402
+from fanout.service._auth import TOKENS_ENV, TokenStore  # noqa: E402
+from fanout.service._schemas import RunRequest, RunResponse  # noqa: E402
+from fanout.service._server import ServiceServer, serve_forever  # noqa: E402
 
 __all__ = [
     "TOKENS_ENV",

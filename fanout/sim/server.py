@@ -28,14 +28,19 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from fanout.errors import MissingExtra, ProviderError
 
-from fanout.errors import ProviderError
+try:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+    from starlette.types import Receive, Scope, Send
+except ImportError as exc:  # one clear error naming the extra, not a deep ImportError
+    raise MissingExtra(
+        "the provider emulator (fanout.sim.server)", extra="sim", module=exc.name or "starlette"
+    ) from None
 from fanout.limits import TokenBucket
 from fanout.sim._provider import SimProvider
 from fanout.types import ChatRequest, Message, ToolSpec, estimate_prompt_tokens

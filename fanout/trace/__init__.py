@@ -1,7 +1,8 @@
 """Structured traces: span rows (run, node, attempt), content policy, Parquet writer, readers.
 
-The readers (``connect``, ``summarize``, ``trace_tree``, ``export_otlp``) load DuckDB,
-so they are imported on first use: the engine's import stays light.
+The readers (``connect``, ``summarize``, ``list_traces``, ``trace_tree``, ``export_otlp``)
+load DuckDB (the ``traces`` extra), so they are imported on first use: the engine's
+import stays light, and a missing extra is one clear error.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from fanout.trace._span import (
 from fanout.trace._writer import TraceWriter, recover_segments, spans_to_batch
 
 if TYPE_CHECKING:
+    from fanout.trace._listing import TraceListing, TraceRow, list_traces
     from fanout.trace._otlp import export_otlp
     from fanout.trace._query import (
         CallStats,
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
 _READERS = {
     "export_otlp": "fanout.trace._otlp",
+    **{name: "fanout.trace._listing" for name in ("TraceListing", "TraceRow", "list_traces")},
     **{
         name: "fanout.trace._query"
         for name in (
@@ -58,6 +61,9 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'fanout.trace' has no attribute {name!r}")
     import importlib
 
+    from fanout._extras import require
+
+    require(f"fanout.trace.{name} (reading traces)", "duckdb", extra="traces")
     return getattr(importlib.import_module(module), name)
 
 
@@ -75,11 +81,14 @@ __all__ = [
     "Span",
     "SpanKind",
     "TraceFiles",
+    "TraceListing",
+    "TraceRow",
     "TraceSummary",
     "TraceWriter",
     "TreeRow",
     "connect",
     "export_otlp",
+    "list_traces",
     "new_span",
     "read_segment",
     "recover_segments",

@@ -263,7 +263,10 @@ def summarize(directory: str | Path) -> TraceSummary:
 
 
 def _fetch(
-    con: duckdb.DuckDBPyConnection, sql: str, root: Path, params: list[object] | None = None
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    root: Path,
+    params: list[object] | dict[str, object] | None = None,
 ) -> list[tuple[object, ...]]:
     try:
         return con.execute(sql, params).fetchall()
@@ -379,7 +382,7 @@ def trace_tree(directory: str | Path, trace_id: str) -> list[TreeRow]:
     if len(wanted) < MIN_PREFIX or not set(wanted) <= _HEX:
         raise ConfigError(
             f"trace id {trace_id!r} is not a trace id: give at least {MIN_PREFIX} hex "
-            f"characters of one (`fanout traces summary {root}` shows the jobs)"
+            f"characters of one (`fanout traces list {root}` lists them)"
         )
     con = connect(root)
     try:
@@ -424,7 +427,7 @@ def _unknown_trace(
     some = ", ".join(str(r[0]) for r in recent) or "(no finished runs yet)"
     return ConfigError(
         f"no trace {given!r} in {str(root)!r}; some trace ids there: {some} "
-        f"(`fanout traces summary {root}` summarizes the directory)"
+        f"(`fanout traces list {root}` lists them, newest first)"
     )
 
 

@@ -1,0 +1,75 @@
+"""``fanout sim-server``: the provider emulator on loopback, for tests, demos and benchmarks."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from fanout.cli._common import bad_input_exits, fail, group
+
+__all__ = ["commands"]
+
+commands = group()
+
+
+
+@commands.command("sim-server", short_help="The provider emulator on loopback: limits, faults.")
+def sim_server(  # one parameter per option: typer reads the signature
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: a free one).")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    rpm: Annotated[float | None, typer.Option(help="Requests/min per key and model.")] = None,
+    tpm: Annotated[float | None, typer.Option(help="Tokens/min per key and model.")] = None,
+    burst_s: Annotated[float, typer.Option(help="Bucket size, in seconds of refill.")] = 1.0,
+    latency_ms: Annotated[float, typer.Option(help="Base latency per call.")] = 0.0,
+    latency_per_token_ms: Annotated[float, typer.Option(help="Added per output token.")] = 0.0,
+    jitter_sigma: Annotated[float, typer.Option(help="Lognormal sigma on latency.")] = 0.0,
+    error_rate: Annotated[float, typer.Option(help="Share of calls answered 500.")] = 0.0,
+    truncate_rate: Annotated[float, typer.Option(help="Share of bodies cut short.")] = 0.0,
+    hang_rate: Annotated[float, typer.Option(help="Share of calls that never answer.")] = 0.0,
+    malformed_rate: Annotated[float, typer.Option(help="Share of malformed bodies.")] = 0.0,
+    no_limit_headers: Annotated[
+        bool,
+        typer.Option("--no-limit-headers", help="Do not send x-ratelimit-limit-* headers."),
+    ] = False,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Require the key held in this environment variable.")
+    ] = None,
+    record_prompts: Annotated[
+        bool,
+        typer.Option(
+            "--record-prompts", help="Count answered calls per prompt (GET /stats/prompts)."
+        ),
+    ] = False,
+) -> None:
+    """Run the OpenAI-compatible provider emulator (limits, latency, faults) on loopback."""
+    rates = {"error": error_rate, "truncate": truncate_rate, "hang": hang_rate}
+    for name, rate in {**rates, "malformed": malformed_rate}.items():
+        if not 0 <= rate <= 1:
+            fail(f"--{name}-rate must be between 0 and 1 (got {rate})")
+    key = None
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if not key:
+            fail(f"--api-key-env {api_key_env}: that environment variable is not set")
+    with bad_input_exits():
+        from fanout.sim.server import EmulatorConfig, serve
+
+    config = EmulatorConfig(
+        requests_per_min=rpm,
+        tokens_per_min=tpm,
+        burst_s=burst_s,
+        latency_ms=latency_ms,
+        latency_per_token_ms=latency_per_token_ms,
+        jitter_sigma=jitter_sigma,
+        error_rate=error_rate,
+        truncate_rate=truncate_rate,
+        hang_rate=hang_rate,
+        malformed_rate=malformed_rate,
+        send_limit_headers=not no_limit_headers,
+        api_key=key,
+        record_prompts=record_prompts,
+    )
+    typer.echo(f"fanout sim-server on http://{host}:{port}/v1 (stats: /stats)", err=True)
+    serve(config, host=host, port=port)
