@@ -28,6 +28,8 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
+import orjson
+
 from fanout.errors import MissingExtra, ProviderError
 
 try:
@@ -36,14 +38,15 @@ try:
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
-    from starlette.types import Receive, Scope, Send
+    from starlette.types import ASGIApp, Receive, Scope, Send
 except ImportError as exc:  # one clear error naming the extra, not a deep ImportError
     raise MissingExtra(
         "the provider emulator (fanout.sim.server)", extra="sim", module=exc.name or "starlette"
     ) from None
 from fanout.limits import TokenBucket
 from fanout.sim._provider import SimProvider
-from fanout.types import ChatRequest, Message, ToolSpec, estimate_prompt_tokens
+from fanout.sim._text import MARKER, last_user_text
+from fanout.types import ChatRequest, ChatResponse, Message, ToolSpec, estimate_prompt_tokens
 
 __all__ = ["EmulatorConfig", "EmulatorServer", "build_app"]
 
@@ -126,17 +129,20 @@ class _Emulator:
             headers["x-ratelimit-reset-tokens"] = f"{reset * 1000:.0f}ms"
         return headers
 
-    async def completions(self, request: Request) -> Response:
+    async def completions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /v1/chat/completions`` as a bare ASGI handler (no Request or Response
+        objects: starlette's cost a call was most of the emulator's, and a benchmark's
+        emulator must outrun the client it measures)."""
         cfg = self.config
-        key = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if cfg.api_key is not None and key != cfg.api_key:
-            return _error(401, "invalid_api_key", "Incorrect API key provided.")
+        if cfg.api_key is not None and _bearer(scope) != cfg.api_key:
+            await _send_error(send, 401, "invalid_api_key", "Incorrect API key provided.")
+            return
         try:
-            body = json.loads(await request.body())
-            chat = _chat_request(body)
+            chat = _chat_request(orjson.loads(await _body(receive)))
         except (ValueError, KeyError, TypeError) as exc:
-            return _error(400, "invalid_request_error", f"bad request body: {exc}")
-        req, tok = self._buckets(key or "anonymous", chat.model)
+            await _send_error(send, 400, "invalid_request_error", f"bad request body: {exc}")
+            return
+        req, tok = self._buckets(_bearer(scope) or "anonymous", chat.model)
         now = time.monotonic()
         cost = estimate_prompt_tokens(chat.messages, chat.tools) + chat.max_tokens
         wait = 0.0
@@ -150,7 +156,9 @@ class _Emulator:
             headers = self._limit_headers(req, tok)
             headers["retry-after-ms"] = f"{wait * 1000:.0f}"
             headers["retry-after"] = str(math.ceil(wait))
-            return _error(429, "rate_limit_exceeded", "Rate limit reached; retry later.", headers)
+            await _send_error(send, 429, "rate_limit_exceeded", "Rate limit reached; retry later.",
+                              headers)  # fmt: skip
+            return
         if req is not None:
             req.take(1, now)
         if tok is not None:
@@ -158,15 +166,20 @@ class _Emulator:
         self.stats.accepted += 1
         self.stats.count(ok=True)
         headers = self._limit_headers(req, tok)
-        replying = asyncio.ensure_future(self.sim.complete(chat))  # markers may make it slow
-        if not await _unless_gone(request, replying):
-            self.stats.cancelled += 1
-            return Response(status_code=499)  # nobody reads it: the client is gone
         try:
-            reply = replying.result()
+            if MARKER in last_user_text(chat.messages):  # markers may make it slow
+                replying = asyncio.ensure_future(self.sim.complete(chat))
+                if not await _unless_gone(receive, replying):
+                    self.stats.cancelled += 1
+                    await _send(send, 499, b"", {})  # nobody reads it: the client is gone
+                    return
+                reply = replying.result()
+            else:  # no marker: the sim answers at once (no task to watch)
+                reply = await self.sim.complete(chat)
         except ProviderError as exc:  # the sim's own fault markers
             self.stats.errors += 1
-            return _error(exc.status_code or 500, "server_error", str(exc))
+            await _send_error(send, exc.status_code or 500, "server_error", str(exc))
+            return
         latency_s = (cfg.latency_ms + cfg.latency_per_token_ms * reply.usage.output_tokens) / 1000
         if cfg.jitter_sigma:
             latency_s *= self.rng.lognormvariate(0.0, cfg.jitter_sigma)
@@ -176,40 +189,51 @@ class _Emulator:
             tok.adjust(cost - reply.usage.total_tokens)
         draw = self.rng.random()
         wait_s = cfg.hang_s if draw < cfg.hang_rate else latency_s
-        if wait_s > 0 and not await _unless_gone(request, asyncio.sleep(wait_s)):
+        if wait_s > 0 and not await _unless_gone(receive, asyncio.sleep(wait_s)):
             self.stats.cancelled += 1
-            return Response(status_code=499)  # nobody reads it: the client is gone
+            await _send(send, 499, b"", {})  # nobody reads it: the client is gone
+            return
         draw -= cfg.hang_rate
         if 0 <= draw < cfg.error_rate:
             self.stats.errors += 1
-            return _error(500, "server_error", "The server had an error processing the request.")
+            await _send_error(send, 500, "server_error",
+                              "The server had an error processing the request.")  # fmt: skip
+            return
         draw -= cfg.error_rate
         if 0 <= draw < cfg.malformed_rate:
             self.stats.errors += 1
-            return Response(b'{"id": "x", "choices": [', 200, headers, "application/json")
+            await _send(send, 200, b'{"id": "x", "choices": [', headers)
+            return
         draw -= cfg.malformed_rate
         if 0 <= draw < cfg.truncate_rate:
             self.stats.errors += 1
-            return _Truncated(headers)
+            # Declares a longer body than it sends: the client sees the connection break.
+            await _send(send, 200, b'{"id": "chatcmpl-x", "cho', headers, length=1000)
+            return
         self.stats.tokens += reply.usage.total_tokens
         if cfg.record_prompts and chat.messages:  # answered in full: a call the caller paid
             self.stats.prompts[str(chat.messages[-1].get("content"))] += 1
+        await _send(send, 200, self._completion(chat, reply), headers)
+
+    def _completion(self, chat: ChatRequest, reply: ChatResponse) -> bytes:
         message: dict[str, object] = {"role": "assistant", "content": reply.content}
         if reply.tool_calls:
             message["tool_calls"] = [c.to_wire() for c in reply.tool_calls]
-        payload = {
-            "id": f"chatcmpl-{self.stats.accepted}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": chat.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}],
-            "usage": {
-                "prompt_tokens": reply.usage.input_tokens,
-                "completion_tokens": reply.usage.output_tokens,
-                "total_tokens": reply.usage.total_tokens,
-            },
-        }
-        return Response(json.dumps(payload), 200, headers, "application/json")
+        usage = reply.usage
+        return orjson.dumps(
+            {
+                "id": f"chatcmpl-{self.stats.accepted}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": chat.model,
+                "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}],
+                "usage": {
+                    "prompt_tokens": usage.input_tokens,
+                    "completion_tokens": usage.output_tokens,
+                    "total_tokens": usage.total_tokens,
+                },
+            }
+        )
 
     async def models(self, request: Request) -> Response:
         data = [
@@ -264,14 +288,14 @@ class _Emulator:
         return JSONResponse({"ok": True})
 
 
-async def _unless_gone(request: Request, work: Awaitable[object]) -> bool:
+async def _unless_gone(receive: Receive, work: Awaitable[object]) -> bool:
     """Await ``work``; ``False`` (and ``work`` cancelled) if the client disconnected first.
 
     The body has been read, so the server's next ASGI message is ``http.disconnect``
     when the connection closes (and nothing before that).
     """
     task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_disconnected(request))
+    gone = asyncio.ensure_future(_disconnected(receive))
     try:
         await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -281,29 +305,48 @@ async def _unless_gone(request: Request, work: Awaitable[object]) -> bool:
     return task.done() and not task.cancelled()
 
 
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
         pass
 
 
-class _Truncated(Response):
-    """Declares a longer body than it sends: the client sees the connection break."""
-
-    def __init__(self, headers: dict[str, str]) -> None:
-        super().__init__(b"", 200, headers, "application/json")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw = [(k.encode(), v.encode()) for k, v in self.headers.items() if k != "content-length"]
-        raw.append((b"content-length", b"1000"))
-        await send({"type": "http.response.start", "status": 200, "headers": raw})
-        await send(
-            {"type": "http.response.body", "body": b'{"id": "chatcmpl-x", "cho', "more_body": False}
-        )
+async def _body(receive: Receive) -> bytes:
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    while message.get("more_body"):
+        message = await receive()
+        body += message.get("body", b"")
+    return body
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+def _bearer(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            token: str = value.decode("latin-1").removeprefix("Bearer ")
+            return token.strip()
+    return ""
+
+
+async def _send(
+    send: Send, status: int, body: bytes, headers: dict[str, str], *, length: int | None = None
+) -> None:
+    raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+    raw.append((b"content-type", b"application/json"))
+    raw.append((b"content-length", str(len(body) if length is None else length).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(
+    send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> None:
+    body = orjson.dumps({"error": {"message": message, "type": code, "code": code}})
+    await _send(send, status, body, headers or {})
+
+
+def _error(status: int, code: str, message: str) -> Response:
     body = {"error": {"message": message, "type": code, "code": code}}
-    return JSONResponse(body, status, headers=headers)
+    return JSONResponse(body, status)
 
 
 def _chat_request(body: dict[str, object]) -> ChatRequest:
@@ -338,11 +381,11 @@ def _message(raw: object) -> Message:
     return raw  # type: ignore[return-value]  # checked above; the rest is passed through
 
 
-def build_app(config: EmulatorConfig) -> Starlette:
+def build_app(config: EmulatorConfig) -> ASGIApp:
+    """The emulator's ASGI app: completions straight to their handler, the rest via starlette."""
     emulator = _Emulator(config)
-    app = Starlette(
+    rest = Starlette(
         routes=[
-            Route("/v1/chat/completions", emulator.completions, methods=["POST"]),
             Route("/v1/models", emulator.models, methods=["GET"]),
             Route("/stats", emulator.get_stats, methods=["GET"]),
             Route("/stats/reset", emulator.reset_stats, methods=["POST"]),
@@ -350,7 +393,16 @@ def build_app(config: EmulatorConfig) -> Starlette:
             Route("/admin/faults", emulator.set_faults, methods=["POST"]),
         ]
     )
-    app.state.emulator = emulator
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/chat/completions":
+            if scope["method"] == "POST":
+                await emulator.completions(scope, receive, send)
+            else:
+                await _send_error(send, 405, "method_not_allowed", "POST only")
+            return
+        await rest(scope, receive, send)
+
     return app
 
 
