@@ -1,14 +1,14 @@
-"""``OpenAIProvider``: chat completions against any OpenAI-compatible base URL over httpx."""
+"""``OpenAIProvider``: chat completions against any OpenAI-compatible base URL."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 from collections.abc import Mapping
 
 import httpx
+import orjson
 
 from fanout.errors import (
     ConfigError,
@@ -19,12 +19,17 @@ from fanout.errors import (
     RateLimited,
 )
 from fanout.limits import RateLimitHeaders
+from fanout.providers._http import (
+    AiohttpTransport,
+    HttpTransport,
+    HttpxTransport,
+    TransportBroken,
+    TransportTimeout,
+)
 from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
 
 __all__ = ["OpenAIProvider"]
 
-_SHARD_CONNECTIONS = 8  # httpx stays fast up to about this many connections per pool
-_MAX_SHARDS = 64
 _KEPT_HEADERS = ("x-ratelimit-", "retry-after", "anthropic-ratelimit-", "date")
 _KEY_LIKE = re.compile(r"\b(sk|pk|key)-[A-Za-z0-9_\-*]{6,}")
 
@@ -32,14 +37,12 @@ _KEY_LIKE = re.compile(r"\b(sk|pk|key)-[A-Za-z0-9_\-*]{6,}")
 class OpenAIProvider:
     """An OpenAI-compatible ``/chat/completions`` endpoint (vendors, vLLM, llama.cpp, LiteLLM).
 
-    Connections are pooled (keep-alive, up to ``max_connections``, separate connect
-    and read timeouts) over several ``httpx.AsyncClient`` shards of at most
-    ``_SHARD_CONNECTIONS`` each, a call going to the least busy shard: httpx's pool
-    scans all its connections on every request, so one pool of hundreds makes each
-    call cost more the more are in flight (a single client fell from 1,200 to 160
-    requests/s between 8 and 64 connections in ``benchmarks/overhead.py``). The API key is held
-    privately and scrubbed from every error message; it is never in a repr.
-    ``transport`` replaces the network (``httpx.MockTransport`` in tests).
+    Connections are pooled over aiohttp (keep-alive, up to ``max_connections``, a
+    connect timeout and a read timeout, the call's ``timeout_s`` bounding the whole
+    call): see :mod:`fanout.providers._http` for why aiohttp and not httpx. The API
+    key is held privately and scrubbed from every error message; it is never in a
+    repr. ``transport`` replaces the network: an ``httpx.AsyncBaseTransport``
+    (``httpx.MockTransport`` in tests) or any :class:`~fanout.providers._http.HttpTransport`.
     """
 
     def __init__(
@@ -51,7 +54,7 @@ class OpenAIProvider:
         max_connections: int = 256,
         timeout_s: float = 60.0,
         connect_timeout_s: float = 5.0,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | HttpTransport | None = None,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
@@ -59,24 +62,25 @@ class OpenAIProvider:
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        shards = max(1, min(_MAX_SHARDS, -(-max_connections // _SHARD_CONNECTIONS)))
-        per_shard = -(-max_connections // shards)
-        # One TLS context for every shard: building one loads the CA bundle (~85 ms each).
-        tls = httpx.create_ssl_context() if transport is None else True
-        self._clients = [
-            httpx.AsyncClient(
-                base_url=self.base_url,
+        self._http: HttpTransport
+        if transport is None:
+            self._http = AiohttpTransport(
+                self.base_url,
                 headers=headers,
-                verify=tls,
-                limits=httpx.Limits(
-                    max_connections=per_shard, max_keepalive_connections=per_shard
-                ),
-                timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+                keep=_KEPT_HEADERS,
+                max_connections=max_connections,
+                connect_timeout_s=connect_timeout_s,
+            )
+        elif isinstance(transport, httpx.AsyncBaseTransport):
+            self._http = HttpxTransport(
+                self.base_url,
+                headers=headers,
+                keep=_KEPT_HEADERS,
+                connect_timeout_s=connect_timeout_s,
                 transport=transport,
             )
-            for _ in range(shards)
-        ]
-        self._busy = [0] * shards  # calls in flight per shard
+        else:
+            self._http = transport
 
     @classmethod
     def from_env(
@@ -103,45 +107,28 @@ class OpenAIProvider:
     async def complete(
         self, request: ChatRequest, *, timeout_s: float | None = None
     ) -> ChatResponse:
-        body = _request_body(request)
+        body = orjson.dumps(_request_body(request))
         timeout = timeout_s if timeout_s is not None else self.timeout_s
         try:
-            # The read timeout bounds each chunk; the outer timeout bounds the whole call.
-            busy = self._busy
-            shard = busy.index(min(busy)) if len(busy) > 1 else 0
-            busy[shard] += 1
-            try:
-                async with asyncio.timeout(timeout):
-                    response = await self._clients[shard].post(
-                        "/chat/completions",
-                        json=body,
-                        timeout=httpx.Timeout(
-                            timeout, connect=min(self.connect_timeout_s, timeout)
-                        ),
-                    )
-                    raw = response.content
-            finally:
-                busy[shard] -= 1
-        except (TimeoutError, httpx.TimeoutException):
+            # The transport's read timeout bounds each read; this bounds the whole call.
+            async with asyncio.timeout(timeout):
+                reply = await self._http.post("/chat/completions", body, timeout_s=timeout)
+        except (TimeoutError, TransportTimeout):
             raise ProviderTimeout(
                 f"{self.name}: no answer within {timeout:.1f}s", provider=self.name
             ) from None
-        except httpx.TransportError as exc:
+        except TransportBroken as exc:
             raise ProviderConnectionError(
-                f"{self.name}: connection failed: {self._scrub(f'{type(exc).__name__}: {exc}')}",
-                provider=self.name,
+                f"{self.name}: connection failed: {self._scrub(str(exc))}", provider=self.name
             ) from None
-        headers = {
-            k.lower(): v for k, v in response.headers.items() if k.lower().startswith(_KEPT_HEADERS)
-        }
-        if response.status_code != 200:
-            raise self._http_error(response.status_code, raw, headers)
-        return self._parse(raw, headers)
+        if reply.status != 200:
+            raise self._http_error(reply.status, reply.body, reply.headers)
+        return self._parse(reply.body, reply.headers)
 
     def _parse(self, raw: bytes, headers: dict[str, str]) -> ChatResponse:
         where = f"{self.name}: malformed response"
         try:
-            data = json.loads(raw)
+            data = orjson.loads(raw)
         except ValueError:
             raise InvalidResponse(
                 f"{where}: body is not JSON ({raw[:80]!r})", provider=self.name
@@ -195,8 +182,7 @@ class OpenAIProvider:
         return _KEY_LIKE.sub("***", text)
 
     async def aclose(self) -> None:
-        for client in self._clients:
-            await client.aclose()
+        await self._http.aclose()
 
     def __repr__(self) -> str:
         return f"OpenAIProvider({self.name!r}, base_url={self.base_url!r}, api_key=***)"
@@ -224,7 +210,7 @@ def _request_body(request: ChatRequest) -> dict[str, object]:
 
 def _error_detail(raw: bytes) -> tuple[str, str | None]:
     try:
-        data = json.loads(raw)
+        data = orjson.loads(raw)
         error = data.get("error", data) if isinstance(data, dict) else {}
         if isinstance(error, dict):
             return str(error.get("message") or error)[:300], error.get("code") or error.get("type")
