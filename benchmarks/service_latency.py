@@ -1,7 +1,10 @@
 """End-to-end latency of ``fanout serve`` under open-loop load, against the critical path.
 
 Starts ``fanout serve examples/pipelines/map_reduce.py:dag`` in its own process on the
-built-in simulated provider (``latency_ms`` per call, here 100 ms), then sends requests
+built-in simulated provider (``latency_ms`` per call, here 100 ms) or, with
+``--provider http``, on the project's emulator over HTTP (``fanout sim-server`` in a
+process of its own, the same latency, jitter and tail; every call crosses the
+OpenAI-compatible provider's HTTP path, as it would to a vendor), then sends requests
 with Poisson arrivals (``--rate`` per second for ``--duration`` seconds, open loop: a
 slow answer never delays the next request) from this process. Each request's text has
 ``--sentences`` sentences (100), so one request is 100 ``fast`` calls in the map (at
@@ -18,7 +21,10 @@ Scenarios (each in a fresh server):
                --hedge-max-extra): both the map's calls and the summary are hedged
                target: p99 at least 30% below `tail`
 
+  over HTTP    target p50 <= 1.1x, p99 <= 1.3x crit in `base` (20 requests/s: ~2,000 calls/s)
+
 Run: python benchmarks/service_latency.py [--rate 20] [--duration 20] [--scenarios base,tail,...]
+     [--provider sim|http]
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,10 +68,22 @@ SCENARIOS = {
 }
 
 
-def config_toml(args: argparse.Namespace, scenario: Scenario) -> str:
+def config_toml(args: argparse.Namespace, scenario: Scenario, emulator: str | None) -> str:
     tail = (
         f"tail_rate = {args.tail_rate}\ntail_latency_ms = {args.tail_ms}\n" if scenario.tail else ""
     )
+    provider = f"""[providers.sim]
+kind = "sim"
+latency_ms = {args.latency_ms}
+jitter_sigma = {scenario.jitter}
+max_concurrency = 100000
+{tail}"""
+    if emulator is not None:  # the same latency model, served over HTTP by the emulator
+        provider = f"""[providers.sim]
+kind = "openai"
+base_url = "{emulator}/v1"
+max_concurrency = 4096
+"""
     hedge = {
         alias: f"\n[models.{alias}.hedge]\nquantile = 0.95\nmax_extra = {args.hedge_max_extra}\n"
         if scenario.hedge
@@ -71,12 +91,7 @@ def config_toml(args: argparse.Namespace, scenario: Scenario) -> str:
         for alias in ("fast", "smart")
     }
     return f"""
-[providers.sim]
-kind = "sim"
-latency_ms = {args.latency_ms}
-jitter_sigma = {scenario.jitter}
-max_concurrency = 100000
-{tail}
+{provider}
 [models.fast]
 provider = "sim"
 model = "sim-small"
@@ -154,11 +169,48 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
+def wait_until_up(url: str, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(url).raise_for_status()
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise SystemExit(f"{what} did not start") from None
+            time.sleep(0.1)
+
+
+@contextmanager
+def emulator(args: argparse.Namespace, scenario: Scenario) -> Iterator[str | None]:
+    """``fanout sim-server`` with the scenario's latency model (``--provider http``)."""
+    if args.provider != "http":
+        yield None
+        return
+    port = free_port()
+    tail = ["--tail-rate", str(args.tail_rate), "--tail-latency-ms", str(args.tail_ms)]
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "fanout", "sim-server", "--port", str(port),
+            "--latency-ms", str(args.latency_ms), "--jitter-sigma", str(scenario.jitter),
+            *(tail if scenario.tail else []),
+        ],
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    root = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{root}/stats", process, "fanout sim-server")
+        yield root
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def run_scenario(args: argparse.Namespace, scenario: Scenario) -> dict[str, Any]:
     port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, emulator(args, scenario) as emulator_url:
         config = Path(tmp) / "fanout.toml"
-        config.write_text(config_toml(args, scenario))
+        config.write_text(config_toml(args, scenario, emulator_url))
         server = subprocess.Popen(
             [
                 sys.executable,
@@ -177,15 +229,7 @@ def run_scenario(args: argparse.Namespace, scenario: Scenario) -> dict[str, Any]
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    httpx.get(f"{url}/healthz").raise_for_status()
-                    break
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise SystemExit("fanout serve did not start") from None
-                    time.sleep(0.1)
+            wait_until_up(f"{url}/healthz", server, "fanout serve")
             cpu_before, wall_before = cpu_s(server.pid), time.perf_counter()
             latencies, statuses = asyncio.run(load(url, args, seed=args.seed))
             server_cores = (cpu_s(server.pid) - cpu_before) / (time.perf_counter() - wall_before)
@@ -227,6 +271,10 @@ def main() -> None:
     parser.add_argument("--hedge-max-extra", type=float, default=0.1)
     parser.add_argument("--scenarios", default="base,tail,tail-hedged")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--provider", choices=("sim", "http"), default="sim",
+        help="the in-process simulated provider, or the emulator over HTTP",
+    )  # fmt: skip
     args = parser.parse_args()
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [n for n in names if n not in SCENARIOS]
@@ -241,7 +289,8 @@ def main() -> None:
     print(
         f"map_reduce: {args.sentences} map calls ({waves} waves of {MAP_CONCURRENCY}) + 1 summary, "
         f"{args.latency_ms:g} ms per call; critical path {critical_s * 1000:.0f} ms; "
-        f"Poisson arrivals at {args.rate:g}/s for {args.duration:g} s"
+        f"Poisson arrivals at {args.rate:g}/s for {args.duration:g} s; provider: "
+        + ("the emulator over HTTP" if args.provider == "http" else "in-process sim")
     )
     results = {}
     for name in names:

@@ -25,6 +25,8 @@ def sim_server(  # one parameter per option: typer reads the signature
     latency_ms: Annotated[float, typer.Option(help="Base latency per call.")] = 0.0,
     latency_per_token_ms: Annotated[float, typer.Option(help="Added per output token.")] = 0.0,
     jitter_sigma: Annotated[float, typer.Option(help="Lognormal sigma on latency.")] = 0.0,
+    tail_rate: Annotated[float, typer.Option(help="Share of calls that wait longer.")] = 0.0,
+    tail_latency_ms: Annotated[float, typer.Option(help="Added to those calls.")] = 0.0,
     error_rate: Annotated[float, typer.Option(help="Share of calls answered 500.")] = 0.0,
     truncate_rate: Annotated[float, typer.Option(help="Share of bodies cut short.")] = 0.0,
     hang_rate: Annotated[float, typer.Option(help="Share of calls that never answer.")] = 0.0,
@@ -44,7 +46,7 @@ def sim_server(  # one parameter per option: typer reads the signature
     ] = False,
 ) -> None:
     """Run the OpenAI-compatible provider emulator (limits, latency, faults) on loopback."""
-    rates = {"error": error_rate, "truncate": truncate_rate, "hang": hang_rate}
+    rates = {"error": error_rate, "truncate": truncate_rate, "hang": hang_rate, "tail": tail_rate}
     for name, rate in {**rates, "malformed": malformed_rate}.items():
         if not 0 <= rate <= 1:
             fail(f"--{name}-rate must be between 0 and 1 (got {rate})")
@@ -63,6 +65,8 @@ def sim_server(  # one parameter per option: typer reads the signature
         latency_ms=latency_ms,
         latency_per_token_ms=latency_per_token_ms,
         jitter_sigma=jitter_sigma,
+        tail_rate=tail_rate,
+        tail_latency_ms=tail_latency_ms,
         error_rate=error_rate,
         truncate_rate=truncate_rate,
         hang_rate=hang_rate,
