@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import tempfile
 from pathlib import Path
@@ -22,6 +21,7 @@ from fanout.cli._common import (
     load_cfg,
     trace_dir,
 )
+from fanout.cli._loop import run as run_loop
 from fanout.cli._output import print_examples, print_plan, print_summary
 from fanout.cli._progress import ProgressReporter, make_console
 from fanout.errors import ConfigError
@@ -319,7 +319,7 @@ def run_job(
         # SIGTERM ends a job like Ctrl-C: finished records and the trace are written out.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
-            return asyncio.run(job(progress))
+            return run_loop(job(progress))
         except KeyboardInterrupt:
             last = progress.last
             done = (

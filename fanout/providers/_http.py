@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -95,6 +96,7 @@ class AiohttpTransport:
         self._urls: dict[str, URL] = {}
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closer: AsyncGenerator[None, None] | None = None
 
     async def _current(self) -> aiohttp.ClientSession:
         """The session of the running loop (made at the first call, or anew in a new loop)."""
@@ -104,7 +106,7 @@ class AiohttpTransport:
             if self._loop is loop:
                 return old
             if self._loop is not None and self._loop.is_closed():
-                await old.close()  # its loop is gone: only the bookkeeping is left
+                await old.close()  # its loop ended without asyncio.run's clean-up
         connector = aiohttp.TCPConnector(
             limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300
         )
@@ -116,6 +118,10 @@ class AiohttpTransport:
             timeout=aiohttp.ClientTimeout(total=None),
         )
         self._loop = loop
+        # Closed when the loop shuts down (asyncio.run finalises open async generators
+        # while the loop still runs), so an engine whose loop ends leaves no socket open.
+        self._closer = _closed_with_loop(session)
+        await anext(self._closer)
         return session
 
     async def post(self, path: str, body: bytes, *, timeout_s: float) -> Reply:
@@ -144,9 +150,9 @@ class AiohttpTransport:
             raise TransportBroken(f"{type(exc).__name__}: {exc}") from None
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._closer is not None:
+            await self._closer.aclose()  # closes the session
+            self._session = self._closer = None
 
     def __repr__(self) -> str:
         return f"AiohttpTransport({self._base_url!r})"  # never the headers: they hold the key
@@ -191,6 +197,13 @@ class HttpxTransport:
 
     def __repr__(self) -> str:
         return "HttpxTransport()"
+
+
+async def _closed_with_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        await session.close()
 
 
 def env_proxy(base_url: str) -> str | None:
