@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 _JSON = "application/json"
+_NEVER_ROUNDED = 1e9
 
 
 class TransportTimeout(Exception):
@@ -59,8 +60,8 @@ class Reply:
 class HttpTransport(Protocol):
     """POSTs a JSON body to ``base_url + path``; raises only the two errors above.
 
-    ``timeout_s`` bounds the connect (with ``connect_timeout_s``) and each read;
-    the caller bounds the whole call.
+    ``timeout_s`` bounds the whole call (waiting for a pooled connection, connecting,
+    sending, reading); connecting alone is bounded by ``connect_timeout_s`` as well.
     """
 
     async def post(self, path: str, body: bytes, *, timeout_s: float) -> Reply: ...
@@ -97,6 +98,7 @@ class AiohttpTransport:
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closer: AsyncGenerator[None, None] | None = None
+        self._timeout: aiohttp.ClientTimeout | None = None
 
     async def _current(self) -> aiohttp.ClientSession:
         """The session of the running loop (made at the first call, or anew in a new loop)."""
@@ -131,9 +133,15 @@ class AiohttpTransport:
         session = self._session
         if session is None or self._loop is not asyncio.get_running_loop():
             session = await self._current()
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=min(self.connect_timeout_s, timeout_s), sock_read=timeout_s
-        )
+        timeout = self._timeout
+        if timeout is None or timeout.total != timeout_s:  # one per deadline; usually the same
+            # ceil_threshold: aiohttp would round a timeout of 5 s or more up to a whole
+            # second (coalescing timers); a request's deadline must not slip by one.
+            timeout = self._timeout = aiohttp.ClientTimeout(
+                total=timeout_s,
+                sock_connect=min(self.connect_timeout_s, timeout_s),
+                ceil_threshold=_NEVER_ROUNDED,
+            )
         try:
             async with session.post(url, data=body, timeout=timeout) as response:
                 raw = await response.read()
@@ -181,9 +189,10 @@ class HttpxTransport:
     async def post(self, path: str, body: bytes, *, timeout_s: float) -> Reply:
         timeout = httpx.Timeout(timeout_s, connect=min(self.connect_timeout_s, timeout_s))
         try:
-            response = await self._client.post(path, content=body, timeout=timeout)
-            raw = response.content
-        except httpx.TimeoutException:
+            async with asyncio.timeout(timeout_s):  # httpx's timeouts bound each step only
+                response = await self._client.post(path, content=body, timeout=timeout)
+                raw = response.content
+        except (TimeoutError, httpx.TimeoutException):
             raise TransportTimeout from None
         except httpx.TransportError as exc:
             raise TransportBroken(f"{type(exc).__name__}: {exc}") from None

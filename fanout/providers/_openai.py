@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 from collections.abc import Mapping
@@ -110,10 +109,8 @@ class OpenAIProvider:
         body = orjson.dumps(_request_body(request))
         timeout = timeout_s if timeout_s is not None else self.timeout_s
         try:
-            # The transport's read timeout bounds each read; this bounds the whole call.
-            async with asyncio.timeout(timeout):
-                reply = await self._http.post("/chat/completions", body, timeout_s=timeout)
-        except (TimeoutError, TransportTimeout):
+            reply = await self._http.post("/chat/completions", body, timeout_s=timeout)
+        except TransportTimeout:
             raise ProviderTimeout(
                 f"{self.name}: no answer within {timeout:.1f}s", provider=self.name
             ) from None

@@ -25,7 +25,6 @@ import random
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 import orjson
@@ -46,7 +45,15 @@ except ImportError as exc:  # one clear error naming the extra, not a deep Impor
 from fanout.limits import TokenBucket
 from fanout.sim._provider import SimProvider
 from fanout.sim._text import MARKER, last_user_text
-from fanout.types import ChatRequest, ChatResponse, Message, ToolSpec, estimate_prompt_tokens
+from fanout.sim._wire import (
+    bearer,
+    chat_request,
+    read_body,
+    respond,
+    respond_error,
+    unless_gone,
+)
+from fanout.types import ChatRequest, ChatResponse, estimate_prompt_tokens
 
 __all__ = ["EmulatorConfig", "EmulatorServer", "build_app"]
 
@@ -134,15 +141,15 @@ class _Emulator:
         objects: starlette's cost a call was most of the emulator's, and a benchmark's
         emulator must outrun the client it measures)."""
         cfg = self.config
-        if cfg.api_key is not None and _bearer(scope) != cfg.api_key:
-            await _send_error(send, 401, "invalid_api_key", "Incorrect API key provided.")
+        if cfg.api_key is not None and bearer(scope) != cfg.api_key:
+            await respond_error(send, 401, "invalid_api_key", "Incorrect API key provided.")
             return
         try:
-            chat = _chat_request(orjson.loads(await _body(receive)))
+            chat = chat_request(orjson.loads(await read_body(receive)))
         except (ValueError, KeyError, TypeError) as exc:
-            await _send_error(send, 400, "invalid_request_error", f"bad request body: {exc}")
+            await respond_error(send, 400, "invalid_request_error", f"bad request body: {exc}")
             return
-        req, tok = self._buckets(_bearer(scope) or "anonymous", chat.model)
+        req, tok = self._buckets(bearer(scope) or "anonymous", chat.model)
         now = time.monotonic()
         cost = estimate_prompt_tokens(chat.messages, chat.tools) + chat.max_tokens
         wait = 0.0
@@ -156,8 +163,9 @@ class _Emulator:
             headers = self._limit_headers(req, tok)
             headers["retry-after-ms"] = f"{wait * 1000:.0f}"
             headers["retry-after"] = str(math.ceil(wait))
-            await _send_error(send, 429, "rate_limit_exceeded", "Rate limit reached; retry later.",
-                              headers)  # fmt: skip
+            await respond_error(
+                send, 429, "rate_limit_exceeded", "Rate limit reached; retry later.", headers
+            )
             return
         if req is not None:
             req.take(1, now)
@@ -169,16 +177,16 @@ class _Emulator:
         try:
             if MARKER in last_user_text(chat.messages):  # markers may make it slow
                 replying = asyncio.ensure_future(self.sim.complete(chat))
-                if not await _unless_gone(receive, replying):
+                if not await unless_gone(receive, replying):
                     self.stats.cancelled += 1
-                    await _send(send, 499, b"", {})  # nobody reads it: the client is gone
+                    await respond(send, 499, b"", {})  # nobody reads it: the client is gone
                     return
                 reply = replying.result()
             else:  # no marker: the sim answers at once (no task to watch)
                 reply = await self.sim.complete(chat)
         except ProviderError as exc:  # the sim's own fault markers
             self.stats.errors += 1
-            await _send_error(send, exc.status_code or 500, "server_error", str(exc))
+            await respond_error(send, exc.status_code or 500, "server_error", str(exc))
             return
         latency_s = (cfg.latency_ms + cfg.latency_per_token_ms * reply.usage.output_tokens) / 1000
         if cfg.jitter_sigma:
@@ -189,31 +197,31 @@ class _Emulator:
             tok.adjust(cost - reply.usage.total_tokens)
         draw = self.rng.random()
         wait_s = cfg.hang_s if draw < cfg.hang_rate else latency_s
-        if wait_s > 0 and not await _unless_gone(receive, asyncio.sleep(wait_s)):
+        if wait_s > 0 and not await unless_gone(receive, asyncio.sleep(wait_s)):
             self.stats.cancelled += 1
-            await _send(send, 499, b"", {})  # nobody reads it: the client is gone
+            await respond(send, 499, b"", {})  # nobody reads it: the client is gone
             return
         draw -= cfg.hang_rate
         if 0 <= draw < cfg.error_rate:
             self.stats.errors += 1
-            await _send_error(send, 500, "server_error",
+            await respond_error(send, 500, "server_error",
                               "The server had an error processing the request.")  # fmt: skip
             return
         draw -= cfg.error_rate
         if 0 <= draw < cfg.malformed_rate:
             self.stats.errors += 1
-            await _send(send, 200, b'{"id": "x", "choices": [', headers)
+            await respond(send, 200, b'{"id": "x", "choices": [', headers)
             return
         draw -= cfg.malformed_rate
         if 0 <= draw < cfg.truncate_rate:
             self.stats.errors += 1
             # Declares a longer body than it sends: the client sees the connection break.
-            await _send(send, 200, b'{"id": "chatcmpl-x", "cho', headers, length=1000)
+            await respond(send, 200, b'{"id": "chatcmpl-x", "cho', headers, length=1000)
             return
         self.stats.tokens += reply.usage.total_tokens
         if cfg.record_prompts and chat.messages:  # answered in full: a call the caller paid
             self.stats.prompts[str(chat.messages[-1].get("content"))] += 1
-        await _send(send, 200, self._completion(chat, reply), headers)
+        await respond(send, 200, self._completion(chat, reply), headers)
 
     def _completion(self, chat: ChatRequest, reply: ChatResponse) -> bytes:
         message: dict[str, object] = {"role": "assistant", "content": reply.content}
@@ -288,97 +296,9 @@ class _Emulator:
         return JSONResponse({"ok": True})
 
 
-async def _unless_gone(receive: Receive, work: Awaitable[object]) -> bool:
-    """Await ``work``; ``False`` (and ``work`` cancelled) if the client disconnected first.
-
-    The body has been read, so the server's next ASGI message is ``http.disconnect``
-    when the connection closes (and nothing before that).
-    """
-    task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_disconnected(receive))
-    try:
-        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        if not task.done():
-            task.cancel()
-    return task.done() and not task.cancelled()
-
-
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _body(receive: Receive) -> bytes:
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    while message.get("more_body"):
-        message = await receive()
-        body += message.get("body", b"")
-    return body
-
-
-def _bearer(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            token: str = value.decode("latin-1").removeprefix("Bearer ")
-            return token.strip()
-    return ""
-
-
-async def _send(
-    send: Send, status: int, body: bytes, headers: dict[str, str], *, length: int | None = None
-) -> None:
-    raw = [(k.encode(), v.encode()) for k, v in headers.items()]
-    raw.append((b"content-type", b"application/json"))
-    raw.append((b"content-length", str(len(body) if length is None else length).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _send_error(
-    send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> None:
-    body = orjson.dumps({"error": {"message": message, "type": code, "code": code}})
-    await _send(send, status, body, headers or {})
-
-
 def _error(status: int, code: str, message: str) -> Response:
     body = {"error": {"message": message, "type": code, "code": code}}
     return JSONResponse(body, status)
-
-
-def _chat_request(body: dict[str, object]) -> ChatRequest:
-    messages = body["messages"]
-    if not isinstance(messages, list) or not messages:
-        raise ValueError("messages must be a non-empty list")
-    tools = []
-    for tool in body.get("tools") or ():  # type: ignore[attr-defined]
-        fn = tool["function"]
-        tools.append(ToolSpec(fn["name"], fn.get("description", ""), fn.get("parameters", {})))
-    schema = None
-    name = "output"
-    fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        schema = fmt["json_schema"]["schema"]
-        name = fmt["json_schema"].get("name", "output")
-    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 256
-    return ChatRequest(
-        model=str(body["model"]),
-        messages=[_message(m) for m in messages],
-        max_tokens=int(max_tokens),  # type: ignore[call-overload]
-        temperature=float(body.get("temperature") or 0.0),  # type: ignore[arg-type]
-        tools=tuple(tools),
-        response_schema=schema,
-        response_schema_name=name,
-    )
-
-
-def _message(raw: object) -> Message:
-    if not isinstance(raw, dict) or raw.get("role") not in ("system", "user", "assistant", "tool"):
-        raise ValueError("each message needs a role of system, user, assistant or tool")
-    return raw  # type: ignore[return-value]  # checked above; the rest is passed through
 
 
 def build_app(config: EmulatorConfig) -> ASGIApp:
@@ -399,7 +319,7 @@ def build_app(config: EmulatorConfig) -> ASGIApp:
             if scope["method"] == "POST":
                 await emulator.completions(scope, receive, send)
             else:
-                await _send_error(send, 405, "method_not_allowed", "POST only")
+                await respond_error(send, 405, "method_not_allowed", "POST only")
             return
         await rest(scope, receive, send)
 
