@@ -211,14 +211,14 @@ def _flatten(doc: str) -> str:
 
 
 def cli_reference() -> str:
-    import click
+    import typer
     import typer.main
     from typer.cli import get_docs_for_click
 
     from fanout.cli import app
 
     command = typer.main.get_command(app)
-    ctx = click.Context(command, info_name="fanout")
+    ctx = typer.Context(command, info_name="fanout")
     text = get_docs_for_click(obj=command, ctx=ctx, name="fanout")
     return _demote_headings(text)
 
