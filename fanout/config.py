@@ -98,7 +98,7 @@ class SimProviderConfig(_ProviderBase):
         default=0.0, ge=0, le=1, description="share of attempts that take tail_latency_ms more"
     )
     tail_latency_ms: float = Field(default=0.0, ge=0, description="added to a tail attempt")
-    seed: int = Field(default=0, description="seed of the latency and fault draws")
+    seed: int = Field(default=0, description="seed of the replies, latencies and faults")
 
 
 class OpenAIProviderConfig(_ProviderBase):
