@@ -90,6 +90,22 @@ class TomlParser:
             yield region
 
 
+class ReasonedSkipParser(SkipParser):
+    """``<!-- skip: next "reason" -->``; a skip without its reason is an error (a bare one
+    would pass silently, uncounted)."""
+
+    def __call__(self, document: Document) -> Iterable[Region]:
+        for region in super().__call__(document):
+            action, reason = region.parsed
+            if action in ("start", "next") and not reason:
+                line = document.text.count("\n", 0, region.start) + 1
+                raise ValueError(
+                    f"{document.path}:{line}: 'skip: {action}' needs a reason, e.g. "
+                    '<!-- skip: next "needs OPENAI_API_KEY" -->'
+                )
+            yield region
+
+
 # -- a fresh working directory per Markdown file ----------------------------------------
 
 
@@ -110,7 +126,7 @@ DOCS = Sybil(
     parsers=[
         CodeBlockParser(language="python", evaluator=run_python),
         TomlParser(),
-        SkipParser(),
+        ReasonedSkipParser(),
     ],
     setup=enter_workdir,
     teardown=leave_workdir,
