@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["SAMPLE_FILE", "iter_sample", "write_sample"]
+__all__ = ["BAD_RECORD", "SAMPLE_FILE", "iter_sample", "write_sample"]
 
 SAMPLE_FILE = "sample.jsonl"
+BAD_RECORD = "r-missing-text"
+"""The sample record that lacks its ``text`` on purpose: it shows an error row."""
 
 
 def iter_sample(records: int | None = None) -> Iterator[dict[str, object]]:

@@ -96,7 +96,13 @@ class JobStats:
 
     @property
     def errors(self) -> int:
-        return sum(self.failed.values())
+        """Records that did not end ``ok``, not counting those waiting for a review."""
+        return sum(self.failed.values()) - self.waiting
+
+    @property
+    def waiting(self) -> int:
+        """Records paused at a review step: a person decides, a later run resumes them."""
+        return self.failed.get(RunStatus.WAITING_FOR_REVIEW, 0)
 
     @property
     def records_per_s(self) -> float:

@@ -22,7 +22,13 @@ from fanout.cli._common import (
     trace_dir,
 )
 from fanout.cli._loop import run as run_loop
-from fanout.cli._output import print_examples, print_plan, print_summary
+from fanout.cli._output import (
+    print_demo_intro,
+    print_demo_outro,
+    print_examples,
+    print_plan,
+    print_summary,
+)
 from fanout.cli._progress import ProgressReporter, make_console
 from fanout.errors import ConfigError
 
@@ -246,14 +252,19 @@ def demo(
     latency_ms: Annotated[
         float, typer.Option(min=0.0, help="Simulated provider latency per call.")
     ] = 200.0,
+    rpm: Annotated[
+        float, typer.Option(min=1.0, help="Requests/min the 'fast' model is limited to.")
+    ] = 900.0,
     max_in_flight: InFlightOpt = 64,
 ) -> None:
     """Run the demo pipeline offline (sim provider).
 
-    Triages ~40 sample customer reviews (sentiment per sentence, a route to an
-    apology or no action, a summary) on the simulated provider: no network, no keys.
+    Triages 40 sample customer reviews with the 'triage' pipeline: a map rates each
+    sentence on 'fast' (under a rate limit the progress line shows), a route sends
+    urgent reviews to an apology on 'smart', and 'smart' summarises each. One sample
+    record lacks its text on purpose, to show an error row. No network, no keys.
     """
-    from fanout._demo import write_sample
+    from fanout._demo import BAD_RECORD, write_sample
     from fanout._demo.pipeline import dag
     from fanout.run import Engine
 
@@ -264,20 +275,22 @@ def demo(
             sample = write_sample(out / "input.jsonl", records)
         except OSError as exc:
             raise ConfigError(f"cannot write to {str(out)!r}: {exc.strerror}") from None
-        engine = Engine(_demo_config(latency_ms), traces=trace_dir(out / "traces"))
+        console = make_console()
+        print_demo_intro(console, records or 40, latency_ms, rpm)
+        engine = Engine(_demo_config(latency_ms, rpm), traces=trace_dir(out / "traces"))
         stats = run_job(engine, dag, sample, out, key="id", max_in_flight=max_in_flight)
-    console = make_console()
     print_summary(console, dag.name, stats)
     print_examples(console, stats.output_path)
-    console.print(f"input: {sample}", soft_wrap=True)
-    console.print(f"traces: fanout traces summary {out / 'traces'}", soft_wrap=True)
+    print_demo_outro(console, out, sample, BAD_RECORD)
 
 
-def _demo_config(latency_ms: float) -> Config:
+def _demo_config(latency_ms: float, rpm: float) -> Config:
     from fanout.config import default_config, parse_config
 
     data = default_config().model_dump()
     data["providers"]["sim"]["latency_ms"] = latency_ms
+    data["models"]["fast"]["requests_per_min"] = rpm
+    data["traces"]["content"] = "full"  # sample reviews, no secrets: readable traces
     return parse_config(data, source="demo config")
 
 

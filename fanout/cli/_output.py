@@ -14,7 +14,13 @@ if TYPE_CHECKING:
     from fanout.config import Config
     from fanout.dag import DAG, Plan
 
-__all__ = ["print_examples", "print_plan", "print_summary"]
+__all__ = [
+    "print_demo_intro",
+    "print_demo_outro",
+    "print_examples",
+    "print_plan",
+    "print_summary",
+]
 
 
 def print_summary(console: Console, dag_name: str, stats: JobStats) -> None:
@@ -36,6 +42,45 @@ def print_summary(console: Console, dag_name: str, stats: JobStats) -> None:
     if stats.dead_letters:
         table.add_row("dead letters", f"{stats.dead_letters:,} in {stats.dead_letter_path}")
     console.print(table)
+
+
+def print_demo_intro(console: Console, records: int, latency_ms: float, rpm: float) -> None:
+    """What the demo runs, before it runs it."""
+    from fanout._demo import pipeline
+
+    console.print(
+        f"fanout demo: the 'triage' pipeline over {records:,} sample customer reviews, "
+        f"offline (the simulated provider, {latency_ms:g} ms a call)\n"
+        "  per review: split into sentences -> map: rate each sentence on 'fast' "
+        f"(limited to {rpm:,.0f} requests/min)\n"
+        "              -> route: urgent reviews get an apology from 'smart' "
+        "-> a one-line summary on 'smart'\n"
+        f"  the pipeline: {pipeline.__file__}",
+        soft_wrap=True,
+    )
+
+
+def print_demo_outro(console: Console, out: Path, sample: Path, bad_record: str) -> None:
+    """Where things are, and why one record failed."""
+    console.print(
+        f"{bad_record} failed on purpose: that sample record has no 'text' field, to show "
+        "a bad record's error row and dead letter (the job went on without it).\n"
+        f"input: {sample}\n"
+        f"results: {out / 'results'} (Parquet; one row per record)\n"
+        f"traces: fanout traces summary {out / 'traces'}{_needs_traces_extra()}",
+        soft_wrap=True,
+    )
+
+
+def _needs_traces_extra() -> str:
+    from fanout._extras import require
+    from fanout.errors import MissingExtra
+
+    try:
+        require("fanout traces", "duckdb", extra="traces")
+    except MissingExtra:
+        return "   (first: pip install 'fanout[traces]')"
+    return ""
 
 
 def print_examples(console: Console, results: Path, limit: int = 5) -> None:

@@ -56,6 +56,9 @@ def sim_server(  # one parameter per option: typer reads the signature
         if not key:
             fail(f"--api-key-env {api_key_env}: that environment variable is not set")
     with bad_input_exits():
+        from fanout._extras import require
+
+        require("fanout sim-server", "starlette", "uvicorn", extra="sim")
         from fanout.sim.server import EmulatorConfig, serve
 
     config = EmulatorConfig(

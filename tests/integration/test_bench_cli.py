@@ -100,6 +100,11 @@ def test_bench_writes_report_json_plots_and_html(emulated_report: tuple[Path, st
         assert data.startswith(PNG) and len(data) > 5_000, name
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.count('src="data:image/png;base64,') == 3
+    # the page carries the tables the terminal prints, with their percentiles
+    for title in ("per provider/model", "per node (mean time", "errors by type"):
+        assert title in page and title in stdout, title
+    assert "limiter wait p50/p99 ms" in page and "call p50/p90/p99/max ms" in page
+    assert "ProviderHTTPError" in page  # the emulator's 500s, by type
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["setup"]["arrivals"] == "poisson:25/s"
     assert report["setup"]["emulate"]["requests_per_min"] == 1200
