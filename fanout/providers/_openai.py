@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-import httpx
 import orjson
 
 from fanout.errors import (
@@ -18,14 +18,11 @@ from fanout.errors import (
     RateLimited,
 )
 from fanout.limits import RateLimitHeaders
-from fanout.providers._http import (
-    AiohttpTransport,
-    HttpTransport,
-    HttpxTransport,
-    TransportBroken,
-    TransportTimeout,
-)
+from fanout.providers._http import HttpTransport, TransportBroken, TransportTimeout
 from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["OpenAIProvider"]
 
@@ -63,6 +60,8 @@ class OpenAIProvider:
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._http: HttpTransport
         if transport is None:
+            from fanout.providers._aiohttp import AiohttpTransport
+
             self._http = AiohttpTransport(
                 self.base_url,
                 headers=headers,
@@ -70,13 +69,15 @@ class OpenAIProvider:
                 max_connections=max_connections,
                 connect_timeout_s=connect_timeout_s,
             )
-        elif isinstance(transport, httpx.AsyncBaseTransport):
+        elif hasattr(transport, "handle_async_request"):  # an httpx transport
+            from fanout.providers._httpx import HttpxTransport
+
             self._http = HttpxTransport(
                 self.base_url,
                 headers=headers,
                 keep=_KEPT_HEADERS,
                 connect_timeout_s=connect_timeout_s,
-                transport=transport,
+                transport=transport,  # type: ignore[arg-type]  # checked above
             )
         else:
             self._http = transport
