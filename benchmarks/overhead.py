@@ -169,7 +169,9 @@ def classify() -> DAG:
     return dag
 
 
-async def engine_loop(base_url: str, seconds: float, concurrency: int, traces: Path) -> int:
+async def engine_loop(
+    base_url: str, seconds: float, concurrency: int, traces: Path | str | None
+) -> int:
     dag = classify()
     async with Engine(config(base_url, concurrency), traces=traces) as engine:
 
@@ -188,6 +190,15 @@ async def fanout_run(base_url: str, concurrency: int, source: Path, work: Path) 
     if stats.failed:
         raise SystemExit(f"fanout run: {stats.failed} records failed")
     return stats.ok
+
+
+async def engine_rps(
+    base_url: str, seconds: float, concurrency: int, traces: Path | str | None = None
+) -> float:
+    """``Engine.run`` requests/s from ``concurrency`` workers (``benchmarks/traces.py``)."""
+    start = time.perf_counter()
+    done = await engine_loop(base_url, seconds, concurrency, traces)
+    return done / (time.perf_counter() - start)
 
 
 def write_records(path: Path, count: int) -> Path:
