@@ -33,12 +33,13 @@ _KEY_LIKE = re.compile(r"\b(sk|pk|key)-[A-Za-z0-9_\-*]{6,}")
 class OpenAIProvider:
     """An OpenAI-compatible ``/chat/completions`` endpoint (vendors, vLLM, llama.cpp, LiteLLM).
 
-    Connections are pooled over aiohttp (keep-alive, up to ``max_connections``, a
-    connect timeout and a read timeout, the call's ``timeout_s`` bounding the whole
-    call): see :mod:`fanout.providers._http` for why aiohttp and not httpx. The API
-    key is held privately and scrubbed from every error message; it is never in a
-    repr. ``transport`` replaces the network: an ``httpx.AsyncBaseTransport``
-    (``httpx.MockTransport`` in tests) or any :class:`~fanout.providers._http.HttpTransport`.
+    Connections are pooled over aiohttp (keep-alive, up to ``max_connections``; a
+    connect timeout, and the call's ``timeout_s`` bounding the whole call, the wait for
+    a pooled connection included): see :mod:`fanout.providers._http` for why aiohttp
+    and not httpx. The API key is held privately and scrubbed from every error
+    message; it is never in a repr. ``transport`` replaces the network: an
+    ``httpx.AsyncBaseTransport`` (``httpx.MockTransport`` in tests) or any
+    :class:`~fanout.providers._http.HttpTransport`.
     """
 
     def __init__(
