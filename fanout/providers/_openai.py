@@ -2,44 +2,52 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
 from collections.abc import Mapping
 
 import httpx
+from pydantic import SecretStr
 
 from fanout.errors import (
     ConfigError,
     InvalidResponse,
     ProviderConnectionError,
-    ProviderHTTPError,
+    ProviderError,
     ProviderTimeout,
-    RateLimited,
 )
-from fanout.limits import RateLimitHeaders
+from fanout.providers._deadline import CallDeadline
+from fanout.providers._errors import error_for, response_headers
 from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
 
 __all__ = ["OpenAIProvider"]
 
-_SHARD_CONNECTIONS = 8  # httpx stays fast up to about this many connections per pool
-_MAX_SHARDS = 64
-_KEPT_HEADERS = ("x-ratelimit-", "retry-after", "anthropic-ratelimit-", "date")
+# httpx errors raised before the request went out: the provider cannot have billed it
+_NOT_SENT = (httpx.ConnectTimeout, httpx.PoolTimeout)
 _KEY_LIKE = re.compile(r"\b(sk|pk|key)-[A-Za-z0-9_\-*]{6,}")
 
 
 class OpenAIProvider:
     """An OpenAI-compatible ``/chat/completions`` endpoint (vendors, vLLM, llama.cpp, LiteLLM).
 
-    Connections are pooled (keep-alive, up to ``max_connections``, separate connect
-    and read timeouts) over several ``httpx.AsyncClient`` shards of at most
-    ``_SHARD_CONNECTIONS`` each, a call going to the least busy shard: httpx's pool
-    scans all its connections on every request, so one pool of hundreds makes each
-    call cost more the more are in flight (a single client fell from 1,200 to 160
-    requests/s between 8 and 64 connections in ``benchmarks/overhead.py``). The API key is held
-    privately and scrubbed from every error message; it is never in a repr.
-    ``transport`` replaces the network (``httpx.MockTransport`` in tests).
+    Connections are kept alive, up to ``max_connections``, each in an
+    ``httpx.AsyncClient`` of its own (made when first needed), and a call takes a client
+    no other call is using, the last one freed first. One connection per pool, because
+    httpx's pool misbehaves with more: it scans all its connections on every request (a
+    single client fell from 1,200 to 160 requests/s between 8 and 64 connections in
+    ``benchmarks/overhead.py``), and a request queued in it can starve. httpcore assigns
+    a freed connection to every queued request at once and a request arriving meanwhile
+    takes it, over and over, so under steady load an unlucky call waited for the pool
+    timeout (30 s calls against an instant local server; ``tests/integration/
+    test_soak.py``). With a free client per call, nothing ever queues there.
+
+    ``timeout_s`` is the provider's time to answer, from when the request goes out
+    (connecting has ``connect_timeout_s`` of its own); a response that arrived while the
+    event loop was busy is read rather than timed out (:class:`CallDeadline`). The API
+    key is held as a ``SecretStr`` until the header is built, scrubbed from every error
+    message and never in a repr. ``transport`` replaces the network
+    (``httpx.MockTransport`` in tests).
     """
 
     def __init__(
@@ -55,28 +63,17 @@ class OpenAIProvider:
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
-        self._api_key = api_key
+        self._api_key = SecretStr(api_key) if api_key else None
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
-        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        shards = max(1, min(_MAX_SHARDS, -(-max_connections // _SHARD_CONNECTIONS)))
-        per_shard = -(-max_connections // shards)
-        # One TLS context for every shard: building one loads the CA bundle (~85 ms each).
-        tls = httpx.create_ssl_context() if transport is None else True
-        self._clients = [
-            httpx.AsyncClient(
-                base_url=self.base_url,
-                headers=headers,
-                verify=tls,
-                limits=httpx.Limits(
-                    max_connections=per_shard, max_keepalive_connections=per_shard
-                ),
-                timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-                transport=transport,
-            )
-            for _ in range(shards)
-        ]
-        self._busy = [0] * shards  # calls in flight per shard
+        self.max_connections = max(1, max_connections)
+        self._transport = transport
+        # One TLS context for every client: building one loads the CA bundle (~85 ms each).
+        self._tls: object = httpx.create_ssl_context() if transport is None else True
+        self._clients: list[httpx.AsyncClient] = []
+        self._busy: list[int] = []  # calls in flight per client
+        self._free: list[int] = []  # clients no call is using, the last freed on top
+        self._next = 0  # with every client busy (over max_connections): round robin
 
     @classmethod
     def from_env(
@@ -100,40 +97,65 @@ class OpenAIProvider:
                 )
         return cls(name, base_url=base_url, api_key=key, **kwargs)  # type: ignore[arg-type]
 
+    def _client(self) -> int:
+        """A client no call is using (made if need be); ``_done`` gives it back."""
+        if self._free:
+            index = self._free.pop()
+        elif len(self._clients) < self.max_connections:
+            key = self._api_key
+            headers = {"authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+            self._clients.append(
+                httpx.AsyncClient(
+                    base_url=self.base_url,
+                    headers=headers,  # httpx's repr of them masks the key
+                    verify=self._tls,  # type: ignore[arg-type]
+                    limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                    transport=self._transport,
+                )
+            )
+            self._busy.append(0)
+            index = len(self._clients) - 1
+        else:
+            index = self._next = (self._next + 1) % len(self._clients)
+        self._busy[index] += 1
+        return index
+
+    def _done(self, index: int) -> None:
+        self._busy[index] -= 1
+        if not self._busy[index]:
+            self._free.append(index)
+
     async def complete(
         self, request: ChatRequest, *, timeout_s: float | None = None
     ) -> ChatResponse:
         body = _request_body(request)
         timeout = timeout_s if timeout_s is not None else self.timeout_s
+        connect = min(self.connect_timeout_s, timeout)
+        deadline = CallDeadline(connect + timeout)
+        index = self._client()
         try:
-            # The read timeout bounds each chunk; the outer timeout bounds the whole call.
-            busy = self._busy
-            shard = busy.index(min(busy)) if len(busy) > 1 else 0
-            busy[shard] += 1
-            try:
-                async with asyncio.timeout(timeout):
-                    response = await self._clients[shard].post(
-                        "/chat/completions",
-                        json=body,
-                        timeout=httpx.Timeout(
-                            timeout, connect=min(self.connect_timeout_s, timeout)
-                        ),
-                    )
-                    raw = response.content
-            finally:
-                busy[shard] -= 1
-        except (TimeoutError, httpx.TimeoutException):
+            async with deadline:
+                # httpx's own read timeout is only a backstop: the deadline decides
+                response = await self._clients[index].post(
+                    "/chat/completions",
+                    json=body,
+                    timeout=httpx.Timeout(connect + 2 * timeout, connect=connect),
+                )
+                raw = response.content
+        except (TimeoutError, httpx.TimeoutException) as exc:
             raise ProviderTimeout(
-                f"{self.name}: no answer within {timeout:.1f}s", provider=self.name
+                f"{self.name}: no answer within {timeout:.1f}s",
+                provider=self.name,
+                sent=not isinstance(exc, _NOT_SENT),
             ) from None
         except httpx.TransportError as exc:
             raise ProviderConnectionError(
                 f"{self.name}: connection failed: {self._scrub(f'{type(exc).__name__}: {exc}')}",
                 provider=self.name,
             ) from None
-        headers = {
-            k.lower(): v for k, v in response.headers.items() if k.lower().startswith(_KEPT_HEADERS)
-        }
+        finally:
+            self._done(index)
+        headers = response_headers(response.headers)
         if response.status_code != 200:
             raise self._http_error(response.status_code, raw, headers)
         return self._parse(raw, headers)
@@ -173,25 +195,12 @@ class OpenAIProvider:
                 f"{where}: missing or bad field {missing}", provider=self.name
             ) from None
 
-    def _http_error(
-        self, status: int, raw: bytes, headers: dict[str, str]
-    ) -> ProviderHTTPError | RateLimited:
-        detail, code = _error_detail(raw)
-        text = self._scrub(f"{self.name}: HTTP {status}: {detail}")
-        if status == 429:
-            retry_after = RateLimitHeaders.parse(headers).retry_after_s
-            return RateLimited(text, provider=self.name, retry_after_s=retry_after, headers=headers)
-        return ProviderHTTPError(
-            text,
-            provider=self.name,
-            status_code=status,
-            content_filter=code == "content_filter",
-            headers=headers,
-        )
+    def _http_error(self, status: int, raw: bytes, headers: dict[str, str]) -> ProviderError:
+        return error_for(self.name, status, raw, headers, scrub=self._scrub)
 
     def _scrub(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
+        if self._api_key is not None:
+            text = text.replace(self._api_key.get_secret_value(), "***")
         return _KEY_LIKE.sub("***", text)
 
     async def aclose(self) -> None:
@@ -221,13 +230,3 @@ def _request_body(request: ChatRequest) -> dict[str, object]:
         }
     return body
 
-
-def _error_detail(raw: bytes) -> tuple[str, str | None]:
-    try:
-        data = json.loads(raw)
-        error = data.get("error", data) if isinstance(data, dict) else {}
-        if isinstance(error, dict):
-            return str(error.get("message") or error)[:300], error.get("code") or error.get("type")
-        return str(error)[:300], None
-    except ValueError:
-        return raw[:200].decode("utf-8", "replace"), None

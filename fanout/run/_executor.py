@@ -36,6 +36,7 @@ from fanout.errors import (
     NodeFailed,
     OutputValidationError,
     ProviderError,
+    ProviderOutage,
     ReviewRejected,
     RunError,
     UpstreamFailed,
@@ -87,6 +88,9 @@ class _Run:
         self.stop_status: RunStatus | None = None
         self.stop_error: BaseException | None = None
         self.budget_hit = False  # some call was refused by the budget (even in a map item)
+        # a provider down longer than max_outage_s: the run stops, and its record gets no
+        # row (the job stops; the next run runs it again)
+        self.outage: ProviderOutage | None = None
         self.t0 = ctx.clock.now()
         self.caller: asyncio.Task[object] | None = None
         self.inline_running = False  # the caller's task is running a node right now
@@ -317,6 +321,9 @@ class _Run:
             raise
         except DeadlineExceeded as exc:
             outcome = _Outcome(NodeStatus.CANCELLED, error=exc)
+        except ProviderOutage as exc:
+            self.outage = exc
+            outcome = _Outcome(NodeStatus.ERROR, error=exc)
         except MaxStepsExceeded as exc:
             outcome = _Outcome(NodeStatus.MAX_STEPS_EXCEEDED, error=exc)
         except (ProviderError, OutputValidationError) as exc:
@@ -328,6 +335,8 @@ class _Run:
         if inline:
             self.inline_running = False  # from here on, _stop must not cancel this task
         self.times[node_id] = (start, self.ctx.clock.now() - self.t0)
+        if self.outage is not None:
+            self._stop(RunStatus.ERROR, self.outage)  # nothing else of it runs
         return self._advance(self._finish(node_id, outcome), keep=True)
 
     def _escalated(self, node: Step, exc: RunError) -> _Outcome:
@@ -438,7 +447,7 @@ class _Run:
                 failed.append(index)
                 error = value if isinstance(value, BaseException) else RunError(str(value))
                 self.budget_hit = self.budget_hit or isinstance(error, BudgetExceeded)
-                if mode == "fail":
+                if mode == "fail" or isinstance(error, ProviderOutage):
                     self.items[node.id] = (len(items), len(failed))
                     raise error
             return self._map_result(node, results, failed)
@@ -448,6 +457,8 @@ class _Run:
                 results[index] = await self._execute(
                     body, stats, {"item": items[index], "index": index}, node.id
                 )
+            except ProviderOutage:
+                raise  # the whole run stops, whatever on_item_error says
             except Exception as exc:
                 failed.append(index)
                 self.budget_hit = self.budget_hit or isinstance(exc, BudgetExceeded)
@@ -496,6 +507,7 @@ class _Run:
     def result(self, request_id: str) -> RunResult:
         nodes: dict[str, NodeResult] = {}
         usage, cost = Usage(), 0.0
+        replayed, replayed_cost = Usage(), 0.0
         root_error: BaseException | None = None
         budget_hit = self.budget_hit
         for node_id, node in self.plan.nodes.items():
@@ -503,6 +515,7 @@ class _Run:
                 continue
             res = nodes[node_id] = self._node_result(node_id)
             usage, cost = usage + res.usage, cost + res.cost_usd
+            replayed, replayed_cost = replayed + res.replayed, replayed_cost + res.replayed_cost_usd
             outcome = self.outcomes.get(node_id)
             error = outcome.error if outcome is not None else self.stop_error
             if error is not None and not isinstance(error, UpstreamFailed):
@@ -540,6 +553,8 @@ class _Run:
                 status = RunStatus.WAITING_FOR_REVIEW
             else:
                 status = RunStatus.ERROR
+        if self.outage is not None:  # not this record's failure: it names the outage
+            status, root_error = RunStatus.ERROR, self.outage
         if status in (RunStatus.OK, RunStatus.WAITING_FOR_REVIEW):
             root_error = None
         return RunResult(
@@ -554,6 +569,8 @@ class _Run:
             error_type=type(root_error).__name__ if root_error is not None else None,
             error_message=str(root_error) if root_error is not None else None,
             trace_id=self.ctx.trace_id or None,
+            replayed=replayed,
+            replayed_cost_usd=replayed_cost,
         )
 
 
@@ -587,6 +604,8 @@ class _Run:
             guard_rejections=stats.guard_rejections,
             guard_repairs=stats.guard_repairs,
             transcript=list(stats.transcript) if stats.transcript is not None else None,
+            replayed=stats.replayed,
+            replayed_cost_usd=stats.replayed_cost_usd,
         )
 
     def trace(self, result: RunResult) -> None:

@@ -79,10 +79,15 @@ async def test_a_call_answered_from_the_journal_leaves_a_replayed_attempt_row(
     (replayed,) = [s for s in second_sink.spans if s.record_type == "attempt"]
     assert made.replayed is None and made.input_tokens and made.cost_usd
     assert replayed.replayed is True and replayed.status == "ok"
-    assert (replayed.input_tokens, replayed.output_tokens, replayed.cost_usd) == (0, 0, 0.0)
+    # it keeps the cost it had, as already spent: the same call (key) as the row that paid
+    paid = (made.input_tokens, made.output_tokens, made.cost_usd)
+    assert (replayed.input_tokens, replayed.output_tokens, replayed.cost_usd) == paid
+    assert replayed.call_key == made.call_key and made.call_key is not None
     assert replayed.output_hmac == made.output_hmac  # the same answer
     (node,) = [s for s in second_sink.spans if s.record_type == "node"]
     assert replayed.parent_span_id == node.span_id and result.calls == 0
+    # the record's cost is whole; this run spent nothing
+    assert result.cost_usd == 0.0 and result.replayed_cost_usd == made.cost_usd
 
 
 def test_lookups_read_calls_back_from_the_files_and_memory_stays_per_call_small(
