@@ -156,6 +156,7 @@ class _SpreadMaps:
             "deadline_s": (
                 max(0.001, ctx.deadline_at - ctx.clock.now()) if ctx.deadline_at else None
             ),
+            "max_outage_s": ctx.max_outage_s,  # batch work waits out an outage here too
         }
         inputs = dict(executor.inputs)
 
@@ -405,6 +406,10 @@ class FanoutWorker:
         if index >= 0:  # a payload of run_on_workers (ask_workers' questions count < 0)
             self.jobs_run += 1
         return result
+
+    def outages(self) -> list[object]:
+        """The providers this worker finds down now (their calls wait)."""
+        return list(self.engine.outages())
 
     def job_reports(self) -> dict[int, object]:
         """The latest progress each running job reported, by index."""

@@ -44,8 +44,11 @@ _CONTEXT_TEXT = re.compile(
 # "maximum context length is 8192 tokens. However, you requested 9000 tokens";
 # "prompt is too long: 210000 tokens > 200000 maximum"
 _CONTEXT_NUMBERS = (
-    re.compile(r"(?:maximum|max)[^\d]{0,40}(\d[\d,]*)\s*tokens.{0,80}?(?:requested|resulted in"
-               r"|have)\D{0,10}(\d[\d,]*)", re.I | re.S),  # fmt: skip
+    re.compile(
+        r"(?:maximum|max)[^\d]{0,40}(\d[\d,]*)\s*tokens.{0,80}?(?:requested|resulted in|have)"
+        r"\D{0,10}(\d[\d,]*)",
+        re.I | re.S,
+    ),
     re.compile(r"(\d[\d,]*)\s*tokens\s*>\s*(\d[\d,]*)", re.I),
 )
 

@@ -136,6 +136,11 @@ class Router:
     def limiters(self) -> list[Limiter]:
         return list({id(r.limiter): r.limiter for r in self._routes.values()}.values())
 
+    def circuits(self) -> list[tuple[Limiter, CircuitBreaker]]:
+        """Each (provider, model)'s limiter (its name) and circuit, once."""
+        shared = {id(r.circuit): (r.limiter, r.circuit) for r in self._routes.values()}
+        return list(shared.values())
+
 
 @dataclass(slots=True)
 class NodeStats:

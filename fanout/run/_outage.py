@@ -56,7 +56,8 @@ async def wait_until_up(
     name: str, provider: str, circuit: CircuitBreaker, clock: Clock, max_outage_s: float
 ) -> None:
     """Return when a call may go out again (the circuit is closed, or half-open with no
-    probe out: the call that goes first is the probe); raise :class:`ProviderOutage` once it has been down ``max_outage_s``.
+    probe out: the call that goes first is the probe); raise :class:`ProviderOutage`
+    once it has been down ``max_outage_s``.
 
     Wakes at every verdict of the circuit and when the cool-down ends; never polls.
     """

@@ -173,9 +173,8 @@ class _Emulator:
             headers = self._limit_headers(req, tok)
             headers["retry-after-ms"] = f"{wait * 1000:.0f}"
             headers["retry-after"] = str(math.ceil(wait))
-            return _error(
-                429, "rate_limit_exceeded", "Rate limit reached; retry later.", self._proxied(headers)
-            )  # fmt: skip
+            text = "Rate limit reached; retry later."
+            return _error(429, "rate_limit_exceeded", text, self._proxied(headers))
         if req is not None:
             req.take(1, now)
         if tok is not None:
