@@ -149,7 +149,7 @@ async def run_file(
             "review steps"
         )
     records = iter_records(input_path, key=key)  # checks every file now, sharded or not
-    records = check_first_records(records, plan.inputs, input_path, key)
+    records = check_first_records(records, plan, input_path, key)
     lock = None
     writer = None
     try:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fanout.batch._readers import Record, file_columns, input_files
+from fanout.dag import Plan, check_input_types
 from fanout.errors import ConfigError
 
 __all__ = ["SAMPLE_RECORDS", "check_columns", "check_first_records", "record_problem"]
@@ -47,21 +48,30 @@ def check_columns(source: str | Path, inputs: tuple[str, ...], key: str | None) 
             )
 
 
-def record_problem(record: Record, inputs: tuple[str, ...]) -> str | None:
-    """What keeps this record from running, as a kind shared by records with the same
-    problem (``None``: it can run)."""
+def record_problem(record: Record, plan: Plan) -> tuple[str, str] | None:
+    """What keeps this record from running: a kind shared by records with the same
+    problem, and this record's message (``None``: it can run)."""
     if record.data is None:
         text = record.error or "unreadable record"
         if record.origin and text.startswith(f"{record.origin}: "):
             text = text[len(record.origin) + 2 :]
-        return _DETAIL.sub("", text.split(";")[0])
-    missing = [name for name in inputs if name not in record.data]
-    return f"missing input {', '.join(repr(n) for n in missing)}" if missing else None
+        return _DETAIL.sub("", text.split(";")[0]), record.error or text
+    missing = [name for name in plan.inputs if name not in record.data]
+    if missing:
+        data = record.data
+        names = ", ".join(repr(n) for n in missing)
+        fields = ", ".join(sorted(data)) or "none"
+        return f"missing input {names}", f"{record.origin}: no field {names} (its fields: {fields})"
+    try:
+        check_input_types(plan, record.data)
+    except ConfigError as exc:
+        return str(exc).split(" (")[0], f"{record.origin}: {exc}"
+    return None
 
 
 def check_first_records(
     records: Iterator[Record],
-    inputs: tuple[str, ...],
+    plan: Plan,
     source: str | Path,
     key: str | None,
     sample: int = SAMPLE_RECORDS,
@@ -70,26 +80,21 @@ def check_first_records(
     (or all of them, if fewer) every one fail the same way: a :class:`ConfigError` naming
     the problem, the first such record and the fix."""
     first = list(itertools.islice(records, sample))
-    problems = {record_problem(record, inputs) for record in first}
-    if first and len(problems) == 1 and None not in problems:
-        (problem,) = problems
-        assert problem is not None
-        example = first[0].error or _missing(first[0], inputs)
+    problems = [record_problem(record, plan) for record in first]
+    kinds = {problem[0] if problem is not None else None for problem in problems}
+    if first and len(kinds) == 1 and None not in kinds:
+        kind, example = problems[0]  # type: ignore[misc]  # every one is a problem here
         count = f"all {len(first)} records" if len(first) < sample else f"the first {sample}"
         raise ConfigError(
             f"input {str(source)!r}: {count} fail the same way, so the job stopped before "
-            f"any call: {example}; {_fix(problem, inputs, key)}"
+            f"any call: {example}; {_fix(kind, plan.inputs, key)}"
         )
     return itertools.chain(first, records)
 
 
-def _missing(record: Record, inputs: tuple[str, ...]) -> str:
-    data = record.data or {}
-    missing = ", ".join(repr(name) for name in inputs if name not in data)
-    return f"{record.origin}: no field {missing} (its fields: {', '.join(sorted(data)) or 'none'})"
-
-
 def _fix(problem: str, inputs: tuple[str, ...], key: str | None) -> str:
+    if "must be" in problem:
+        return "give each record a value of the input's declared type (dag.input(name, type=...))"
     if problem.startswith("missing input"):
         return (
             f"each record needs the DAG's inputs {list(inputs)} as fields; rename the "

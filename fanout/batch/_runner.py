@@ -21,7 +21,7 @@ from fanout.batch._review import record_run_id
 from fanout.batch._writer import DEAD_LETTER_DIR, ResultWriter
 from fanout.clock import Clock
 from fanout.config import Config
-from fanout.dag import DAG, Plan
+from fanout.dag import DAG, Plan, check_input_types
 from fanout.errors import ConfigError, ProviderOutage
 from fanout.limits import LimiterState
 from fanout.run import Outage, RunResult
@@ -190,6 +190,7 @@ class Job:
         self.engine = engine
         self.max_outage_s = max_outage_s
         self.dag = dag
+        self.plan = plan
         self.inputs = plan.inputs
         self.writer = writer
         self.state = state
@@ -243,11 +244,15 @@ class Job:
                 f"inputs {list(inputs)} (it has {sorted(data)})"
             )
         try:
+            values = check_input_types(self.plan, {name: data[name] for name in inputs})
+        except ConfigError as exc:
+            return INVALID_RECORD, f"{record.origin}: {exc}"
+        try:
             if self.reviews is not None:
-                return await self.run_reviewed(record, {name: data[name] for name in inputs})
+                return await self.run_reviewed(record, values)
             return await self.engine.run(
                 self.dag,
-                {name: data[name] for name in inputs},
+                values,
                 budget_usd=self.budget_usd,
                 budget_tokens=self.budget_tokens,
                 deadline_s=self.deadline_s,

@@ -268,7 +268,7 @@ class RayEngine:
     ) -> RunResult:
         """Run one request on the pool; same contract as :meth:`fanout.Engine.run`."""
         plan = self.validate(dag)
-        check_inputs(dag, plan, inputs)
+        inputs = check_inputs(dag, plan, inputs)
         await self.start()
         assert self._wake is not None
         dag_id, blob = self._dag_ref(dag, plan)
@@ -440,10 +440,22 @@ class RayEngine:
         self._budget_spec = budget
         for _ in range(self.size):
             self._add_worker()
+        await self._check_workers()
         self._wake = asyncio.Event()
         loop = asyncio.get_running_loop()
         self._dispatcher = loop.create_task(self._dispatch())
         self._limits_poller = loop.create_task(self._poll_limits())
+
+    async def _check_workers(self) -> None:
+        """Every worker built its engine: a config error on a worker (a provider key the
+        cluster's environment lacks) is a :class:`ConfigError` here, before any record."""
+        try:
+            await asyncio.gather(*(w.handle.ready.remote() for w in self._workers))
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, ConfigError):
+                await self.aclose()
+                raise ConfigError(str(exc.cause)) from None
+            raise
 
     async def _poll_limits(self, every_s: float = 1.0) -> None:
         while True:

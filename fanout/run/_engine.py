@@ -20,7 +20,7 @@ from fanout.config import (
     default_config,
     load_config,
 )
-from fanout.dag import DAG, Plan
+from fanout.dag import DAG, Plan, check_input_types
 from fanout.errors import ConfigError
 from fanout.limits import Limiter, LimiterState
 from fanout.providers import OpenAIProvider, Provider
@@ -220,7 +220,7 @@ class Engine:
         """
         checked = self._checked(dag)
         plan, reviewed = checked.plan, checked.reviewed
-        check_inputs(dag, plan, inputs)
+        inputs = check_inputs(dag, plan, inputs)
         if reviewed:
             self._check_reviewable(dag, session_id)
         if session_id is not None:
@@ -553,14 +553,16 @@ _LEASE_S = 600.0
 _LEASE_MARGIN_S = 60.0
 
 
-def check_inputs(dag: DAG, plan: Plan, inputs: Mapping[str, object]) -> None:
-    """Raise :class:`ConfigError` naming the DAG's inputs that ``inputs`` lacks."""
+def check_inputs(dag: DAG, plan: Plan, inputs: Mapping[str, object]) -> Mapping[str, object]:
+    """``inputs``, each typed one validated against its declared type; raise
+    :class:`ConfigError` naming the inputs that ``inputs`` lacks or that do not fit."""
     missing = [name for name in plan.inputs if name not in inputs]
     if missing:
         raise ConfigError(
             f"DAG {dag.name!r}: missing input(s) {missing}; pass them in inputs="
             f"{{...}} (expected: {list(plan.inputs)})"
         )
+    return check_input_types(plan, inputs)
 
 
 def _is_trace_id(value: str) -> bool:

@@ -49,9 +49,18 @@ class NodeResult:
     # them, so not in ``usage``/``cost_usd`` (what this run spent) nor in ``calls``.
     replayed: Usage = field(default_factory=Usage)
     replayed_cost_usd: float = 0.0
+    # A map the deadline cut: the indices of its items that did not finish (its output,
+    # in ``output``, holds the finished ones in place and None for these).
+    unfinished_items: tuple[int, ...] | None = None
+    # Only in a run the deadline cut (``deadline_exceeded``): this node's value if it
+    # finished, a cut map's items so far; every value that was paid for is returned.
+    output: object = None
 
     def __reduce__(self) -> tuple[type[NodeResult], tuple[object, ...]]:
         return NodeResult, _node_values(self)
+
+    def jsonable_output(self) -> object:
+        return _jsonable(self.output)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -74,6 +83,10 @@ class NodeResult:
             "guard_rejections": self.guard_rejections,
             "guard_repairs": self.guard_repairs,
             "transcript": self.transcript,
+            "unfinished_items": list(self.unfinished_items)
+            if self.unfinished_items is not None
+            else None,
+            "output": self.jsonable_output(),
         }
 
 
