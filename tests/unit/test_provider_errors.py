@@ -97,7 +97,8 @@ def test_a_413_is_request_too_large_and_other_errors_keep_their_types() -> None:
 def test_errors_pickle_with_their_attributes() -> None:
     error = error_for("openai", 429, body(OPENAI_TPM), {})
     again = pickle.loads(pickle.dumps(error))
-    assert isinstance(again, RequestTooLarge) and (again.requested, again.limit) == (250_120, 30_000)
+    assert isinstance(again, RequestTooLarge)
+    assert (again.requested, again.limit) == (250_120, 30_000)
     timeout = pickle.loads(pickle.dumps(ProviderTimeout("slow", provider="p", sent=False)))
     assert timeout.sent is False
     circuit = pickle.loads(pickle.dumps(CircuitOpen("open", cause="ProviderConnectionError: x")))
