@@ -33,30 +33,53 @@ class _Frozen(BaseModel):
 class RetryConfig(_Frozen):
     """Retries of one call on the same provider (exponential back-off, full jitter)."""
 
-    max_attempts: int = Field(default=4, ge=1)
-    max_elapsed_s: float = Field(default=120.0, gt=0)
-    initial_backoff_s: float = Field(default=0.5, ge=0)
-    max_backoff_s: float = Field(default=30.0, ge=0)
+    max_attempts: int = Field(
+        default=4, ge=1, description="attempts of one call, the first included"
+    )
+    max_elapsed_s: float = Field(
+        default=120.0, gt=0, description="no retry once this long passed since the first attempt"
+    )
+    initial_backoff_s: float = Field(
+        default=0.5, ge=0, description="first back-off; it doubles per retry, with full jitter"
+    )
+    max_backoff_s: float = Field(
+        default=30.0, ge=0, description="cap on one back-off (a longer Retry-After still wins)"
+    )
     retry_on: tuple[
         Literal["rate_limited", "timeout", "connection", "server", "invalid_response"], ...
-    ] = ("rate_limited", "timeout", "connection", "server", "invalid_response")
+    ] = Field(
+        default=("rate_limited", "timeout", "connection", "server", "invalid_response"),
+        description="error classes retried on the same provider",
+    )
 
 
 class CircuitConfig(_Frozen):
     """Open the circuit of a provider/model after consecutive failures, for a cool-down."""
 
-    failure_threshold: int = Field(default=5, ge=1)
-    cooldown_s: float = Field(default=30.0, gt=0)
+    failure_threshold: int = Field(
+        default=5, ge=1, description="consecutive failures that open the circuit"
+    )
+    cooldown_s: float = Field(
+        default=30.0, gt=0, description="how long it stays open; then one probe call is let through"
+    )
 
 
 class _ProviderBase(_Frozen):
-    requests_per_min: float | None = Field(default=None, gt=0)
-    tokens_per_min: float | None = Field(default=None, gt=0)
-    max_concurrency: int = Field(default=256, gt=0)
-    timeout_s: float = Field(default=60.0, gt=0)
+    requests_per_min: float | None = Field(
+        default=None, gt=0, description="per model; none: learned from the provider"
+    )
+    tokens_per_min: float | None = Field(
+        default=None, gt=0, description="per model; none: learned from the provider"
+    )
+    max_concurrency: int = Field(
+        default=256, gt=0, description="calls in flight (an HTTP provider's connection pool)"
+    )
+    timeout_s: float = Field(default=60.0, gt=0, description="time limit of one call")
     adaptive: bool = Field(default=True, description="learn limits from 429s and headers")
-    retry: RetryConfig = Field(default_factory=RetryConfig)
-    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig, description="retries of one call")
+    circuit: CircuitConfig = Field(
+        default_factory=CircuitConfig, description="the circuit breaker per model"
+    )
 
 
 class SimProviderConfig(_ProviderBase):
@@ -75,18 +98,18 @@ class SimProviderConfig(_ProviderBase):
         default=0.0, ge=0, le=1, description="share of attempts that take tail_latency_ms more"
     )
     tail_latency_ms: float = Field(default=0.0, ge=0, description="added to a tail attempt")
-    seed: int = 0
+    seed: int = Field(default=0, description="seed of the replies, latencies and faults")
 
 
 class OpenAIProviderConfig(_ProviderBase):
     """Any OpenAI-compatible chat-completions endpoint, by base URL."""
 
     kind: Literal["openai"]
-    base_url: str
+    base_url: str = Field(description="the API's base URL, e.g. https://api.openai.com/v1")
     api_key_env: str | None = Field(
         default=None, description="name of the environment variable that holds the key"
     )
-    connect_timeout_s: float = Field(default=5.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="time limit to connect")
 
 
 _PROVIDER_KINDS = ("sim", "openai")
@@ -108,14 +131,20 @@ class HedgeConfig(_Frozen):
 class ModelConfig(_Frozen):
     """A model alias: which provider and model name, fallbacks, prices, and hedging."""
 
-    provider: str
-    model: str
-    fallbacks: tuple[str, ...] = ()
+    provider: str = Field(description="name of a [providers.NAME] table")
+    model: str = Field(description="the provider's model name, sent with each call")
+    fallbacks: tuple[str, ...] = Field(
+        default=(), description="aliases tried in order when this one fails"
+    )
     requests_per_min: float | None = Field(default=None, gt=0, description="overrides provider")
     tokens_per_min: float | None = Field(default=None, gt=0, description="overrides provider")
-    input_usd_per_mtok: float = Field(default=0.0, ge=0)
-    output_usd_per_mtok: float = Field(default=0.0, ge=0)
-    hedge: HedgeConfig | None = None
+    input_usd_per_mtok: float = Field(
+        default=0.0, ge=0, description="USD per million prompt tokens"
+    )
+    output_usd_per_mtok: float = Field(
+        default=0.0, ge=0, description="USD per million completion tokens"
+    )
+    hedge: HedgeConfig | None = Field(default=None, description="hedging of slow calls (opt-in)")
 
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         return (
@@ -141,12 +170,18 @@ class TraceConfig(_Frozen):
 class Config(_Frozen):
     """The whole configuration: providers by name and model aliases by name."""
 
-    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
-    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    providers: dict[str, ProviderConfig] = Field(
+        default_factory=dict, description="where calls go, by name"
+    )
+    models: dict[str, ModelConfig] = Field(
+        default_factory=dict, description="model aliases (what pipelines name), by name"
+    )
     escalation_path: str | None = Field(
         default=None, description="JSONL file for steps whose every option failed"
     )
-    traces: TraceConfig = Field(default_factory=TraceConfig)
+    traces: TraceConfig = Field(
+        default_factory=TraceConfig, description="what traces keep and how they are written"
+    )
     data_dir: str | None = Field(
         default=None, description="where durable state lives (sessions.db); none: no sessions"
     )

@@ -4,9 +4,11 @@
 
     FanoutError
     ├── ConfigError              a DAG, config or input is wrong; raised before any call
-    │   └── MissingExtra         a feature needs an optional dependency: names the extra
+    │   ├── MissingExtra         a feature needs an optional dependency: names the extra
+    │   ├── TemplateError        a prompt template names a value that does not exist
+    │   ├── ReviewNotFound       no review (or paused run) with that id in the store
+    │   └── ReviewBusy           another process is resuming this paused run now
     ├── SessionBusy              another run holds the session (one run per session at a time)
-    │   └── TemplateError        a prompt template names a value that does not exist
     └── RunError                 something went wrong while a request ran
         ├── ProviderError        a provider call failed              (.retryable, .fallback_ok)
         │   ├── RateLimited      429; carries retry_after_s
@@ -26,7 +28,8 @@
         ├── DeadlineExceeded     the request's deadline passed
         ├── ToolError            a tool callable raised
         ├── UpstreamFailed       a node this one depends on failed
-        └── NodeFailed           a required node failed, so the request stopped
+        ├── NodeFailed           a required node failed, so the request stopped
+        └── ReviewRejected       a person rejected a review step's value
 
 Retry and fallback decisions look at the type and its attributes, never at message
 text. Every error pickles with its attributes (they cross Ray boundaries).

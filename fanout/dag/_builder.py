@@ -191,7 +191,9 @@ class DAG:
         ``prompt`` is a template over named values (``"Rate: {item}"``) or a function
         of those values returning OpenAI-style messages. Values are bound by keyword
         (``scores=scores_ref``, or ``bind={...}`` for names that clash with
-        parameters); DAG inputs and, inside ``map``, ``item``/``index`` bind by name.
+        parameters); DAG inputs and, inside ``map``, ``item``/``index`` bind by name in a
+        template (a prompt function inside a map gets them only when bound:
+        ``item=DAG.item``).
 
         ``tools``: Python functions (the model may call them; the node runs them and
         continues: an agent loop) or pydantic models (schemas only: the node's output

@@ -332,14 +332,6 @@ class RayEngine:
             while todo or running:
                 now = time.monotonic()
                 busy = {id(w) for w, _, _, _ in running.values()}
-                if (  # with --max-workers: grow while pieces wait and every worker works
-                    todo
-                    and len(busy) >= len(self._workers) < self.max_workers
-                    and now - self._last_scale_up >= self.scale_up_every_s
-                ):
-                    self._last_scale_up = now
-                    self._add_worker()
-                    self.stats.scaled_up += 1
                 for worker in self._workers:
                     if todo and id(worker) not in busy and worker.down_until <= now:
                         index, attempt = todo.popleft()
@@ -347,7 +339,19 @@ class RayEngine:
                             job, dag_id, blob, index, payloads[index], shared_ref, attempt
                         )
                         running[asyncio.ensure_future(ref)] = (worker, index, attempt, ref)
+                        busy.add(id(worker))
                         worker.requests += 1  # busy: never retired as idle meanwhile
+                if (  # with --max-workers: grow while pieces wait and every worker works
+                    # (judged after handing out: a piece that just finished frees its
+                    # worker only until the next one is handed to it)
+                    todo
+                    and len(busy) >= len(self._workers) < self.max_workers
+                    and now - self._last_scale_up >= self.scale_up_every_s
+                ):
+                    self._last_scale_up = now
+                    self._add_worker()
+                    self.stats.scaled_up += 1
+                    continue  # hand the new worker a piece at once
                 if not running:  # every worker is restarting: look again shortly
                     await asyncio.sleep(_RESTART_PAUSE_S / 4)
                     continue

@@ -1,6 +1,6 @@
 """``CallJournal``: completed provider calls by idempotency key, so none is paid for twice.
 
-A call's key is a hash of what makes it the same call (DESIGN.md): the provider, the
+A call's key is a hash of what makes it the same call (docs/architecture.md): the provider, the
 model and the whole request (the node's prompt rendered from its resolved inputs,
 its parameters, tools and output schema). Each process appends the calls it
 completes to its own JSON Lines file in a shared directory, one line per call,

@@ -3,6 +3,7 @@ a connection per operation and short ``BEGIN IMMEDIATE`` transactions."""
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,6 +16,13 @@ __all__ = ["DB_FILE", "SQLiteFile"]
 
 DB_FILE = "sessions.db"
 """The file a directory given as a store gets (sessions, checkpoints and reviews)."""
+
+
+@contextmanager
+def _init_lock(db: Path) -> Iterator[None]:
+    with open(db.with_name(db.name + ".init-lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 class SQLiteFile:
@@ -48,7 +56,10 @@ class SQLiteFile:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.busy_timeout_s = busy_timeout_s
         try:
-            with self._connect() as conn:
+            # Switching a new file to WAL takes an exclusive lock without waiting for it
+            # (SQLite's busy timeout does not cover it): two processes opening one new
+            # file at once would see "database is locked". One at a time, by a lock file.
+            with _init_lock(target), self._connect() as conn:
                 conn.execute("PRAGMA journal_mode=WAL")
                 for statement in schema:
                     conn.execute(statement)

@@ -440,7 +440,8 @@ def _unknown_trace(
     some = ", ".join(str(r[0]) for r in recent) or "(no finished runs yet)"
     return ConfigError(
         f"no trace {given!r} in {str(root)!r}; some trace ids there: {some} "
-        f"(`fanout traces list {root}` lists them, newest first)"
+        f"(`fanout traces list {root}` lists them, newest first; "
+        f"`fanout traces summary {root}` summarizes the directory)"
     )
 
 
