@@ -184,8 +184,8 @@ def run(  # one parameter per option: typer reads the signature
     on. Running again into the same --output resumes: records with a row are
     skipped, and calls a killed run completed are not paid again (nor counted twice
     against --job-budget-*). A provider outage holds records (never a dead letter)
-    until --max-outage. Exit 0 when some record succeeded, 1 when none did, 2 for bad
-    input (before any call), 3 when a provider stayed down, 130 when interrupted.
+    until --max-outage. Exit 0 when some record succeeded, 2 for bad input (before any
+    call), 3 when a provider stayed down, 4 when no record did, 130 when interrupted.
     """
     from fanout.batch import load_pipeline
 
@@ -226,7 +226,7 @@ def _duration_s(text: str, option: str) -> float:
 
 
 def exit_for(stats: JobStats, input_path: Path) -> None:
-    """Warn about an empty input; exit 1 when the job ran records and none succeeded."""
+    """Warn about an empty input; exit 4 when the job ran records and none succeeded."""
     if stats.records == 0 and stats.skipped == 0:
         typer.echo(f"warning: {input_path} holds no records; nothing was run", err=True)
         return

@@ -1,5 +1,5 @@
 """``fanout run``'s exit codes: 0 only when some record succeeded, 2 for an input that
-cannot work (one ``error:`` line, before any call), 1 when every record failed, a warning
+cannot work (one ``error:`` line, before any call), 4 when every record failed, a warning
 for an empty input."""
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def test_an_empty_input_warns_and_exits_0(tmp_path: Path) -> None:
     assert "warning:" in result.stderr and "holds no records" in result.stderr
 
 
-def test_a_job_in_which_every_record_failed_exits_1(
+def test_a_job_in_which_every_record_failed_exits_4(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # every call refused (a key the provider does not take): each record's own error, not
@@ -136,7 +136,7 @@ def test_a_job_in_which_every_record_failed_exits_1(
                 "--config", str(cfg)]  # fmt: skip
         result = CliRunner().invoke(app, argv)
         resumed = CliRunner().invoke(app, argv)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 4, result.output
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "no record succeeded (12 error)" in error and "dead_letter" in error
     assert resumed.exit_code == 0  # nothing left to run: the earlier run's rows stand
