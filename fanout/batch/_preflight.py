@@ -89,7 +89,18 @@ def check_first_records(
             f"input {str(source)!r}: {count} fail the same way, so the job stopped before "
             f"any call: {example}; {_fix(kind, plan.inputs, key)}"
         )
-    return itertools.chain(first, records)
+    return _again(first, records)
+
+
+def _again(first: list[Record], records: Iterator[Record]) -> Iterator[Record]:
+    """The peeked records, then the rest; closing it closes the reader (its file)."""
+    try:
+        yield from first
+        yield from records
+    finally:
+        close = getattr(records, "close", None)
+        if close is not None:
+            close()
 
 
 def _fix(problem: str, inputs: tuple[str, ...], key: str | None) -> str:

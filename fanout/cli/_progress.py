@@ -118,6 +118,8 @@ def _details(stats: JobStats, previous: JobStats | None) -> list[_Field]:
         _Field(f"${stats.total_cost_usd:.4f}", 9),  # a resumed job's whole spend
         _Field(_clock(stats.wall_time_s), 6),
     ]
+    if stats.where and stats.where != "this process":  # a cluster: which, and its workers
+        fields.append(_Field(f"on {stats.where}", 11))
     return fields
 
 

@@ -596,7 +596,6 @@ class RunContext:
             note.cost_usd = cost
         return response
 
-
     def _spent_unanswered(
         self, stats: NodeStats, note: _AttemptNote | None, tokens: int, usd: float
     ) -> None:

@@ -305,3 +305,22 @@ async def test_retry_hints_forwarded_by_a_litellm_proxy_are_honoured() -> None:
     assert sorted(labels) == sorted(EXPECTED)
     # only llm_provider-retry-after-ms paces the retries (as test_retry_after_is_honoured)
     assert stats["limited"] <= 4
+
+
+async def test_a_call_that_timed_out_once_sent_counts_as_spent(
+    faulty: Emulator, tmp_path: Path
+) -> None:
+    from fanout import Budget
+    from fanout.run import CallJournal, journal_spend
+
+    faulty.faults(hang_rate=1.0)
+    job = Budget(usd=1.0)
+    journal = CallJournal(tmp_path, writer_id="w")
+    cfg = config(faulty, timeout_s=0.2, retry={"max_attempts": 1})
+    async with Engine(cfg, journal=journal, job_budget=job) as engine:
+        result = await engine.run(classify(), {"text": "x"}, record_key="r1")
+    journal.close()
+    assert result.nodes["rate"].error_type == "ProviderTimeout"
+    # the provider may have run it: its estimate (prompt + max_tokens, priced), not zero
+    assert result.cost_usd > 0 and job.spent_usd == pytest.approx(result.cost_usd)
+    assert journal_spend(tmp_path).usd == pytest.approx(result.cost_usd)

@@ -101,3 +101,9 @@ def test_a_provider_that_is_down_leads_the_line_with_since_when_and_why() -> Non
     assert expected in plain
     assert expected in render(ProgressLine(stats), 200)
     assert "DOWN" in render(ProgressLine(stats), 100)  # it is the last field to go
+
+
+def test_a_job_on_a_cluster_says_which_and_how_many_workers() -> None:
+    stats = snapshot(where="the Ray cluster at 127.0.0.1:6380, 4 workers")
+    assert "on the Ray cluster at 127.0.0.1:6380, 4 workers" in ProgressLine(stats).plain()
+    assert " on " not in ProgressLine(snapshot(where="this process")).plain()
