@@ -12,11 +12,14 @@
     └── RunError                 something went wrong while a request ran
         ├── ProviderError        a provider call failed              (.retryable, .fallback_ok)
         │   ├── RateLimited      429; carries retry_after_s
-        │   ├── ProviderTimeout  no answer in time
+        │   ├── RequestTooLarge  this request exceeds a size limit (413, "Request too large"
+        │   │                    429, context length): fails alone, never retried or paused for
+        │   ├── ProviderTimeout  no answer in time (.sent: the request had gone out)
         │   ├── ProviderConnectionError
         │   ├── ProviderHTTPError  any other non-2xx; carries status_code
         │   ├── InvalidResponse  a body that is not what the API promises
-        │   └── CircuitOpen      the provider/model failed repeatedly; not called now
+        │   ├── CircuitOpen      the provider/model failed repeatedly; not called now
+        │   └── ProviderOutage   down longer than a batch job waits (max_outage_s): the job stops
         ├── OutputValidationError  the reply did not validate against the node's output model
         │   └── GuardRejected    an output guard still rejected the reply after its retries
         ├── InputRefused         an input guard refused the prompt; no provider call was made
@@ -50,8 +53,10 @@ __all__ = [
     "ProviderConnectionError",
     "ProviderError",
     "ProviderHTTPError",
+    "ProviderOutage",
     "ProviderTimeout",
     "RateLimited",
+    "RequestTooLarge",
     "ReviewBusy",
     "ReviewNotFound",
     "ReviewRejected",
@@ -161,8 +166,52 @@ class RateLimited(ProviderError):
         self.retry_after_s = retry_after_s
 
 
+class RequestTooLarge(ProviderError):
+    """This request is larger than a limit of the model or the provider: a "Request too
+    large" 429 (more tokens than the tokens/min bucket holds), a 413, a context-length 400.
+
+    The error belongs to this request alone: it is never retried on the same model and
+    never pauses other calls or counts as a rate-limit signal. ``kind`` is
+    ``tokens_per_min``, ``context_length`` or ``body_size``; ``requested`` and ``limit``
+    are what the provider said (``None`` if it did not). Another model of the fallback
+    chain (a larger window) may take it.
+    """
+
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        status_code: int | None = None,
+        kind: str = "",
+        requested: int | None = None,
+        limit: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, status_code=status_code, headers=headers)
+        self.kind = kind
+        self.requested = requested
+        self.limit = limit
+
+
 class ProviderTimeout(ProviderError):
-    """The provider did not answer within the timeout."""
+    """The provider did not answer within the timeout.
+
+    ``sent``: the request had gone out, so the provider may have run (and billed) it;
+    its cost is counted as spent at the call's estimate."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        sent: bool = True,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, headers=headers)
+        self.sent = sent
 
 
 class ProviderConnectionError(ProviderError):
@@ -199,9 +248,36 @@ class InvalidResponse(ProviderError):
 
 
 class CircuitOpen(ProviderError):
-    """The circuit of this provider/model is open: it was not called; try a fallback."""
+    """The circuit of this provider/model is open: it was not called; try a fallback.
+
+    ``cause`` is the failure that opened it (``ErrorType: message``)."""
 
     retryable = False
+
+    def __init__(self, message: str, *, provider: str = "", cause: str = "") -> None:
+        super().__init__(message, provider=provider)
+        self.cause = cause
+
+
+class ProviderOutage(ProviderError):
+    """A provider/model has been down (connection errors, an open circuit) longer than a
+    batch job waits for it (``max_outage_s``). Not an error of any record: the job stops,
+    resumably, and the records that waited run again on the next run.
+
+    ``name`` is the provider/model, ``down_s`` how long it has been down and ``cause``
+    the failure that took it down (``ErrorType: message``)."""
+
+    retryable = False
+    fallback_ok = False
+
+    def __init__(
+        self, message: str, *, provider: str = "", name: str = "", down_s: float = 0.0,
+        cause: str = "",
+    ) -> None:  # fmt: skip
+        super().__init__(message, provider=provider)
+        self.name = name
+        self.down_s = down_s
+        self.cause = cause
 
 
 class OutputValidationError(RunError):

@@ -13,7 +13,7 @@ with ``output_label`` holding the label as text (``positive``).
 from fanout import DAG
 
 dag = DAG("classify", description="One label per review: positive, negative or neutral.")
-text = dag.input("text")
+text = dag.input("text", type=str)  # checked before any call: a number or null is refused
 label = dag.llm(
     "fast",
     "Classify the sentiment of this review as positive, negative or neutral. "

@@ -14,12 +14,15 @@ into shards that the workers read, run and write themselves (:mod:`._shards`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 from fanout.batch._manifest import SUPERSEDED_DIR, JobState, fingerprint, lock_job, open_job
+from fanout.batch._preflight import check_columns, check_first_records
 from fanout.batch._readers import input_files, iter_records
 from fanout.batch._review import decided_records
 from fanout.batch._runner import INVALID_RECORD, Job, JobStats, Runner, close_records
@@ -28,15 +31,18 @@ from fanout.batch._shards import ShardOptions, ShardRunner, run_sharded, unseen_
 from fanout.batch._writer import DEAD_LETTER_DIR, RESULTS_DIR, ResultWriter
 from fanout.dag import DAG
 from fanout.errors import ConfigError
-from fanout.run import compact_journal, needs_review
+from fanout.run import Spend, compact_journal, journal_spend, needs_review
 from fanout.store import ReviewStore
 
-__all__ = ["CALLS_DIR", "INVALID_RECORD", "JobStats", "Runner", "run_file"]
+__all__ = ["CALLS_DIR", "DEFAULT_MAX_OUTAGE_S", "INVALID_RECORD", "JobStats", "Runner", "run_file"]
 
 _log = logging.getLogger(__name__)
 
 CALLS_DIR = "calls"
 """The job's call journal, under its output directory."""
+
+DEFAULT_MAX_OUTAGE_S = 600.0
+"""How long a job's records wait for a provider that is down before the job stops."""
 
 
 def _check_options(
@@ -44,7 +50,10 @@ def _check_options(
     budget_usd: float | None,
     budget_tokens: int | None,
     deadline_s: float | None,
+    max_outage_s: float,
 ) -> None:
+    if max_outage_s < 0 or math.isnan(max_outage_s):
+        raise ConfigError(f"max_outage_s must be >= 0 (got {max_outage_s})")
     if max_in_flight < 1:
         raise ConfigError(f"max_in_flight must be at least 1 (got {max_in_flight})")
     if budget_usd is not None and budget_usd < 0:
@@ -89,6 +98,7 @@ async def run_file(
     part_interval_s: float = 10.0,
     shard: bool | None = None,
     shard_min_bytes: int = 64 << 10,
+    max_outage_s: float = DEFAULT_MAX_OUTAGE_S,
 ) -> JobStats:
     """Run ``dag`` once per record of ``input_path``; a row each in ``output_dir/results/``.
 
@@ -107,16 +117,30 @@ async def run_file(
     every node). ``False``: this process reads every record and the workers only run
     them (for input only this machine can read).
 
+    Outages wait: a call whose provider is down (connection errors, its circuit open)
+    and has no fallback left holds its record until the provider answers again; once
+    it has been down ``max_outage_s`` (``math.inf``: wait for ever) the job stops with
+    :class:`fanout.errors.ProviderOutage` naming the cause. A record is never a dead
+    letter because of an outage: those that waited have no row, and running the job
+    again resumes them.
+
+    The job's spending is part of its state: a resumed job counts what earlier runs
+    spent (its call journal's account) against the engine's job budget, and its
+    :class:`JobStats` report it (``spent_before_usd``, ``total_cost_usd``).
+
     Raises :class:`ConfigError` before running any record for an invalid DAG (against
-    the engine's models), missing or unsupported input, bad options, an unwritable
-    output directory or a changed job. If the job is cancelled (Ctrl-C), records
-    already finished are published; records still running have no row (a resume
-    runs them, answering their completed calls from the journal).
+    the engine's models), missing or unsupported input, a Parquet or CSV file without a
+    column the DAG or ``key`` needs, an input whose first records all fail the same
+    input check (see :mod:`._preflight`), bad options, an unwritable output directory
+    or a changed job. If the job is cancelled (Ctrl-C), records already finished are
+    published; records still running have no row (a resume runs them, answering their
+    completed calls from the journal).
     """
-    _check_options(max_in_flight, budget_usd, budget_tokens, deadline_s)
+    _check_options(max_in_flight, budget_usd, budget_tokens, deadline_s, max_outage_s)
     plan = engine.validate(dag)
     output = Path(output_dir)
     _check_not_inside(input_path, output)
+    check_columns(input_path, plan.inputs, key)
     reviewed = needs_review(plan)
     sharded = isinstance(engine, ShardRunner) and shard is not False and not reviewed
     if shard and not sharded:
@@ -125,13 +149,14 @@ async def run_file(
             "review steps"
         )
     records = iter_records(input_path, key=key)  # checks every file now, sharded or not
+    records = check_first_records(records, plan, input_path, key)
     lock = None
     writer = None
     try:
         lock = lock_job(output)
         current = fingerprint(plan, engine.config, key)
         state = open_job(output, current, resume=resume, force_rerun_changed=force_rerun_changed)
-        _prepare_journal(engine, output, state)
+        state = dataclasses.replace(state, spent=_prepare_journal(engine, output, state))
         decided = _prepare_reviews(engine, output, state) if reviewed else {}
         metadata = {"fanout.job": json.dumps(current, sort_keys=True)}
         if sharded:
@@ -180,11 +205,14 @@ async def run_file(
                 deadline_s=deadline_s,
                 resumed=state.resumed,
                 progress_every_s=progress_every_s,
+                max_outage_s=max_outage_s,
             )
             return await run_sharded(
                 engine, dag, input_path, state, options, shard_min_bytes, on_progress
             )
-        job = Job(engine, dag, plan, writer, state, budget_usd, budget_tokens, deadline_s)
+        job = Job(
+            engine, dag, plan, writer, state, budget_usd, budget_tokens, deadline_s, max_outage_s
+        )
         if reviewed:
             job.reviews = (output, decided)
         return await job.run(records, input_path, max_in_flight, on_progress, progress_every_s)
@@ -192,13 +220,22 @@ async def run_file(
         lock.close()
 
 
-def _prepare_journal(engine: Runner, output: Path, state: JobState) -> None:
+def _prepare_journal(engine: Runner, output: Path, state: JobState) -> Spend:
+    """The journal compacted (a resume) and in use; returns what earlier runs spent, now
+    counted against the engine's job budget."""
     calls = output / CALLS_DIR
     if state.resumed and len(state.done):
         done = state.done
         kept, dropped = compact_journal(calls, lambda record: record not in done)
         _log.info("call journal: %d calls kept for unfinished records, %d dropped", kept, dropped)
+    # a job started afresh in a directory (another pipeline's rows moved aside) starts
+    # its account afresh too; a resumed one goes on with it
+    spent = journal_spend(calls) if state.resumed else Spend()
     engine.use_journal(calls)
+    count_spent: Callable[[Spend], None] | None = getattr(engine, "count_spent", None)
+    if count_spent is not None and (spent.usd or spent.tokens):
+        count_spent(spent)
+    return spent
 
 
 def _prepare_reviews(engine: Runner, output: Path, state: JobState) -> dict[str, str]:

@@ -19,7 +19,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -31,6 +31,7 @@ from fanout.batch._writer import DEAD_LETTER_DIR, RESULTS_DIR, ensure_dir, resul
 from fanout.config import Config
 from fanout.dag import InputNode, LLMNode, MapNode, Node, Plan, Ref, RouteNode, Template, ToolNode
 from fanout.errors import ConfigError
+from fanout.run import Spend
 
 __all__ = ["LOCK_FILE", "MANIFEST_FILE", "JobState", "fingerprint", "lock_job", "open_job"]
 
@@ -169,11 +170,13 @@ def fingerprint(plan: Plan, config: Config, key: str | None) -> dict[str, object
 
 @dataclass(frozen=True, slots=True)
 class JobState:
-    """What :func:`open_job` found: the keys already done (to skip), and how it decided."""
+    """What :func:`open_job` found: the keys already done (to skip), and how it decided;
+    ``spent``: what earlier runs of the job spent (its call journal's account)."""
 
     done: KeySet
     resumed: bool
     superseded: Path | None = None  # where an earlier, different run's rows were moved
+    spent: Spend = field(default_factory=Spend)
 
 
 def _read_manifest(path: Path) -> dict[str, object] | None:

@@ -34,6 +34,7 @@ __all__ = [
     "Record",
     "Shard",
     "count_records",
+    "file_columns",
     "input_files",
     "iter_records",
     "iter_shard",
@@ -407,6 +408,21 @@ def _chain(readers: list[tuple[Path, _Reader]], keyer: _Keyer) -> Generator[Reco
             close: Callable[[], None] | None = getattr(records, "close", None)
             if close is not None:
                 close()
+
+
+def file_columns(file: Path) -> list[str] | None:
+    """The columns every record of ``file`` has, when the format says so up front (a
+    Parquet schema, a CSV header); ``None`` for JSON Lines, whose records may differ."""
+    reader = _check_file(file)
+    if reader is _iter_parquet:
+        return list(pq.read_schema(file).names)
+    if reader is _iter_csv:
+        with io.TextIOWrapper(_open_binary(file), encoding="utf-8-sig", newline="") as text:
+            try:
+                return next(csv.reader(text), [])
+            except (csv.Error, UnicodeDecodeError, OSError, EOFError):
+                return None  # the reader says what is wrong with it
+    return None
 
 
 def count_records(source: str | Path) -> int | None:

@@ -21,10 +21,10 @@ from fanout.batch._review import record_run_id
 from fanout.batch._writer import DEAD_LETTER_DIR, ResultWriter
 from fanout.clock import Clock
 from fanout.config import Config
-from fanout.dag import DAG, Plan
-from fanout.errors import ConfigError
+from fanout.dag import DAG, Plan, check_input_types
+from fanout.errors import ConfigError, ProviderOutage
 from fanout.limits import LimiterState
-from fanout.run import RunResult
+from fanout.run import Outage, RunResult
 from fanout.types import RunStatus
 
 __all__ = ["INVALID_RECORD", "Job", "JobStats", "Runner", "close_records"]
@@ -53,6 +53,8 @@ class Runner(Protocol):
 
     def limiter_states(self) -> list[LimiterState]: ...
 
+    def outages(self) -> list[Outage]: ...
+
     async def run(
         self,
         dag: DAG,
@@ -63,6 +65,7 @@ class Runner(Protocol):
         deadline_s: float | None = None,
         request_id: str | None = None,
         record_key: str | None = None,
+        max_outage_s: float | None = None,
     ) -> RunResult: ...
 
 
@@ -93,6 +96,17 @@ class JobStats:
     dead_letters: int = 0
     resumed: bool = False
     limits: tuple[LimiterState, ...] = ()
+    # the job's wall time when ``limits`` were read (on Ray they are polled: older)
+    limits_at_s: float | None = None
+    outages: tuple[Outage, ...] = ()  # providers down now: their records wait
+    spent_before_usd: float = 0.0  # what earlier runs of this job spent (resumed)
+    spent_before_tokens: int = 0
+    where: str = ""  # what ran it: "this process", "Ray cluster at ..., 4 workers"
+
+    @property
+    def total_cost_usd(self) -> float:
+        """What the job has spent, this run and earlier ones (its budget counts this)."""
+        return self.spent_before_usd + self.cost_usd
 
     @property
     def errors(self) -> int:
@@ -171,9 +185,12 @@ class Job:
         budget_usd: float | None,
         budget_tokens: int | None,
         deadline_s: float | None,
+        max_outage_s: float | None = None,
     ) -> None:
         self.engine = engine
+        self.max_outage_s = max_outage_s
         self.dag = dag
+        self.plan = plan
         self.inputs = plan.inputs
         self.writer = writer
         self.state = state
@@ -188,6 +205,9 @@ class Job:
 
     def snapshot(self) -> JobStats:
         t = self.tally
+        wall_s = time.monotonic() - self.started
+        limits_age: Callable[[], float] | None = getattr(self.engine, "limits_age_s", None)
+        spent = self.state.spent
         return JobStats(
             output_path=self.writer.results_dir,
             records=t.records,
@@ -196,13 +216,18 @@ class Job:
             input_tokens=t.input_tokens,
             output_tokens=t.output_tokens,
             cost_usd=t.cost_usd,
-            wall_time_s=time.monotonic() - self.started,
+            wall_time_s=wall_s,
             in_flight=t.in_flight,
             skipped=t.skipped,
             total=t.total,
             dead_letters=self.writer.dead_letters + self.writer.buffered_dead_letters,
             resumed=self.state.resumed,
             limits=tuple(self.engine.limiter_states()),
+            limits_at_s=wall_s - (limits_age() if limits_age is not None else 0.0),
+            outages=tuple(self.engine.outages()),
+            spent_before_usd=spent.usd,
+            spent_before_tokens=spent.tokens,
+            where=getattr(self.engine, "where", ""),
         )
 
     async def run_record(self, record: Record) -> RunResult | tuple[str, str]:
@@ -219,15 +244,20 @@ class Job:
                 f"inputs {list(inputs)} (it has {sorted(data)})"
             )
         try:
+            values = check_input_types(self.plan, {name: data[name] for name in inputs})
+        except ConfigError as exc:
+            return INVALID_RECORD, f"{record.origin}: {exc}"
+        try:
             if self.reviews is not None:
-                return await self.run_reviewed(record, {name: data[name] for name in inputs})
+                return await self.run_reviewed(record, values)
             return await self.engine.run(
                 self.dag,
-                {name: data[name] for name in inputs},
+                values,
                 budget_usd=self.budget_usd,
                 budget_tokens=self.budget_tokens,
                 deadline_s=self.deadline_s,
                 record_key=record.key,
+                max_outage_s=self.max_outage_s,
             )
         except ConfigError as exc:
             return type(exc).__name__, f"{record.origin}: {exc}"
@@ -251,6 +281,7 @@ class Job:
                 budget_tokens=self.budget_tokens,
                 deadline_s=self.deadline_s,
                 record_key=record.key,
+                max_outage_s=self.max_outage_s,
             )
         return await self.engine.run(
             self.dag,
@@ -260,11 +291,15 @@ class Job:
             deadline_s=self.deadline_s,
             record_key=record.key,
             request_id=record_run_id(output, record.key),
+            max_outage_s=self.max_outage_s,
         )
 
     async def one(self, record: Record) -> None:
         tally, writer = self.tally, self.writer
         outcome = await self.run_record(record)
+        if isinstance(outcome, RunResult) and outcome.error_type == ProviderOutage.__name__:
+            # the provider, not the record: no row (the next run runs it); the job stops
+            raise ProviderOutage(outcome.error_message or "a provider is down")
         if isinstance(outcome, RunResult):
             writer.write_result(record.key, outcome, record)
             tally.add(str(outcome.status), outcome)

@@ -15,6 +15,7 @@ worker died); the call journal answers the calls a dead worker had completed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import secrets
 import socket
@@ -35,6 +36,7 @@ from fanout.batch._writer import RESULTS_DIR, ResultWriter, remove_orphan_letter
 from fanout.dag import DAG
 from fanout.errors import ConfigError
 from fanout.limits import LimiterState
+from fanout.run import Outage
 
 __all__ = ["ShardOptions", "ShardRunner", "run_shard", "run_sharded", "unseen_by_workers"]
 
@@ -54,6 +56,8 @@ class ShardRunner(Protocol):
     def max_workers(self) -> int: ...
 
     def limiter_states(self) -> list[LimiterState]: ...
+
+    def outages(self) -> list[Outage]: ...
 
     async def ask_workers(
         self, dag: DAG, job: Callable[..., object], payload: object
@@ -87,6 +91,7 @@ class ShardOptions:
     deadline_s: float | None
     resumed: bool
     progress_every_s: float
+    max_outage_s: float | None = None
 
     @classmethod
     def of(cls, output: Path, **options: Any) -> ShardOptions:
@@ -134,6 +139,7 @@ async def run_shard(
         options.budget_usd,
         options.budget_tokens,
         options.deadline_s,
+        options.max_outage_s,
     )
     return await job.run(records, None, options.max_in_flight, report, options.progress_every_s)
 
@@ -230,13 +236,23 @@ async def run_sharded(
 
     def snapshot() -> JobStats:
         total = counting.result() if counting.done() else None
-        return _sum(
+        wall_s = time.monotonic() - started
+        summed = _sum(
             [*finished.values(), *running.values()],
             output / RESULTS_DIR,
-            time.monotonic() - started,
+            wall_s,
             total,
             state.resumed,
             tuple(engine.limiter_states()),
+        )
+        limits_age: Callable[[], float] | None = getattr(engine, "limits_age_s", None)
+        return dataclasses.replace(
+            summed,
+            limits_at_s=wall_s - (limits_age() if limits_age is not None else 0.0),
+            outages=tuple(engine.outages()) or summed.outages,
+            spent_before_usd=state.spent.usd,
+            spent_before_tokens=state.spent.tokens,
+            where=getattr(engine, "where", ""),
         )
 
     def on_report(reports: dict[int, object]) -> None:
@@ -288,9 +304,12 @@ def _sum(
     limits: tuple[LimiterState, ...],
 ) -> JobStats:
     failed: dict[str, int] = {}
+    outages: dict[str, Outage] = {}
     for part in parts:
         for status, count in part.failed.items():
             failed[status] = failed.get(status, 0) + count
+        for outage in part.outages:
+            outages.setdefault(outage.name, outage)
     return JobStats(
         output_path=output_path,
         records=sum(p.records for p in parts),
@@ -306,4 +325,5 @@ def _sum(
         dead_letters=sum(p.dead_letters for p in parts),
         resumed=resumed,
         limits=limits,
+        outages=tuple(outages.values()),
     )

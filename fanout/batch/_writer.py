@@ -167,9 +167,10 @@ class ResultWriter:
             outputs,
             result.error_type,
             result.error_message,
-            result.usage.input_tokens,
-            result.usage.output_tokens,
-            result.cost_usd,
+            # the record's own cost, whether this run or an earlier one paid for its calls
+            result.usage.input_tokens + result.replayed.input_tokens,
+            result.usage.output_tokens + result.replayed.output_tokens,
+            result.total_cost_usd,
             result.calls,
             result.wall_time_s,
             result.trace_id,

@@ -1,4 +1,22 @@
-"""What every command group shares: option types, the one-line error exit, config loading."""
+"""What every command group shares: option types, the one-line error exit, config loading.
+
+Exit codes (every command; ``fanout run`` and ``fanout demo`` use all of them):
+
+====  ======================  ===========================================================
+0     EXIT_OK                 done; a job ran at least one record ``ok`` (or waiting for
+                              review), had nothing left to resume, or its input was empty
+                              (a warning says so)
+1     (Python's)              an unexpected failure (a bug, a full disk): a traceback
+2     EXIT_BAD_INPUT          bad input, stopped before any call: a config, pipeline, file
+                              or option is wrong, a column is missing, the first records
+                              all fail the same way, Ray cannot be joined, a worker's
+                              config is wrong, a missing extra (one ``error:`` line)
+3     EXIT_PROVIDER_DOWN      a provider stayed down longer than ``--max-outage``; the job
+                              stopped, finished records are written; run it again to resume
+4     EXIT_NO_RECORD_OK       the job ran records and none succeeded (see the dead letters)
+130   EXIT_INTERRUPTED        Ctrl-C or SIGTERM; finished records are written; resumable
+====  ======================  ===========================================================
+"""
 
 from __future__ import annotations
 
@@ -17,6 +35,9 @@ if TYPE_CHECKING:
 __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_INTERRUPTED",
+    "EXIT_NO_RECORD_OK",
+    "EXIT_OK",
+    "EXIT_PROVIDER_DOWN",
     "ConfigOpt",
     "PipelineArg",
     "RayOpt",
@@ -28,7 +49,10 @@ __all__ = [
     "trace_dir",
 ]
 
+EXIT_OK = 0
 EXIT_BAD_INPUT = 2
+EXIT_PROVIDER_DOWN = 3
+EXIT_NO_RECORD_OK = 4
 EXIT_INTERRUPTED = 130
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import tempfile
 from pathlib import Path
@@ -11,6 +12,8 @@ import typer
 
 from fanout.cli._common import (
     EXIT_INTERRUPTED,
+    EXIT_NO_RECORD_OK,
+    EXIT_PROVIDER_DOWN,
     ConfigOpt,
     PipelineArg,
     RayOpt,
@@ -30,7 +33,7 @@ from fanout.cli._output import (
     print_summary,
 )
 from fanout.cli._progress import ProgressReporter, make_console
-from fanout.errors import ConfigError
+from fanout.errors import ConfigError, ProviderOutage
 
 if TYPE_CHECKING:
     from fanout.batch import JobStats
@@ -127,6 +130,16 @@ JobUsdOpt = Annotated[
 JobTokensOpt = Annotated[
     int | None, typer.Option(min=0, help="Token cap for the whole job (cluster-wide).")
 ]
+MaxOutageOpt = Annotated[
+    str,
+    typer.Option(
+        "--max-outage",
+        help="How long records wait for a provider that is down (connection errors, "
+        "circuit open, no fallback) before the job stops, resumably (exit 3): seconds, "
+        "or 90s, 10m, 1h; 'inf' waits for ever.",
+        metavar="DURATION",
+    ),
+]
 ReadOnDriverOpt = Annotated[
     bool,
     typer.Option(
@@ -160,6 +173,7 @@ def run(  # one parameter per option: typer reads the signature
     job_budget_usd: JobUsdOpt = None,
     job_budget_tokens: JobTokensOpt = None,
     read_on_driver: ReadOnDriverOpt = False,
+    max_outage: MaxOutageOpt = "10m",
 ) -> None:
     """Run a pipeline over files of records.
 
@@ -168,7 +182,10 @@ def run(  # one parameter per option: typer reads the signature
     --output/results/ (Parquet parts, written as records finish); a bad or failed
     record gets an error row and a line in --output/dead_letter/, and the job goes
     on. Running again into the same --output resumes: records with a row are
-    skipped, and calls a killed run completed are not paid again.
+    skipped, and calls a killed run completed are not paid again (nor counted twice
+    against --job-budget-*). A provider outage holds records (never a dead letter)
+    until --max-outage. Exit 0 when some record succeeded, 2 for bad input (before any
+    call), 3 when a provider stayed down, 4 when no record did, 130 when interrupted.
     """
     from fanout.batch import load_pipeline
 
@@ -176,6 +193,7 @@ def run(  # one parameter per option: typer reads the signature
         fail("--traces and --no-traces contradict each other; pass one")
     if read_on_driver and ray_address is None:
         fail("--read-on-driver applies to a job on Ray; add --ray or drop it")
+    max_outage_s = _duration_s(max_outage, "--max-outage")
     with bad_input_exits():
         dag = load_pipeline(pipeline)
         traces_to = trace_dir(None if no_traces else (traces or output / "traces"))
@@ -191,8 +209,35 @@ def run(  # one parameter per option: typer reads the signature
             resume=True if resume else None, force_rerun_changed=force_rerun_changed,
             part_rows=part_rows, budget_usd=budget_usd, budget_tokens=budget_tokens,
             deadline_s=deadline_s, shard=False if read_on_driver else None,
+            max_outage_s=max_outage_s,
         )  # fmt: skip
     print_summary(make_console(), dag.name, stats)
+    exit_for(stats, input_path)
+
+
+def _duration_s(text: str, option: str) -> float:
+    """``600``, ``90s``, ``10m``, ``1h``, ``inf`` -> seconds; exit 2 for anything else."""
+    from fanout.limits import parse_duration_s
+
+    seconds = math.inf if text.strip().lower() in ("inf", "never") else parse_duration_s(text)
+    if seconds is None or seconds < 0:
+        fail(f"{option} {text!r}: give a duration such as 600, 90s, 10m, 1h or inf")
+    return seconds
+
+
+def exit_for(stats: JobStats, input_path: Path) -> None:
+    """Warn about an empty input; exit 4 when the job ran records and none succeeded."""
+    if stats.records == 0 and stats.skipped == 0:
+        typer.echo(f"warning: {input_path} holds no records; nothing was run", err=True)
+        return
+    if stats.records and not stats.ok and not stats.waiting:
+        by_status = ", ".join(f"{count:,} {status}" for status, count in stats.failed.items())
+        typer.echo(
+            f"error: no record succeeded ({by_status}); the error rows are in "
+            f"{stats.output_path} and the records in {stats.dead_letter_path}",
+            err=True,
+        )
+        raise typer.Exit(EXIT_NO_RECORD_OK)
 
 
 def _local_engine(
@@ -280,6 +325,7 @@ def demo(
         engine = Engine(_demo_config(latency_ms, rpm), traces=trace_dir(out / "traces"))
         stats = run_job(engine, dag, sample, out, key="id", max_in_flight=max_in_flight)
     print_summary(console, dag.name, stats)
+    exit_for(stats, sample)
     print_examples(console, stats.output_path)
     print_demo_outro(console, out, sample, BAD_RECORD)
 
@@ -334,12 +380,17 @@ def run_job(
         try:
             return run_loop(job(progress))
         except KeyboardInterrupt:
-            last = progress.last
-            done = (
-                f"{last.records} records finished this run, written to {last.output_path}; "
-                f"run the same command again to resume"
-                if last
-                else "no record had finished"
-            )
-            typer.echo(f"interrupted: {done}", err=True)
+            typer.echo(f"interrupted: {_finished(progress.last)}", err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except ProviderOutage as exc:
+            typer.echo(f"error: {exc}; {_finished(progress.last)}", err=True)
+            raise typer.Exit(EXIT_PROVIDER_DOWN) from None
+
+
+def _finished(last: JobStats | None) -> str:
+    if last is None:
+        return "no record had finished"
+    return (
+        f"{last.records} records finished this run, written to {last.output_path}; "
+        "run the same command again to resume"
+    )

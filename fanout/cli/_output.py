@@ -36,8 +36,13 @@ def print_summary(console: Console, dag_name: str, stats: JobStats) -> None:
     table.add_row("input tokens", f"{stats.input_tokens:,}")
     table.add_row("output tokens", f"{stats.output_tokens:,}")
     table.add_row("cost", f"${stats.cost_usd:.6f}")
+    if stats.spent_before_usd or stats.spent_before_tokens:  # a resumed job's own account
+        table.add_row("cost, earlier runs", f"${stats.spent_before_usd:.6f}")
+        table.add_row("cost, whole job", f"${stats.total_cost_usd:.6f}")
     table.add_row("wall time", f"{stats.wall_time_s:.2f} s")
     table.add_row("records/s", f"{stats.records_per_s:.1f}")
+    if stats.where:
+        table.add_row("ran on", stats.where)
     table.add_row("output", str(stats.output_path))
     if stats.dead_letters:
         table.add_row("dead letters", f"{stats.dead_letters:,} in {stats.dead_letter_path}")

@@ -63,7 +63,11 @@ def _rates(stats: JobStats, previous: JobStats | None) -> list[_Field]:
     last snapshot, against the limit it paces to (those with a limit first)."""
     if previous is None or not stats.limits:
         return []
-    elapsed = stats.wall_time_s - previous.wall_time_s
+    # between the readings of the limits, not of the snapshots: on Ray they are polled
+    # (once a second) apart from the snapshots, and a stale reading would show 0 then 2x
+    now = stats.limits_at_s if stats.limits_at_s is not None else stats.wall_time_s
+    then = previous.limits_at_s if previous.limits_at_s is not None else previous.wall_time_s
+    elapsed = now - then
     if elapsed <= 0:
         return []
     before = {s.name: s.granted for s in previous.limits}
@@ -74,6 +78,19 @@ def _rates(stats: JobStats, previous: JobStats | None) -> list[_Field]:
         rate = f"{state.name} {per_min:,.0f}"
         parts.append(_Field(f"{rate}/{limit:,.0f} rpm", 5) if limit else _Field(f"{rate} rpm", 7))
     return sorted(parts, key=lambda f: f.keep)
+
+
+def _outages(stats: JobStats) -> list[_Field]:
+    """``sim/sim-small DOWN since 14:02:11 (3:05, ProviderConnectionError)``: its records
+    wait, and the job stops once it has been down --max-outage."""
+    fields = []
+    for outage in stats.outages:
+        cause = outage.cause.split(":", 1)[0] or "failing"
+        since = outage.since.astimezone().strftime("%H:%M:%S")
+        fields.append(
+            _Field(f"{outage.name} DOWN since {since} ({_clock(outage.down_s)}, {cause})", 0)
+        )
+    return fields
 
 
 def _count(stats: JobStats) -> str:
@@ -87,6 +104,7 @@ def _details(stats: JobStats, previous: JobStats | None) -> list[_Field]:
     """Everything after the bar, in display order, each with its priority."""
     eta = _eta(stats)
     fields = [
+        *_outages(stats),
         _Field(f"{stats.records_per_s:,.1f}/s", 1),
         _Field(f"eta {_clock(eta)}" if eta is not None else "eta -", 2),
         _Field(f"ok {stats.ok:,}", 7),
@@ -97,9 +115,11 @@ def _details(stats: JobStats, previous: JobStats | None) -> list[_Field]:
     fields += _rates(stats, previous)
     fields += [
         _Field(f"{stats.input_tokens + stats.output_tokens:,} tok", 10),
-        _Field(f"${stats.cost_usd:.4f}", 9),
+        _Field(f"${stats.total_cost_usd:.4f}", 9),  # a resumed job's whole spend
         _Field(_clock(stats.wall_time_s), 6),
     ]
+    if stats.where and stats.where != "this process":  # a cluster: which, and its workers
+        fields.append(_Field(f"on {stats.where}", 11))
     return fields
 
 
@@ -150,9 +170,10 @@ class ProgressLine:
 
     def plain(self) -> str:
         """The whole line, for logs: ``progress: 20/20 records · ok 20 · errors 0 · ...``."""
-        fields = [f.text for f in _details(self.stats, self.previous)]
-        rate, eta, *rest = fields
-        return _SEP.join([f"progress: {_count(self.stats)} records", *rest, rate, eta])
+        details = _details(self.stats, self.previous)
+        down = [f.text for f in details if f.keep == 0]
+        rate, eta, *rest = [f.text for f in details if f.keep != 0]
+        return _SEP.join([f"progress: {_count(self.stats)} records", *down, *rest, rate, eta])
 
 
 class ProgressReporter:

@@ -55,6 +55,9 @@ def serve(  # one parameter per option: typer reads the signature
     ] = None,
     ray_address: RayOpt = None,
     replicas: Annotated[int, typer.Option(min=1, help="Ray Serve replicas, with --ray.")] = 2,
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1, help="Larger request bodies are answered 413.")
+    ] = 1 << 20,
 ) -> None:
     """Serve pipelines over HTTP: POST /v1/pipelines/NAME/runs, OpenAPI at /docs.
 
@@ -72,7 +75,7 @@ def serve(  # one parameter per option: typer reads the signature
                 extra="serve")  # fmt: skip
         if ray_address is not None:
             require("fanout serve --ray", "ray.serve", extra="ray-serve")
-        from fanout.service import TenantLimits, TokenStore, build_app, serve_forever
+        from fanout.service import TenantLimits, TokenStore, build_app, listen, serve_forever
 
         tokens = TokenStore.from_file(tokens_file) if tokens_file else TokenStore.from_env()
         if tokens is None and not no_auth:
@@ -83,22 +86,27 @@ def serve(  # one parameter per option: typer reads the signature
         dags = _load_dags(pipelines)
         limits = TenantLimits(max_concurrent=tenant_concurrency, budget_usd=tenant_budget_usd)
         trace_dir(traces)
+        sock = listen(host, port)  # a port in use is an error before anything is announced
         if ray_address is not None:
             from functools import partial
 
             from fanout.distributed.serve import run_service
 
-            app = partial(build_app, dags, tokens=tokens, tenant_limits=limits)
+            sock.close()  # Ray Serve's proxy listens itself; the port was free a moment ago
+            app = partial(build_app, dags, tokens=tokens, tenant_limits=limits,
+                          max_body_bytes=max_body_bytes)  # fmt: skip
             run_service(app, load_cfg(config), dags.values(), address=ray_address,
                         replicas=replicas, host=host, port=port, traces=traces)  # fmt: skip
             return
         from fanout.run import Engine
 
         engine = Engine.from_config(config, traces=traces)
-        service = build_app(dags, engine, tokens=tokens, tenant_limits=limits, close_runner=True)
+        service = build_app(dags, engine, tokens=tokens, tenant_limits=limits, close_runner=True,
+                            max_body_bytes=max_body_bytes)  # fmt: skip
     names = ", ".join(sorted(dags))
-    typer.echo(f"fanout serve on http://{host}:{port} ({names}; API docs at /docs)", err=True)
-    serve_forever(service, host=host, port=port)  # until SIGINT/SIGTERM
+    bound = sock.getsockname()[1]
+    typer.echo(f"fanout serve on http://{host}:{bound} ({names}; API docs at /docs)", err=True)
+    serve_forever(service, host=host, port=bound, sock=sock)  # until SIGINT/SIGTERM
 
 
 def _load_dags(pipelines: list[str]) -> dict[str, DAG]:

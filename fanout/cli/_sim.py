@@ -44,6 +44,19 @@ def sim_server(  # one parameter per option: typer reads the signature
             "--record-prompts", help="Count answered calls per prompt (GET /stats/prompts)."
         ),
     ] = False,
+    max_context_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Larger requests: a context-length 400.")
+    ] = None,
+    max_body_bytes: Annotated[
+        int | None, typer.Option(min=1, help="Larger request bodies: a 413.")
+    ] = None,
+    proxy_headers: Annotated[
+        bool,
+        typer.Option(
+            "--proxy-headers",
+            help="Send limit and retry headers as LiteLLM's proxy forwards them (llm_provider-).",
+        ),
+    ] = False,
 ) -> None:
     """Run the OpenAI-compatible provider emulator (limits, latency, faults) on loopback."""
     rates = {"error": error_rate, "truncate": truncate_rate, "hang": hang_rate, "tail": tail_rate}
@@ -77,6 +90,9 @@ def sim_server(  # one parameter per option: typer reads the signature
         send_limit_headers=not no_limit_headers,
         api_key=key,
         record_prompts=record_prompts,
+        max_context_tokens=max_context_tokens,
+        max_body_bytes=max_body_bytes,
+        proxy_headers=proxy_headers,
     )
     typer.echo(f"fanout sim-server on http://{host}:{port}/v1 (stats: /stats)", err=True)
     serve(config, host=host, port=port)

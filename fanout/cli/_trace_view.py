@@ -83,8 +83,9 @@ def _table(title: str, *columns: str) -> Table:
 def _call_cells(stats: CallStats) -> tuple[str, ...]:
     quantiles = (stats.p50_ms, stats.p95_ms, stats.p99_ms)
     mean = stats.mean_limiter_wait_ms
+    replayed = f" (+{stats.replayed:,} replayed)" if stats.replayed else ""
     return (
-        f"{stats.calls:,}",
+        f"{stats.calls:,}{replayed}",  # answered from a job's journal: not calls
         f"{stats.errors:,}",
         f"{stats.rate_limited:,}",
         f"{stats.retries:,}",

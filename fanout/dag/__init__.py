@@ -12,6 +12,7 @@ from fanout.dag._guards import (
     mask_pii,
     max_prompt_chars,
 )
+from fanout.dag._inputs import check_input_types, input_types
 from fanout.dag._nodes import (
     INDEX,
     ITEM,
@@ -58,7 +59,9 @@ __all__ = [
     "Tool",
     "ToolNode",
     "Verdict",
+    "check_input_types",
     "decide_event",
+    "input_types",
     "make_guards",
     "make_tool",
     "mask_pii",

@@ -73,9 +73,14 @@ class DAG:
 
     # -- inputs and outputs -------------------------------------------------
 
-    def input(self, name: str) -> Ref:
-        """Declare an input that every run must supply (``inputs={name: ...}``)."""
-        return self._add(InputNode(id=self._check_id(name, "input")))
+    def input(self, name: str, type: object = None) -> Ref:  # "type" reads as a type hint
+        """Declare an input that every run must supply (``inputs={name: ...}``).
+
+        ``type`` (``str``, ``int``, ``list[str]``, a pydantic model, any type pydantic
+        validates): every run's value is checked against it before any call (a batch
+        record that does not fit is an error row; the service answers 422 naming the
+        field, and its OpenAPI schema shows the type). ``None``: any value."""
+        return self._add(InputNode(id=self._check_id(name, "input"), annotation=type))
 
     def output(self, **outputs: Ref | object) -> None:
         """Name the DAG's outputs: ``dag.output(summary=summary, label=label)``."""

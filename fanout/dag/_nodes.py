@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -80,6 +80,8 @@ class _NodeBase:
 class InputNode(_NodeBase):
     kind: Literal[NodeKind.INPUT] = NodeKind.INPUT
     session: bool = False  # filled from the run's session, not by the caller
+    # the declared type (str, int, list[str], a pydantic model, ...); None: any value
+    annotation: Any = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

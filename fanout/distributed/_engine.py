@@ -42,7 +42,7 @@ from fanout.distributed._coordinator import BudgetCoordinator, QuotaCoordinator
 from fanout.distributed._worker import FanoutWorker, WorkerJob, WorkItem
 from fanout.errors import ConfigError, RunError
 from fanout.limits import LimiterState
-from fanout.run import RunResult, check_inputs
+from fanout.run import Outage, RunResult, Spend, check_inputs
 
 Handle = Any  # a Ray actor handle (Ray types them loosely)
 
@@ -181,6 +181,9 @@ class RayEngine:
         self._dispatcher: asyncio.Task[None] | None = None
         self._limits_poller: asyncio.Task[None] | None = None
         self._limit_states: list[LimiterState] = []
+        self._limits_at = time.monotonic()  # when _limit_states were read
+        self._outages: list[Outage] = []  # as the workers last said
+        self._spent_before = Spend()  # what earlier runs of the batch job spent
         self._sends: set[asyncio.Task[None]] = set()
         self._dags: dict[int, tuple[str, ray.ObjectRef[bytes]]] = {}
         self._seq = itertools.count()
@@ -212,6 +215,34 @@ class RayEngine:
         while the pool runs): the cluster's request rate against the limit."""
         return list(self._limit_states)
 
+    def limits_age_s(self) -> float:
+        """How long ago :meth:`limiter_states` were read (a rate over snapshots uses the
+        times they were read, not the times they were shown)."""
+        return time.monotonic() - self._limits_at
+
+    def outages(self) -> list[Outage]:
+        """Providers some worker finds down (as last polled, every second)."""
+        return list(self._outages)
+
+    @property
+    def where(self) -> str:
+        """Where it runs: the cluster and the workers (for summaries and progress)."""
+        if not self.cluster:
+            return f"Ray ({self.address}), {self.size} workers"
+        return f"{self.cluster}, {len(self._workers) or self.size} workers"
+
+    def count_spent(self, spent: Spend) -> None:
+        """Count what earlier runs of the batch job spent against the job budget."""
+        self._spent_before = spent
+        self._report_spent()
+
+    def _report_spent(self) -> None:
+        # as a holder of its own that never expires; sent again with every poll, so a
+        # restarted budget coordinator has it back within a second
+        spent = self._spent_before
+        if self.budget_coordinator is not None and (spent.usd or spent.tokens):
+            self.budget_coordinator.grant.remote("earlier runs", spent.usd, spent.tokens, 0.0, 0)
+
     def open_traces(self) -> None:
         if self.traces is None:
             return
@@ -233,10 +264,11 @@ class RayEngine:
         deadline_s: float | None = None,
         request_id: str | None = None,
         record_key: str | None = None,
+        max_outage_s: float | None = None,
     ) -> RunResult:
         """Run one request on the pool; same contract as :meth:`fanout.Engine.run`."""
         plan = self.validate(dag)
-        check_inputs(dag, plan, inputs)
+        inputs = check_inputs(dag, plan, inputs)
         await self.start()
         assert self._wake is not None
         dag_id, blob = self._dag_ref(dag, plan)
@@ -246,6 +278,7 @@ class RayEngine:
             "deadline_s": deadline_s,
             "request_id": request_id,
             "record_key": record_key,
+            "max_outage_s": max_outage_s,
         }
         future: asyncio.Future[RunResult | tuple[str, str]] = (
             asyncio.get_running_loop().create_future()
@@ -411,18 +444,39 @@ class RayEngine:
         self._budget_spec = budget
         for _ in range(self.size):
             self._add_worker()
+        await self._check_workers()
         self._wake = asyncio.Event()
         loop = asyncio.get_running_loop()
         self._dispatcher = loop.create_task(self._dispatch())
         self._limits_poller = loop.create_task(self._poll_limits())
 
+    async def _check_workers(self) -> None:
+        """Every worker built its engine: a config error on a worker (a provider key the
+        cluster's environment lacks) is a :class:`ConfigError` here, before any record."""
+        try:
+            await asyncio.gather(*(w.handle.ready.remote() for w in self._workers))
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, ConfigError):
+                await self.aclose()
+                raise ConfigError(str(exc.cause)) from None
+            raise
+
     async def _poll_limits(self, every_s: float = 1.0) -> None:
         while True:
-            states = await asyncio.gather(
-                *(c.limiter_state.remote() for c in self.coordinators.values()),
-                return_exceptions=True,
+            asked = time.monotonic()
+            states, down = await asyncio.gather(
+                asyncio.gather(
+                    *(c.limiter_state.remote() for c in self.coordinators.values()),
+                    return_exceptions=True,
+                ),
+                asyncio.gather(
+                    *(w.handle.outages.remote() for w in self._workers), return_exceptions=True
+                ),
             )
             self._limit_states = [s for s in states if isinstance(s, LimiterState)]
+            self._limits_at = asked
+            self._outages = _merge_outages(down)
+            self._report_spent()
             await asyncio.sleep(every_s)
 
     def _add_worker(self) -> _Worker:
@@ -685,6 +739,18 @@ class RayEngine:
 
     def __repr__(self) -> str:
         return f"RayEngine(workers={self.size}, address={self.address!r}, job_id={self.job_id!r})"
+
+
+def _merge_outages(replies: Sequence[object]) -> list[Outage]:
+    """One outage per provider/model over the workers' replies: the longest."""
+    longest: dict[str, Outage] = {}
+    for reply in replies:
+        for outage in reply if isinstance(reply, list) else ():
+            if isinstance(outage, Outage):
+                seen = longest.get(outage.name)
+                if seen is None or outage.down_s > seen.down_s:
+                    longest[outage.name] = outage
+    return list(longest.values())
 
 
 def _user_modules(plan: Plan) -> list[ModuleType]:

@@ -156,6 +156,7 @@ class _SpreadMaps:
             "deadline_s": (
                 max(0.001, ctx.deadline_at - ctx.clock.now()) if ctx.deadline_at else None
             ),
+            "max_outage_s": ctx.max_outage_s,  # batch work waits out an outage here too
         }
         inputs = dict(executor.inputs)
 
@@ -283,15 +284,23 @@ class FanoutWorker:
         self.dag_blobs: dict[str, tuple[str, bytes]] = {}
         self.items_run = 0
         spread = _SpreadMaps(self, spread_map_items) if spread_map_items else None
-        self.engine = Engine(
-            config,
-            traces=traces,
-            job_id=job_id,
-            cpu_runner=ray_cpu_runner,
-            journal=self.journal,
-            job_budget=self.allowance.budget if self.allowance is not None else None,
-            map_offload=spread,
-        )
+        # A config error here (a provider key missing from the cluster's environment) is
+        # kept for ready() to raise: an actor whose constructor raises dies, and the
+        # driver would only see ActorDiedError, restart after restart.
+        self.config_error: str | None = None
+        try:
+            self.engine = Engine(
+                config,
+                traces=traces,
+                job_id=job_id,
+                cpu_runner=ray_cpu_runner,
+                journal=self.journal,
+                job_budget=self.allowance.budget if self.allowance is not None else None,
+                map_offload=spread,
+            )
+        except ConfigError as exc:
+            self.config_error = str(exc)
+            self.engine = Engine(Config(), job_id=job_id)  # an empty one: nothing runs
         self.coordinators = {key: ray.get_actor(name) for key, name in coordinators.items()}
         self.lease_refresh_s = lease_refresh_s
         self.linger_s = linger_s
@@ -301,7 +310,21 @@ class FanoutWorker:
         self._reports: dict[int, object] = {}  # each running job's latest progress
         self.jobs_run = 0
 
+    def ready(self) -> str:
+        """The node this worker runs on; raises the :class:`ConfigError` its engine could
+        not be built with (the driver says it as one line)."""
+        node = ray.get_runtime_context().get_node_id()[:12]
+        if self.config_error is not None:
+            raise ConfigError(
+                f"a Ray worker (node {node}) cannot build its engine: {self.config_error} "
+                "(on Ray, in the environment the cluster's nodes were started with, or in "
+                "the job's runtime_env env_vars)"
+            )
+        return node
+
     async def _ready(self) -> None:
+        if self.config_error is not None:
+            self.ready()  # raises it
         if self._leases is None:
             self._leases = _LeaseKeeper(
                 self.worker_id, self.engine, self.coordinators, self.allowance
@@ -405,6 +428,10 @@ class FanoutWorker:
         if index >= 0:  # a payload of run_on_workers (ask_workers' questions count < 0)
             self.jobs_run += 1
         return result
+
+    def outages(self) -> list[object]:
+        """The providers this worker finds down now (their calls wait)."""
+        return list(self.engine.outages())
 
     def job_reports(self) -> dict[int, object]:
         """The latest progress each running job reported, by index."""

@@ -1,4 +1,9 @@
-"""Parses rate-limit response headers (OpenAI ``x-ratelimit-*``, ``retry-after``, Anthropic)."""
+"""Parses rate-limit response headers (OpenAI ``x-ratelimit-*``, ``retry-after``, Anthropic).
+
+Behind LiteLLM's proxy the provider's own headers arrive prefixed ``llm_provider-``
+(``llm_provider-retry-after-ms``, ``llm_provider-x-ratelimit-remaining-tokens``): each is
+read where the plain header is missing.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from email.utils import parsedate_to_datetime
 
 __all__ = ["RateLimitHeaders", "parse_duration_s"]
 
+_PROXIED = "llm_provider-"
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 
@@ -54,6 +60,9 @@ class RateLimitHeaders:
         if not raw:
             return _EMPTY
         headers = {k.lower(): v for k, v in raw.items()}
+        proxied = [k for k in headers if k.startswith(_PROXIED)]
+        for name in proxied:  # the plain header, if also sent, wins
+            headers.setdefault(name[len(_PROXIED) :], headers[name])
         reset_req = headers.get("x-ratelimit-reset-requests")
         reset_tok = headers.get("x-ratelimit-reset-tokens")
         return cls(

@@ -138,6 +138,7 @@ class Limiter:
         self._interactive_run = 0  # interactive grants in a row while batch work waited
         self._pump_task: asyncio.Task[None] | None = None
         self._slot_freed = asyncio.Event()
+        self._tokens_back = asyncio.Event()  # reserved tokens given back (see _wait_tokens)
         self._paused_until = 0.0
         self._answered = False  # has the provider answered yet (slow start until then)
         # The congestion window while no pace is known (None: a pace governs instead),
@@ -277,7 +278,7 @@ class Limiter:
             if self._tok_bucket is not None and tokens:
                 wait = max(wait, self._tok_bucket.wait_s(tokens, now))
             if wait > 0:
-                await self.clock.sleep(wait)
+                await self._wait_tokens(wait)
                 continue
             waiters.popleft()
             if waiters is self._waiters:
@@ -285,6 +286,17 @@ class Limiter:
             elif self._waiters:
                 self._interactive_run += 1
             future.set_result(self._grant(tokens, now, now - since))
+
+    async def _wait_tokens(self, wait_s: float) -> None:
+        """Sleep until the buckets refill, or tokens come back first: a call refused
+        whole (a "Request too large" 429, a 413) returns what it reserved, so a request
+        larger than the bucket must not hold the queue for the debt it ran up."""
+        self._tokens_back.clear()
+        timer = self.clock.call_later(wait_s, self._tokens_back.set)
+        try:
+            await self._tokens_back.wait()
+        finally:
+            timer.cancel()
 
     def _release(self, tokens: int) -> None:
         self._in_flight -= 1
@@ -294,8 +306,12 @@ class Limiter:
     def _adjust_tokens(self, delta: int, *, in_flight: bool) -> None:
         if in_flight:
             self._in_flight_tokens -= delta
-        if self._tok_bucket is not None and delta:
-            self._tok_bucket.adjust(delta)
+        bucket = self._tok_bucket
+        if bucket is not None and delta:
+            in_debt = bucket.level < 0
+            bucket.adjust(delta)
+            if delta > 0 and in_debt:  # the pump sleeps on a debt that is gone: look again
+                self._tokens_back.set()
 
     # -- feedback from the provider -------------------------------------------------
 

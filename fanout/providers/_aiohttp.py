@@ -98,7 +98,9 @@ class AiohttpTransport:
                     if name.lower().startswith(keep)
                 }
                 return Reply(response.status, kept, raw)
-        except TimeoutError:  # aiohttp's connect and read timeouts are TimeoutErrors
+        except aiohttp.ConnectionTimeoutError:
+            raise TransportTimeout(sent=False) from None
+        except TimeoutError:  # aiohttp's read timeouts (and the total) are TimeoutErrors
             raise TransportTimeout from None
         except (aiohttp.ClientError, OSError) as exc:
             raise TransportBroken(f"{type(exc).__name__}: {exc}") from None

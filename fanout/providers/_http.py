@@ -29,7 +29,12 @@ JSON = "application/json"
 
 
 class TransportTimeout(Exception):
-    """Connecting or reading took longer than its timeout."""
+    """Connecting or reading took longer than its timeout; ``sent``: whether the request
+    may have reached the server (``False`` only for a connect that timed out)."""
+
+    def __init__(self, *, sent: bool = True) -> None:
+        super().__init__("timed out connecting" if not sent else "timed out")
+        self.sent = sent
 
 
 class TransportBroken(Exception):

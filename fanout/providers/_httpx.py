@@ -37,6 +37,8 @@ class HttpxTransport:
             async with asyncio.timeout(timeout_s):  # httpx's timeouts bound each step only
                 response = await self._client.post(path, content=body, timeout=timeout)
                 raw = response.content
+        except (httpx.ConnectTimeout, httpx.PoolTimeout):
+            raise TransportTimeout(sent=False) from None
         except (TimeoutError, httpx.TimeoutException):
             raise TransportTimeout from None
         except httpx.TransportError as exc:

@@ -8,16 +8,17 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import orjson
+from pydantic import SecretStr
 
 from fanout.errors import (
     ConfigError,
     InvalidResponse,
     ProviderConnectionError,
-    ProviderHTTPError,
+    ProviderError,
     ProviderTimeout,
-    RateLimited,
 )
-from fanout.limits import RateLimitHeaders
+from fanout.providers._deadline import CallDeadline
+from fanout.providers._errors import KEPT_HEADERS, error_for
 from fanout.providers._http import HttpTransport, TransportBroken, TransportTimeout
 from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
 
@@ -26,18 +27,19 @@ if TYPE_CHECKING:
 
 __all__ = ["OpenAIProvider"]
 
-_KEPT_HEADERS = ("x-ratelimit-", "retry-after", "anthropic-ratelimit-", "date")
 _KEY_LIKE = re.compile(r"\b(sk|pk|key)-[A-Za-z0-9_\-*]{6,}")
 
 
 class OpenAIProvider:
     """An OpenAI-compatible ``/chat/completions`` endpoint (vendors, vLLM, llama.cpp, LiteLLM).
 
-    Connections are pooled over aiohttp (keep-alive, up to ``max_connections``; a
-    connect timeout, and the call's ``timeout_s`` bounding the whole call, the wait for
-    a pooled connection included): see :mod:`fanout.providers._http` for why aiohttp
-    and not httpx. The API key is held privately and scrubbed from every error
-    message; it is never in a repr. ``transport`` replaces the network: an
+    Connections are pooled over aiohttp (keep-alive, up to ``max_connections``): see
+    :mod:`fanout.providers._http` for why aiohttp and not httpx. ``timeout_s`` is the
+    provider's time to answer (connecting has ``connect_timeout_s`` of its own), and a
+    response that arrived while the event loop was busy is read rather than timed out
+    (:class:`CallDeadline`; the transport's own timeout is only a backstop). The API key
+    is held as a ``SecretStr`` until the header is built, scrubbed from every error
+    message and never in a repr. ``transport`` replaces the network: an
     ``httpx.AsyncBaseTransport`` (``httpx.MockTransport`` in tests) or any
     :class:`~fanout.providers._http.HttpTransport`.
     """
@@ -55,7 +57,7 @@ class OpenAIProvider:
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
-        self._api_key = api_key
+        self._api_key = SecretStr(api_key) if api_key else None
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
@@ -66,7 +68,7 @@ class OpenAIProvider:
             self._http = AiohttpTransport(
                 self.base_url,
                 headers=headers,
-                keep=_KEPT_HEADERS,
+                keep=KEPT_HEADERS,
                 max_connections=max_connections,
                 connect_timeout_s=connect_timeout_s,
             )
@@ -76,7 +78,7 @@ class OpenAIProvider:
             self._http = HttpxTransport(
                 self.base_url,
                 headers=headers,
-                keep=_KEPT_HEADERS,
+                keep=KEPT_HEADERS,
                 connect_timeout_s=connect_timeout_s,
                 transport=transport,  # type: ignore[arg-type]  # checked above
             )
@@ -110,11 +112,22 @@ class OpenAIProvider:
     ) -> ChatResponse:
         body = orjson.dumps(_request_body(request))
         timeout = timeout_s if timeout_s is not None else self.timeout_s
+        connect = min(self.connect_timeout_s, timeout)
+        deadline = CallDeadline(connect + timeout)
         try:
-            reply = await self._http.post("/chat/completions", body, timeout_s=timeout)
-        except TransportTimeout:
+            async with deadline:
+                # The transport's own timeout is a backstop past the latest the deadline
+                # can move to (twice its limit), so the deadline decides: a timer of the
+                # transport's, late after a busy loop, would throw an arrived answer away.
+                reply = await self._http.post(
+                    "/chat/completions", body, timeout_s=2 * (connect + timeout) + 1.0
+                )
+        except (TimeoutError, TransportTimeout) as exc:
             raise ProviderTimeout(
-                f"{self.name}: no answer within {timeout:.1f}s", provider=self.name
+                f"{self.name}: no answer within {timeout:.1f}s",
+                provider=self.name,
+                # a connect that timed out sent nothing: the provider cannot have billed it
+                sent=not (isinstance(exc, TransportTimeout) and not exc.sent),
             ) from None
         except TransportBroken as exc:
             raise ProviderConnectionError(
@@ -159,25 +172,12 @@ class OpenAIProvider:
                 f"{where}: missing or bad field {missing}", provider=self.name
             ) from None
 
-    def _http_error(
-        self, status: int, raw: bytes, headers: dict[str, str]
-    ) -> ProviderHTTPError | RateLimited:
-        detail, code = _error_detail(raw)
-        text = self._scrub(f"{self.name}: HTTP {status}: {detail}")
-        if status == 429:
-            retry_after = RateLimitHeaders.parse(headers).retry_after_s
-            return RateLimited(text, provider=self.name, retry_after_s=retry_after, headers=headers)
-        return ProviderHTTPError(
-            text,
-            provider=self.name,
-            status_code=status,
-            content_filter=code == "content_filter",
-            headers=headers,
-        )
+    def _http_error(self, status: int, raw: bytes, headers: dict[str, str]) -> ProviderError:
+        return error_for(self.name, status, raw, headers, scrub=self._scrub)
 
     def _scrub(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
+        if self._api_key is not None:
+            text = text.replace(self._api_key.get_secret_value(), "***")
         return _KEY_LIKE.sub("***", text)
 
     async def aclose(self) -> None:
@@ -206,13 +206,3 @@ def _request_body(request: ChatRequest) -> dict[str, object]:
         }
     return body
 
-
-def _error_detail(raw: bytes) -> tuple[str, str | None]:
-    try:
-        data = orjson.loads(raw)
-        error = data.get("error", data) if isinstance(data, dict) else {}
-        if isinstance(error, dict):
-            return str(error.get("message") or error)[:300], error.get("code") or error.get("type")
-        return str(error)[:300], None
-    except ValueError:
-        return raw[:200].decode("utf-8", "replace"), None

@@ -13,21 +13,29 @@ from fanout.errors import (
     ProviderHTTPError,
     ProviderTimeout,
     RateLimited,
+    RequestTooLarge,
 )
 
-__all__ = ["ErrorClass", "RetryPolicy", "classify"]
+__all__ = ["ErrorClass", "RetryPolicy", "classify", "provider_fault"]
 
 ErrorClass = str
-"""One of: rate_limited, timeout, connection, server, invalid_response, auth, not_found,
-bad_request, content_filter, client."""
+"""One of: rate_limited, too_large, timeout, connection, server, invalid_response, auth,
+not_found, bad_request, content_filter, client."""
 
 RETRYABLE_BY_DEFAULT: frozenset[ErrorClass] = frozenset(
     {"rate_limited", "timeout", "connection", "server", "invalid_response"}
+)
+# The provider's own failures: they open its circuit. A too-large, invalid or filtered
+# request, a bad key or an unknown model say nothing about whether it is up.
+_PROVIDER_FAULTS: frozenset[ErrorClass] = frozenset(
+    {"timeout", "connection", "server", "invalid_response"}
 )
 
 
 def classify(error: BaseException) -> ErrorClass:
     """The class of a provider error, by type and status code (never by message text)."""
+    if isinstance(error, RequestTooLarge):  # whatever its status (429, 413, 400)
+        return "too_large"
     if isinstance(error, RateLimited):
         return "rate_limited"
     if isinstance(error, ProviderTimeout):
@@ -49,6 +57,11 @@ def classify(error: BaseException) -> ErrorClass:
         if code in (400, 413, 422):
             return "bad_request"
     return "client"
+
+
+def provider_fault(error: BaseException) -> bool:
+    """Did the provider fail (down, timing out, 5xx, garbled), rather than the request?"""
+    return classify(error) in _PROVIDER_FAULTS
 
 
 @dataclass(frozen=True, slots=True)

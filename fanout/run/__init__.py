@@ -2,7 +2,8 @@
 
 from fanout.run._context import MapOffload
 from fanout.run._engine import Engine, check_inputs
-from fanout.run._journal import CallJournal, call_key, compact_journal
+from fanout.run._journal import CallJournal, Spend, call_key, compact_journal, journal_spend
+from fanout.run._outage import Outage
 from fanout.run._result import NodeResult, RunResult
 from fanout.run._review import needs_review
 
@@ -11,9 +12,12 @@ __all__ = [
     "Engine",
     "MapOffload",
     "NodeResult",
+    "Outage",
     "RunResult",
+    "Spend",
     "call_key",
     "check_inputs",
     "compact_journal",
+    "journal_spend",
     "needs_review",
 ]

@@ -20,12 +20,14 @@ from fanout.errors import (
     ProviderError,
     ProviderTimeout,
     RateLimited,
+    RequestTooLarge,
 )
-from fanout.limits import Limiter
+from fanout.limits import Limiter, Permit
 from fanout.providers import Provider
-from fanout.retry import CircuitBreaker, HedgePolicy, RetryPolicy
+from fanout.retry import CircuitBreaker, HedgePolicy, RetryPolicy, provider_fault
 from fanout.run._escalation import EscalationSink
 from fanout.run._journal import CallJournal, call_key
+from fanout.run._outage import describe, is_outage, wait_until_up
 from fanout.run._tools import CpuRunner
 from fanout.run._tracing import CallSite, Tracer
 from fanout.types import ChatRequest, ChatResponse, Message, Usage, estimate_prompt_tokens
@@ -134,6 +136,11 @@ class Router:
     def limiters(self) -> list[Limiter]:
         return list({id(r.limiter): r.limiter for r in self._routes.values()}.values())
 
+    def circuits(self) -> list[tuple[Limiter, CircuitBreaker]]:
+        """Each (provider, model)'s limiter (its name) and circuit, once."""
+        shared = {id(r.circuit): (r.limiter, r.circuit) for r in self._routes.values()}
+        return list(shared.values())
+
 
 @dataclass(slots=True)
 class NodeStats:
@@ -141,6 +148,9 @@ class NodeStats:
 
     usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
+    # calls answered from the call journal: paid by an earlier run (not in usage/cost)
+    replayed: Usage = field(default_factory=Usage)
+    replayed_cost_usd: float = 0.0
     calls: int = 0
     retries: int = 0
     fallbacks: int = 0
@@ -157,7 +167,10 @@ class NodeStats:
 
     def counts(self) -> dict[str, float]:
         """The counters that add up across processes (a map's items run on other workers)."""
-        return {name: getattr(self, name) for name in _ADDITIVE}
+        counts: dict[str, float] = {name: getattr(self, name) for name in _ADDITIVE}
+        counts["replayed_input_tokens"] = self.replayed.input_tokens
+        counts["replayed_output_tokens"] = self.replayed.output_tokens
+        return counts
 
     def add(self, usage: Usage, cost_usd: float, counts: Mapping[str, float]) -> None:
         """Add what items run elsewhere used and counted (see :meth:`counts`)."""
@@ -165,11 +178,15 @@ class NodeStats:
         self.cost_usd += cost_usd
         for name in _ADDITIVE:
             setattr(self, name, getattr(self, name) + counts.get(name, 0))
+        self.replayed = self.replayed + Usage(
+            int(counts.get("replayed_input_tokens", 0)),
+            int(counts.get("replayed_output_tokens", 0)),
+        )
 
 
 _ADDITIVE = (
     "calls", "retries", "fallbacks", "limiter_wait_s", "backoff_s", "hedges",
-    "tool_calls", "tool_errors", "guard_rejections", "guard_repairs",
+    "tool_calls", "tool_errors", "guard_rejections", "guard_repairs", "replayed_cost_usd",
 )  # fmt: skip
 
 
@@ -206,6 +223,7 @@ class RunContext:
         "job_budget",
         "journal",
         "map_offload",
+        "max_outage_s",
         "on_node",
         "record_key",
         "request_id",
@@ -233,7 +251,10 @@ class RunContext:
         map_offload: MapOffload | None = None,
         interactive: bool = False,
         on_node: Callable[[NodeResult], None] | None = None,
+        max_outage_s: float | None = None,
     ) -> None:
+        # batch work: a call whose provider is down waits up to this long (else fails fast)
+        self.max_outage_s = max_outage_s
         self.interactive = interactive  # queue ahead of batch work at the limiters
         self.on_node = on_node  # told of each node as it finishes (a service streams them)
         self.map_offload = map_offload
@@ -252,25 +273,65 @@ class RunContext:
         self.record_key = record_key
 
     async def call(
-        self, route: ModelRoute, request: ChatRequest, stats: NodeStats, site: CallSite | None
+        self,
+        route: ModelRoute,
+        request: ChatRequest,
+        stats: NodeStats,
+        site: CallSite | None,
+        *,
+        last: bool = True,
     ) -> ChatResponse:
         """One logical call; with a journal, a call completed before (by a worker that
-        died, by an earlier run of the job) is answered from it and not paid again."""
+        died, by an earlier run of the job) is answered from it and not paid again.
+
+        ``last``: no fallback model follows ``route`` in its node's chain, so in batch
+        work (``max_outage_s`` set) an outage of its provider waits instead of failing.
+        """
         journal = self.journal
         if journal is None:
-            return await self._call(route, request, stats, site)
+            return await self._held(route, request, stats, site, last)
         key = call_key(route.config.provider, request)
-        done = journal.get(key)
-        if done is not None:
+        if site is not None:  # the call's rows (its attempts, a later replay) share the key
+            site = dataclasses.replace(site, call_key=key[:16])
+        found = journal.get_paid(key)
+        if found is not None:
+            done, paid = found
+            cost = paid if paid is not None else route.cost_usd(done.usage)
+            # already spent (by the run that made it): the record's, but not this run's
+            stats.replayed = stats.replayed + done.usage
+            stats.replayed_cost_usd += cost
             if self.tracer is not None and site is not None:  # every step leaves a row
                 self.tracer.replayed(
                     site, self.dag_name, self.record_key, route.alias, route.config.provider,
-                    request, done, self.clock.now(), self.budget,
+                    request, done, self.clock.now(), self.budget, cost,
                 )  # fmt: skip
             return done
-        response = await self._call(route, request, stats, site)
-        journal.put(key, response, record=self.record_key)
+        response = await self._held(route, request, stats, site, last)
+        journal.put(key, response, record=self.record_key, cost_usd=route.cost_usd(response.usage))
         return response
+
+    async def _held(
+        self,
+        route: ModelRoute,
+        request: ChatRequest,
+        stats: NodeStats,
+        site: CallSite | None,
+        last: bool,
+    ) -> ChatResponse:
+        """:meth:`_call`; in batch work, an outage of the provider (connection errors, its
+        circuit open) with no fallback left waits for it to come back and tries again."""
+        max_outage_s = self.max_outage_s
+        if max_outage_s is None or not last:
+            return await self._call(route, request, stats, site)
+        while True:
+            try:
+                return await self._call(route, request, stats, site)
+            except ProviderError as exc:
+                if not is_outage(exc, route.circuit):
+                    raise
+            await wait_until_up(
+                route.limiter.name, route.config.provider, route.circuit, self.clock, max_outage_s
+            )
 
     async def _call(
         self, route: ModelRoute, request: ChatRequest, stats: NodeStats, site: CallSite | None
@@ -452,10 +513,14 @@ class RunContext:
         note: _AttemptNote | None,
     ) -> ChatResponse:
         """Budget reservation, circuit check, limiter permit, the call, then settle."""
-        if not route.circuit.allow():
+        circuit = route.circuit
+        if not circuit.allow():
+            cause = circuit.cause or "repeated failures"
             raise CircuitOpen(
-                f"{route.limiter.name}: circuit open after repeated failures; trying fallbacks",
+                f"{route.limiter.name}: not called, its circuit is open after "
+                f"{circuit.failure_threshold} failures in a row (last: {cause})",
                 provider=route.config.provider,
+                cause=cause,
             )
         estimate_in = estimate_prompt_tokens(request.messages, request.tools)
         estimate = Usage(estimate_in, request.max_tokens)
@@ -474,6 +539,7 @@ class RunContext:
                     budget.release(reservation)
                 raise
         permit = None
+        sent = False  # the request went out and got no answer: the provider may bill it
         try:
             permit = await route.limiter.acquire(
                 estimate.total_tokens, interactive=self.interactive
@@ -493,26 +559,25 @@ class RunContext:
                 note.estimated_input_tokens = estimate_in
             try:
                 response = await route.provider.complete(request, timeout_s=timeout_s)
-            except ProviderTimeout:
+            except ProviderTimeout as exc:
+                sent = exc.sent
                 if capped:  # the request's deadline, not the provider, ran out
                     raise DeadlineExceeded("the request's deadline passed during a call") from None
                 raise
         except BaseException as exc:
-            if reservation is not None:
-                budget.release(reservation)
-            if job_reservation is not None and job is not None:
-                job.release(job_reservation)
+            if sent:  # counted as spent at its estimate: the worst case, never zero
+                if reservation is not None:
+                    budget.settle(reservation, tokens=estimate.total_tokens, usd=worst_usd)
+                if job_reservation is not None and job is not None:
+                    job.settle(job_reservation, tokens=estimate.total_tokens, usd=worst_usd)
+                self._spent_unanswered(stats, note, estimate.total_tokens, worst_usd)
+            else:
+                if reservation is not None:
+                    budget.release(reservation)
+                if job_reservation is not None and job is not None:
+                    job.release(job_reservation)
             if permit is not None:
-                if isinstance(exc, RateLimited):
-                    permit.settle(0)  # a 429 is not counted against the provider's tokens
-                    route.limiter.rate_limited(
-                        retry_after_s=exc.retry_after_s, headers=exc.headers, permit=permit
-                    )
-                if isinstance(exc, ProviderError) and not isinstance(exc, RateLimited):
-                    route.circuit.record_failure()  # 429s are the limiter's business
-                    route.limiter.failed()
-                elif not isinstance(exc, ProviderError):
-                    route.circuit.abandon()  # cancelled: a half-open probe did not decide
+                _verdict(route, exc, permit)
                 permit.release()
             raise
         usage = response.usage
@@ -530,6 +595,42 @@ class RunContext:
         if note is not None:
             note.cost_usd = cost
         return response
+
+    def _spent_unanswered(
+        self, stats: NodeStats, note: _AttemptNote | None, tokens: int, usd: float
+    ) -> None:
+        """A call that went out and timed out: its estimate counts as spent."""
+        stats.cost_usd += usd
+        if note is not None:
+            note.cost_usd = usd
+        if self.journal is not None:
+            self.journal.spend(usd=usd, tokens=tokens, record=self.record_key)
+
+
+def _verdict(route: ModelRoute, exc: BaseException, permit: Permit) -> None:
+    """What a failed call tells the limiter and the circuit.
+
+    Only a real rate-limit 429 paces the queue; a request's own error (too large,
+    invalid, filtered) neither pauses anything nor counts against the provider; only
+    the provider's own failures (down, timeouts, 5xx) open its circuit.
+    """
+    circuit = route.circuit
+    if isinstance(exc, RateLimited):
+        permit.settle(0)  # a 429 is not counted against the provider's tokens
+        route.limiter.rate_limited(
+            retry_after_s=exc.retry_after_s, headers=exc.headers, permit=permit
+        )
+        circuit.abandon()  # it answered: a half-open probe lets the next one go
+    elif isinstance(exc, ProviderError):
+        if isinstance(exc, RequestTooLarge):
+            permit.settle(0)  # refused whole: none of its tokens were spent
+        if provider_fault(exc):
+            circuit.record_failure(describe(exc))
+        else:
+            circuit.abandon()
+        route.limiter.failed()
+    else:
+        circuit.abandon()  # cancelled: a half-open probe did not decide
 
 
 class _Race:

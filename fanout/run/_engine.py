@@ -20,7 +20,7 @@ from fanout.config import (
     default_config,
     load_config,
 )
-from fanout.dag import DAG, Plan
+from fanout.dag import DAG, Plan, check_input_types
 from fanout.errors import ConfigError
 from fanout.limits import Limiter, LimiterState
 from fanout.providers import OpenAIProvider, Provider
@@ -28,7 +28,8 @@ from fanout.retry import HedgePolicy
 from fanout.run._context import MapOffload, Router, RunContext
 from fanout.run._escalation import EscalationSink
 from fanout.run._executor import execute, run_items
-from fanout.run._journal import CallJournal
+from fanout.run._journal import CallJournal, Spend
+from fanout.run._outage import Outage, outage_of
 from fanout.run._result import NodeResult, RunResult
 from fanout.run._review import ReviewState, dump_outputs, load_outputs, needs_review
 from fanout.run._session import check_session, fresh_inputs, open_session, summary_dag
@@ -189,6 +190,7 @@ class Engine:
         interactive: bool = False,
         on_node: Callable[[NodeResult], None] | None = None,
         session_id: str | None = None,
+        max_outage_s: float | None = None,
     ) -> RunResult:
         """Run one request of ``dag`` with ``inputs``.
 
@@ -209,10 +211,16 @@ class Engine:
         its turn and new state are saved. One run per session at a time: a run of a
         session another run holds raises :class:`fanout.errors.SessionBusy` before any call (and so
         does saving, if the session was taken over after this run's lease expired).
+
+        ``max_outage_s`` (batch work): a call whose provider is down (connection errors,
+        its circuit open) and has no fallback left waits for it to come back instead of
+        failing; once it has been down this long the run ends ``error`` with
+        :class:`fanout.errors.ProviderOutage` (a batch job then stops, resumably).
+        ``None`` (a service): such a call fails at once, and the deadline decides.
         """
         checked = self._checked(dag)
         plan, reviewed = checked.plan, checked.reviewed
-        check_inputs(dag, plan, inputs)
+        inputs = check_inputs(dag, plan, inputs)
         if reviewed:
             self._check_reviewable(dag, session_id)
         if session_id is not None:
@@ -250,6 +258,7 @@ class Engine:
         )
         ctx.interactive = interactive
         ctx.on_node = on_node
+        ctx.max_outage_s = max_outage_s
         if session_id is None and reviewed:
             state = self._resuming.pop(request_id, None) or ReviewState()
             result = await execute(plan, {**inputs, **fresh_inputs(dag)}, ctx, request_id, state)
@@ -290,6 +299,7 @@ class Engine:
         budget_tokens: int | None = None,
         deadline_s: float | None = None,
         record_key: str | None = None,
+        max_outage_s: float | None = None,
     ) -> RunResult:
         """Go on with the run that review ``review_id`` paused, once it is decided.
 
@@ -338,6 +348,7 @@ class Engine:
                 budget_tokens=budget_tokens,
                 deadline_s=deadline_s,
                 record_key=record_key,
+                max_outage_s=max_outage_s,
             )
         finally:
             self._resuming.pop(review.run_id, None)
@@ -399,6 +410,7 @@ class Engine:
         budget_usd: float | None = None,
         budget_tokens: int | None = None,
         deadline_s: float | None = None,
+        max_outage_s: float | None = None,
     ) -> tuple[list[tuple[int, bool, object]], Usage, float, dict[str, float]]:
         """Run items of a map for a request that runs elsewhere (its map spread over the
         pool); returns ``(index, ok, value or error)`` per item, usage, cost and the
@@ -414,6 +426,7 @@ class Engine:
             trace_id=trace_id,
             record_key=record_key,
         )
+        ctx.max_outage_s = max_outage_s
         done, stats = await run_items(plan, map_id, inputs, upstream, items, ctx, span_id)
         return done, stats.usage, stats.cost_usd, stats.counts()
 
@@ -466,6 +479,21 @@ class Engine:
     def hedges(self) -> dict[str, HedgePolicy]:
         """Each hedged alias's policy (learned delay, calls, hedges sent) on this loop."""
         return self._router.hedges() if self._router else {}
+
+    where = "this process"  # what runs the job (a RayEngine names its cluster)
+
+    def outages(self) -> list[Outage]:
+        """Each (provider, model) that is down now (its circuit open): since when, and why."""
+        if self._router is None:
+            return []
+        found = (outage_of(lim.name, circ, self.clock) for lim, circ in self._router.circuits())
+        return [outage for outage in found if outage is not None]
+
+    def count_spent(self, spent: Spend) -> None:
+        """Count what earlier runs of this batch job spent against the job budget (a
+        resumed job stops at its cap, not at its cap again)."""
+        if self.job_budget is not None:
+            self.job_budget.charge(tokens=spent.tokens, usd=spent.usd)
 
     def limiter_states(self) -> list[LimiterState]:
         """Each (provider, model) limiter's pace, queue and waits: where the time goes."""
@@ -525,14 +553,16 @@ _LEASE_S = 600.0
 _LEASE_MARGIN_S = 60.0
 
 
-def check_inputs(dag: DAG, plan: Plan, inputs: Mapping[str, object]) -> None:
-    """Raise :class:`ConfigError` naming the DAG's inputs that ``inputs`` lacks."""
+def check_inputs(dag: DAG, plan: Plan, inputs: Mapping[str, object]) -> Mapping[str, object]:
+    """``inputs``, each typed one validated against its declared type; raise
+    :class:`ConfigError` naming the inputs that ``inputs`` lacks or that do not fit."""
     missing = [name for name in plan.inputs if name not in inputs]
     if missing:
         raise ConfigError(
             f"DAG {dag.name!r}: missing input(s) {missing}; pass them in inputs="
             f"{{...}} (expected: {list(plan.inputs)})"
         )
+    return check_input_types(plan, inputs)
 
 
 def _is_trace_id(value: str) -> bool:

@@ -36,6 +36,7 @@ from fanout.errors import (
     NodeFailed,
     OutputValidationError,
     ProviderError,
+    ProviderOutage,
     ReviewRejected,
     RunError,
     UpstreamFailed,
@@ -87,6 +88,11 @@ class _Run:
         self.stop_status: RunStatus | None = None
         self.stop_error: BaseException | None = None
         self.budget_hit = False  # some call was refused by the budget (even in a map item)
+        # a provider down longer than max_outage_s: the run stops, and its record gets no
+        # row (the job stops; the next run runs it again)
+        self.outage: ProviderOutage | None = None
+        # maps cut short by the deadline: their items so far, and the unfinished indices
+        self.partial: dict[str, tuple[list[object], tuple[int, ...]]] = {}
         self.t0 = ctx.clock.now()
         self.caller: asyncio.Task[object] | None = None
         self.inline_running = False  # the caller's task is running a node right now
@@ -313,10 +319,18 @@ class _Run:
             value = await self._execute(node, stats, {}, node_id)
         except asyncio.CancelledError:
             self.times[node_id] = (start, self.ctx.clock.now() - self.t0)
-            self.outcomes.setdefault(node_id, _Outcome(NodeStatus.CANCELLED, error=self.stop_error))
+            partial = self.partial.get(node_id)
+            value = partial[0] if partial is not None else None
+            self.outcomes.setdefault(
+                node_id, _Outcome(NodeStatus.CANCELLED, value, error=self.stop_error)
+            )
             raise
         except DeadlineExceeded as exc:
-            outcome = _Outcome(NodeStatus.CANCELLED, error=exc)
+            partial = self.partial.get(node_id)
+            outcome = _Outcome(NodeStatus.CANCELLED, partial[0] if partial else None, exc)
+        except ProviderOutage as exc:
+            self.outage = exc
+            outcome = _Outcome(NodeStatus.ERROR, error=exc)
         except MaxStepsExceeded as exc:
             outcome = _Outcome(NodeStatus.MAX_STEPS_EXCEEDED, error=exc)
         except (ProviderError, OutputValidationError) as exc:
@@ -328,6 +342,8 @@ class _Run:
         if inline:
             self.inline_running = False  # from here on, _stop must not cancel this task
         self.times[node_id] = (start, self.ctx.clock.now() - self.t0)
+        if self.outage is not None:
+            self._stop(RunStatus.ERROR, self.outage)  # nothing else of it runs
         return self._advance(self._finish(node_id, outcome), keep=True)
 
     def _escalated(self, node: Step, exc: RunError) -> _Outcome:
@@ -438,21 +454,30 @@ class _Run:
                 failed.append(index)
                 error = value if isinstance(value, BaseException) else RunError(str(value))
                 self.budget_hit = self.budget_hit or isinstance(error, BudgetExceeded)
-                if mode == "fail":
+                if mode == "fail" or isinstance(error, ProviderOutage):
                     self.items[node.id] = (len(items), len(failed))
                     raise error
             return self._map_result(node, results, failed)
+
+        finished: set[int] = set()  # items that ended, well or not (the rest: cut short)
 
         async def one(index: int) -> None:
             try:
                 results[index] = await self._execute(
                     body, stats, {"item": items[index], "index": index}, node.id
                 )
+            except ProviderOutage:
+                raise  # the whole run stops, whatever on_item_error says
+            except DeadlineExceeded:
+                return  # cut by the request's deadline: unfinished, not failed
             except Exception as exc:
+                finished.add(index)
                 failed.append(index)
                 self.budget_hit = self.budget_hit or isinstance(exc, BudgetExceeded)
                 if mode == "fail":
                     raise
+            else:
+                finished.add(index)
 
         limit = node.concurrency
         try:
@@ -472,7 +497,26 @@ class _Run:
         except BaseExceptionGroup as group_error:
             self.items[node.id] = (len(items), len(failed))
             raise _first(group_error) from None
+        except asyncio.CancelledError:
+            # the deadline (or the caller) stopped it: what finished is kept, and paid for
+            self._keep_partial(node, results, failed, finished)
+            raise
+        if len(finished) < len(items):  # some item was cut by the deadline mid-call
+            self._keep_partial(node, results, failed, finished)
+            raise DeadlineExceeded(
+                f"map {node.id!r}: the request's deadline passed with "
+                f"{len(items) - len(finished)} of {len(items)} items unfinished"
+            )
         return self._map_result(node, results, failed)
+
+    def _keep_partial(
+        self, node: MapNode, results: list[object], failed: list[int], finished: set[int]
+    ) -> None:
+        """A map cut short: its finished items (in place; ``None`` for the rest) and which
+        did not finish, for the run's partial result."""
+        self.items[node.id] = (len(results), len(failed))
+        unfinished = tuple(i for i in range(len(results)) if i not in finished)
+        self.partial[node.id] = (list(results), unfinished)
 
     def _map_result(self, node: MapNode, results: list[object], failed: list[int]) -> list[object]:
         """The map's output once every item ran: failed items kept as None or dropped."""
@@ -496,6 +540,7 @@ class _Run:
     def result(self, request_id: str) -> RunResult:
         nodes: dict[str, NodeResult] = {}
         usage, cost = Usage(), 0.0
+        replayed, replayed_cost = Usage(), 0.0
         root_error: BaseException | None = None
         budget_hit = self.budget_hit
         for node_id, node in self.plan.nodes.items():
@@ -503,6 +548,7 @@ class _Run:
                 continue
             res = nodes[node_id] = self._node_result(node_id)
             usage, cost = usage + res.usage, cost + res.cost_usd
+            replayed, replayed_cost = replayed + res.replayed, replayed_cost + res.replayed_cost_usd
             outcome = self.outcomes.get(node_id)
             error = outcome.error if outcome is not None else self.stop_error
             if error is not None and not isinstance(error, UpstreamFailed):
@@ -520,7 +566,8 @@ class _Run:
             all_ok = all_ok and ok
             if not ok and (out is None or out.status is not NodeStatus.WAITING_FOR_REVIEW):
                 only_waiting = False
-            outputs[name] = out.value if ok and out is not None else None
+            kept = ok or (out is not None and out.status is NodeStatus.CANCELLED)  # a map cut
+            outputs[name] = out.value if kept and out is not None else None
         if self.stop_status is RunStatus.ERROR:
             all_ok = False
             root_error = self.stop_error if root_error is None else root_error
@@ -540,8 +587,15 @@ class _Run:
                 status = RunStatus.WAITING_FOR_REVIEW
             else:
                 status = RunStatus.ERROR
+        if self.outage is not None:  # not this record's failure: it names the outage
+            status, root_error = RunStatus.ERROR, self.outage
         if status in (RunStatus.OK, RunStatus.WAITING_FOR_REVIEW):
             root_error = None
+        if status is RunStatus.DEADLINE_EXCEEDED:  # partial: every value that was paid for
+            for node_id, res in nodes.items():
+                outcome = self.outcomes.get(node_id)
+                if outcome is not None and outcome.status in (NodeStatus.OK, NodeStatus.CANCELLED):
+                    res.output = outcome.value
         return RunResult(
             request_id=request_id,
             dag_name=self.plan.dag_name,
@@ -554,6 +608,8 @@ class _Run:
             error_type=type(root_error).__name__ if root_error is not None else None,
             error_message=str(root_error) if root_error is not None else None,
             trace_id=self.ctx.trace_id or None,
+            replayed=replayed,
+            replayed_cost_usd=replayed_cost,
         )
 
 
@@ -567,6 +623,7 @@ class _Run:
         error = outcome.error
         start, end = self.times.get(node_id, (None, None))
         total, failed = self.items.get(node_id, (None, None))
+        partial = self.partial.get(node_id)
         return NodeResult(
             node_id=node_id,
             kind=str(node.kind),
@@ -587,6 +644,9 @@ class _Run:
             guard_rejections=stats.guard_rejections,
             guard_repairs=stats.guard_repairs,
             transcript=list(stats.transcript) if stats.transcript is not None else None,
+            replayed=stats.replayed,
+            replayed_cost_usd=stats.replayed_cost_usd,
+            unfinished_items=partial[1] if partial is not None else None,
         )
 
     def trace(self, result: RunResult) -> None:

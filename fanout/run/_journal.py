@@ -17,6 +17,13 @@ process, or a later run, reads them). Each line names the record its call was fo
 so a resumed batch job first drops, with :func:`compact_journal`, the calls of
 records that already have their final row: what is left is the work the killed run
 had in flight.
+
+The journal is also the job's account of what it spent (:func:`journal_spend`): each
+line carries its call's cost, a call that went out and timed out is written as a
+``spent`` line at its estimate (the provider may have billed it), and compaction carries
+the totals of the lines it drops in the header line of the file it writes. A resumed
+job counts that against its ``--job-budget-*`` and reports it as spent by earlier runs.
+Files a compacted file supersedes (a kill came before they were removed) are ignored.
 """
 
 from __future__ import annotations
@@ -26,16 +33,17 @@ import logging
 import os
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import orjson
 
 from fanout.errors import ConfigError
 from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
 
-__all__ = ["CallJournal", "call_key", "compact_journal"]
+__all__ = ["CallJournal", "Spend", "call_key", "compact_journal", "journal_spend"]
 
 _log = logging.getLogger(__name__)
 
@@ -95,21 +103,32 @@ class CallJournal:
         return len(self._index)
 
     def get(self, key: str) -> ChatResponse | None:
+        found = self.get_paid(key)
+        return found[0] if found is not None else None
+
+    def get_paid(self, key: str) -> tuple[ChatResponse, float | None] | None:
+        """The call's response and what it cost when it was made (``None``: not written
+        down, a journal of an older version), if the journal has it."""
         if self._index is None:
             self.reload()
         assert self._index is not None
-        response = self._index.find(key)
-        if response is not None:
-            self.replayed += 1
-        return response
+        entry = self._index.find(key)
+        if entry is None:
+            return None
+        self.replayed += 1
+        return entry.response, entry.cost_usd
 
-    def put(self, key: str, response: ChatResponse, *, record: str | None = None) -> None:
-        """Record a completed call (for ``record``, a batch record's key) in this process's
-        file; it is not kept in memory (another process, or a later run, reads it)."""
-        if self._closed:
-            return
-        if self._fd is None:  # held open, appended per call
-            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    def put(
+        self,
+        key: str,
+        response: ChatResponse,
+        *,
+        record: str | None = None,
+        cost_usd: float | None = None,
+    ) -> None:
+        """Record a completed call (for ``record``, a batch record's key) and its cost in
+        this process's file; it is not kept in memory (another process, or a later run,
+        reads it)."""
         entry = {
             "key": key,
             "record": record,
@@ -118,7 +137,20 @@ class CallJournal:
             "tool_calls": [[c.id, c.name, c.arguments] for c in response.tool_calls],
             "model": response.model,
             "usage": [response.usage.input_tokens, response.usage.output_tokens],
+            "usd": cost_usd,
         }
+        self._write(entry)
+
+    def spend(self, *, usd: float, tokens: int, record: str | None = None) -> None:
+        """Record spending that has no response to replay: a call that went out and timed
+        out (the provider may have billed it), counted at its estimate."""
+        self._write({"spent": usd, "tokens": tokens, "record": record})
+
+    def _write(self, entry: Mapping[str, object]) -> None:
+        if self._closed:
+            return
+        if self._fd is None:  # held open, appended per call
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         # one write per call, unbuffered: a killed process loses no call it finished
         os.write(self._fd, orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
 
@@ -145,7 +177,7 @@ class _Index:
     __slots__ = ("_digests", "_files", "_locations", "_open")
 
     def __init__(self, directory: Path) -> None:
-        self._files = sorted(directory.glob("*.jsonl"))
+        self._files = _live_files(directory)
         digests, locations = array("Q"), array("Q")
         for number, path in enumerate(self._files):
             for offset, key in _keys_at(path):
@@ -156,17 +188,17 @@ class _Index:
         self._locations = array("Q", (locations[i] for i in order))
         self._open: dict[int, BinaryIO] = {}
 
-    def find(self, key: str) -> ChatResponse | None:
+    def find(self, key: str) -> _Entry | None:
         digests, digest = self._digests, _digest(key)
         at = bisect_left(digests, digest)
         while at < len(digests) and digests[at] == digest:
             entry = self._read(self._locations[at])
-            if entry is not None and entry[1] == key:  # not another key of the same digest
-                return entry[2]
+            if entry is not None and entry.key == key:  # not another key of the same digest
+                return entry
             at += 1
         return None
 
-    def _read(self, location: int) -> tuple[str | None, str, ChatResponse] | None:
+    def _read(self, location: int) -> _Entry | None:
         number, offset = location >> _OFFSET_BITS, location & _OFFSET_MASK
         try:
             file = self._open.get(number)
@@ -212,46 +244,131 @@ def _keys_at(path: Path) -> Iterator[tuple[int, str]]:
                 else:  # written otherwise (an older version), or torn: parse it
                     entry = _parse(line)
                     if entry is not None:
-                        yield offset, entry[1]
+                        yield offset, entry.key
                 offset += len(line)
     except OSError as exc:
         _log.warning("call journal: cannot read %s: %s", path, exc)
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """What a job's calls cost so far: USD, tokens and calls (the provider billed them,
+    or may have: a call that timed out after it went out counts at its estimate)."""
+
+    usd: float = 0.0
+    tokens: int = 0
+    calls: int = 0
+
+    def __add__(self, other: Spend) -> Spend:
+        return Spend(self.usd + other.usd, self.tokens + other.tokens, self.calls + other.calls)
+
+
+def journal_spend(directory: str | Path) -> Spend:
+    """Everything the job whose journal is in ``directory`` spent, over all its runs."""
+    folder = Path(directory)
+    total = Spend()
+    for path in _live_files(folder) if folder.is_dir() else []:
+        with path.open("rb") as lines:
+            for line in lines:
+                total += _line_spend(line)
+    return total
+
+
+def _line_spend(line: bytes | str) -> Spend:
+    """What one journal line spent (a call, a ``spent`` line, a compacted header)."""
+    try:
+        entry = orjson.loads(line)
+    except ValueError:
+        return Spend()  # torn: a killed writer's last line
+    if not isinstance(entry, dict):
+        return Spend()
+    carried = entry.get("carried")
+    if isinstance(carried, dict):
+        return Spend(float(carried.get("usd", 0)), int(carried.get("tokens", 0)),
+                     int(carried.get("calls", 0)))  # fmt: skip
+    if "spent" in entry:
+        return Spend(float(entry["spent"] or 0), int(entry.get("tokens") or 0), 1)
+    usage = entry.get("usage")
+    if isinstance(usage, list) and len(usage) == 2:
+        return Spend(float(entry.get("usd") or 0), int(usage[0]) + int(usage[1]), 1)
+    return Spend()
+
+
+_COMPACTED = b'{"compacted":'
+
+
+def _live_files(folder: Path) -> list[Path]:
+    """The journal's files, less those a compacted file lists as replaced (a kill came
+    between writing it and removing them): their calls and spending are in it."""
+    files = sorted(folder.glob("*.jsonl"))
+    replaced: set[str] = set()
+    for path in files:
+        with path.open("rb") as lines:
+            head = lines.readline()
+        if head.startswith(_COMPACTED):
+            try:
+                replaced.update(str(name) for name in orjson.loads(head)["compacted"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return [path for path in files if path.name not in replaced]
 
 
 def compact_journal(directory: str | Path, keep: Callable[[str], bool]) -> tuple[int, int]:
     """Rewrite the journal in ``directory`` keeping only the calls of records ``keep``
     accepts (and calls made for no record); returns (calls kept, calls dropped).
 
-    The kept calls go to one new file, published before the old files are removed:
-    a kill midway leaves some calls twice, which is harmless.
+    The kept calls go to one new file whose first line names the files it replaces and
+    carries what the dropped lines spent; it is published before the old files are
+    removed, and a kill in between leaves them ignored (and removed the next time).
     """
     folder = Path(directory)
-    old = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
-    if not old:
+    everything = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    live = set(_live_files(folder)) if everything else set()
+    if not everything:
         return 0, 0
     kept = dropped = 0
+    carried = Spend()
     target = folder / f"compacted-{os.getpid()}-{os.urandom(4).hex()}.jsonl"
     tmp = target.with_name(f".{target.name}.tmp")
     with tmp.open("w", encoding="utf-8") as out:
-        for path in old:
+        body: list[str] = []
+        for path in everything:
+            if path not in live:
+                continue  # replaced by a compacted file that is itself read here
             with path.open(encoding="utf-8") as lines:
                 for line in lines:
                     entry = _parse(line)
-                    if entry is None:
+                    if entry is None:  # a header, a spend line or torn: its spending stays
+                        carried += _line_spend(line)
                         continue
-                    if entry[0] is None or keep(entry[0]):
-                        out.write(line if line.endswith("\n") else line + "\n")
+                    if entry.record is None or keep(entry.record):
+                        body.append(line if line.endswith("\n") else line + "\n")
                         kept += 1
                     else:
+                        carried += _line_spend(line)
                         dropped += 1
+        header = {
+            "compacted": [path.name for path in everything],
+            "carried": {"usd": carried.usd, "tokens": carried.tokens, "calls": carried.calls},
+        }
+        out.write(orjson.dumps(header).decode() + "\n")
+        out.writelines(body)
     os.replace(tmp, target)
-    for path in old:
+    for path in everything:
         path.unlink(missing_ok=True)
     return kept, dropped
 
 
-def _parse(line: str | bytes) -> tuple[str | None, str, ChatResponse] | None:
-    """One journal line, or ``None`` for a torn or foreign one (a killed writer's last)."""
+class _Entry(NamedTuple):
+    record: str | None
+    key: str
+    response: ChatResponse
+    cost_usd: float | None
+
+
+def _parse(line: str | bytes) -> _Entry | None:
+    """One journal line's call, or ``None`` for a torn or foreign one (a killed writer's
+    last), a compacted file's header or a ``spent`` line."""
     try:
         entry = orjson.loads(line)
         usage = entry["usage"]
@@ -263,6 +380,12 @@ def _parse(line: str | bytes) -> tuple[str | None, str, ChatResponse] | None:
             model=str(entry["model"]),
         )
         record = entry.get("record")
-        return (str(record) if record is not None else None), str(entry["key"]), response
+        usd = entry.get("usd")
+        return _Entry(
+            str(record) if record is not None else None,
+            str(entry["key"]),
+            response,
+            float(usd) if usd is not None else None,
+        )
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None

@@ -17,6 +17,7 @@ from fanout.errors import (
     MaxStepsExceeded,
     OutputValidationError,
     ProviderError,
+    ProviderOutage,
     RunError,
     TemplateError,
     ToolError,
@@ -96,9 +97,11 @@ async def run_llm(
             conversation = list(messages)
             if map_index is None and any(t.fn is not None for t in node.tools):
                 stats.transcript = conversation  # a fallback model starts a new one
-            return await _converse(node, route, conversation, ctx, stats, where, site)
-        except (ProviderError, OutputValidationError) as exc:
             last = position == len(chain) - 1
+            return await _converse(node, route, conversation, ctx, stats, where, site, last)
+        except ProviderOutage:
+            raise  # the job's business (it stops), not this step's: nothing to escalate
+        except (ProviderError, OutputValidationError) as exc:
             # A guard's rejection may pass on a stronger model; so may most provider errors.
             fallback_ok = isinstance(exc, GuardRejected) or (
                 isinstance(exc, ProviderError) and exc.fallback_ok
@@ -132,7 +135,9 @@ async def _converse(
     stats: NodeStats,
     where: str,
     site: CallSite | None,
+    last: bool = True,
 ) -> object:
+    """The conversation with one model of the chain (``last``: no fallback follows it)."""
     specs = tuple(t.spec for t in node.tools)
     runnable = {t.name: t for t in node.tools if t.fn is not None}
     schema = _schema(node.output) if node.output is not None else None
@@ -149,7 +154,7 @@ async def _converse(
             response_schema=schema,
             response_schema_name=schema_name,
         )
-        response = await ctx.call(route, request, stats, site)
+        response = await ctx.call(route, request, stats, site, last=last)
         if response.tool_calls:
             if not runnable:
                 return list(response.tool_calls)

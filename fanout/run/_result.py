@@ -45,9 +45,22 @@ class NodeResult:
     # prompt first, then assistant turns with tool_calls, tool results and the final
     # answer; kept when max_steps, the deadline or the budget ended the loop.
     transcript: list[Message] | None = None
+    # Calls answered from a batch job's call journal: paid by the earlier run that made
+    # them, so not in ``usage``/``cost_usd`` (what this run spent) nor in ``calls``.
+    replayed: Usage = field(default_factory=Usage)
+    replayed_cost_usd: float = 0.0
+    # A map the deadline cut: the indices of its items that did not finish (its output,
+    # in ``output``, holds the finished ones in place and None for these).
+    unfinished_items: tuple[int, ...] | None = None
+    # Only in a run the deadline cut (``deadline_exceeded``): this node's value if it
+    # finished, a cut map's items so far; every value that was paid for is returned.
+    output: object = None
 
     def __reduce__(self) -> tuple[type[NodeResult], tuple[object, ...]]:
         return NodeResult, _node_values(self)
+
+    def jsonable_output(self) -> object:
+        return _jsonable(self.output)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -70,6 +83,10 @@ class NodeResult:
             "guard_rejections": self.guard_rejections,
             "guard_repairs": self.guard_repairs,
             "transcript": self.transcript,
+            "unfinished_items": list(self.unfinished_items)
+            if self.unfinished_items is not None
+            else None,
+            "output": self.jsonable_output(),
         }
 
 
@@ -78,7 +95,10 @@ class RunResult:
     """The result of one request (one DAG run).
 
     ``outputs`` holds every declared output; an output whose node did not finish is
-    ``None`` and its node's status says why. ``status`` is ``ok`` only when every
+    ``None`` and its node's status says why. ``usage`` and ``cost_usd`` are what this
+    run spent; ``replayed`` and ``replayed_cost_usd`` what its calls answered from a
+    batch job's journal cost the earlier run that made them (the request's whole cost is
+    the sum: :attr:`total_cost_usd`). ``status`` is ``ok`` only when every
     output is available; otherwise, in order of precedence, ``deadline_exceeded``,
     ``cancelled``, ``budget_exceeded``, ``waiting_for_review`` (every missing output
     waits for a person: ``reviews`` holds the pending reviews' ids) or ``error``.
@@ -96,6 +116,9 @@ class RunResult:
     error_message: str | None = None
     trace_id: str | None = None  # the request's rows in the trace (None: tracing off)
     reviews: tuple[str, ...] = ()  # ids of the reviews this run waits for
+    # what calls answered from the call journal cost when an earlier run made them
+    replayed: Usage = field(default_factory=Usage)
+    replayed_cost_usd: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -107,6 +130,11 @@ class RunResult:
     def jsonable_outputs(self) -> dict[str, object]:
         """The outputs as JSON values (models dumped, others rendered like prompt values)."""
         return {k: _jsonable(v) for k, v in self.outputs.items()}
+
+    @property
+    def total_cost_usd(self) -> float:
+        """What the request's calls cost, whichever run of the job paid for them."""
+        return self.cost_usd + self.replayed_cost_usd
 
     @property
     def calls(self) -> int:

@@ -39,6 +39,7 @@ class CallSite:
     parent_span_id: str
     map_index: int | None = None
     fallback_index: int = 0
+    call_key: str | None = None  # with a call journal: the call's key (rows of one call)
 
 
 class Tracer:
@@ -110,18 +111,17 @@ class Tracer:
         )
         if hedged:
             span.hedged = True
+        if site.call_key is not None:
+            span.call_key = site.call_key
         output = None
         if response is not None:
             span.response_model = response.model or None
             span.finish_reason = response.finish_reason
-            if replayed:  # paid for, and counted, on the row of the call that made it
+            if replayed:  # paid for by the run that made the call
                 span.replayed = True
-                span.input_tokens = span.output_tokens = 0
-                span.cost_usd = 0.0
-            else:
-                span.input_tokens = response.usage.input_tokens
-                span.output_tokens = response.usage.output_tokens
-                span.cost_usd = cost_usd
+            span.input_tokens = response.usage.input_tokens
+            span.output_tokens = response.usage.output_tokens
+            span.cost_usd = cost_usd
             output = response.content
             if response.tool_calls:
                 span.tool_name = ",".join(c.name for c in response.tool_calls)
@@ -130,7 +130,7 @@ class Tracer:
         else:
             self._fail(span, error)
             span.input_tokens = span.output_tokens = 0
-            span.cost_usd = 0.0
+            span.cost_usd = cost_usd  # a call that timed out once sent: its estimate
         self.content.fill(span, orjson.dumps(request.messages).decode(), output)
         self.sink.emit(span)
 
@@ -145,14 +145,17 @@ class Tracer:
         response: ChatResponse,
         at: float,
         budget: Budget,
+        cost_usd: float = 0.0,
     ) -> None:
         """A call answered from the call journal: an attempt row marked ``replayed``,
-        taking no time, with no tokens or cost (the call's own row has them)."""
+        taking no time, with the tokens and cost the call had when an earlier run made
+        it (already spent: ``fanout traces summary`` counts them only where the original
+        row is missing, a kill having lost it, and never as a call)."""
         self.attempt(
             site, dag_name=dag_name, record_key=record_key, attempt=1,
             model_alias=model_alias, provider=provider, request=request, response=response,
             error=None, start=at, end=at, limiter_wait_s=0.0, backoff_s=0.0,
-            estimated_input_tokens=0, cost_usd=0.0, budget=budget, replayed=True,
+            estimated_input_tokens=0, cost_usd=cost_usd, budget=budget, replayed=True,
         )  # fmt: skip
 
     def tool(

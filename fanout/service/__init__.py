@@ -22,7 +22,7 @@ require(
 from fanout.service._app import Runner, TenantLimits, build_app  # noqa: E402
 from fanout.service._auth import TOKENS_ENV, TokenStore  # noqa: E402
 from fanout.service._schemas import RunRequest, RunResponse  # noqa: E402
-from fanout.service._server import ServiceServer, serve_forever  # noqa: E402
+from fanout.service._server import ServiceServer, listen, serve_forever  # noqa: E402
 
 __all__ = [
     "TOKENS_ENV",
@@ -33,5 +33,6 @@ __all__ = [
     "TenantLimits",
     "TokenStore",
     "build_app",
+    "listen",
     "serve_forever",
 ]

@@ -28,12 +28,20 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fanout.dag import DAG, Plan
+from fanout.dag import DAG, Plan, input_types
 from fanout.errors import ConfigError, ReviewBusy, ReviewNotFound, SessionBusy
 from fanout.limits import LimiterState
 from fanout.retry import HedgePolicy
 from fanout.run import NodeResult, RunResult
 from fanout.service._auth import TokenStore
+from fanout.service._limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_DEPTH,
+    BodyLimit,
+    ShapeError,
+    check_shape,
+    parse_error,
+)
 from fanout.service._metrics import CONTENT_TYPE, ServiceMetrics
 from fanout.service._schemas import (
     DecisionIn,
@@ -99,6 +107,7 @@ class _State:
     limits: TenantLimits
     metrics: ServiceMetrics
     tenants: dict[str, _Tenant] = field(default_factory=dict)
+    max_depth: int = DEFAULT_MAX_DEPTH
 
 
 class _Rejected(Exception):
@@ -117,10 +126,17 @@ def build_app(
     tenant_limits: TenantLimits | None = None,
     title: str = "fanout service",
     close_runner: bool = False,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_depth: int = DEFAULT_MAX_DEPTH,
 ) -> FastAPI:
     """The app serving ``pipelines`` (by name) on ``runner``.
 
     ``tokens``: the accepted bearer tokens (``None``: no auth, for local use only).
+    ``max_body_bytes``: a larger request body is answered 413 (before it is read whole);
+    ``max_depth``: an input nesting deeper is a 400, as is a number JSON cannot carry
+    (an integer beyond 64 bits, no finite value). Inputs are validated against the DAG's
+    declared types (``dag.input(name, type=...)``): a value of another type is a 422
+    naming the field.
     ``close_runner``: the app's lifespan closes ``runner`` at shutdown (its trace is
     written out), for servers that run the ASGI lifespan. Raises :class:`ConfigError`
     if a DAG is invalid for the runner's models.
@@ -132,6 +148,7 @@ def build_app(
         tokens=tokens,
         limits=tenant_limits or TenantLimits(),
         metrics=ServiceMetrics(runner.limiter_states, runner.hedges),
+        max_depth=max_depth,
     )
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -147,6 +164,7 @@ def build_app(
         responses={"4XX": {"model": ErrorBody, "description": "bad request, with the reason"}},
     )
     app.state.fanout = state
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     bearer = HTTPBearer(auto_error=False, description="a token from FANOUT_SERVICE_TOKENS")
 
     async def tenant_of(
@@ -259,8 +277,12 @@ def _add_review_routes(app: FastAPI, state: _State, tenant_of: Callable[..., Any
         return {"review": review.to_dict(), "result": result.to_dict()}
 
 
+def _request_model(name: str, dag: DAG, plan: Plan) -> type[RunRequest]:
+    return request_model(name, input_types(plan), session=dag.session_spec is not None)
+
+
 def _info(name: str, dag: DAG, plan: Plan) -> PipelineInfo:
-    schema = request_model(name, plan.inputs).model_json_schema()
+    schema = _request_model(name, dag, plan).model_json_schema()
     inputs_schema = schema.get("$defs", {}).get(f"{_safe(name)}_inputs", {})
     return PipelineInfo(
         name=name,
@@ -280,7 +302,7 @@ def _add_run_route(
     app: FastAPI, state: _State, name: str, tenant_of: Callable[..., Any]
 ) -> None:
     dag, plan = state.pipelines[name]
-    model = request_model(name, plan.inputs)
+    model = _request_model(name, dag, plan)
 
     async def endpoint(request: Request, body: RunRequest, tenant: str) -> Response:
         return await _run(state, name, dag, request, body, tenant)
@@ -336,6 +358,11 @@ async def _run(
             )
         budget_usd = left if budget_usd is None else min(budget_usd, left)
     inputs = body.inputs.model_dump() if hasattr(body.inputs, "model_dump") else body.inputs
+    try:
+        for input_name, value in inputs.items():
+            check_shape(value, f"inputs.{input_name}", state.max_depth)
+    except ShapeError as exc:
+        raise _Rejected(400, "invalid_input", str(exc)) from None
     run_id = uuid.uuid4().hex
     options: dict[str, Any] = {
         "budget_usd": budget_usd,
@@ -344,7 +371,8 @@ async def _run(
         "request_id": run_id,
         "interactive": body.priority == "interactive",
     }
-    if body.session_id is not None:  # only then: a runner without sessions still serves
+    session_id = getattr(body, "session_id", None)  # offered only by DAGs with a session
+    if session_id is not None:  # only then: a runner without sessions still serves
         if "session_id" not in inspect.signature(state.runner.run).parameters:
             raise _Rejected(
                 422,
@@ -352,7 +380,7 @@ async def _run(
                 "this service's runner keeps no sessions (the local Engine does); "
                 "drop session_id or serve the pipeline on an Engine with a data_dir",
             )
-        options["session_id"] = body.session_id
+        options["session_id"] = session_id
     tenant.in_flight += 1
     metrics.in_flight.labels(name).inc()
     started = time.perf_counter()
@@ -501,7 +529,14 @@ def _install_errors(app: FastAPI, state: _State) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        kinds = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+        kind = kinds.get(exc.status_code, "http_error")
+        reason = parse_error(exc.__cause__) if exc.status_code == 400 else None
+        if reason is not None:  # the JSON parser's own limits: say which
+            _count_rejection(state, request, "invalid_json")
+            return body(400, "invalid_json", reason)
+        if exc.status_code == 413:
+            _count_rejection(state, request, kind)
         return body(exc.status_code, kind, str(exc.detail), headers=exc.headers)
 
 

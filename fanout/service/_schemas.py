@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from fanout.run import NodeResult, RunResult
 from fanout.types import RunStatus
@@ -18,6 +19,7 @@ __all__ = [
     "RunRequest",
     "RunResponse",
     "ServiceStatus",
+    "SessionRunRequest",
     "UsageOut",
     "request_model",
     "to_node_out",
@@ -76,6 +78,11 @@ class RunRequest(_Strict):
         default="interactive",
         description="interactive calls queue ahead of batch work sharing the provider quota",
     )
+
+
+class SessionRunRequest(RunRequest):
+    """A run of a pipeline that declares a session: it may continue one."""
+
     session_id: str | None = Field(
         default=None,
         min_length=1,
@@ -123,6 +130,15 @@ class NodeOut(BaseModel):
         default=None,
         description="an llm node with tools: its messages (tool calls, tool results, answer)",
     )
+    unfinished_items: list[int] | None = Field(
+        default=None,
+        description="a map the deadline cut: the items that did not finish (null in its output)",
+    )
+    output: Any = Field(
+        default=None,
+        description="status partial only: this node's value if it finished, a cut map's "
+        "items so far (every value that was paid for)",
+    )
 
 
 class RunResponse(BaseModel):
@@ -168,9 +184,26 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-def request_model(pipeline: str, inputs: tuple[str, ...]) -> type[RunRequest]:
-    """``RunRequest`` whose ``inputs`` must hold exactly the pipeline's inputs."""
-    fields: dict[str, Any] = {name: (Any, Field(description=f"input {name!r}")) for name in inputs}
+def _not_null(value: object) -> object:
+    if value is None:
+        raise ValueError("null is not a value; send the input")
+    return value
+
+
+_AnyValue = Annotated[Any, AfterValidator(_not_null)]
+"""An input declared without a type: any JSON value but null (a missing value)."""
+
+
+def request_model(
+    pipeline: str, inputs: Mapping[str, object], *, session: bool = False
+) -> type[RunRequest]:
+    """``RunRequest`` whose ``inputs`` must hold exactly the pipeline's inputs, each of its
+    declared type (``inputs``: name -> type, ``None`` for any value); ``session_id`` only
+    for a pipeline that declares a session (``session``)."""
+    fields: dict[str, Any] = {
+        name: (_AnyValue if kind is None else kind, Field(description=f"input {name!r}"))
+        for name, kind in inputs.items()
+    }
     safe = "".join(c if c.isalnum() else "_" for c in pipeline)
     inputs_model = create_model(
         f"{safe}_inputs",
@@ -179,7 +212,7 @@ def request_model(pipeline: str, inputs: tuple[str, ...]) -> type[RunRequest]:
     )
     model: type[RunRequest] = create_model(
         f"{safe}_run_request",
-        __base__=RunRequest,
+        __base__=SessionRunRequest if session else RunRequest,
         inputs=(inputs_model, Field(description=f"the inputs of {pipeline!r}")),
     )
     return model
@@ -208,6 +241,8 @@ def to_node_out(node: NodeResult) -> NodeOut:
         guard_rejections=node.guard_rejections,
         guard_repairs=node.guard_repairs,
         transcript=[dict(m) for m in node.transcript] if node.transcript is not None else None,
+        unfinished_items=list(node.unfinished_items) if node.unfinished_items is not None else None,
+        output=node.jsonable_output(),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -10,7 +11,30 @@ from collections.abc import Callable
 import uvicorn
 from fastapi import FastAPI
 
-__all__ = ["ServiceServer", "serve_forever"]
+from fanout.errors import ConfigError
+
+__all__ = ["ServiceServer", "listen", "serve_forever"]
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (0: a free port), before anything is announced; a
+    :class:`ConfigError` naming the fix if the port is taken or the host is not local."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"--host {host}: cannot listen there ({exc}); check the name") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port "
+            "(0: a free one) or stop what holds it"
+        ) from None
+    return sock
 
 
 def _uvicorn(app: FastAPI, host: str, port: int, *, lifespan: bool = False) -> uvicorn.Server:
@@ -30,11 +54,13 @@ def _uvicorn(app: FastAPI, host: str, port: int, *, lifespan: bool = False) -> u
     )
 
 
-def serve_forever(app: FastAPI, *, host: str, port: int) -> None:
+def serve_forever(app: FastAPI, *, host: str, port: int, sock: socket.socket | None = None) -> None:
     """Serve ``app`` until SIGINT/SIGTERM, running its lifespan (an app built with
     ``close_runner=True`` closes its engine there). Uvicorn then re-raises the signal,
-    so a terminated server exits as terminated, after a graceful shutdown."""
-    _uvicorn(app, host, port, lifespan=True).run()
+    so a terminated server exits as terminated, after a graceful shutdown. ``sock``: a
+    socket :func:`listen` bound already (then ``host``/``port`` only name it)."""
+    server = _uvicorn(app, host, port, lifespan=True)
+    server.run(sockets=[sock] if sock is not None else None)
 
 
 class ServiceServer:

@@ -67,9 +67,15 @@ async def respond(
 
 
 async def respond_error(
-    send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    kind: str | None = None,
 ) -> None:
-    body = orjson.dumps({"error": {"message": message, "type": code, "code": code}})
+    body = orjson.dumps({"error": {"message": message, "type": kind or code, "code": code}})
     await respond(send, status, body, headers or {})
 
 

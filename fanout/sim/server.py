@@ -9,6 +9,12 @@ provider's deterministic reply with ``usage``; ``tail_rate`` of them wait
 while its call waits is counted as ``cancelled`` (the call stops there). Faults:
 5xx, truncated bodies (the connection breaks mid-response), hangs and malformed
 bodies, each at a rate.
+Size limits answer as the vendors do: a request larger than the tokens/min bucket can
+ever hold gets OpenAI's "Request too large" 429 (with a ``retry-after`` that waiting
+cannot satisfy), one over ``max_context_tokens`` a context-length 400, a body over
+``max_body_bytes`` a 413. ``proxy_headers``: the rate-limit and retry headers arrive
+as LiteLLM's proxy forwards them (``llm_provider-retry-after-ms``, ...).
+``EmulatorServer.stop()`` then ``start()`` brings it back on the same port (an outage).
 ``GET /v1/models``; ``GET /stats`` gives accepted/limited counts per second
 (``GET /stats/prompts``: calls answered per prompt, with ``record_prompts``);
 ``POST /stats/reset`` clears them and the buckets; ``POST /admin/faults`` with
@@ -79,6 +85,9 @@ class EmulatorConfig:
     api_key: str | None = None  # when set, requests must carry it as a bearer token
     seed: int = 0
     record_prompts: bool = False  # count answered calls per prompt (GET /stats/prompts)
+    max_context_tokens: int | None = None  # larger requests: a context-length 400
+    max_body_bytes: int | None = None  # larger bodies: a 413
+    proxy_headers: bool = False  # limit and retry headers prefixed llm_provider- (LiteLLM)
 
 
 @dataclass
@@ -88,6 +97,7 @@ class _Stats:
     limited: int = 0
     errors: int = 0
     cancelled: int = 0  # the client hung up while its call waited
+    too_large: int = 0  # answered "Request too large" 429, 413 or context-length 400
     tokens: int = 0
     by_second: dict[int, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     prompts: Counter[str] = field(default_factory=Counter)  # with record_prompts
@@ -141,17 +151,31 @@ class _Emulator:
         objects: starlette's cost a call was most of the emulator's, and a benchmark's
         emulator must outrun the client it measures)."""
         cfg = self.config
-        if cfg.api_key is not None and bearer(scope) != cfg.api_key:
+        key = bearer(scope)
+        if cfg.api_key is not None and key != cfg.api_key:
             await respond_error(send, 401, "invalid_api_key", "Incorrect API key provided.")
             return
+        raw = await read_body(receive)
+        if cfg.max_body_bytes is not None and len(raw) > cfg.max_body_bytes:
+            self.stats.too_large += 1
+            await respond_error(
+                send, 413, "request_too_large",
+                f"Request body of {len(raw)} bytes exceeds the limit of {cfg.max_body_bytes}.",
+            )  # fmt: skip
+            return
         try:
-            chat = chat_request(orjson.loads(await read_body(receive)))
+            chat = chat_request(orjson.loads(raw))
         except (ValueError, KeyError, TypeError) as exc:
             await respond_error(send, 400, "invalid_request_error", f"bad request body: {exc}")
             return
-        req, tok = self._buckets(bearer(scope) or "anonymous", chat.model)
+        req, tok = self._buckets(key or "anonymous", chat.model)
         now = time.monotonic()
-        cost = estimate_prompt_tokens(chat.messages, chat.tools) + chat.max_tokens
+        prompt = estimate_prompt_tokens(chat.messages, chat.tools)
+        cost = prompt + chat.max_tokens
+        if await self._refused_too_large(send, chat, prompt, cost, tok):
+            self.stats.too_large += 1
+            self.stats.count(ok=False)
+            return
         wait = 0.0
         if req is not None:
             wait = req.wait_s(1, now)
@@ -164,8 +188,9 @@ class _Emulator:
             headers["retry-after-ms"] = f"{wait * 1000:.0f}"
             headers["retry-after"] = str(math.ceil(wait))
             await respond_error(
-                send, 429, "rate_limit_exceeded", "Rate limit reached; retry later.", headers
-            )
+                send, 429, "rate_limit_exceeded", "Rate limit reached; retry later.",
+                self._proxied(headers),
+            )  # fmt: skip
             return
         if req is not None:
             req.take(1, now)
@@ -173,7 +198,7 @@ class _Emulator:
             tok.take(cost, now)
         self.stats.accepted += 1
         self.stats.count(ok=True)
-        headers = self._limit_headers(req, tok)
+        headers = self._proxied(self._limit_headers(req, tok))
         try:
             if MARKER in last_user_text(chat.messages):  # markers may make it slow
                 replying = asyncio.ensure_future(self.sim.complete(chat))
@@ -243,6 +268,43 @@ class _Emulator:
             }
         )
 
+    async def _refused_too_large(
+        self, send: Send, chat: ChatRequest, prompt: int, cost: int, tok: TokenBucket | None
+    ) -> bool:
+        """Answer a request no wait can admit as OpenAI does, and say so; else ``False``."""
+        limit = self.config.max_context_tokens
+        if limit is not None and cost > limit:
+            await respond_error(
+                send,
+                400,
+                "context_length_exceeded",
+                f"This model's maximum context length is {limit} tokens. However, you "
+                f"requested {cost} tokens ({prompt} in the messages, {chat.max_tokens} in "
+                "the completion). Please reduce the length of the messages or completion.",
+                kind="invalid_request_error",
+            )
+            return True
+        if tok is not None and cost > tok.capacity:
+            # OpenAI sends a retry-after here too, though waiting cannot help
+            await respond_error(
+                send,
+                429,
+                "rate_limit_exceeded",
+                f"Request too large for {chat.model} in organization org-emulator on tokens "
+                f"per min (TPM): Limit {int(tok.capacity)}, Requested {cost}. The input or "
+                "output tokens must be reduced in order to run successfully.",
+                self._proxied({"retry-after": "60", "retry-after-ms": "60000"}),
+                kind="tokens",
+            )
+            return True
+        return False
+
+    def _proxied(self, headers: dict[str, str]) -> dict[str, str]:
+        """``headers`` as LiteLLM's proxy forwards a provider's (with ``proxy_headers``)."""
+        if not self.config.proxy_headers:
+            return headers
+        return {f"llm_provider-{name}": value for name, value in headers.items()}
+
     async def models(self, request: Request) -> Response:
         data = [
             {"id": m, "object": "model", "owned_by": "fanout-emulator"}
@@ -263,6 +325,7 @@ class _Emulator:
                 "limited": s.limited,
                 "errors": s.errors,
                 "cancelled": s.cancelled,
+                "too_large": s.too_large,
                 "tokens": s.tokens,
                 "per_second": per_second,
             }
@@ -296,9 +359,16 @@ class _Emulator:
         return JSONResponse({"ok": True})
 
 
-def _error(status: int, code: str, message: str) -> Response:
-    body = {"error": {"message": message, "type": code, "code": code}}
-    return JSONResponse(body, status)
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    kind: str | None = None,
+) -> Response:
+    body = {"error": {"message": message, "type": kind or code, "code": code}}
+    return JSONResponse(body, status, headers=headers)
 
 
 def build_app(config: EmulatorConfig) -> ASGIApp:
@@ -330,52 +400,63 @@ class EmulatorServer:
     """Runs the emulator in a background thread on 127.0.0.1 (tests, benchmarks, demos).
 
     ``with EmulatorServer(EmulatorConfig(requests_per_min=600)) as server:``
-    then point a provider at ``server.base_url``. Port 0 picks a free port.
+    then point a provider at ``server.base_url``. Port 0 picks a free port. ``stop()``
+    and ``start()`` again bring it back on the same port with the same state (buckets,
+    stats): a provider outage, for clients that keep their base URL.
     """
 
     def __init__(self, config: EmulatorConfig, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.config = config
-        self._server = uvicorn.Server(
+        self._app = build_app(config)
+        self._host = host
+        self._port = port
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port:
+            return self._port
+        raise RuntimeError("the emulator is not running")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> EmulatorServer:
+        server = uvicorn.Server(
             uvicorn.Config(
-                build_app(config),
-                host=host,
-                port=port,
+                self._app,
+                host=self._host,
+                port=self._port,
                 log_level="warning",
                 access_log=False,
                 lifespan="off",
                 timeout_graceful_shutdown=1,
             )
         )
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        servers = self._server.servers
-        if not servers:
-            raise RuntimeError("the emulator is not running")
-        port: int = servers[0].sockets[0].getsockname()[1]
-        return port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> EmulatorServer:
-        self._thread = threading.Thread(
-            target=self._server.run, name="fanout-emulator", daemon=True
-        )
+        self._thread = threading.Thread(target=server.run, name="fanout-emulator", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 10
-        while not self._server.started:
+        while not server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the emulator did not start within 10 s")
+                raise RuntimeError(f"the emulator did not start on port {self._port} within 10 s")
             time.sleep(0.01)
+        self._server = server
+        self._port = server.servers[0].sockets[0].getsockname()[1]
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
+        """Stop serving (connections are closed; the port is kept for :meth:`start`)."""
+        if self._server is not None:
+            self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self._server = self._thread = None
 
     def __enter__(self) -> EmulatorServer:
         return self.start()

@@ -122,6 +122,9 @@ class CallStats:
     ``errors`` counts attempts that did not end ``ok`` (error or cancelled), by
     ``error_type``; ``rate_limited`` those answered HTTP 429; ``retries`` attempts
     after the first of a call. Durations are percentiles of ``duration_ms``.
+    ``replayed``: rows answered from a batch job's call journal, not calls; their tokens
+    and cost (spent by the earlier run that made the call) count only where that run's
+    row is missing (a kill lost it), so the sums are what the job spent, once.
     """
 
     calls: int
@@ -137,6 +140,7 @@ class CallStats:
     input_tokens: int
     output_tokens: int
     cost_usd: float
+    replayed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +191,13 @@ class TraceSummary:
     jobs: tuple[JobSummary, ...]
 
 
-_CALL_STATS = """
-    count(*) AS calls,
+# A row whose tokens and cost count: a call made, or a replay of a call whose own row
+# is not in the directory (the run that made it was killed before writing it).
+_PAID = """(NOT coalesce(replayed, false) OR call_key NOT IN (
+    SELECT call_key FROM spans WHERE call_key IS NOT NULL AND NOT coalesce(replayed, false)))"""
+
+_CALL_STATS = f"""
+    count(*) FILTER (WHERE NOT coalesce(replayed, false)) AS calls,
     count(*) FILTER (WHERE status NOT IN ('ok', 'skipped')) AS errors,
     histogram(coalesce(error_type, status)) FILTER (WHERE status NOT IN ('ok', 'skipped'))
         AS errors_by_type,
@@ -197,9 +206,10 @@ _CALL_STATS = """
     quantile_cont(duration_ms, [0.5, 0.95, 0.99]) AS duration_q,
     coalesce(sum(limiter_wait_ms), 0) AS limiter_wait_ms,
     avg(limiter_wait_ms) AS mean_limiter_wait_ms,
-    coalesce(sum(input_tokens), 0) AS input_tokens,
-    coalesce(sum(output_tokens), 0) AS output_tokens,
-    coalesce(sum(cost_usd), 0) AS cost_usd
+    coalesce(sum(input_tokens) FILTER (WHERE {_PAID}), 0) AS input_tokens,
+    coalesce(sum(output_tokens) FILTER (WHERE {_PAID}), 0) AS output_tokens,
+    coalesce(sum(cost_usd) FILTER (WHERE {_PAID}), 0) AS cost_usd,
+    count(*) FILTER (WHERE replayed) AS replayed
 """
 
 _MODELS_SQL = f"""
@@ -216,16 +226,18 @@ GROUP BY ALL
 ORDER BY dag_name, min(start_time) NULLS LAST, node_id NULLS LAST
 """
 
-_JOBS_SQL = """
+_JOBS_SQL = f"""
 SELECT
     job_id,
     count(*) AS spans,
     count(*) FILTER (WHERE record_type = 'run') AS runs,
     histogram(status) FILTER (WHERE record_type = 'run') AS runs_by_status,
     count(DISTINCT trace_id) AS traces,
-    coalesce(sum(input_tokens) FILTER (WHERE record_type = 'attempt'), 0) AS input_tokens,
-    coalesce(sum(output_tokens) FILTER (WHERE record_type = 'attempt'), 0) AS output_tokens,
-    coalesce(sum(cost_usd) FILTER (WHERE record_type = 'attempt'), 0) AS cost_usd,
+    coalesce(sum(input_tokens) FILTER (WHERE record_type = 'attempt' AND {_PAID}), 0)
+        AS input_tokens,
+    coalesce(sum(output_tokens) FILTER (WHERE record_type = 'attempt' AND {_PAID}), 0)
+        AS output_tokens,
+    coalesce(sum(cost_usd) FILTER (WHERE record_type = 'attempt' AND {_PAID}), 0) AS cost_usd,
     epoch_us(min(start_time)) AS first_start_us,
     epoch_us(max(end_time)) AS last_end_us
 FROM spans
@@ -275,7 +287,7 @@ def _fetch(
 
 
 def _call_stats(row: tuple[object, ...]) -> CallStats:
-    calls, errors, by_type, limited, retries, q, wait, mean_wait, tin, tout, cost = row
+    calls, errors, by_type, limited, retries, q, wait, mean_wait, tin, tout, cost, again = row
     p50, p95, p99 = q if isinstance(q, list) else (None, None, None)
     return CallStats(
         calls=_int(calls),
@@ -291,6 +303,7 @@ def _call_stats(row: tuple[object, ...]) -> CallStats:
         input_tokens=_int(tin),
         output_tokens=_int(tout),
         cost_usd=_float(cost),
+        replayed=_int(again),
     )
 
 

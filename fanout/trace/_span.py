@@ -65,6 +65,9 @@ class Span:
     # True: answered from the call journal, not the provider (an earlier process made and
     # paid for the call; its tokens and cost are on that attempt's row, so here 0)
     replayed: bool | None = None
+    # with a call journal (batch jobs): 16 hex digits of the call's key, on its attempt rows
+    # and on a later run's replayed row of it (a summary counts a call's cost once)
+    call_key: str | None = None
     # GenAI
     provider: str | None = None
     request_model: str | None = None

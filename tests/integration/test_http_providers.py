@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -274,3 +275,52 @@ async def test_traces_match_the_providers_counts_and_hold_no_key(
 def denied_job(table: pa.Table, denied: RunResult) -> str:
     rows = table.filter(pc.equal(table.column("trace_id"), denied.trace_id)).to_pylist()
     return str(rows[0]["job_id"])
+
+
+async def test_an_answer_that_arrived_while_the_loop_was_busy_is_not_a_timeout(
+    faulty: Emulator,
+) -> None:
+    """The provider answers in 0.1 s; the client's loop is busy for 1 s meanwhile. With
+    a 0.3 s timeout the answer was thrown away, retried and billed twice; now it is read."""
+    faulty.faults(latency_ms=100)
+    try:
+        async with Engine(config(faulty, timeout_s=0.3)) as engine:
+            running = asyncio.ensure_future(engine.run(classify(), {"text": "great"}))
+            await asyncio.sleep(0.03)  # the request is out
+            time.sleep(1.0)  # noqa: ASYNC251  (the point: a loop starved of CPU)
+            result = await running
+    finally:
+        faulty.faults(latency_ms=0)
+    assert result.ok, result.error_message
+    assert result.nodes["rate"].calls == 1
+    assert faulty.stats()["accepted"] == 1  # billed once
+
+
+async def test_retry_hints_forwarded_by_a_litellm_proxy_are_honoured() -> None:
+    proxied = EmulatorConfig(requests_per_min=60, api_key=KEY, proxy_headers=True)
+    with start_emulator(proxied) as slow:
+        async with Engine(config(slow, adaptive=False, retry={"max_attempts": 6})) as engine:
+            labels = await run_many(engine, 3)
+        stats = slow.stats()
+    assert sorted(labels) == sorted(EXPECTED)
+    # only llm_provider-retry-after-ms paces the retries (as test_retry_after_is_honoured)
+    assert stats["limited"] <= 4
+
+
+async def test_a_call_that_timed_out_once_sent_counts_as_spent(
+    faulty: Emulator, tmp_path: Path
+) -> None:
+    from fanout import Budget
+    from fanout.run import CallJournal, journal_spend
+
+    faulty.faults(hang_rate=1.0)
+    job = Budget(usd=1.0)
+    journal = CallJournal(tmp_path, writer_id="w")
+    cfg = config(faulty, timeout_s=0.2, retry={"max_attempts": 1})
+    async with Engine(cfg, journal=journal, job_budget=job) as engine:
+        result = await engine.run(classify(), {"text": "x"}, record_key="r1")
+    journal.close()
+    assert result.nodes["rate"].error_type == "ProviderTimeout"
+    # the provider may have run it: its estimate (prompt + max_tokens, priced), not zero
+    assert result.cost_usd > 0 and job.spent_usd == pytest.approx(result.cost_usd)
+    assert journal_spend(tmp_path).usd == pytest.approx(result.cost_usd)

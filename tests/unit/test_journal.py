@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from support import ListSink, sim_config
 
 from fanout import DAG, Engine
@@ -79,10 +80,15 @@ async def test_a_call_answered_from_the_journal_leaves_a_replayed_attempt_row(
     (replayed,) = [s for s in second_sink.spans if s.record_type == "attempt"]
     assert made.replayed is None and made.input_tokens and made.cost_usd
     assert replayed.replayed is True and replayed.status == "ok"
-    assert (replayed.input_tokens, replayed.output_tokens, replayed.cost_usd) == (0, 0, 0.0)
+    # it keeps the cost it had, as already spent: the same call (key) as the row that paid
+    paid = (made.input_tokens, made.output_tokens, made.cost_usd)
+    assert (replayed.input_tokens, replayed.output_tokens, replayed.cost_usd) == paid
+    assert replayed.call_key == made.call_key and made.call_key is not None
     assert replayed.output_hmac == made.output_hmac  # the same answer
     (node,) = [s for s in second_sink.spans if s.record_type == "node"]
     assert replayed.parent_span_id == node.span_id and result.calls == 0
+    # the record's cost is whole; this run spent nothing
+    assert result.cost_usd == 0.0 and result.replayed_cost_usd == made.cost_usd
 
 
 def test_lookups_read_calls_back_from_the_files_and_memory_stays_per_call_small(
@@ -116,4 +122,53 @@ def test_lookups_read_calls_back_from_the_files_and_memory_stays_per_call_small(
     assert reader.get(old_key) == ChatResponse(content="from before", usage=Usage(1, 2), model="m")
     assert reader.get(call_key("p", _request("never made"))) is None
     assert reader.replayed == 5
+    reader.close()
+
+
+def _response(tokens: int) -> ChatResponse:
+    return ChatResponse(content="x", usage=Usage(tokens, 1), finish_reason="stop", model="m")
+
+
+def test_the_journal_is_the_jobs_account_of_spend_across_compactions(tmp_path: Path) -> None:
+    from fanout.run import compact_journal, journal_spend
+
+    journal = CallJournal(tmp_path, writer_id="run1")
+    for i in range(10):  # five records, two calls each
+        key = call_key("p", _request(f"r{i}"))
+        journal.put(key, _response(9), record=f"rec{i // 2}", cost_usd=0.001)
+    journal.spend(usd=0.004, tokens=40, record="rec4")  # a call that timed out once sent
+    journal.close()
+    before = journal_spend(tmp_path)
+    assert (before.calls, before.tokens) == (11, 10 * 10 + 40)
+    assert before.usd == pytest.approx(0.014)
+    kept, dropped = compact_journal(tmp_path, lambda record: record == "rec4")
+    assert (kept, dropped) == (2, 8)  # the dropped calls' spending is carried, not lost
+    assert journal_spend(tmp_path) == before
+    again = CallJournal(tmp_path, writer_id="run2")
+    again.put(call_key("p", _request("new")), _response(9), record="rec5", cost_usd=0.002)
+    again.close()
+    compact_journal(tmp_path, lambda record: False)  # a second compaction carries the first
+    total = journal_spend(tmp_path)
+    assert (total.calls, total.tokens) == (12, before.tokens + 10)
+    assert total.usd == pytest.approx(0.016)
+
+
+def test_a_kill_between_compacting_and_removing_counts_nothing_twice(tmp_path: Path) -> None:
+    import shutil
+
+    from fanout.run import compact_journal, journal_spend
+
+    journal = CallJournal(tmp_path, writer_id="w")
+    key = call_key("p", _request("a"))
+    journal.put(key, _response(9), record="done", cost_usd=0.5)
+    journal.put(call_key("p", _request("b")), _response(9), record="open", cost_usd=0.25)
+    journal.close()
+    saved = tmp_path.parent / "saved.jsonl"
+    shutil.copy(tmp_path / "w.jsonl", saved)
+    compact_journal(tmp_path, lambda record: record == "open")
+    shutil.copy(saved, tmp_path / "w.jsonl")  # as if the kill came before the old file went
+    assert journal_spend(tmp_path).usd == pytest.approx(0.75)
+    reader = CallJournal(tmp_path, writer_id="r")
+    assert reader.get(key) is None  # the replaced file is not read either
+    assert reader.get_paid(call_key("p", _request("b"))) == (_response(9), 0.25)
     reader.close()

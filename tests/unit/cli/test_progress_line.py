@@ -70,3 +70,40 @@ def test_without_a_total_there_is_no_bar_and_no_eta() -> None:
     head, bar, tail = ProgressLine(snapshot(total=None)).fit(160)
     assert (head, bar) == ("records 1,195", 0)
     assert "eta -" in tail
+
+
+def _limit(granted: int) -> object:
+    from fanout.limits import LimiterState
+
+    return LimiterState("emu/m", 6000.0, None, 6000.0, None, 0, 0, granted, 0, 0.0, 0.0)
+
+
+def test_the_rate_on_ray_is_over_the_limits_own_readings_not_the_snapshots() -> None:
+    # Ray polls the limits once a second; snapshots come every half second. 100 calls/s:
+    # readings at 10 s (1,000 granted) and 11 s (1,100), shown by snapshots at 11.4 and 11.9.
+    first = snapshot(wall_time_s=11.4, limits=(_limit(1000),), limits_at_s=10.0)
+    stale = snapshot(wall_time_s=11.9, limits=(_limit(1000),), limits_at_s=10.0)
+    fresh = snapshot(wall_time_s=11.9, limits=(_limit(1100),), limits_at_s=11.0)
+    assert "emu/m 6,000/6,000 rpm" in ProgressLine(fresh, first).plain()  # not 12,000
+    assert "emu/m" not in ProgressLine(stale, first).plain()  # no new reading: no rate, not 0
+
+
+def test_a_provider_that_is_down_leads_the_line_with_since_when_and_why() -> None:
+    from datetime import UTC, datetime
+
+    from fanout.run import Outage
+
+    since = datetime(2026, 1, 1, 12, 0, 5, tzinfo=UTC)
+    outage = Outage("emu/m", since, 185.0, "ProviderConnectionError: emu: connection failed")
+    stats = snapshot(outages=(outage,))
+    plain = ProgressLine(stats).plain()
+    expected = f"emu/m DOWN since {since.astimezone():%H:%M:%S} (3:05, ProviderConnectionError)"
+    assert expected in plain
+    assert expected in render(ProgressLine(stats), 200)
+    assert "DOWN" in render(ProgressLine(stats), 100)  # it is the last field to go
+
+
+def test_a_job_on_a_cluster_says_which_and_how_many_workers() -> None:
+    stats = snapshot(where="the Ray cluster at 127.0.0.1:6380, 4 workers")
+    assert "on the Ray cluster at 127.0.0.1:6380, 4 workers" in ProgressLine(stats).plain()
+    assert " on " not in ProgressLine(snapshot(where="this process")).plain()
