@@ -12,6 +12,7 @@ from fanout.dag._guards import (
     mask_pii,
     max_prompt_chars,
 )
+from fanout.dag._mcp import McpTools, mcp
 from fanout.dag._nodes import (
     INDEX,
     ITEM,
@@ -43,6 +44,7 @@ __all__ = [
     "InputNode",
     "LLMNode",
     "MapNode",
+    "McpTools",
     "Node",
     "NodeKind",
     "Plan",
@@ -63,5 +65,6 @@ __all__ = [
     "make_tool",
     "mask_pii",
     "max_prompt_chars",
+    "mcp",
     "render_value",
 ]

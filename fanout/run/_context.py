@@ -31,7 +31,9 @@ from fanout.run._tracing import CallSite, Tracer
 from fanout.types import ChatRequest, ChatResponse, Message, Usage, estimate_prompt_tokens
 
 if TYPE_CHECKING:
+    from fanout.run._mcp import McpHub
     from fanout.run._result import NodeResult
+    from fanout.run._review import ReviewState
 
 __all__ = ["MapOffload", "ModelRoute", "NodeStats", "Router", "RunContext"]
 
@@ -206,9 +208,11 @@ class RunContext:
         "job_budget",
         "journal",
         "map_offload",
+        "mcp",
         "on_node",
         "record_key",
         "request_id",
+        "review",
         "router",
         "trace_id",
         "tracer",
@@ -233,7 +237,10 @@ class RunContext:
         map_offload: MapOffload | None = None,
         interactive: bool = False,
         on_node: Callable[[NodeResult], None] | None = None,
+        mcp: McpHub | None = None,
     ) -> None:
+        self.mcp = mcp  # the engine's MCP servers (tools=[mcp(...)])
+        self.review: ReviewState | None = None  # a run that may pause: decisions, paused turns
         self.interactive = interactive  # queue ahead of batch work at the limiters
         self.on_node = on_node  # told of each node as it finishes (a service streams them)
         self.map_offload = map_offload

@@ -25,10 +25,12 @@ from fanout.errors import ConfigError
 from fanout.limits import Limiter, LimiterState
 from fanout.providers import OpenAIProvider, Provider
 from fanout.retry import HedgePolicy
+from fanout.run._approval import PAUSED
 from fanout.run._context import MapOffload, Router, RunContext
 from fanout.run._escalation import EscalationSink
 from fanout.run._executor import execute, run_items
 from fanout.run._journal import CallJournal
+from fanout.run._mcp import McpHub, plan_sources
 from fanout.run._result import NodeResult, RunResult
 from fanout.run._review import ReviewState, dump_outputs, load_outputs, needs_review
 from fanout.run._session import check_session, fresh_inputs, open_session, summary_dag
@@ -122,6 +124,7 @@ class Engine:
         self.providers: dict[str, Provider] = built
         self._router: Router | None = None
         self._router_loop: asyncio.AbstractEventLoop | None = None
+        self._hub: McpHub | None = None  # MCP servers, on the router's loop
         self._plans: dict[int, _Checked] = {}
 
     @classmethod
@@ -172,7 +175,9 @@ class Engine:
             plan.check_models(self.config.models.keys())
             if len(self._plans) >= 64:
                 self._plans.clear()
-            checked = self._plans[id(plan)] = _Checked(plan, needs_review(plan))
+            checked = self._plans[id(plan)] = _Checked(
+                plan, needs_review(plan), bool(plan_sources(plan))
+            )
         return checked
 
     async def run(
@@ -221,6 +226,8 @@ class Engine:
                 self.validate(summary_dag(spec.summarize))
         if deadline_s is not None and deadline_s <= 0:
             raise ConfigError(f"deadline_s must be positive (got {deadline_s})")
+        if checked.mcp:  # list the MCP servers' tools (once): a bad server fails here
+            await self._get_hub().prepare(plan)
         if budget is not None and (budget_usd is not None or budget_tokens is not None):
             raise ConfigError("pass either budget= or budget_usd/budget_tokens, not both")
         if (budget_usd is not None and budget_usd < 0) or (
@@ -247,6 +254,7 @@ class Engine:
             record_key=record_key,
             request_id=request_id,
             map_offload=self.map_offload,
+            mcp=checked.mcp,
         )
         ctx.interactive = interactive
         ctx.on_node = on_node
@@ -326,9 +334,11 @@ class Engine:
         await asyncio.to_thread(store.claim_resume, review.run_id, owner, lease_s)
         try:
             decided = await asyncio.to_thread(store.list, run_id=review.run_id)
+            paused = checkpoint.outputs.get(PAUSED)
             self._resuming[review.run_id] = ReviewState(
                 restored=load_outputs(plan, checkpoint.outputs),
                 decisions={r.node_id: r for r in decided if r.status != "pending"},
+                paused=dict(paused) if isinstance(paused, dict) else {},
             )
             return await self.run(
                 dag,
@@ -378,7 +388,7 @@ class Engine:
             result.request_id,
             plan.dag_name,
             inputs=dict(inputs),
-            outputs=dump_outputs(plan, state.outputs),
+            outputs=_with_paused(dump_outputs(plan, state.outputs), state.paused),
             status=str(result.status),
             result=result.to_dict(),
             pending=state.pending,
@@ -403,7 +413,10 @@ class Engine:
         """Run items of a map for a request that runs elsewhere (its map spread over the
         pool); returns ``(index, ok, value or error)`` per item, usage, cost and the
         node's counters (calls, retries, tool calls, guard verdicts, ...: ``NodeStats.counts``)."""
-        plan = self.validate(dag)
+        checked = self._checked(dag)
+        plan = checked.plan
+        if checked.mcp:
+            await self._get_hub().prepare(plan)
         if self._tracer is None and self._traces is not None:
             self.open_traces()
         # never spread again from here: these items are the spread
@@ -413,6 +426,7 @@ class Engine:
             deadline_s=deadline_s,
             trace_id=trace_id,
             record_key=record_key,
+            mcp=checked.mcp,
         )
         done, stats = await run_items(plan, map_id, inputs, upstream, items, ctx, span_id)
         return done, stats.usage, stats.cost_usd, stats.counts()
@@ -427,6 +441,7 @@ class Engine:
         record_key: str | None,
         request_id: str = "",
         map_offload: MapOffload | None = None,
+        mcp: bool = False,
     ) -> RunContext:
         """One request's context over this engine's router, journal, budgets and trace."""
         return RunContext(
@@ -444,6 +459,7 @@ class Engine:
             journal=self.journal,
             job_budget=self.job_budget,
             map_offload=map_offload,
+            mcp=self._get_hub() if mcp else None,
         )
 
     def run_sync(
@@ -476,6 +492,8 @@ class Engine:
         if self.journal is not None:
             self.journal.close()
         try:
+            if self._hub is not None:
+                await self._hub.aclose()
             for provider in self.providers.values():
                 await provider.aclose()
         finally:
@@ -500,7 +518,15 @@ class Engine:
         if self._router is None or self._router_loop is not loop:
             self._router = Router(self.config, self.providers, self.clock)
             self._router_loop = loop
+            self._hub = None  # its sessions belonged to the old loop
         return self._router
+
+    def _get_hub(self) -> McpHub:
+        """The MCP servers on this loop (sessions start when a run first needs them)."""
+        self._get_router()
+        if self._hub is None:
+            self._hub = McpHub(self.config.mcp, self.clock)
+        return self._hub
 
     def __repr__(self) -> str:
         return f"Engine(providers={sorted(self.providers)}, models={sorted(self.config.models)})"
@@ -510,6 +536,7 @@ class Engine:
 class _Checked:
     plan: Plan
     reviewed: bool  # a run may pause for a person
+    mcp: bool = False  # some llm node calls MCP tools
 
 
 # Request ids: 128 random bits (a W3C trace id as they are) from a generator of our own,
@@ -533,6 +560,11 @@ def check_inputs(dag: DAG, plan: Plan, inputs: Mapping[str, object]) -> None:
             f"DAG {dag.name!r}: missing input(s) {missing}; pass them in inputs="
             f"{{...}} (expected: {list(plan.inputs)})"
         )
+
+
+def _with_paused(outputs: dict[str, object], paused: dict[str, object]) -> dict[str, object]:
+    """The checkpoint's outputs, with the agent turns waiting for approval (if any)."""
+    return {**outputs, PAUSED: paused} if paused else outputs
 
 
 def _is_trace_id(value: str) -> bool:
