@@ -3,7 +3,8 @@
 ``python mcp_server.py stdio`` or ``python mcp_server.py http PORT``. It counts what
 a test asserts on, in the directory ``$MCP_STATE``: ``effects.log`` (one line per
 effect of a ``lookup`` or ``delete`` call), ``peak.PID`` (the most calls it ever had
-in flight at once) and ``pid`` (the running process, for a test that kills it).
+in flight at once), ``pid`` (the running process, for a test that kills it) and
+``started.PID`` (one per process started).
 ``$MCP_DELAY_MS``: how long a ``lookup`` takes. ``secret_ok`` says whether
 ``$KV_TOKEN`` reached the server (a secret passed through ``${VAR}`` in the config).
 """
@@ -75,6 +76,7 @@ def secret_ok() -> bool:
 if __name__ == "__main__":
     STATE.mkdir(parents=True, exist_ok=True)
     (STATE / "pid").write_text(str(os.getpid()))
+    (STATE / f"started.{os.getpid()}").touch()
     if sys.argv[1] == "http":
         app.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
     else:
