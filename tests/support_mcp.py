@@ -26,7 +26,12 @@ def stdio_server(state: Path, delay_ms: float = 5, **options: object) -> dict[st
     env = {"MCP_STATE": str(state), "MCP_DELAY_MS": str(delay_ms)}
     extra = options.pop("env", {})
     assert isinstance(extra, dict)
-    return {"command": sys.executable, "args": [str(SERVER), "stdio"], "env": env | extra, **options}
+    return {
+        "command": sys.executable,
+        "args": [str(SERVER), "stdio"],
+        "env": env | extra,
+        **options,
+    }
 
 
 def kv_config(server: dict[str, object], **top: object) -> Config:

@@ -83,7 +83,8 @@ async def test_a_killed_stdio_server_is_restarted_and_nothing_is_lost(tmp_path: 
     killed: list[int] = []
 
     async def kill_mid_job() -> None:
-        while len(effects(state)) < RECORDS // 4:
+        # the effects log is written by another process: polled, nothing to wait on here
+        while len(effects(state)) < RECORDS // 4:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         pid = int((state / "pid").read_text())
         os.kill(pid, signal.SIGKILL)
@@ -106,9 +107,11 @@ async def test_a_killed_stdio_server_is_restarted_and_nothing_is_lost(tmp_path: 
     lost = [r for r in rows if r["status"] == "error"]
     assert lost and all(r["error_type"] == "McpConnectionError" for r in lost)
     assert {r["record_key"] for r in rows if r["status"] == "ok"} == set(keys)
-    assert all(r["attempt"] >= 2 for r in rows if r["status"] == "ok" and r["record_key"] in {
-        x["record_key"] for x in lost
-    })
+    assert all(
+        r["attempt"] >= 2
+        for r in rows
+        if r["status"] == "ok" and r["record_key"] in {x["record_key"] for x in lost}
+    )
 
 
 async def test_bad_servers_are_config_errors_before_any_model_call(tmp_path: Path) -> None:
@@ -156,9 +159,7 @@ async def test_tool_errors_bad_arguments_and_a_hanging_server_go_back_to_the_mod
     assert answers[0].startswith("error: Error executing tool broken")
     assert answers[1].startswith("error: invalid arguments for lookup (MCP server 'kv'): key:")
     assert "'key' is a required property" in answers[2]
-    assert answers[3] == (
-        "error: MCP server 'kv': tool 'hang' did not answer within timeout_s=0.5"
-    )
+    assert answers[3] == ("error: MCP server 'kv': tool 'hang' did not answer within timeout_s=0.5")
     assert result.nodes["agent"].tool_errors == 4
     assert effects(state) == []  # bad arguments never reached the server
     rows = tool_rows(traces)
@@ -189,3 +190,44 @@ async def test_secrets_come_from_the_environment_and_never_reach_the_trace(
     assert result.ok and "true" in str(result.outputs["answer"])
     assert "s3cret" not in repr(config)
     assert not any("s3cret" in str(v) for row in tool_rows(traces) for v in row.values())
+
+
+async def test_one_shared_session_per_process_or_one_per_run_when_stateful(
+    tmp_path: Path,
+) -> None:
+    for stateful, started in ((False, 1), (True, 1 + 3)):  # + the session that lists tools
+        state = tmp_path / f"stateful-{stateful}"
+        state.mkdir()
+        async with Engine(kv_config(stdio_server(state, stateful=stateful))) as engine:
+            for key in ("a", "b", "c"):
+                result = await engine.run(agent(), {"task": lookup_prompt(key)})
+                assert result.ok, result.error_message
+            sessions = engine._get_hub().describe()["kv"]
+        assert len(list(state.glob("started.*"))) == started
+        assert sessions == {"sessions": 1, "circuit": "closed", "tools": [
+            "lookup", "delete", "broken", "hang", "secret_ok",
+        ]}  # fmt: skip
+
+
+async def test_a_server_that_went_away_opens_its_circuit(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    with http_server(state) as url:
+        server = {
+            "url": url, "connect_timeout_s": 5, "retry": {"max_attempts": 1},
+            "circuit": {"failure_threshold": 2, "cooldown_s": 600},
+        }  # fmt: skip
+        engine = Engine(kv_config(server))
+        first = await engine.run(agent(), {"task": lookup_prompt("a")})
+    try:
+        later = [await engine.run(agent(), {"task": lookup_prompt(k)}) for k in "bcde"]
+    finally:
+        await engine.aclose()
+    assert "value-of-a" in str(first.outputs["answer"])
+    answers = [
+        next(str(m["content"]) for m in r.nodes["agent"].transcript or [] if m["role"] == "tool")
+        for r in later
+    ]
+    assert all(r.ok for r in later)  # the model heard the error and answered
+    assert all("MCP server 'kv'" in a for a in answers[:2]) and "circuit" not in answers[1]
+    assert all("circuit open after repeated failures" in a for a in answers[2:])
