@@ -87,7 +87,7 @@ async def run_llm(
     """The node's output: text, a validated ``output`` model, or tool calls (schema-only tools).
 
     ``map_index`` and ``owner_id`` (the map running this node as its body) place the
-    calls' trace rows. A node with Python tools outside a map keeps its conversation
+    calls' trace rows. A node with Python or MCP tools outside a map keeps its conversation
     in ``stats.transcript`` as it goes, so a loop ended by ``max_steps``, the deadline
     or the budget still leaves it.
     """

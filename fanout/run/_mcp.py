@@ -86,7 +86,8 @@ class McpHub:
         self._config = config
         self._clock = clock
         self._servers: dict[str, _Server] = {}
-        self._resolved: dict[tuple[McpTools, ...], tuple[McpTool, ...]] = {}
+        # by (the node's MCP sources, its Python tools' names): listed and checked once
+        self._resolved: dict[tuple[tuple[McpTools, ...], tuple[str, ...]], tuple[McpTool, ...]] = {}
         self._rng = random.Random()
 
     # -- tools -----------------------------------------------------------------------
@@ -99,7 +100,8 @@ class McpHub:
 
     async def tools(self, node: LLMNode) -> tuple[McpTool, ...]:
         """The MCP tools ``node`` offers its model (listed once, then cached)."""
-        found = self._resolved.get(node.mcp)
+        key = (node.mcp, tuple(t.name for t in node.tools))
+        found = self._resolved.get(key)
         if found is not None:
             return found
         where = f"DAG node {node.id!r}"
@@ -113,7 +115,7 @@ class McpHub:
                 f"{where}: tools {clash} are offered twice (by two MCP servers, or a server "
                 "and a Python tool); exclude one with mcp(NAME, exclude=[...])"
             )
-        self._resolved[node.mcp] = resolved = tuple(tools)
+        self._resolved[key] = resolved = tuple(tools)
         return resolved
 
     async def _resolve(self, source: McpTools, where: str) -> list[McpTool]:

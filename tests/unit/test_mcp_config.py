@@ -65,3 +65,24 @@ def test_import_fanout_does_not_load_the_mcp_sdk() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_jobs_fingerprint_names_its_mcp_tools() -> None:
+    from fanout import DAG, mcp
+    from fanout.batch._manifest import fingerprint
+
+    def nodes(*sources: object) -> object:
+        dag = DAG("d")
+        dag.input("task")
+        dag.output(a=dag.llm("fast", "{task}", tools=list(sources), name="a"))  # type: ignore[arg-type]
+        config = parse_config(
+            {
+                "providers": {"s": {"kind": "sim"}},
+                "models": {"fast": {"provider": "s", "model": "m"}},
+            }
+        )
+        return fingerprint(dag.validate(), config, None)["nodes"]
+
+    assert nodes(mcp("kv")) == nodes(mcp("kv"))
+    assert nodes(mcp("kv")) != nodes(mcp("kv", include=["lookup"]))
+    assert nodes(mcp("kv")) != nodes(mcp("kv", approval=True))
