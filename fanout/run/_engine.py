@@ -30,7 +30,7 @@ from fanout.run._context import MapOffload, Router, RunContext
 from fanout.run._escalation import EscalationSink
 from fanout.run._executor import execute, run_items
 from fanout.run._journal import CallJournal
-from fanout.run._mcp import McpHub, plan_sources
+from fanout.run._mcp import McpHub, check_sources
 from fanout.run._result import NodeResult, RunResult
 from fanout.run._review import ReviewState, dump_outputs, load_outputs, needs_review
 from fanout.run._session import check_session, fresh_inputs, open_session, summary_dag
@@ -175,9 +175,8 @@ class Engine:
             plan.check_models(self.config.models.keys())
             if len(self._plans) >= 64:
                 self._plans.clear()
-            checked = self._plans[id(plan)] = _Checked(
-                plan, needs_review(plan), bool(plan_sources(plan))
-            )
+            mcp = check_sources(plan, self.config.mcp)  # the extra, the servers named
+            checked = self._plans[id(plan)] = _Checked(plan, needs_review(plan), mcp)
         return checked
 
     async def run(

@@ -561,6 +561,7 @@ class _Run:
             trace_id=self.ctx.trace_id or None,
         )
 
+
     def _node_result(self, node_id: str) -> NodeResult:
         """One node's result as it stands (a node not finished yet is ``cancelled``)."""
         node = self.plan.nodes[node_id]

@@ -31,7 +31,7 @@ from fanout.types import ToolCall, ToolSpec
 if TYPE_CHECKING:
     from fanout.run._context import RunContext
 
-__all__ = ["McpHub", "McpTool", "plan_sources"]
+__all__ = ["McpHub", "McpTool", "check_sources", "plan_sources"]
 
 _SHARED = ""  # the session key of a server's process-wide session
 
@@ -77,6 +77,28 @@ def plan_sources(plan: Plan) -> list[LLMNode]:
     """The llm nodes of ``plan`` (map bodies too) that call MCP tools."""
     nodes = [getattr(n, "body", n) for n in plan.nodes.values()]
     return [n for n in nodes if isinstance(n, LLMNode) and n.mcp]
+
+
+def check_sources(plan: Plan, config: Mapping[str, McpServerConfig]) -> bool:
+    """Whether ``plan`` calls MCP tools; what can be known without reaching a server is
+    checked here (before a batch job writes anything): the extra is installed, and
+    every server it names is configured."""
+    nodes = plan_sources(plan)
+    if not nodes:
+        return False
+    from fanout._extras import require
+
+    require("tools=[mcp(...)]", "mcp", "jsonschema", extra="mcp")
+    for node in nodes:
+        for source in node.mcp:
+            if source.server not in config:
+                known = ", ".join(sorted(config)) or "none"
+                raise ConfigError(
+                    f"DAG node {node.id!r}: tools=[mcp({source.server!r})] but the config has "
+                    f"no [mcp.{source.server}] (configured: {known}); add it with "
+                    "command = ... or url = ..."
+                )
+    return True
 
 
 class McpHub:
@@ -145,20 +167,13 @@ class McpHub:
         server = self._servers.get(name)
         if server is None:
             config = self._config.get(name)
-            if config is None:
-                known = ", ".join(sorted(self._config)) or "none"
-                raise ConfigError(
-                    f"{where}: tools=[mcp({name!r})] but the config has no [mcp.{name}] "
-                    f"(configured: {known}); add it with command = ... or url = ..."
-                )
+            if config is None:  # check_sources said so before the run; a guard here
+                raise ConfigError(f"{where}: the config has no [mcp.{name}]")
             server = self._servers[name] = _Server(name, config, self._clock)
         return server
 
     async def _listing(self, server: _Server) -> list[McpToolInfo]:
         if server.listing is None:
-            from fanout._extras import require
-
-            require(f"tools=[mcp({server.name!r})]", "mcp", "jsonschema", extra="mcp")
             try:
                 session = await self._session(server, _SHARED)
                 server.listing = await session.list_tools()
