@@ -126,6 +126,11 @@ async def test_bad_servers_are_config_errors_before_any_model_call(tmp_path: Pat
         with pytest.raises(ConfigError, match=r"'kv'.*its stderr ends: kv: bad db url"):
             await engine.run(agent(), {"task": "hi"})
 
+    silent = {"command": "python3", "args": ["-c", "import time; time.sleep(60)"]}
+    async with Engine(kv_config({**silent, "connect_timeout_s": 1})) as engine:
+        with pytest.raises(ConfigError, match=r"'kv' did not finish its handshake within conn"):
+            await engine.run(agent(), {"task": "hi"})
+
     async with Engine(kv_config(stdio_server(state))) as engine:
         with pytest.raises(ConfigError, match=r"has no tool \['nope'\]; it has \['broken', "):
             await engine.run(agent(include=["lookup", "nope"]), {"task": "hi"})
