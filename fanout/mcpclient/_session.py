@@ -56,6 +56,7 @@ class McpSession:
             async with asyncio.timeout(self.config.connect_timeout_s):
                 await asyncio.shield(self._ready)
         except TimeoutError:
+            self._ready.cancel()  # nobody will read the owner's late verdict
             await self.aclose()
             raise McpConnectionError(
                 f"MCP server {self.name!r} did not finish its handshake within "

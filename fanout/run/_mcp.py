@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,7 @@ class _Server:
         self.listing: list[McpToolInfo] | None = None
         self.sessions: dict[str, McpSession] = {}
         self.lock = asyncio.Lock()  # one start at a time: a dead session is replaced once
+        self.failed: weakref.WeakSet[McpSession] = weakref.WeakSet()  # deaths counted
 
 
 def plan_sources(plan: Plan) -> list[LLMNode]:
@@ -177,6 +179,8 @@ class McpHub:
             try:
                 session = await self._session(server, _SHARED)
                 server.listing = await session.list_tools()
+                if server.config.stateful:  # its calls get sessions of their own
+                    await server.sessions.pop(_SHARED).aclose()
             except McpServerError as exc:
                 raise ConfigError(f"{exc}; check [mcp.{server.name}] in the config") from None
         return server.listing
@@ -251,9 +255,18 @@ class McpHub:
                 server=server.name,
             )
         permit = await server.limiter.acquire(0)
+        session = None
         try:
             session = await self._session(server, key)
             reply = await session.call(tool, arguments, server.config.timeout_s)
+        except McpConnectionError:
+            # One dead session fails every call in flight on it: one failure, not many
+            # (else a single crash of a busy server would open its circuit).
+            if session is None or session not in server.failed:
+                server.circuit.record_failure()
+                if session is not None:
+                    server.failed.add(session)
+            raise
         except McpServerError:
             server.circuit.record_failure()
             raise

@@ -77,7 +77,8 @@ async def test_a_killed_stdio_server_is_restarted_and_nothing_is_lost(tmp_path: 
     state = tmp_path / "state"
     state.mkdir()
     keys = [f"k{i}" for i in range(RECORDS)]
-    server = stdio_server(state, delay_ms=10, max_concurrency=CAP)
+    # 8 calls in flight die together: one failure for the circuit (threshold 5), not 8
+    server = stdio_server(state, delay_ms=10, max_concurrency=8)
     server["retry"] = {"max_attempts": 5, "initial_backoff_s": 0.05}
     traces = tmp_path / "traces"
     killed: list[int] = []
@@ -209,7 +210,7 @@ async def test_one_shared_session_per_process_or_one_per_run_when_stateful(
                 assert result.ok, result.error_message
             sessions = engine._get_hub().describe()["kv"]
         assert len(list(state.glob("started.*"))) == started
-        assert sessions == {"sessions": 1, "circuit": "closed", "tools": [
+        assert sessions == {"sessions": int(not stateful), "circuit": "closed", "tools": [
             "lookup", "delete", "broken", "hang", "secret_ok",
         ]}  # fmt: skip
 
