@@ -237,3 +237,16 @@ async def test_a_server_that_went_away_opens_its_circuit(tmp_path: Path) -> None
     assert all(r.ok for r in later)  # the model heard the error and answered
     assert all("MCP server 'kv'" in a for a in answers[:2]) and "circuit" not in answers[1]
     assert all("circuit open after repeated failures" in a for a in answers[2:])
+
+
+async def test_requests_per_min_paces_a_servers_calls(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    traces = tmp_path / "traces"
+    server = stdio_server(state, delay_ms=0, requests_per_min=240)  # 4/s, a 1 s burst
+    async with Engine(kv_config(server), traces=traces) as engine:
+        results = await run_records(engine, [f"k{i}" for i in range(10)])
+    assert all(r.ok for r in results)
+    waits = [float(r["limiter_wait_ms"]) for r in tool_rows(traces)]  # type: ignore[arg-type]
+    assert len(waits) == 10
+    assert sum(w > 0 for w in waits) >= 5  # past the burst, calls waited for the pace
