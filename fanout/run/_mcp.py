@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from fanout.clock import Clock
 from fanout.config import McpServerConfig
 from fanout.dag import LLMNode, McpTools, Plan
-from fanout.errors import ConfigError, McpConnectionError, McpServerError, ToolError
+from fanout.errors import ConfigError, McpConnectionError, McpServerError, McpTimeout, ToolError
 from fanout.limits import Limiter
 from fanout.mcpclient import McpReply, McpSession, McpToolInfo
 from fanout.retry import CircuitBreaker
@@ -232,7 +232,9 @@ class McpHub:
             except McpServerError as exc:
                 self._row(tool, call, ctx, site, start, attempt, 0.0, backoff_s, exc, None)
                 late = self._clock.now() - first >= retry.max_elapsed_s
-                if not exc.retryable or attempt == retry.max_attempts or late:
+                kind = "timeout" if isinstance(exc, McpTimeout) else "connection"
+                retryable = exc.retryable and kind in retry.retry_on
+                if not retryable or attempt == retry.max_attempts or late:
                     return f"error: {exc}"
                 backoff_s = self._rng.uniform(
                     0, min(retry.max_backoff_s, retry.initial_backoff_s * 2 ** (attempt - 1))

@@ -250,3 +250,16 @@ async def test_requests_per_min_paces_a_servers_calls(tmp_path: Path) -> None:
     waits = [float(r["limiter_wait_ms"]) for r in tool_rows(traces)]  # type: ignore[arg-type]
     assert len(waits) == 10
     assert sum(w > 0 for w in waits) >= 5  # past the burst, calls waited for the pace
+
+
+async def test_retry_on_without_timeout_never_sends_a_timed_out_call_again(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    server = stdio_server(state, timeout_s=0.3)
+    server["retry"] = {"max_attempts": 3, "retry_on": ["connection"]}
+    traces = tmp_path / "traces"
+    async with Engine(kv_config(server), traces=traces) as engine:
+        result = await engine.run(agent(), {"task": '[sim:tools=hang({"seconds": 30})] wait'})
+    assert result.ok
+    assert [(r["tool_name"], r["attempt"]) for r in tool_rows(traces)] == [("hang", 1)]
