@@ -162,6 +162,14 @@ class Engine:
         content = ContentPolicy(tcfg.content, key_env=tcfg.hmac_key_env, redact=self._redact)
         self._tracer = Tracer(traces, clock=self.clock, job_id=self.job_id, content=content)
 
+    async def check_tools(self, dag: DAG) -> None:
+        """Start the MCP servers ``dag`` uses and list their tools now: a server that does
+        not start, or a filter naming a tool it lacks, is a :class:`ConfigError` here
+        (a batch job asks before its first record) rather than in every run."""
+        checked = self._checked(dag)
+        if checked.mcp:
+            await self._get_hub().prepare(checked.plan)
+
     def validate(self, dag: DAG) -> Plan:
         """Check ``dag`` against this engine's model aliases; raises :class:`ConfigError`."""
         return self._checked(dag).plan

@@ -36,3 +36,24 @@ def test_the_example_job_answers_and_waits_for_the_delete(tmp_path: Path) -> Non
     }  # fmt: skip
     assert "Green tea steeps at 80C" in str(rows["q1"]["output_answer"])
     assert "noted rice" in str(rows["q3"]["output_answer"])
+
+
+def test_a_job_whose_server_does_not_start_stops_before_any_record(tmp_path: Path) -> None:
+    config = tmp_path / "fanout.toml"
+    config.write_text(
+        (ROOT / "examples/mcp/fanout.toml")
+        .read_text()
+        .replace('"out/mcp-data"', f'"{tmp_path / "data"}"')
+        .replace('command = "python"', f'command = "{tmp_path / "no-such-python"}"')
+    )
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "fanout", "run", "examples/pipelines/mcp_agent.py:dag",
+         "--config", str(config), "-i", "examples/data/notes_tasks.jsonl", "-o", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: MCP server 'notes' could not be started"), lines
+    assert "no-such-python" in lines[-1]
+    assert not list(result_parts(out))  # no record ran
