@@ -87,9 +87,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def http_server(state: Path, delay_ms: float = 5) -> Iterator[str]:
+def http_server(state: Path, delay_ms: float = 5, port: int | None = None) -> Iterator[str]:
     """The test server over streamable HTTP on a loopback port; yields its URL."""
-    port = free_port()
+    port = port or free_port()
     env = {**os.environ, "MCP_STATE": str(state), "MCP_DELAY_MS": str(delay_ms)}
     proc = subprocess.Popen(
         [sys.executable, str(SERVER), "http", str(port)],

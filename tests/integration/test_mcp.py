@@ -14,6 +14,7 @@ import pytest
 from support_mcp import (
     agent,
     effects,
+    free_port,
     http_server,
     kv_config,
     lookup_prompt,
@@ -263,3 +264,18 @@ async def test_retry_on_without_timeout_never_sends_a_timed_out_call_again(
         result = await engine.run(agent(), {"task": '[sim:tools=hang({"seconds": 30})] wait'})
     assert result.ok
     assert [(r["tool_name"], r["attempt"]) for r in tool_rows(traces)] == [("hang", 1)]
+
+
+async def test_an_http_server_restarted_between_calls_gets_a_new_session(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    port = free_port()
+    server = {"url": f"http://127.0.0.1:{port}/mcp", "retry": {"initial_backoff_s": 0.05}}
+    async with Engine(kv_config(server)) as engine:
+        with http_server(state, port=port):
+            before = await run_records(engine, ["a", "b"])
+        with http_server(state, port=port):  # a new process: it knows no old session
+            after = await run_records(engine, ["c", "d"])
+    assert all(r.ok for r in before + after)
+    for key, result in zip("abcd", before + after, strict=True):
+        assert f"value-of-{key}" in str(result.outputs["answer"])
