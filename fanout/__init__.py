@@ -15,7 +15,7 @@ Build a :class:`DAG` of llm and tool steps, then run it with an :class:`Engine`:
 from fanout.budget import Budget
 from fanout.clock import Clock, SystemClock
 from fanout.config import Config, ModelConfig, load_config, parse_config
-from fanout.dag import DAG, INDEX, ITEM, Ref, Tool
+from fanout.dag import DAG, INDEX, ITEM, Ref, Tool, mcp
 from fanout.errors import (
     BudgetExceeded,
     ConfigError,
@@ -105,5 +105,6 @@ __all__ = [
     "Usage",
     "__version__",
     "load_config",
+    "mcp",
     "parse_config",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,6 +15,7 @@ __all__ = [
     "CircuitConfig",
     "Config",
     "HedgeConfig",
+    "McpServerConfig",
     "ModelConfig",
     "OpenAIProviderConfig",
     "ProviderConfig",
@@ -167,6 +169,55 @@ class TraceConfig(_Frozen):
     roll_interval_s: float = Field(default=300.0, gt=0, description="max age of an open part")
 
 
+class McpServerConfig(_Frozen):
+    """``[mcp.NAME]``: an MCP server whose tools llm nodes call (``tools=[mcp("NAME")]``).
+
+    A stdio server is started as ``command`` with ``args`` (and ``env`` added to this
+    process's environment); a streamable HTTP server is reached at ``url`` with
+    ``headers``. A value may name environment variables as ``${VAR}``, read when the
+    server is reached: secrets (tokens, keys) must be given that way, never in the file.
+    """
+
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    max_concurrency: int = Field(default=8, gt=0, description="calls in flight per process")
+    requests_per_min: float | None = Field(default=None, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0, description="one tool call")
+    connect_timeout_s: float = Field(default=15.0, gt=0, description="start, handshake, listing")
+    retry: RetryConfig = Field(
+        default_factory=lambda: RetryConfig(max_attempts=3, max_elapsed_s=60.0),
+        description="lost connections and timeouts; a tool's own error is never retried",
+    )
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+    stateful: bool = Field(
+        default=False, description="a session per run (else one per process, shared)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> McpServerConfig:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("set either command (a stdio server) or url (streamable HTTP)")
+        if self.url is not None and (self.args or self.env or self.cwd):
+            raise ValueError("args, env and cwd are for stdio servers (command); drop them")
+        if self.command is not None and self.headers:
+            raise ValueError("headers are for HTTP servers (url); use env for a stdio server")
+        for what, values in (("headers", self.headers), ("env", self.env)):
+            for key, value in values.items():
+                if _SECRET_NAME.search(key) and "${" not in value:
+                    raise ValueError(
+                        f"{what}.{key} looks like a secret written into the file; put it in "
+                        f'an environment variable and write {key} = "${{VAR}}" instead'
+                    )
+        return self
+
+
+_SECRET_NAME = re.compile(r"(?i)auth|token|secret|password|passwd|api[-_]?key|credential")
+
+
 class Config(_Frozen):
     """The whole configuration: providers by name and model aliases by name."""
 
@@ -184,6 +235,9 @@ class Config(_Frozen):
     )
     data_dir: str | None = Field(
         default=None, description="where durable state lives (sessions.db); none: no sessions"
+    )
+    mcp: dict[str, McpServerConfig] = Field(
+        default_factory=dict, description="MCP servers by name, for tools=[mcp(NAME)]"
     )
 
     @model_validator(mode="after")

@@ -27,6 +27,9 @@
         ├── BudgetExceeded       a call would overrun the request's budget; it was not made
         ├── DeadlineExceeded     the request's deadline passed
         ├── ToolError            a tool callable raised
+        │   └── McpServerError   an MCP server failed (.server, .retryable)
+        │       ├── McpConnectionError  it could not be started or reached, or the session died
+        │       └── McpTimeout   a call had no answer in time
         ├── UpstreamFailed       a node this one depends on failed
         ├── NodeFailed           a required node failed, so the request stopped
         └── ReviewRejected       a person rejected a review step's value
@@ -47,6 +50,9 @@ __all__ = [
     "InputRefused",
     "InvalidResponse",
     "MaxStepsExceeded",
+    "McpConnectionError",
+    "McpServerError",
+    "McpTimeout",
     "MissingExtra",
     "NodeFailed",
     "OutputValidationError",
@@ -335,6 +341,28 @@ class DeadlineExceeded(RunError):
 
 class ToolError(RunError):
     """A tool callable raised; the original error's type and text are in the message."""
+
+
+class McpServerError(ToolError):
+    """An MCP server (not its tool) failed; ``retryable``: a new attempt may succeed."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, server: str = "") -> None:
+        super().__init__(message)
+        self.server = server
+
+
+class McpConnectionError(McpServerError):
+    """The MCP server could not be started or reached, or its session died."""
+
+    retryable = True
+
+
+class McpTimeout(McpServerError):
+    """An MCP call had no answer within the server's ``timeout_s``."""
+
+    retryable = True
 
 
 class UpstreamFailed(RunError):

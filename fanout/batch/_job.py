@@ -184,6 +184,9 @@ async def run_file(
                 part_interval_s=part_interval_s,
             )
         engine.open_traces()  # a bad traces directory is a usage error, before any record
+        check_tools = getattr(engine, "check_tools", None)  # the local engine: MCP servers
+        if check_tools is not None:  # start and list their tools before any record
+            await check_tools(dag)
     except BaseException:
         close_records(records)
         if lock is not None:

@@ -111,6 +111,8 @@ def _spec(node: Node, config: Config) -> object:
         }
         if node.conversation:  # a session's history goes into its messages
             guards["conversation"] = True
+        if node.mcp:  # the MCP servers and which of their tools the model sees
+            guards["mcp"] = [[s.server, s.include, s.exclude, s.approval] for s in node.mcp]
         return guards | {
             "kind": "llm",
             "models": _model_chain(node.model, config),

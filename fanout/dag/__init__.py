@@ -13,6 +13,7 @@ from fanout.dag._guards import (
     max_prompt_chars,
 )
 from fanout.dag._inputs import check_input_types, input_types
+from fanout.dag._mcp import McpTools, mcp
 from fanout.dag._nodes import (
     INDEX,
     ITEM,
@@ -44,6 +45,7 @@ __all__ = [
     "InputNode",
     "LLMNode",
     "MapNode",
+    "McpTools",
     "Node",
     "NodeKind",
     "Plan",
@@ -66,5 +68,6 @@ __all__ = [
     "make_tool",
     "mask_pii",
     "max_prompt_chars",
+    "mcp",
     "render_value",
 ]

@@ -11,6 +11,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from fanout.dag._guards import make_guards
+from fanout.dag._mcp import McpTools
 from fanout.dag._nodes import (
     INDEX,
     ITEM,
@@ -173,7 +174,7 @@ class DAG:
         system: str | None = None,
         max_tokens: int = 256,
         temperature: float = 0.0,
-        tools: Sequence[Callable[..., object] | type[BaseModel] | Tool] = (),
+        tools: Sequence[Callable[..., object] | type[BaseModel] | Tool | McpTools] = (),
         max_steps: int = 5,
         output: type[BaseModel] | None = None,
         max_output_retries: int = 2,
@@ -199,7 +200,9 @@ class DAG:
         continues: an agent loop) or pydantic models (schemas only: the node's output
         is then the model's tool calls). ``max_steps`` caps the model turns that call
         tools; a model still calling tools after that ends the node with status
-        ``max_steps_exceeded`` (``MaxStepsExceeded``), its transcript kept.
+        ``max_steps_exceeded`` (``MaxStepsExceeded``), its transcript kept. An
+        ``mcp("name")`` entry offers the tools of that MCP server (``[mcp.name]`` in the
+        config); a tool marked for approval pauses the run before each call.
         ``output``: a pydantic model; the reply is parsed as JSON and validated, and a
         failure is sent back to the model with the validation error, up to
         ``max_output_retries`` times.
@@ -244,10 +247,13 @@ class DAG:
                 f"{where}: max_steps must be a whole number >= 1 (got {max_steps!r}); it caps "
                 "the model turns that call tools"
             )
-        made_tools = tuple(make_tool(t, where=where) for t in tools)
+        sources = tuple(t for t in tools if isinstance(t, McpTools))
+        made_tools = tuple(make_tool(t, where=where) for t in tools if not isinstance(t, McpTools))
+        if len({s.server for s in sources}) != len(sources):
+            raise ConfigError(f"{where}: an MCP server is listed twice in tools; list it once")
         made_guards = make_guards(guards, where=where, what="guards")
         made_input_guards = make_guards(input_guards, where=where, what="input_guards")
-        if made_guards and made_tools and all(t.fn is None for t in made_tools):
+        if made_guards and made_tools and not sources and all(t.fn is None for t in made_tools):
             raise ConfigError(
                 f"{where}: output guards check an answer, but a node whose tools are all "
                 "schemas returns tool calls; guard a later step, or give Python tools"
@@ -269,6 +275,7 @@ class DAG:
                 max_tokens=max_tokens,
                 temperature=temperature,
                 tools=made_tools,
+                mcp=sources,
                 max_steps=max_steps,
                 output=output,
                 max_output_retries=max_output_retries,
@@ -366,6 +373,12 @@ class DAG:
             raise ConfigError(
                 f"DAG {self.name!r}: map body {body.node_id!r} has review_on_failure; a map's "
                 "items cannot pause one by one: review the map's output with dag.review()"
+            )
+        if isinstance(inner, LLMNode) and inner.approvals:
+            raise ConfigError(
+                f"DAG {self.name!r}: map body {body.node_id!r} has tools that need approval; "
+                "a map's items cannot pause one by one: make it a step of its own (a batch "
+                "job runs it once per record)"
             )
         users = [n.id for n in self._nodes.values() if body in n.refs()]
         if users:

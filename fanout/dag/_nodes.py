@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from fanout.dag._guards import Guard
+from fanout.dag._mcp import McpTools
 from fanout.dag._template import Template
 from fanout.dag._tools import Tool
 from fanout.types import Message
@@ -96,6 +97,7 @@ class LLMNode(_NodeBase):
     max_tokens: int = 256
     temperature: float = 0.0
     tools: tuple[Tool, ...] = ()
+    mcp: tuple[McpTools, ...] = ()  # MCP servers whose tools the model may call too
     max_steps: int = 5
     output: type[BaseModel] | None = None
     max_output_retries: int = 2
@@ -106,6 +108,11 @@ class LLMNode(_NodeBase):
 
     def refs(self) -> tuple[Ref, ...]:
         return tuple(v for v in self.bindings.values() if isinstance(v, Ref))
+
+    @property
+    def approvals(self) -> bool:
+        """Whether some tool call of this node may wait for a person's approval."""
+        return any(t.approval for t in self.tools) or any(s.approval for s in self.mcp)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

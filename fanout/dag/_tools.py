@@ -23,7 +23,8 @@ class Tool:
     result (structured extraction); the node's output is then the list of calls.
     ``cpu``: CPU-bound; the Ray backend runs it as a Ray task of ``num_cpus`` (locally,
     in a thread like any sync tool). ``timeout_s``: a call that takes longer goes back
-    to the model as a tool error.
+    to the model as a tool error. ``approval``: each call waits for a person's approval
+    (the run pauses as a review; see ``fanout review``).
     """
 
     spec: ToolSpec
@@ -32,6 +33,7 @@ class Tool:
     cpu: bool = False
     num_cpus: float = 1.0
     timeout_s: float | None = None
+    approval: bool = False
 
     @property
     def name(self) -> str:
@@ -45,8 +47,10 @@ class Tool:
         cpu: bool = False,
         num_cpus: float = 1.0,
         timeout_s: float | None = None,
+        approval: bool = False,
     ) -> Tool:
-        """A tool for ``dag.llm(tools=[...])`` with options: ``Tool.from_function(f, cpu=True)``."""
+        """A tool for ``dag.llm(tools=[...])`` with options: ``Tool.from_function(f, cpu=True)``,
+        ``Tool.from_function(f, approval=True)``."""
         where = f"Tool.from_function({getattr(fn, '__name__', fn)!r})"
         if num_cpus <= 0:
             raise ConfigError(f"{where}: num_cpus must be positive (got {num_cpus})")
@@ -58,7 +62,7 @@ class Tool:
                 "loop); drop cpu=True or make it a sync function"
             )
         made = make_tool(fn, where=where)
-        return cls(made.spec, made.args_model, made.fn, cpu, num_cpus, timeout_s)
+        return cls(made.spec, made.args_model, made.fn, cpu, num_cpus, timeout_s, approval)
 
 
 def make_tool(obj: Callable[..., object] | type[BaseModel] | Tool, *, where: str) -> Tool:

@@ -33,7 +33,9 @@ from fanout.run._tracing import CallSite, Tracer
 from fanout.types import ChatRequest, ChatResponse, Message, Usage, estimate_prompt_tokens
 
 if TYPE_CHECKING:
+    from fanout.run._mcp import McpHub
     from fanout.run._result import NodeResult
+    from fanout.run._review import ReviewState
 
 __all__ = ["MapOffload", "ModelRoute", "NodeStats", "Router", "RunContext"]
 
@@ -224,9 +226,11 @@ class RunContext:
         "journal",
         "map_offload",
         "max_outage_s",
+        "mcp",
         "on_node",
         "record_key",
         "request_id",
+        "review",
         "router",
         "trace_id",
         "tracer",
@@ -252,9 +256,12 @@ class RunContext:
         interactive: bool = False,
         on_node: Callable[[NodeResult], None] | None = None,
         max_outage_s: float | None = None,
+        mcp: McpHub | None = None,
     ) -> None:
         # batch work: a call whose provider is down waits up to this long (else fails fast)
         self.max_outage_s = max_outage_s
+        self.mcp = mcp  # the engine's MCP servers (tools=[mcp(...)])
+        self.review: ReviewState | None = None  # a run that may pause: decisions, paused turns
         self.interactive = interactive  # queue ahead of batch work at the limiters
         self.on_node = on_node  # told of each node as it finishes (a service streams them)
         self.map_offload = map_offload

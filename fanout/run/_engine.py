@@ -25,10 +25,12 @@ from fanout.errors import ConfigError
 from fanout.limits import Limiter, LimiterState
 from fanout.providers import OpenAIProvider, Provider
 from fanout.retry import HedgePolicy
+from fanout.run._approval import PAUSED
 from fanout.run._context import MapOffload, Router, RunContext
 from fanout.run._escalation import EscalationSink
 from fanout.run._executor import execute, run_items
 from fanout.run._journal import CallJournal, Spend
+from fanout.run._mcp import McpHub, check_sources
 from fanout.run._outage import Outage, outage_of
 from fanout.run._result import NodeResult, RunResult
 from fanout.run._review import ReviewState, dump_outputs, load_outputs, needs_review
@@ -123,6 +125,7 @@ class Engine:
         self.providers: dict[str, Provider] = built
         self._router: Router | None = None
         self._router_loop: asyncio.AbstractEventLoop | None = None
+        self._hub: McpHub | None = None  # MCP servers, on the router's loop
         self._plans: dict[int, _Checked] = {}
 
     @classmethod
@@ -160,6 +163,14 @@ class Engine:
         content = ContentPolicy(tcfg.content, key_env=tcfg.hmac_key_env, redact=self._redact)
         self._tracer = Tracer(traces, clock=self.clock, job_id=self.job_id, content=content)
 
+    async def check_tools(self, dag: DAG) -> None:
+        """Start the MCP servers ``dag`` uses and list their tools now: a server that does
+        not start, or a filter naming a tool it lacks, is a :class:`ConfigError` here
+        (a batch job asks before its first record) rather than in every run."""
+        checked = self._checked(dag)
+        if checked.mcp:
+            await self._get_hub().prepare(checked.plan)
+
     def validate(self, dag: DAG) -> Plan:
         """Check ``dag`` against this engine's model aliases; raises :class:`ConfigError`."""
         return self._checked(dag).plan
@@ -173,7 +184,8 @@ class Engine:
             plan.check_models(self.config.models.keys())
             if len(self._plans) >= 64:
                 self._plans.clear()
-            checked = self._plans[id(plan)] = _Checked(plan, needs_review(plan))
+            mcp = check_sources(plan, self.config.mcp)  # the extra, the servers named
+            checked = self._plans[id(plan)] = _Checked(plan, needs_review(plan), mcp)
         return checked
 
     async def run(
@@ -229,6 +241,8 @@ class Engine:
                 self.validate(summary_dag(spec.summarize))
         if deadline_s is not None and deadline_s <= 0:
             raise ConfigError(f"deadline_s must be positive (got {deadline_s})")
+        if checked.mcp:  # list the MCP servers' tools (once): a bad server fails here
+            await self._get_hub().prepare(plan)
         if budget is not None and (budget_usd is not None or budget_tokens is not None):
             raise ConfigError("pass either budget= or budget_usd/budget_tokens, not both")
         if (budget_usd is not None and budget_usd < 0) or (
@@ -255,6 +269,7 @@ class Engine:
             record_key=record_key,
             request_id=request_id,
             map_offload=self.map_offload,
+            mcp=checked.mcp,
         )
         ctx.interactive = interactive
         ctx.on_node = on_node
@@ -336,9 +351,11 @@ class Engine:
         await asyncio.to_thread(store.claim_resume, review.run_id, owner, lease_s)
         try:
             decided = await asyncio.to_thread(store.list, run_id=review.run_id)
+            paused = checkpoint.outputs.get(PAUSED)
             self._resuming[review.run_id] = ReviewState(
                 restored=load_outputs(plan, checkpoint.outputs),
                 decisions={r.node_id: r for r in decided if r.status != "pending"},
+                paused=dict(paused) if isinstance(paused, dict) else {},
             )
             return await self.run(
                 dag,
@@ -389,7 +406,7 @@ class Engine:
             result.request_id,
             plan.dag_name,
             inputs=dict(inputs),
-            outputs=dump_outputs(plan, state.outputs),
+            outputs=_with_paused(dump_outputs(plan, state.outputs), state.paused),
             status=str(result.status),
             result=result.to_dict(),
             pending=state.pending,
@@ -415,7 +432,10 @@ class Engine:
         """Run items of a map for a request that runs elsewhere (its map spread over the
         pool); returns ``(index, ok, value or error)`` per item, usage, cost and the
         node's counters (calls, retries, tool calls, guard verdicts, ...: ``NodeStats.counts``)."""
-        plan = self.validate(dag)
+        checked = self._checked(dag)
+        plan = checked.plan
+        if checked.mcp:
+            await self._get_hub().prepare(plan)
         if self._tracer is None and self._traces is not None:
             self.open_traces()
         # never spread again from here: these items are the spread
@@ -425,6 +445,7 @@ class Engine:
             deadline_s=deadline_s,
             trace_id=trace_id,
             record_key=record_key,
+            mcp=checked.mcp,
         )
         ctx.max_outage_s = max_outage_s
         done, stats = await run_items(plan, map_id, inputs, upstream, items, ctx, span_id)
@@ -440,6 +461,7 @@ class Engine:
         record_key: str | None,
         request_id: str = "",
         map_offload: MapOffload | None = None,
+        mcp: bool = False,
     ) -> RunContext:
         """One request's context over this engine's router, journal, budgets and trace."""
         return RunContext(
@@ -457,6 +479,7 @@ class Engine:
             journal=self.journal,
             job_budget=self.job_budget,
             map_offload=map_offload,
+            mcp=self._get_hub() if mcp else None,
         )
 
     def run_sync(
@@ -504,6 +527,8 @@ class Engine:
         if self.journal is not None:
             self.journal.close()
         try:
+            if self._hub is not None:
+                await self._hub.aclose()
             for provider in self.providers.values():
                 await provider.aclose()
         finally:
@@ -528,7 +553,15 @@ class Engine:
         if self._router is None or self._router_loop is not loop:
             self._router = Router(self.config, self.providers, self.clock)
             self._router_loop = loop
+            self._hub = None  # its sessions belonged to the old loop
         return self._router
+
+    def _get_hub(self) -> McpHub:
+        """The MCP servers on this loop (sessions start when a run first needs them)."""
+        self._get_router()
+        if self._hub is None:
+            self._hub = McpHub(self.config.mcp, self.clock)
+        return self._hub
 
     def __repr__(self) -> str:
         return f"Engine(providers={sorted(self.providers)}, models={sorted(self.config.models)})"
@@ -538,6 +571,7 @@ class Engine:
 class _Checked:
     plan: Plan
     reviewed: bool  # a run may pause for a person
+    mcp: bool = False  # some llm node calls MCP tools
 
 
 # Request ids: 128 random bits (a W3C trace id as they are) from a generator of our own,
@@ -563,6 +597,11 @@ def check_inputs(dag: DAG, plan: Plan, inputs: Mapping[str, object]) -> Mapping[
             f"{{...}} (expected: {list(plan.inputs)})"
         )
     return check_input_types(plan, inputs)
+
+
+def _with_paused(outputs: dict[str, object], paused: dict[str, object]) -> dict[str, object]:
+    """The checkpoint's outputs, with the agent turns waiting for approval (if any)."""
+    return {**outputs, PAUSED: paused} if paused else outputs
 
 
 def _is_trace_id(value: str) -> bool:

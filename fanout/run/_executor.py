@@ -41,6 +41,7 @@ from fanout.errors import (
     RunError,
     UpstreamFailed,
 )
+from fanout.run._approval import ToolPaused
 from fanout.run._context import NodeStats, RunContext
 from fanout.run._llm import run_llm
 from fanout.run._result import NodeResult, RunResult
@@ -333,6 +334,10 @@ class _Run:
             outcome = _Outcome(NodeStatus.ERROR, error=exc)
         except MaxStepsExceeded as exc:
             outcome = _Outcome(NodeStatus.MAX_STEPS_EXCEEDED, error=exc)
+        except ToolPaused as paused:  # a tool call waits for a person's approval
+            self.review.pending.extend(paused.pending)
+            self.review.paused[node_id] = paused.turn.to_json()
+            outcome = _WAITING
         except (ProviderError, OutputValidationError) as exc:
             outcome = self._escalated(node, exc)
         except Exception as exc:
@@ -762,11 +767,15 @@ async def execute(
     ``review``: decisions and restored outputs in; pending reviews and every finished
     node's output out (what a paused run's checkpoint holds)."""
     run = _Run(plan, inputs, ctx, review)
+    ctx.review = review
     try:
         await run.run()
     except asyncio.CancelledError:
         run.trace(run.result(request_id))  # a cancelled request leaves its rows too
         raise
+    finally:
+        if ctx.mcp is not None:  # a stateful MCP server's session lasts one run
+            await ctx.mcp.end_run(ctx.request_id)
     result = run.result(request_id)
     run.trace(result)
     if review is not None:

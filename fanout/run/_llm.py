@@ -6,6 +6,7 @@ import asyncio
 import functools
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import cast
 
 from pydantic import BaseModel, ValidationError
@@ -22,8 +23,17 @@ from fanout.errors import (
     TemplateError,
     ToolError,
 )
+from fanout.run._approval import (
+    PausedTurn,
+    ToolPaused,
+    decide,
+    review_key,
+    review_request,
+    take_paused,
+)
 from fanout.run._context import ModelRoute, NodeStats, RunContext
 from fanout.run._guards import check_input, check_output
+from fanout.run._mcp import McpTool
 from fanout.run._tools import call_tool
 from fanout.run._tracing import CallSite
 from fanout.types import ChatRequest, JSONSchema, Message, ToolCall
@@ -78,27 +88,35 @@ async def run_llm(
     """The node's output: text, a validated ``output`` model, or tool calls (schema-only tools).
 
     ``map_index`` and ``owner_id`` (the map running this node as its body) place the
-    calls' trace rows. A node with Python tools outside a map keeps its conversation
+    calls' trace rows. A node with Python or MCP tools outside a map keeps its conversation
     in ``stats.transcript`` as it goes, so a loop ended by ``max_steps``, the deadline
     or the budget still leaves it.
     """
     messages = build_messages(node, values, where)
-    if node.input_guards:  # before any provider call; a refusal raises InputRefused
+    paused = take_paused(ctx.review, node.id) if map_index is None else None
+    if node.input_guards and paused is None:  # before any call; a refusal raises InputRefused
         site = None
         if ctx.tracer is not None:
             site = CallSite(ctx.trace_id, owner_id or node.id, stats.span_id, map_index, 0)
         messages = await check_input(node, messages, ctx, stats, where, site)
     chain = ctx.router.chain(node.model)
     for position, route in enumerate(chain):
+        resumed = None
+        if paused is not None:  # go on with the conversation where it paused
+            if route.alias != paused.alias and any(r.alias == paused.alias for r in chain):
+                continue
+            resumed, paused = paused, None
         site = None
         if ctx.tracer is not None:
             site = CallSite(ctx.trace_id, owner_id or node.id, stats.span_id, map_index, position)
         try:
-            conversation = list(messages)
-            if map_index is None and any(t.fn is not None for t in node.tools):
+            conversation = list(resumed.messages if resumed is not None else messages)
+            if map_index is None and (node.mcp or any(t.fn is not None for t in node.tools)):
                 stats.transcript = conversation  # a fallback model starts a new one
             last = position == len(chain) - 1
-            return await _converse(node, route, conversation, ctx, stats, where, site, last)
+            return await _converse(
+                node, route, conversation, ctx, stats, where, site, last, resumed
+            )
         except ProviderOutage:
             raise  # the job's business (it stops), not this step's: nothing to escalate
         except (ProviderError, OutputValidationError) as exc:
@@ -136,14 +154,22 @@ async def _converse(
     where: str,
     site: CallSite | None,
     last: bool = True,
+    resumed: PausedTurn | None = None,
 ) -> object:
-    """The conversation with one model of the chain (``last``: no fallback follows it)."""
-    specs = tuple(t.spec for t in node.tools)
-    runnable = {t.name: t for t in node.tools if t.fn is not None}
+    """The conversation with one model of the chain (``last``: no fallback follows it;
+    ``resumed``: a turn that waited for approval, finished first)."""
+    remote = await ctx.mcp.tools(node) if node.mcp and ctx.mcp is not None else ()
+    specs = tuple(t.spec for t in node.tools) + tuple(t.spec for t in remote)
+    runnable: dict[str, Tool | McpTool] = {t.name: t for t in node.tools if t.fn is not None}
+    runnable.update((t.name, t) for t in remote)
     schema = _schema(node.output) if node.output is not None else None
     schema_name = node.output.__name__ if node.output is not None else "output"
     invalid_replies = 0
     steps = 0  # model turns that called tools
+    if resumed is not None:  # finish the turn that waited for approval, then go on
+        steps = resumed.steps
+        turn = _Turn(node.id, route.alias, resumed.calls, steps, resumed.done)
+        await _run_turn(turn, runnable, messages, ctx, stats, site)
     while True:
         request = ChatRequest(
             model=route.config.model,
@@ -172,13 +198,8 @@ async def _converse(
                     "turns; raise max_steps or check the tools' results",
                     max_steps=node.max_steps,
                 )
-            results = await asyncio.gather(
-                *(_run_tool_call(runnable, call, ctx, site) for call in response.tool_calls)
-            )
-            stats.tool_calls += len(results)
-            stats.tool_errors += sum(r.startswith(_ERROR) for r in results)
-            for call, result in zip(response.tool_calls, results, strict=True):
-                messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+            turn = _Turn(node.id, route.alias, response.tool_calls, steps, {})
+            await _run_turn(turn, runnable, messages, ctx, stats, site)
             continue
         content = response.content or ""
         value: object = content
@@ -228,10 +249,64 @@ async def _converse(
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    """One model turn's tool calls (``done``: results of those that already ran)."""
+
+    node_id: str
+    alias: str
+    calls: tuple[ToolCall, ...]
+    steps: int
+    done: dict[str, str]
+
+
+async def _run_turn(
+    turn: _Turn,
+    tools: Mapping[str, Tool | McpTool],
+    messages: list[Message],
+    ctx: RunContext,
+    stats: NodeStats,
+    site: CallSite | None,
+) -> None:
+    """Run a turn's calls at once and append their results; calls that need a person's
+    approval run once decided, else the turn pauses (``ToolPaused``) after the others ran."""
+    results = dict(turn.done)
+    todo: list[ToolCall] = []
+    waiting: list[tuple[str, object, str]] = []
+    decisions = ctx.review.decisions if ctx.review is not None else {}
+    for index, call in enumerate(turn.calls):
+        tool = tools.get(call.name)
+        if call.id in results:
+            continue
+        if tool is None or not tool.approval:
+            todo.append(call)
+            continue
+        key = review_key(turn.node_id, turn.steps, index, call)
+        decided = decide(call, decisions.get(key))
+        if decided is None:
+            waiting.append(review_request(key, call, getattr(tool, "server", None)))
+        elif isinstance(decided, str):
+            results[call.id] = decided  # rejected: the model hears why
+        else:
+            todo.append(decided)
+    ran = await asyncio.gather(*(_run_tool_call(tools, call, ctx, site) for call in todo))
+    stats.tool_calls += len(ran)
+    stats.tool_errors += sum(r.startswith(_ERROR) for r in ran)
+    results.update((call.id, result) for call, result in zip(todo, ran, strict=True))
+    if waiting:
+        paused = PausedTurn(turn.alias, list(messages), turn.calls, results, turn.steps)
+        raise ToolPaused(paused, waiting)
+    for call in turn.calls:
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": results[call.id]})
+
+
 async def _run_tool_call(
-    tools: Mapping[str, Tool], call: ToolCall, ctx: RunContext, site: CallSite | None
+    tools: Mapping[str, Tool | McpTool], call: ToolCall, ctx: RunContext, site: CallSite | None
 ) -> str:
     """A tool's result as text for the model (errors too), with its trace row."""
+    tool = tools.get(call.name)
+    if isinstance(tool, McpTool) and ctx.mcp is not None:  # traced per attempt by the hub
+        return await ctx.mcp.call(tool, call, ctx, site)
     if ctx.tracer is None or site is None:
         return await _tool_result(tools, call, ctx)
     start = ctx.clock.now()
@@ -251,10 +326,10 @@ async def _run_tool_call(
     return result
 
 
-async def _tool_result(tools: Mapping[str, Tool], call: ToolCall, ctx: RunContext) -> str:
+async def _tool_result(tools: Mapping[str, Tool | McpTool], call: ToolCall, ctx: RunContext) -> str:
     """A tool's result as text for the model; errors go back to the model, not up."""
     tool = tools.get(call.name)
-    if tool is None or tool.fn is None:
+    if not isinstance(tool, Tool) or tool.fn is None:
         return f"error: there is no tool named {call.name!r}; available: {sorted(tools)}"
     try:
         args = tool.args_model.model_validate(call.parsed_arguments())

@@ -26,19 +26,23 @@ class ReviewState:
     """``restored``: outputs of nodes that finished before (not run again);
     ``decisions``: the decided reviews by node. Filled by the run: ``pending``
     (node, value, instructions) of each review step reached without a decision, and
-    ``outputs``, every finished node's output."""
+    ``outputs``, every finished node's output. ``paused``: agent turns waiting for a
+    tool call's approval, by node (JSON, see :mod:`fanout.run._approval`): in, those
+    to resume; out, those that paused now."""
 
     restored: Mapping[str, object] = field(default_factory=dict)
     decisions: Mapping[str, Review] = field(default_factory=dict)
     pending: list[tuple[str, object, str]] = field(default_factory=list)
     outputs: dict[str, object] = field(default_factory=dict)
+    paused: dict[str, object] = field(default_factory=dict)
 
 
 def needs_review(plan: Plan) -> bool:
-    """Whether a run of ``plan`` may pause for a person (a review step, or an llm step
-    with ``review_on_failure``)."""
+    """Whether a run of ``plan`` may pause for a person (a review step, an llm step
+    with ``review_on_failure`` or with tools that need approval)."""
     return any(
-        isinstance(node, ReviewNode) or (isinstance(node, LLMNode) and node.review_on_failure)
+        isinstance(node, ReviewNode)
+        or (isinstance(node, LLMNode) and (node.review_on_failure or node.approvals))
         for node in plan.nodes.values()
     )
 

@@ -170,10 +170,22 @@ class Tracer:
         error: BaseException | None,
         input_text: str | None,
         output_text: str | None,
+        server: str | None = None,
+        attempt: int = 1,
+        limiter_wait_s: float = 0.0,
+        backoff_s: float = 0.0,
     ) -> None:
+        """One tool call (one attempt of an MCP tool's call: ``server`` names the MCP
+        server, in the ``provider`` column as ``mcp:NAME``)."""
+        columns: dict[str, object] = {"tool_name": tool_name}
+        if server is not None:
+            columns.update(
+                provider=f"mcp:{server}", attempt=attempt,
+                limiter_wait_ms=limiter_wait_s * 1000, backoff_ms=backoff_s * 1000,
+            )  # fmt: skip
         self._local_step(
             site, f"tool {tool_name}", dag_name, record_key, start, end, error,
-            input_text, output_text, tool_name=tool_name,
+            input_text, output_text, **columns,
         )  # fmt: skip
 
     def guard(
@@ -216,9 +228,10 @@ class Tracer:
         **columns: object,
     ) -> None:
         """An attempt row for work done in-process (a tool call, a guard): no tokens, no cost."""
+        columns.setdefault("attempt", 1)
         span = self._attempt_span(
             site, name, dag_name, record_key, start, end,
-            attempt=1, input_tokens=0, output_tokens=0, cost_usd=0.0, **columns,
+            input_tokens=0, output_tokens=0, cost_usd=0.0, **columns,
         )  # fmt: skip
         self._fail(span, error)
         self.content.fill(span, input_text, output_text)

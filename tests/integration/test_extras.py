@@ -20,6 +20,9 @@ from fanout.cli import app
 ROOT = Path(__file__).resolve().parents[2]
 CLASSIFY = f"{ROOT / 'examples' / 'pipelines' / 'classify.py'}:dag"
 REVIEWS = ROOT / "examples" / "data" / "reviews.jsonl"
+MCP_AGENT = f"{ROOT / 'examples' / 'pipelines' / 'mcp_agent.py'}:dag"
+MCP_CONFIG = str(ROOT / "examples" / "mcp" / "fanout.toml")
+NOTES = ROOT / "examples" / "data" / "notes_tasks.jsonl"
 
 
 def invoke_without(
@@ -40,6 +43,7 @@ def invoke_without(
         ("uvicorn", ["sim-server", "--port", "0"], "sim"),
         ("matplotlib", ["bench", CLASSIFY, "--arrivals", "closed:1", "--report", "R"], "bench"),
         ("matplotlib", ["plan", CLASSIFY], "bench"),
+        ("mcp", ["run", MCP_AGENT, "-i", str(NOTES), "-o", "OUT", "--config", MCP_CONFIG], "mcp"),
     ],
 )
 def test_a_missing_extra_is_one_error_line_naming_it(
