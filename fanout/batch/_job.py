@@ -14,11 +14,16 @@ into shards that the workers read, run and write themselves (:mod:`._shards`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 
+from fanout.batch._batch_log import BATCHES_DIR
+from fanout.batch._batch_mode import BatchMode, use_batch_mode
 from fanout.batch._manifest import SUPERSEDED_DIR, JobState, fingerprint, lock_job, open_job
 from fanout.batch._readers import input_files, iter_records
 from fanout.batch._review import decided_records
@@ -28,7 +33,7 @@ from fanout.batch._shards import ShardOptions, ShardRunner, run_sharded, unseen_
 from fanout.batch._writer import DEAD_LETTER_DIR, RESULTS_DIR, ResultWriter
 from fanout.dag import DAG
 from fanout.errors import ConfigError
-from fanout.run import compact_journal, needs_review
+from fanout.run import Engine, compact_journal, needs_review
 from fanout.store import ReviewStore
 
 __all__ = ["CALLS_DIR", "INVALID_RECORD", "JobStats", "Runner", "run_file"]
@@ -58,7 +63,10 @@ def _check_options(
 def _check_not_inside(input_path: str | Path, output_dir: Path) -> None:
     """Refuse input from the directories the job writes or moves (its own dead letters)."""
     out = output_dir.resolve()
-    owned = [out / name for name in (RESULTS_DIR, DEAD_LETTER_DIR, CALLS_DIR, SUPERSEDED_DIR)]
+    owned = [
+        out / name
+        for name in (RESULTS_DIR, DEAD_LETTER_DIR, CALLS_DIR, SUPERSEDED_DIR, BATCHES_DIR)
+    ]
     for file in input_files(input_path):
         resolved = file.resolve()
         if any(resolved.is_relative_to(place) for place in owned):
@@ -89,6 +97,9 @@ async def run_file(
     part_interval_s: float = 10.0,
     shard: bool | None = None,
     shard_min_bytes: int = 64 << 10,
+    provider_batch: bool = False,
+    online_fallback: bool = False,
+    detach: bool = False,
 ) -> JobStats:
     """Run ``dag`` once per record of ``input_path``; a row each in ``output_dir/results/``.
 
@@ -107,6 +118,14 @@ async def run_file(
     every node). ``False``: this process reads every record and the workers only run
     them (for input only this machine can read).
 
+    ``provider_batch``: send the calls of every model whose provider has a Batch API
+    through it (half price, answers within 24 h; models with ``[models.NAME.batch]
+    enabled`` do so anyway), journaling the batches in ``output_dir/batches``; a
+    re-run into the same directory polls them and submits no call twice.
+    ``online_fallback``: a call still failing after its batch retries goes online.
+    ``detach``: once every record in the window waits for a batch, leave them running
+    and return (``JobStats.detached``); the next run into ``output_dir`` collects them.
+
     Raises :class:`ConfigError` before running any record for an invalid DAG (against
     the engine's models), missing or unsupported input, bad options, an unwritable
     output directory or a changed job. If the job is cancelled (Ctrl-C), records
@@ -118,6 +137,13 @@ async def run_file(
     output = Path(output_dir)
     _check_not_inside(input_path, output)
     reviewed = needs_review(plan)
+    batching = provider_batch or any(m.batch.enabled for m in engine.config.models.values())
+    if batching and not isinstance(engine, Engine):
+        raise ConfigError("batch mode (--provider-batch) runs on the local engine; drop --ray")
+    if (detach or online_fallback) and not batching:
+        raise ConfigError(
+            "--detach and --online-fallback apply to batch mode; add --provider-batch"
+        )
     sharded = isinstance(engine, ShardRunner) and shard is not False and not reviewed
     if shard and not sharded:
         raise ConfigError(
@@ -132,6 +158,12 @@ async def run_file(
         current = fingerprint(plan, engine.config, key)
         state = open_job(output, current, resume=resume, force_rerun_changed=force_rerun_changed)
         _prepare_journal(engine, output, state)
+        mode: BatchMode | None = None
+        if batching:
+            assert isinstance(engine, Engine)
+            mode = use_batch_mode(
+                engine, output, all_models=provider_batch, online_fallback=online_fallback
+            )
         decided = _prepare_reviews(engine, output, state) if reviewed else {}
         metadata = {"fanout.job": json.dumps(current, sort_keys=True)}
         if sharded:
@@ -187,9 +219,32 @@ async def run_file(
         job = Job(engine, dag, plan, writer, state, budget_usd, budget_tokens, deadline_s)
         if reviewed:
             job.reviews = (output, decided)
-        return await job.run(records, input_path, max_in_flight, on_progress, progress_every_s)
+        run = job.run(records, input_path, max_in_flight, on_progress, progress_every_s)
+        if mode is None:
+            return await run
+        job.batch_stats = mode.stats
+        if not detach:
+            return await run
+        return await _detached(job, run, mode)
     finally:
         lock.close()
+
+
+async def _detached(job: Job, run: Coroutine[None, None, JobStats], mode: BatchMode) -> JobStats:
+    """Run the job until it finishes or only waits for its provider batches; then leave
+    those running (they are journaled) and return."""
+    running = asyncio.ensure_future(run)
+    settled = asyncio.ensure_future(mode.settled())
+    try:
+        await asyncio.wait((running, settled), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        settled.cancel()
+    if running.done():
+        return running.result()
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    return dataclasses.replace(job.snapshot(), detached=True)
 
 
 def _prepare_journal(engine: Runner, output: Path, state: JobState) -> None:

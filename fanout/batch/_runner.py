@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from fanout.batch._batching import BatchStats
 from fanout.batch._manifest import JobState
 from fanout.batch._readers import Record, count_records
 from fanout.batch._review import record_run_id
@@ -76,7 +77,7 @@ class JobStats:
     ``total``: the input's records, when cheap to know (``None`` for gzip).
     ``in_flight``: records running when this snapshot was taken. ``limits``: each
     provider/model limit's state (on Ray, the cluster-wide one), for rate-vs-limit
-    progress.
+    progress. ``batches``: in batch mode, the provider batches by state and their lines.
     """
 
     output_path: Path
@@ -93,6 +94,8 @@ class JobStats:
     dead_letters: int = 0
     resumed: bool = False
     limits: tuple[LimiterState, ...] = ()
+    batches: BatchStats | None = None  # batch mode: provider batches by state, lines answered
+    detached: bool = False  # --detach: the job left its batches running and exited
 
     @property
     def errors(self) -> int:
@@ -183,6 +186,7 @@ class Job:
         self.tally = _Tally()
         # a DAG with review steps: the job's directory, and the decided records to resume
         self.reviews: tuple[Path, dict[str, str]] | None = None
+        self.batch_stats: Callable[[], BatchStats] | None = None  # batch mode
         self.clock = engine.clock
         self.started = time.monotonic()
 
@@ -203,6 +207,7 @@ class Job:
             dead_letters=self.writer.dead_letters + self.writer.buffered_dead_letters,
             resumed=self.state.resumed,
             limits=tuple(self.engine.limiter_states()),
+            batches=self.batch_stats() if self.batch_stats is not None else None,
         )
 
     async def run_record(self, record: Record) -> RunResult | tuple[str, str]:

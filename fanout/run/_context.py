@@ -22,7 +22,7 @@ from fanout.errors import (
     RateLimited,
 )
 from fanout.limits import Limiter
-from fanout.providers import Provider
+from fanout.providers import BatchingProvider, Provider
 from fanout.retry import CircuitBreaker, HedgePolicy, RetryPolicy
 from fanout.run._escalation import EscalationSink
 from fanout.run._journal import CallJournal, call_key
@@ -54,21 +54,30 @@ class ModelRoute:
     retry: RetryPolicy
     hedge: HedgePolicy | None = None
     hedge_to: str | None = None
+    batched: bool = False  # through the provider's Batch API
 
     def cost_usd(self, usage: Usage) -> float:
         return self.config.cost_usd(usage.input_tokens, usage.output_tokens)
 
 
 class Router:
-    """Model aliases to routes; one concurrency cap per provider, one limiter per model."""
+    """Model aliases to routes; one concurrency cap per provider, one limiter per model.
+
+    An alias with ``batch.enabled`` whose provider is a :class:`BatchingProvider` (a
+    batch job in batch mode) gets a batch route (:func:`_batch_route`); with
+    ``batch.online_fallback`` its chain tries the same model online next.
+    """
 
     def __init__(self, config: Config, providers: Mapping[str, Provider], clock: Clock) -> None:
         self._routes: dict[str, ModelRoute] = {}
+        self._online: dict[str, ModelRoute] = {}  # batch aliases' online twins
         shared: dict[tuple[str, str], tuple[Limiter, CircuitBreaker]] = {}
         for alias, model in config.models.items():
             pcfg = config.providers[model.provider]
             if model.provider not in providers:
                 raise ConfigError(f"provider {model.provider!r} of model {alias!r} was not built")
+            provider = providers[model.provider]
+            online = provider.online if isinstance(provider, BatchingProvider) else provider
             key = (model.provider, model.model)
             if key not in shared:
                 limiter = Limiter(
@@ -103,17 +112,18 @@ class Router:
                 hedge_to = alias
                 if model.hedge.to == "fallback" and model.fallbacks:
                     hedge_to = model.fallbacks[0]
-            self._routes[alias] = ModelRoute(
-                alias,
-                providers[model.provider],
-                model,
-                pcfg.timeout_s,
-                limiter,
-                circuit,
-                retry,
-                hedge,
-                hedge_to,
+            route = ModelRoute(
+                alias, online, model, pcfg.timeout_s, limiter, circuit, retry, hedge, hedge_to
             )
+            self._routes[alias] = route
+            if model.batch.enabled and provider is not online:
+                batching = getattr(pcfg, "batch", None)  # only kinds with a Batch API have one
+                discount = batching.discount if batching is not None else 0.5
+                self._routes[alias] = _batch_route(
+                    route, provider, clock, pcfg.retry.max_attempts, discount
+                )
+                if model.batch.online_fallback:
+                    self._online[alias] = dataclasses.replace(route, hedge=None, hedge_to=None)
 
     @property
     def aliases(self) -> frozenset[str]:
@@ -129,10 +139,43 @@ class Router:
     def chain(self, alias: str) -> tuple[ModelRoute, ...]:
         """The alias's route followed by its fallbacks, in order."""
         route = self._routes[alias]
-        return (route, *(self._routes[f] for f in route.config.fallbacks))
+        twin = self._online.get(alias)
+        first = (route,) if twin is None else (route, twin)
+        return (*first, *(self._routes[f] for f in route.config.fallbacks))
 
     def limiters(self) -> list[Limiter]:
-        return list({id(r.limiter): r.limiter for r in self._routes.values()}.values())
+        routes = [*self._routes.values(), *self._online.values()]
+        return list({id(r.limiter): r.limiter for r in routes if not r.batched}.values())
+
+
+_NEVER = 2**62  # failures before a batch route's circuit opens: a line's failure is its own
+
+
+def _batch_route(
+    online: ModelRoute, provider: Provider, clock: Clock, max_attempts: int, discount: float
+) -> ModelRoute:
+    """An alias in batch mode: its calls wait in the provider's batch queue, not at the
+    online limiter (the Batch API has its own pool), answer when their batch ends (hours:
+    no timeout, a retry joins a later batch at once) and cost the batch prices."""
+    return ModelRoute(
+        online.alias,
+        provider,
+        online.config.batch_priced(discount),
+        _BATCH_TIMEOUT_S,
+        Limiter(clock=clock, name=f"{online.limiter.name}@batch", adaptive=False),
+        CircuitBreaker(clock, failure_threshold=_NEVER),
+        RetryPolicy(
+            max_attempts=max_attempts,
+            max_elapsed_s=float("inf"),
+            initial_backoff_s=0.0,
+            max_backoff_s=0.0,
+            retry_on=online.retry.retry_on,
+        ),
+        batched=True,
+    )
+
+
+_BATCH_TIMEOUT_S = 2 * 86_400.0  # unused by a batching provider; the window is its own
 
 
 @dataclass(slots=True)

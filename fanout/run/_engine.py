@@ -456,6 +456,15 @@ class Engine:
         """The (provider, model) limiters of the running event loop's router."""
         return self._get_router().limiters()
 
+    def use_providers(self, providers: Mapping[str, Provider], *, config: Config) -> None:
+        """Replace providers by name, and the config: a batch job in batch mode wraps a
+        provider in its Batch API client and turns batch mode on for its models (each
+        wrapper closes what it wraps). Routes are rebuilt for the next run."""
+        self.config = config
+        self.providers.update(providers)
+        self._router = None
+        self._plans.clear()
+
     def use_journal(self, directory: str | Path) -> None:
         """Record every completed call in ``directory`` (this process's own file) and
         answer a call found there from it, unpaid: what a resumed batch job needs."""

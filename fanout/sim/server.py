@@ -12,7 +12,8 @@ bodies, each at a rate.
 ``GET /v1/models``; ``GET /stats`` gives accepted/limited counts per second
 (``GET /stats/prompts``: calls answered per prompt, with ``record_prompts``);
 ``POST /stats/reset`` clears them and the buckets; ``POST /admin/faults`` with
-``{"error_rate": 0.5, ...}`` changes fault rates while running.
+``{"error_rate": 0.5, ...}`` changes fault rates while running. The Files and Batch
+APIs (``/v1/files``, ``/v1/batches``) are :mod:`fanout.sim._batches`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fanout.errors import MissingExtra, ProviderError
 
@@ -42,10 +44,11 @@ except ImportError as exc:  # one clear error naming the extra, not a deep Impor
         "the provider emulator (fanout.sim.server)", extra="sim", module=exc.name or "starlette"
     ) from None
 from fanout.limits import TokenBucket
+from fanout.sim._batches import BatchEmulator, BatchEmulatorConfig
 from fanout.sim._provider import SimProvider
 from fanout.types import ChatRequest, Message, ToolSpec, estimate_prompt_tokens
 
-__all__ = ["EmulatorConfig", "EmulatorServer", "build_app"]
+__all__ = ["BatchEmulatorConfig", "EmulatorConfig", "EmulatorServer", "build_app"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,7 @@ class EmulatorConfig:
     api_key: str | None = None  # when set, requests must carry it as a bearer token
     seed: int = 0
     record_prompts: bool = False  # count answered calls per prompt (GET /stats/prompts)
+    batch: BatchEmulatorConfig = field(default_factory=BatchEmulatorConfig)  # /v1/batches
 
 
 @dataclass
@@ -254,8 +258,8 @@ class _Emulator:
         unknown = set(changes) - allowed
         if unknown:
             return _error(400, "invalid_request_error", f"unknown fields {sorted(unknown)}")
-        merged = {**dataclasses.asdict(self.config), **{k: float(v) for k, v in changes.items()}}
-        self.config = EmulatorConfig(**merged)
+        rates: dict[str, Any] = {k: float(v) for k, v in changes.items()}
+        self.config = dataclasses.replace(self.config, **rates)
         return JSONResponse({"ok": True})
 
     async def reset_stats(self, request: Request) -> Response:
@@ -340,8 +344,10 @@ def _message(raw: object) -> Message:
 
 def build_app(config: EmulatorConfig) -> Starlette:
     emulator = _Emulator(config)
+    batches = BatchEmulator(config.batch, emulator.sim, _chat_request, api_key=config.api_key)
     app = Starlette(
         routes=[
+            *batches.routes(),
             Route("/v1/chat/completions", emulator.completions, methods=["POST"]),
             Route("/v1/models", emulator.models, methods=["GET"]),
             Route("/stats", emulator.get_stats, methods=["GET"]),
