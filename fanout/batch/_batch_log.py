@@ -27,7 +27,8 @@ from pathlib import Path
 import orjson
 
 from fanout.errors import ConfigError
-from fanout.types import ChatResponse, ToolCall, Usage
+from fanout.run import response_entry, response_from
+from fanout.types import ChatResponse
 
 __all__ = ["BATCHES_DIR", "BatchLog", "LoggedBatch", "key_of"]
 
@@ -127,19 +128,7 @@ class BatchLog:
         with path.open("rb") as lines:
             for line in lines:
                 entry = orjson.loads(line)
-                usage = entry["usage"]
-                yield (
-                    entry["id"],
-                    ChatResponse(
-                        content=entry["content"],
-                        usage=Usage(int(usage[0]), int(usage[1])),
-                        finish_reason=str(entry["finish_reason"]),
-                        tool_calls=tuple(
-                            ToolCall(str(i), str(n), str(a)) for i, n, a in entry["tool_calls"]
-                        ),
-                        model=str(entry["model"]),
-                    ),
-                )
+                yield entry["id"], response_from(entry)
 
     # -- writing -------------------------------------------------------------------
 
@@ -178,17 +167,7 @@ class BatchLog:
     ) -> None:
         """Save the batch's answered lines, then mark it ended."""
         body = b"".join(
-            orjson.dumps(
-                {
-                    "id": custom_id,
-                    "content": r.content,
-                    "finish_reason": r.finish_reason,
-                    "tool_calls": [[c.id, c.name, c.arguments] for c in r.tool_calls],
-                    "model": r.model,
-                    "usage": [r.usage.input_tokens, r.usage.output_tokens],
-                },
-                option=orjson.OPT_APPEND_NEWLINE,
-            )
+            orjson.dumps({"id": custom_id, **response_entry(r)}, option=orjson.OPT_APPEND_NEWLINE)
             for custom_id, r in answers
         )
         _write_whole(self._answers_path(label), body)

@@ -43,6 +43,9 @@ _log = logging.getLogger(__name__)
 CALLS_DIR = "calls"
 """The job's call journal, under its output directory."""
 
+BATCH_WINDOW = 10_000
+"""Records in flight by default in batch mode: their calls fill the waves of batches."""
+
 
 def _check_options(
     max_in_flight: int,
@@ -85,7 +88,7 @@ async def run_file(
     output_dir: str | Path,
     *,
     key: str | None = None,
-    max_in_flight: int = 64,
+    max_in_flight: int | None = None,
     resume: bool | None = None,
     force_rerun_changed: bool = False,
     budget_usd: float | None = None,
@@ -102,6 +105,9 @@ async def run_file(
     detach: bool = False,
 ) -> JobStats:
     """Run ``dag`` once per record of ``input_path``; a row each in ``output_dir/results/``.
+
+    ``max_in_flight``: records in progress at once (default 64; in batch mode
+    10,000, the records whose calls fill one wave of batches).
 
     ``key``: the column that identifies a record (else a hash of its content).
     ``resume``: ``None`` resumes when ``output_dir`` holds an earlier run of the same
@@ -132,12 +138,14 @@ async def run_file(
     already finished are published; records still running have no row (a resume
     runs them, answering their completed calls from the journal).
     """
+    batching = provider_batch or any(m.batch.enabled for m in engine.config.models.values())
+    if max_in_flight is None:
+        max_in_flight = BATCH_WINDOW if batching else 64
     _check_options(max_in_flight, budget_usd, budget_tokens, deadline_s)
     plan = engine.validate(dag)
     output = Path(output_dir)
     _check_not_inside(input_path, output)
     reviewed = needs_review(plan)
-    batching = provider_batch or any(m.batch.enabled for m in engine.config.models.values())
     if batching and not isinstance(engine, Engine):
         raise ConfigError("batch mode (--provider-batch) runs on the local engine; drop --ray")
     if (detach or online_fallback) and not batching:

@@ -1,8 +1,15 @@
 """The async executor of DAG instances, and the ``Engine`` that owns providers and models."""
 
+from fanout.run._cache import ResponseCache
 from fanout.run._context import MapOffload
 from fanout.run._engine import Engine, check_inputs
-from fanout.run._journal import CallJournal, call_key, compact_journal
+from fanout.run._journal import (
+    CallJournal,
+    call_key,
+    compact_journal,
+    response_entry,
+    response_from,
+)
 from fanout.run._result import NodeResult, RunResult
 from fanout.run._review import needs_review
 
@@ -11,9 +18,12 @@ __all__ = [
     "Engine",
     "MapOffload",
     "NodeResult",
+    "ResponseCache",
     "RunResult",
     "call_key",
     "check_inputs",
     "compact_journal",
     "needs_review",
+    "response_entry",
+    "response_from",
 ]

@@ -24,6 +24,7 @@ from fanout.errors import (
 from fanout.limits import Limiter
 from fanout.providers import BatchingProvider, Provider
 from fanout.retry import CircuitBreaker, HedgePolicy, RetryPolicy
+from fanout.run._cache import ResponseCache
 from fanout.run._escalation import EscalationSink
 from fanout.run._journal import CallJournal, call_key
 from fanout.run._tools import CpuRunner
@@ -240,6 +241,7 @@ class RunContext:
 
     __slots__ = (
         "budget",
+        "cache",
         "clock",
         "cpu_runner",
         "dag_name",
@@ -276,7 +278,9 @@ class RunContext:
         map_offload: MapOffload | None = None,
         interactive: bool = False,
         on_node: Callable[[NodeResult], None] | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
+        self.cache = cache  # replies shared across jobs and services, by call key
         self.interactive = interactive  # queue ahead of batch work at the limiters
         self.on_node = on_node  # told of each node as it finishes (a service streams them)
         self.map_offload = map_offload
@@ -298,21 +302,30 @@ class RunContext:
         self, route: ModelRoute, request: ChatRequest, stats: NodeStats, site: CallSite | None
     ) -> ChatResponse:
         """One logical call; with a journal, a call completed before (by a worker that
-        died, by an earlier run of the job) is answered from it and not paid again."""
-        journal = self.journal
-        if journal is None:
+        died, by an earlier run of the job) is answered from it and not paid again; with
+        a cache, a call any job or service made before is answered from it, unpaid."""
+        journal, cache = self.journal, self.cache
+        if cache is not None and not cache.cacheable(request):
+            cache = None
+        if journal is None and cache is None:
             return await self._call(route, request, stats, site)
         key = call_key(route.config.provider, request)
-        done = journal.get(key)
+        done = cache.get(key) if cache is not None else None
+        hit = done is not None
+        if done is None and journal is not None:
+            done = journal.get(key)
         if done is not None:
             if self.tracer is not None and site is not None:  # every step leaves a row
                 self.tracer.replayed(
                     site, self.dag_name, self.record_key, route.alias, route.config.provider,
-                    request, done, self.clock.now(), self.budget,
+                    request, done, self.clock.now(), self.budget, cache_hit=hit,
                 )  # fmt: skip
             return done
         response = await self._call(route, request, stats, site)
-        journal.put(key, response, record=self.record_key)
+        if journal is not None:
+            journal.put(key, response, record=self.record_key)
+        if cache is not None:
+            cache.put(key, response)
         return response
 
     async def _call(

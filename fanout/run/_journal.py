@@ -35,7 +35,7 @@ import orjson
 from fanout.errors import ConfigError
 from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
 
-__all__ = ["CallJournal", "call_key", "compact_journal"]
+__all__ = ["CallJournal", "call_key", "compact_journal", "response_entry", "response_from"]
 
 _log = logging.getLogger(__name__)
 
@@ -56,6 +56,31 @@ def call_key(provider: str, request: ChatRequest) -> str:
     # that differed by order would only cost a journal miss, never a wrong answer.
     text = orjson.dumps(identity, default=str, option=orjson.OPT_NON_STR_KEYS)
     return hashlib.sha256(text).hexdigest()
+
+
+def response_entry(response: ChatResponse) -> dict[str, object]:
+    """A reply as a JSON-able dict (the journal's, the batch log's and the cache's lines)."""
+    return {
+        "content": response.content,
+        "finish_reason": response.finish_reason,
+        "tool_calls": [[c.id, c.name, c.arguments] for c in response.tool_calls],
+        "model": response.model,
+        "usage": [response.usage.input_tokens, response.usage.output_tokens],
+    }
+
+
+def response_from(entry: dict[str, object]) -> ChatResponse:
+    """The reply :func:`response_entry` wrote; raises ``KeyError``/``TypeError``/``ValueError``
+    on an entry that is not one."""
+    usage = entry["usage"]
+    calls = entry["tool_calls"]
+    return ChatResponse(
+        content=entry["content"],  # type: ignore[arg-type]
+        usage=Usage(int(usage[0]), int(usage[1])),  # type: ignore[index]
+        finish_reason=str(entry["finish_reason"]),
+        tool_calls=tuple(ToolCall(str(i), str(n), str(a)) for i, n, a in calls),  # type: ignore[attr-defined]
+        model=str(entry["model"]),
+    )
 
 
 class CallJournal:
@@ -110,15 +135,7 @@ class CallJournal:
             return
         if self._fd is None:  # held open, appended per call
             self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        entry = {
-            "key": key,
-            "record": record,
-            "content": response.content,
-            "finish_reason": response.finish_reason,
-            "tool_calls": [[c.id, c.name, c.arguments] for c in response.tool_calls],
-            "model": response.model,
-            "usage": [response.usage.input_tokens, response.usage.output_tokens],
-        }
+        entry = {"key": key, "record": record, **response_entry(response)}
         # one write per call, unbuffered: a killed process loses no call it finished
         os.write(self._fd, orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
 
@@ -254,14 +271,7 @@ def _parse(line: str | bytes) -> tuple[str | None, str, ChatResponse] | None:
     """One journal line, or ``None`` for a torn or foreign one (a killed writer's last)."""
     try:
         entry = orjson.loads(line)
-        usage = entry["usage"]
-        response = ChatResponse(
-            content=entry["content"],
-            usage=Usage(int(usage[0]), int(usage[1])),
-            finish_reason=str(entry["finish_reason"]),
-            tool_calls=tuple(ToolCall(str(i), str(n), str(a)) for i, n, a in entry["tool_calls"]),
-            model=str(entry["model"]),
-        )
+        response = response_from(entry)
         record = entry.get("record")
         return (str(record) if record is not None else None), str(entry["key"]), response
     except (ValueError, KeyError, TypeError, IndexError, AttributeError):

@@ -21,7 +21,7 @@ from fanout.clock import Clock
 from fanout.dag import render_value
 from fanout.errors import ProviderError
 from fanout.trace import ContentPolicy, Span, new_span
-from fanout.types import ChatRequest, ChatResponse
+from fanout.types import BatchRef, ChatRequest, ChatResponse
 
 __all__ = ["CallSite", "SpanSink", "Tracer"]
 
@@ -89,6 +89,7 @@ class Tracer:
         budget: Budget,
         hedged: bool = False,
         replayed: bool = False,
+        cache_hit: bool = False,
     ) -> None:
         span = self._attempt_span(
             site,
@@ -110,12 +111,18 @@ class Tracer:
         )
         if hedged:
             span.hedged = True
+        batch = response.batch if response is not None else getattr(error, "batch", None)
+        if isinstance(batch, BatchRef):
+            span.batch_id = batch.batch_id
+            span.batch_submitted_at = batch.submitted_at
+            span.batch_completed_at = batch.completed_at
         output = None
         if response is not None:
             span.response_model = response.model or None
             span.finish_reason = response.finish_reason
-            if replayed:  # paid for, and counted, on the row of the call that made it
-                span.replayed = True
+            if replayed or cache_hit:  # paid for, and counted, on the row of the call that made it
+                span.replayed = True if replayed else None
+                span.cache_hit = True if cache_hit else None
                 span.input_tokens = span.output_tokens = 0
                 span.cost_usd = 0.0
             else:
@@ -145,14 +152,18 @@ class Tracer:
         response: ChatResponse,
         at: float,
         budget: Budget,
+        *,
+        cache_hit: bool = False,
     ) -> None:
-        """A call answered from the call journal: an attempt row marked ``replayed``,
-        taking no time, with no tokens or cost (the call's own row has them)."""
+        """A call answered from the call journal (or, ``cache_hit``, the response cache):
+        an attempt row marked ``replayed`` (``cache_hit``), taking no time, with no tokens
+        or cost (the call's own row has them)."""
         self.attempt(
             site, dag_name=dag_name, record_key=record_key, attempt=1,
             model_alias=model_alias, provider=provider, request=request, response=response,
             error=None, start=at, end=at, limiter_wait_s=0.0, backoff_s=0.0,
-            estimated_input_tokens=0, cost_usd=0.0, budget=budget, replayed=True,
+            estimated_input_tokens=0, cost_usd=0.0, budget=budget, replayed=not cache_hit,
+            cache_hit=cache_hit,
         )  # fmt: skip
 
     def tool(

@@ -65,6 +65,12 @@ class Span:
     # True: answered from the call journal, not the provider (an earlier process made and
     # paid for the call; its tokens and cost are on that attempt's row, so here 0)
     replayed: bool | None = None
+    # True: answered from the response cache (--cache), at zero cost and no provider call
+    cache_hit: bool | None = None
+    # batch mode: the provider batch that answered (or failed) the call, and its times
+    batch_id: str | None = None
+    batch_submitted_at: float | None = None
+    batch_completed_at: float | None = None
     # GenAI
     provider: str | None = None
     request_model: str | None = None
@@ -120,6 +126,9 @@ _TYPES: dict[str, pa.DataType] = {
     "retryable": pa.bool_(),
     "hedged": pa.bool_(),
     "replayed": pa.bool_(),
+    "cache_hit": pa.bool_(),
+    "batch_submitted_at": _TS,
+    "batch_completed_at": _TS,
     "input_tokens": _INT,
     "output_tokens": _INT,
     "estimated_input_tokens": _INT,
