@@ -21,7 +21,7 @@ from fanout.errors import (
     ProviderTimeout,
     RateLimited,
 )
-from fanout.limits import Limiter
+from fanout.limits import Limiter, Permit
 from fanout.providers import BatchingProvider, Provider
 from fanout.retry import CircuitBreaker, HedgePolicy, RetryPolicy
 from fanout.run._cache import ResponseCache
@@ -152,6 +152,15 @@ class Router:
 _NEVER = 2**62  # failures before a batch route's circuit opens: a line's failure is its own
 
 
+class _Unpaced(Limiter):
+    """A batch route's limiter: every call passes at once (a limiter's start-up window
+    would hold all but a few until the first answer, hours away); the Batch API's own
+    limits (requests and bytes per batch, enqueued tokens) are the batching client's."""
+
+    async def acquire(self, tokens: int = 0, *, interactive: bool = False) -> Permit:
+        return self._grant(tokens, self.clock.now(), 0.0)
+
+
 def _batch_route(
     online: ModelRoute, provider: Provider, clock: Clock, max_attempts: int, discount: float
 ) -> ModelRoute:
@@ -163,7 +172,7 @@ def _batch_route(
         provider,
         online.config.batch_priced(discount),
         _BATCH_TIMEOUT_S,
-        Limiter(clock=clock, name=f"{online.limiter.name}@batch", adaptive=False),
+        _Unpaced(clock=clock, name=f"{online.limiter.name}@batch", adaptive=False),
         CircuitBreaker(clock, failure_threshold=_NEVER),
         RetryPolicy(
             max_attempts=max_attempts,

@@ -38,6 +38,10 @@ from fanout.types import ChatRequest, ChatResponse, estimate_prompt_tokens
 __all__ = ["BatchEmulator", "BatchEmulatorConfig"]
 
 ENDPOINTS = ("/v1/chat/completions",)
+_COUNTERS = (
+    "files_created", "batches_created", "lines_completed", "lines_failed", "lines_expired",
+    "billed_input_tokens", "billed_output_tokens",
+)  # fmt: skip
 _ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 _LINE_TIMEOUT_S = 1.0  # a hung line ([sim:timeout]) fails after this, not an hour
 
@@ -166,7 +170,7 @@ class BatchEmulator:
         self.rng = random.Random(config.seed)
         self.files: dict[str, _File] = {}
         self.batches: dict[str, _Batch] = {}
-        self.stats: Counter[str] = Counter()
+        self.stats: Counter[str] = Counter(dict.fromkeys(_COUNTERS, 0))
         self.requests: Counter[str] = Counter()  # submissions per request body
         self._lock = asyncio.Lock()  # one batch advances at a time (its lines are computed once)
 
@@ -193,12 +197,16 @@ class BatchEmulator:
             form = await request.form(max_part_size=self.config.max_bytes + 1)
         except Exception as exc:  # a body that is not multipart/form-data
             return _error(400, "invalid_request_error", f"expected multipart/form-data: {exc}")
-        upload, purpose = form.get("file"), form.get("purpose")
-        if upload is None or isinstance(upload, str):
-            return _error(400, "invalid_request_error", "missing required parameter: 'file'")
-        if purpose not in ("batch", "fine-tune", "assistants", "vision", "user_data", "evals"):
-            return _error(400, "invalid_request_error", f"invalid purpose {purpose!r}")
-        data = await upload.read()
+        try:
+            upload, purpose = form.get("file"), form.get("purpose")
+            if upload is None or isinstance(upload, str):
+                return _error(400, "invalid_request_error", "missing required parameter: 'file'")
+            if purpose not in ("batch", "fine-tune", "assistants", "vision", "user_data", "evals"):
+                return _error(400, "invalid_request_error", f"invalid purpose {purpose!r}")
+            data = await upload.read()
+            filename = upload.filename or "upload.jsonl"
+        finally:
+            await form.close()  # its spooled temporary files
         if purpose == "batch" and len(data) > self.config.max_bytes:
             return _error(
                 400,
@@ -206,9 +214,7 @@ class BatchEmulator:
                 f"file of {len(data)} bytes exceeds the {self.config.max_bytes} bytes allowed "
                 "for batch input",
             )
-        file = _File(
-            _new_id("file-"), upload.filename or "upload.jsonl", purpose, data, int(time.time())
-        )
+        file = _File(_new_id("file-"), filename, str(purpose), data, int(time.time()))
         self.files[file.id] = file
         self.stats["files_created"] += 1
         return JSONResponse(file.view())
