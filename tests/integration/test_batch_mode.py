@@ -22,10 +22,11 @@ from fanout.sim.server import BatchEmulatorConfig, EmulatorConfig
 
 def two_step() -> DAG:
     dag = DAG("two_step")
-    text = dag.input("text")
+    dag.input("text")
     summary = dag.llm("fast", "Summarize: {text}", max_tokens=20, name="summary")
-    label = dag.llm("fast", "Classify the sentiment of: {summary}", summary=summary,
-                    max_tokens=5, name="label")  # fmt: skip
+    label = dag.llm(
+        "fast", "Classify the sentiment of: {summary}", summary=summary, max_tokens=5, name="label"
+    )
     dag.output(summary=summary, label=label)
     return dag
 
@@ -71,8 +72,9 @@ async def test_batch_mode_gives_the_rows_of_online_mode_at_the_batch_price(
     assert emulator.batch_stats()["batches_created"] == 0
     sink = ListSink()
     async with Engine(batch_config(emulator.base_url), traces=sink) as engine:
-        batched = await run_file(engine, two_step(), source, tmp_path / "batch", key="id",
-                                 max_in_flight=n)  # fmt: skip
+        batched = await run_file(
+            engine, two_step(), source, tmp_path / "batch", key="id", max_in_flight=n
+        )
     columns = ("key", "status", "output_summary", "output_label", "input_tokens", "output_tokens")
     expected = [{c: r[c] for c in columns} for r in rows(tmp_path / "online")]
     assert [{c: r[c] for c in columns} for r in rows(tmp_path / "batch")] == expected
@@ -127,11 +129,11 @@ async def test_a_line_still_failing_goes_online_with_online_fallback(
     sink = ListSink()
     config = batch_config(emulator.base_url, max_attempts=1)
     async with Engine(config, traces=sink) as engine:
-        await run_file(engine, one_step(), source, tmp_path / "out", key="id",
-                       online_fallback=True)  # fmt: skip
+        await run_file(engine, one_step(), source, tmp_path / "out", key="id", online_fallback=True)
     assert rows(tmp_path / "out")[0]["status"] == "ok"
-    attempts = sorted((s for s in sink.spans if s.record_type == "attempt"),
-                      key=lambda s: s.fallback_index or 0)  # fmt: skip
+    attempts = sorted(
+        (s for s in sink.spans if s.record_type == "attempt"), key=lambda s: s.fallback_index or 0
+    )
     assert [(s.fallback_index, s.status, bool(s.batch_id)) for s in attempts] == [
         (0, "error", True),  # the batch line failed...
         (1, "ok", False),  # ... and the same model answered online
@@ -221,8 +223,9 @@ async def test_a_submit_whose_answer_was_lost_is_found_not_repeated(
         ChatRequest("sim-small", [{"role": "user", "content": f"Summarize: note {i}"}], 20)
         for i in range(2)
     ]
-    payload = b"".join(api.encode(f"{call_key('emu', r)[:48]}-x{i}", r)
-                       for i, r in enumerate(requests))  # fmt: skip
+    payload = b"".join(
+        api.encode(f"{call_key('emu', r)[:48]}-x{i}", r) for i, r in enumerate(requests)
+    )
     log.open_batch("lost", "sim-small", payload, 2, 20, time.time())
     await api.submit(payload, label="lost")
     log.close()
@@ -243,8 +246,12 @@ async def test_batch_mode_needs_a_provider_with_a_batch_api(tmp_path: Path) -> N
             await run_file(engine, one_step(), source, tmp_path / "out", provider_batch=True)
         with pytest.raises(ConfigError, match="apply to batch mode"):
             await run_file(engine, one_step(), source, tmp_path / "out", detach=True)
-    sim = parse_config({"providers": {"sim": {"kind": "sim"}}, "models": {
-        "fast": {"provider": "sim", "model": "m", "batch": {"enabled": True}}}})  # fmt: skip
+    sim = parse_config(
+        {
+            "providers": {"sim": {"kind": "sim"}},
+            "models": {"fast": {"provider": "sim", "model": "m", "batch": {"enabled": True}}},
+        }
+    )
     async with Engine(sim) as engine:
         with pytest.raises(ConfigError, match="has no Batch API"):
             await run_file(engine, one_step(), source, tmp_path / "out2")

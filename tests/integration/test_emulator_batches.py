@@ -81,10 +81,22 @@ def test_the_wire_shapes_are_openais(emulator: EmulatorServer) -> None:
 
 
 def _check_wire_shapes(client: httpx.Client) -> None:
-    line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]}}  # fmt: skip
-    bad = {**line, "custom_id": "b", "body": {**line["body"], "messages": [  # type: ignore[dict-item]
-        {"role": "user", "content": "hi [sim:fail]"}]}}  # fmt: skip
+    line = {
+        "custom_id": "a",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]},
+    }
+    bad = {
+        **line,
+        "custom_id": "b",
+        "body": {
+            **line["body"],
+            "messages": [  # type: ignore[dict-item]
+                {"role": "user", "content": "hi [sim:fail]"}
+            ],
+        },
+    }
     data = (json.dumps(line) + "\n" + json.dumps(bad) + "\n").encode()
     file = client.post("/files", files={"file": ("in.jsonl", data)}, data={"purpose": "batch"})
     assert file.status_code == 200
@@ -92,13 +104,35 @@ def _check_wire_shapes(client: httpx.Client) -> None:
     assert file.json()["object"] == "file" and file.json()["bytes"] == len(data)
     created = client.post(
         "/batches",
-        json={"input_file_id": file.json()["id"], "endpoint": "/v1/chat/completions",
-              "completion_window": "24h", "metadata": {"k": "v"}},
-    ).json()  # fmt: skip
-    fields = {"id", "object", "endpoint", "errors", "input_file_id", "completion_window",
-              "status", "output_file_id", "error_file_id", "created_at", "in_progress_at",
-              "expires_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
-              "cancelling_at", "cancelled_at", "request_counts", "metadata"}  # fmt: skip
+        json={
+            "input_file_id": file.json()["id"],
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+            "metadata": {"k": "v"},
+        },
+    ).json()
+    fields = {
+        "id",
+        "object",
+        "endpoint",
+        "errors",
+        "input_file_id",
+        "completion_window",
+        "status",
+        "output_file_id",
+        "error_file_id",
+        "created_at",
+        "in_progress_at",
+        "expires_at",
+        "finalizing_at",
+        "completed_at",
+        "failed_at",
+        "expired_at",
+        "cancelling_at",
+        "cancelled_at",
+        "request_counts",
+        "metadata",
+    }
     assert fields <= set(created)
     assert created["object"] == "batch" and created["status"] == "validating"
     assert created["metadata"] == {"k": "v"}
@@ -120,8 +154,17 @@ def _check_wire_shapes(client: httpx.Client) -> None:
     page = client.get("/batches", params={"limit": 1}).json()
     assert page["object"] == "list" and page["data"][0]["id"] == created["id"]
     assert client.get("/batches/batch_nope").status_code == 404
-    assert client.post("/batches", json={"input_file_id": file.json()["id"],
-                       "endpoint": "/v1/embeddings", "completion_window": "24h"}).status_code == 400  # fmt: skip
+    assert (
+        client.post(
+            "/batches",
+            json={
+                "input_file_id": file.json()["id"],
+                "endpoint": "/v1/embeddings",
+                "completion_window": "24h",
+            },
+        ).status_code
+        == 400
+    )
 
 
 async def test_failed_lines_come_back_as_errors_the_engine_retries(

@@ -70,3 +70,16 @@ def test_without_a_total_there_is_no_bar_and_no_eta() -> None:
     head, bar, tail = ProgressLine(snapshot(total=None)).fit(160)
     assert (head, bar) == ("records 1,195", 0)
     assert "eta -" in tail
+
+
+def test_batch_mode_shows_batches_by_state_and_lines_answered() -> None:
+    from fanout.batch._batching import BatchStats
+
+    batches = BatchStats({"in_progress": 2, "completed": 1}, 40_000, 100_000, 1_234)
+    plain = ProgressLine(snapshot(batches=batches)).plain()
+    assert "batches 1 completed 2 in_progress" in plain
+    assert "lines 40,000/100,000" in plain
+    assert "queued 1,234" in plain
+    wide = render(ProgressLine(snapshot(batches=batches)), 200)
+    assert "batches 1 completed 2 in_progress" in wide
+    assert "batches" not in ProgressLine(snapshot()).plain()
