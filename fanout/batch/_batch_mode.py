@@ -15,8 +15,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from fanout.batch._batch_lines import BatchStats
 from fanout.batch._batch_log import BATCHES_DIR, BatchLog
-from fanout.batch._batching import BatchClient, BatchStats
+from fanout.batch._batching import BatchClient
 from fanout.config import Config, OpenAIProviderConfig
 from fanout.errors import ConfigError
 from fanout.providers import BatchAPI, OpenAIBatchAPI, Provider

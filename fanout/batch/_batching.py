@@ -22,18 +22,17 @@ waits, it never fails the calls.
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
 import logging
 import os
 from collections import Counter, deque
 from collections.abc import Mapping
-from dataclasses import dataclass
 
+from fanout.batch._batch_lines import BatchStats, Line, Sent, copy_error, not_run
 from fanout.batch._batch_log import KEY_CHARS, BatchLog, key_of
 from fanout.clock import Cancellable, Clock
 from fanout.config import BatchProviderConfig
-from fanout.errors import ProviderError, ProviderHTTPError, ProviderTimeout
+from fanout.errors import ProviderError
 from fanout.providers import BatchAPI, BatchStatus, Provider
 from fanout.run import call_key
 from fanout.types import BatchRef, ChatRequest, ChatResponse, estimate_prompt_tokens
@@ -44,59 +43,6 @@ _log = logging.getLogger(__name__)
 
 _FIND_MARGIN_S = 300.0  # a batch's created_at may precede the log's "open" by clock skew
 _OUTAGE_MAX_S = 60.0  # back-off cap while the Batch API itself fails (waits, never fails)
-
-
-@dataclass(frozen=True, slots=True)
-class BatchStats:
-    """What the progress line shows of batch mode: batches by state (``buffered`` calls
-    wait for a batch to be cut), and lines answered of those submitted."""
-
-    batches: Mapping[str, int]
-    lines_answered: int
-    lines_submitted: int
-    buffered: int
-
-
-class _Line:
-    """One request in (or on its way to) a batch."""
-
-    __slots__ = ("answer", "custom_id", "future", "label", "model", "payload", "ref", "tokens")
-
-    def __init__(self, custom_id: str, model: str, payload: bytes | None, tokens: int) -> None:
-        self.custom_id = custom_id
-        self.model = model
-        self.payload = payload  # None for a line an earlier run submitted
-        self.tokens = tokens
-        self.label: str | None = None  # the batch it was cut into
-        self.future: asyncio.Future[ChatResponse] | None = None  # the call waiting for it
-        self.answer: ChatResponse | None = None  # answered, waiting to be claimed
-        self.ref: BatchRef | None = None
-
-
-class _Sent:
-    """A submitted batch until it ends."""
-
-    __slots__ = (
-        "batch_id",
-        "interval_s",
-        "label",
-        "lines",
-        "model",
-        "next_poll",
-        "polled",
-        "status",
-        "submitted_at",
-        "tokens",
-    )
-
-    def __init__(self, label: str, model: str, lines: list[_Line], tokens: int) -> None:
-        self.label, self.model, self.lines, self.tokens = label, model, lines, tokens
-        self.batch_id = ""
-        self.submitted_at: float | None = None  # epoch s
-        self.status: BatchStatus | None = None
-        self.next_poll = 0.0
-        self.interval_s = 0.0
-        self.polled = False  # polled since it was submitted (a detached run waits for that)
 
 
 class BatchClient:
@@ -127,11 +73,11 @@ class BatchClient:
         self.max_bytes = min(settings.max_bytes or api.max_bytes, api.max_bytes)
         self._limits = dict(enqueued_tokens or {})
         self._enqueued: Counter[str] = Counter()
-        self._buffers: dict[str, deque[_Line]] = {}
+        self._buffers: dict[str, deque[Line]] = {}
         self._buffer_bytes: Counter[str] = Counter()
         self._first_at: dict[str, float] = {}
-        self._outstanding: dict[str, _Sent] = {}
-        self._claimable: dict[str, list[_Line]] = {}
+        self._outstanding: dict[str, Sent] = {}
+        self._claimable: dict[str, list[Line]] = {}
         self._ended: Counter[str] = Counter()
         self._answered = self._submitted_lines = 0
         self._tag = os.urandom(3).hex()
@@ -208,16 +154,16 @@ class BatchClient:
 
     # -- lines ---------------------------------------------------------------------
 
-    def _new_line(self, key: str, request: ChatRequest) -> _Line:
+    def _new_line(self, key: str, request: ChatRequest) -> Line:
         self._seq += 1
         custom_id = f"{key}-{self._tag}{self._seq:x}"
         payload = self.api.encode(custom_id, request)
         tokens = estimate_prompt_tokens(request.messages, request.tools)
-        line = _Line(custom_id, request.model, payload, tokens)
+        line = Line(custom_id, request.model, payload, tokens)
         self._buffer(line, front=False)
         return line
 
-    def _buffer(self, line: _Line, *, front: bool) -> None:
+    def _buffer(self, line: Line, *, front: bool) -> None:
         buffer = self._buffers.setdefault(line.model, deque())
         if not buffer:
             self._first_at[line.model] = self.clock.now()
@@ -232,7 +178,7 @@ class BatchClient:
         if full or len(buffer) == 1:
             self._wake_pump.set()
 
-    def _claim(self, key: str) -> _Line | None:
+    def _claim(self, key: str) -> Line | None:
         """A line for this call that no call waits for: an earlier run's, or one a
         cancelled call left in a batch."""
         lines = self._claimable.get(key)
@@ -245,7 +191,7 @@ class BatchClient:
         self._claimable.pop(key, None)
         return None
 
-    def _abandon(self, line: _Line) -> None:
+    def _abandon(self, line: Line) -> None:
         """The call waiting for ``line`` was cancelled: unsent, it is dropped; sent, its
         answer is kept for whichever call asks the same (this run or a later one)."""
         line.future = None
@@ -257,7 +203,7 @@ class BatchClient:
             return
         self._claimable.setdefault(key_of(line.custom_id), []).append(line)
 
-    def _delivered(self, line: _Line, response: ChatResponse) -> ChatResponse:
+    def _delivered(self, line: Line, response: ChatResponse) -> ChatResponse:
         self.log.deliver(line.custom_id)
         return dataclasses.replace(response, batch=line.ref)
 
@@ -274,23 +220,23 @@ class BatchClient:
             loop.create_task(self._poller(), name="fanout-batch-poller"),
         ]
 
-    def _resume(self) -> list[tuple[_Sent, float]]:
+    def _resume(self) -> list[tuple[Sent, float]]:
         """Take over the batches of earlier runs; returns those a kill left unsubmitted
         (or submitted without the answer saying so), with when they were opened."""
         delivered = self.log.delivered()
-        unsent: list[tuple[_Sent, float]] = []
+        unsent: list[tuple[Sent, float]] = []
         for logged in self.log.batches().values():
             if logged.ended:
                 self._ended[str(logged.state)] += 1
                 ref = BatchRef(logged.batch_id or "", logged.submitted_at, logged.ended_at)
                 for custom_id, answer in self.log.answers(logged.label):
                     if custom_id not in delivered:
-                        line = _Line(custom_id, logged.model, None, 0)
+                        line = Line(custom_id, logged.model, None, 0)
                         line.answer, line.label, line.ref = answer, logged.label, ref
                         self._claimable.setdefault(key_of(custom_id), []).append(line)
                 continue
-            lines = [_Line(c, logged.model, None, 0) for c in logged.custom_ids]
-            sent = _Sent(logged.label, logged.model, lines, logged.tokens)
+            lines = [Line(c, logged.model, None, 0) for c in logged.custom_ids]
+            sent = Sent(logged.label, logged.model, lines, logged.tokens)
             for line in lines:
                 line.label = logged.label
                 self._claimable.setdefault(key_of(line.custom_id), []).append(line)
@@ -306,7 +252,7 @@ class BatchClient:
 
     # -- cutting and submitting -------------------------------------------------------
 
-    async def _pump(self, unsent: list[tuple[_Sent, float]]) -> None:
+    async def _pump(self, unsent: list[tuple[Sent, float]]) -> None:
         for sent, opened_at in unsent:  # a kill cut their submit short: find, else submit
             payload = self.log.payload_path(sent.label).read_bytes()
             await self._submit(sent, payload, opened_at=opened_at, uncertain=True)
@@ -353,11 +299,11 @@ class BatchClient:
                 if buffer:
                     self._first_at[model] = now
 
-    def _cut(self, model: str, buffer: deque[_Line]) -> list[_Line]:
+    def _cut(self, model: str, buffer: deque[Line]) -> list[Line]:
         """The lines of the next batch of ``model``: the API's limits, and its room."""
         limit = self._limits.get(model)
         room = None if limit is None else limit - self._enqueued[model]
-        lines: list[_Line] = []
+        lines: list[Line] = []
         size = tokens = 0
         while buffer and len(lines) < self.max_requests:
             line = buffer[0]
@@ -377,7 +323,7 @@ class BatchClient:
         self._buffer_bytes[model] -= size
         return lines
 
-    async def _send(self, model: str, lines: list[_Line]) -> None:
+    async def _send(self, model: str, lines: list[Line]) -> None:
         self._seq += 1
         label = f"b{self._tag}{self._seq:06x}"
         payload = b"".join(line.payload or b"" for line in lines)
@@ -386,14 +332,14 @@ class BatchClient:
         self.log.open_batch(label, model, payload, len(lines), tokens, opened_at)
         for line in lines:
             line.label = label
-        sent = _Sent(label, model, lines, tokens)
+        sent = Sent(label, model, lines, tokens)
         self._enqueued[model] += tokens
         self._submitted_lines += len(lines)
         self._submitting += 1
         await self._submit(sent, payload, opened_at=opened_at)
 
     async def _submit(
-        self, sent: _Sent, payload: bytes, *, opened_at: float, uncertain: bool = False
+        self, sent: Sent, payload: bytes, *, opened_at: float, uncertain: bool = False
     ) -> None:
         """Submit once: after a failure that may have created it, look for it first."""
         wait_s = self.settings.poll_initial_s
@@ -430,13 +376,13 @@ class BatchClient:
         finally:
             self._submitting -= 1
 
-    def _refused(self, sent: _Sent, error: ProviderError) -> None:
+    def _refused(self, sent: Sent, error: ProviderError) -> None:
         """The API refused the batch (a bad key, a payload it will not take): its calls fail."""
         self.log.ended(sent.label, "failed", None, [], error_code="refused")
         self._ended["failed"] += 1
         self._enqueued[sent.model] -= sent.tokens
         for line in sent.lines:
-            self._fail(line, _copy(error))
+            self._fail(line, copy_error(error))
 
     # -- polling and answers ----------------------------------------------------------
 
@@ -460,7 +406,7 @@ class BatchClient:
                 timer.cancel()
                 timer = None
 
-    async def _poll(self, sent: _Sent) -> None:
+    async def _poll(self, sent: Sent) -> None:
         try:
             status = await self.api.poll(sent.batch_id)
         except ProviderError as exc:  # the Batch API is out: wait, never fail the calls
@@ -479,7 +425,7 @@ class BatchClient:
         sent.interval_s = min(2 * sent.interval_s, self.settings.poll_max_s)
         sent.next_poll = self.clock.now() + sent.interval_s
 
-    async def _collect(self, sent: _Sent, status: BatchStatus) -> None:
+    async def _collect(self, sent: Sent, status: BatchStatus) -> None:
         """An ended batch: its answers saved, then handed to their calls."""
         if status.state == "failed" and status.error_code == "token_limit_exceeded":
             self._requeue(sent)
@@ -503,9 +449,9 @@ class BatchClient:
                 self._answered += 1
                 self._fail(line, result.error)
             else:
-                self._fail(line, _not_run(self.name, sent, status))
+                self._fail(line, not_run(self.name, sent, status))
 
-    def _answer(self, line: _Line, response: ChatResponse) -> None:
+    def _answer(self, line: Line, response: ChatResponse) -> None:
         future = line.future
         if future is not None and not future.done():
             future.set_result(response)
@@ -515,7 +461,7 @@ class BatchClient:
         if line not in lines:  # a cancelled call's line is there already
             lines.append(line)
 
-    def _fail(self, line: _Line, error: ProviderError) -> None:
+    def _fail(self, line: Line, error: ProviderError) -> None:
         error.batch = line.ref
         future = line.future
         if future is not None and not future.done():
@@ -525,7 +471,7 @@ class BatchClient:
         if lines is not None and line in lines:
             lines.remove(line)
 
-    def _requeue(self, sent: _Sent) -> None:
+    def _requeue(self, sent: Sent) -> None:
         """The provider's enqueued-token limit turned the batch away: learn the limit and
         send its calls again, in batches that fit, once earlier ones end."""
         others = self._enqueued[sent.model] - sent.tokens
@@ -548,28 +494,5 @@ class BatchClient:
             if line.future is not None and line.payload is not None:
                 self._buffer(line, front=True)
             else:  # an earlier run's line: its call, when it runs, sends it anew
-                self._fail(line, _not_run(self.name, sent, None))
+                self._fail(line, not_run(self.name, sent, None))
         self._wake_pump.set()
-
-
-def _not_run(name: str, sent: _Sent, status: BatchStatus | None) -> ProviderError:
-    """The error of a line its batch never answered."""
-    if status is not None and status.state == "failed":
-        return ProviderHTTPError(
-            f"{name}: batch {sent.batch_id} failed validation: {status.error_code}: "
-            f"{status.error_message}",
-            provider=name,
-            status_code=400,
-            retryable=False,
-            fallback_ok=True,
-        )
-    state = status.state if status is not None else "turned away"
-    return ProviderTimeout(
-        f"{name}: batch {sent.batch_id} ended {state} before this request ran; it is sent again",
-        provider=name,
-    )
-
-
-def _copy(error: ProviderError) -> ProviderError:
-    """A fresh instance per call (an exception object carries one traceback)."""
-    return copy.copy(error)  # through FanoutError.__reduce__: the same type and attributes

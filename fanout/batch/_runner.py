@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from fanout.batch._batching import BatchStats
+from fanout.batch._batch_lines import BatchStats
 from fanout.batch._manifest import JobState
 from fanout.batch._readers import Record, count_records
 from fanout.batch._review import record_run_id

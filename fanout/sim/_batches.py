@@ -25,23 +25,37 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fanout.errors import ProviderError
+from fanout.sim._batch_objects import (
+    Batch,
+    File,
+    Parsed,
+    Problem,
+    new_id,
+    read_input,
+    result_line,
+)
 from fanout.sim._provider import SimProvider
-from fanout.types import ChatRequest, ChatResponse, estimate_prompt_tokens
+from fanout.types import ChatRequest, ChatResponse
 
 __all__ = ["BatchEmulator", "BatchEmulatorConfig"]
 
 ENDPOINTS = ("/v1/chat/completions",)
 _COUNTERS = (
-    "files_created", "batches_created", "lines_completed", "lines_failed", "lines_expired",
-    "billed_input_tokens", "billed_output_tokens",
-)  # fmt: skip
+    "files_created",
+    "batches_created",
+    "lines_completed",
+    "lines_failed",
+    "lines_expired",
+    "billed_input_tokens",
+    "billed_output_tokens",
+)
 _ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 _LINE_TIMEOUT_S = 1.0  # a hung line ([sim:timeout]) fails after this, not an hour
 
@@ -62,96 +76,6 @@ class BatchEmulatorConfig:
     seed: int = 0
 
 
-@dataclass
-class _File:
-    id: str
-    filename: str
-    purpose: str
-    data: bytes
-    created_at: int
-
-    def view(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "object": "file",
-            "bytes": len(self.data),
-            "created_at": self.created_at,
-            "filename": self.filename,
-            "purpose": self.purpose,
-            "status": "processed",
-            "expires_at": None,
-            "status_details": None,
-        }
-
-
-@dataclass
-class _Line:
-    custom_id: str
-    body: dict[str, object]
-    done: bool = False  # answered (output or error file)
-    result: dict[str, object] | None = None  # the output- or error-file line
-    ok: bool = False
-
-
-@dataclass
-class _Batch:
-    id: str
-    input_file_id: str
-    endpoint: str
-    completion_window: str
-    metadata: dict[str, str] | None
-    created_at: float
-    status: str = "validating"
-    model: str = ""
-    prompt_tokens: int = 0
-    lines: list[_Line] = field(default_factory=list)
-    errors: list[dict[str, object]] | None = None
-    times: dict[str, float] = field(default_factory=dict)
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-
-    def view(self) -> dict[str, object]:
-        done = [line for line in self.lines if line.done]
-        ok = sum(line.ok for line in done)
-        stamp = {name: _int(self.times.get(name)) for name in _STAMPS}
-        return {
-            "id": self.id,
-            "object": "batch",
-            "endpoint": self.endpoint,
-            "model": self.model or None,
-            "errors": {"object": "list", "data": self.errors} if self.errors else None,
-            "input_file_id": self.input_file_id,
-            "completion_window": self.completion_window,
-            "status": self.status,
-            "output_file_id": self.output_file_id,
-            "error_file_id": self.error_file_id,
-            "created_at": int(self.created_at),
-            **stamp,
-            "request_counts": {
-                "total": len(self.lines),
-                "completed": ok,
-                "failed": len(done) - ok,
-            },
-            "metadata": self.metadata,
-        }
-
-
-_STAMPS = (
-    "in_progress_at",
-    "expires_at",
-    "finalizing_at",
-    "completed_at",
-    "failed_at",
-    "expired_at",
-    "cancelling_at",
-    "cancelled_at",
-)
-
-
-def _int(value: float | None) -> int | None:
-    return int(value) if value is not None else None
-
-
 class BatchEmulator:
     """The Files and Batches endpoints over one simulated model (the emulator's own)."""
 
@@ -168,8 +92,8 @@ class BatchEmulator:
         self.parse = parse  # a chat-completions body as a ChatRequest (the emulator's parser)
         self.api_key = api_key
         self.rng = random.Random(config.seed)
-        self.files: dict[str, _File] = {}
-        self.batches: dict[str, _Batch] = {}
+        self.files: dict[str, File] = {}
+        self.batches: dict[str, Batch] = {}
         self.stats: Counter[str] = Counter(dict.fromkeys(_COUNTERS, 0))
         self.requests: Counter[str] = Counter()  # submissions per request body
         self._lock = asyncio.Lock()  # one batch advances at a time (its lines are computed once)
@@ -214,7 +138,7 @@ class BatchEmulator:
                 f"file of {len(data)} bytes exceeds the {self.config.max_bytes} bytes allowed "
                 "for batch input",
             )
-        file = _File(_new_id("file-"), filename, str(purpose), data, int(time.time()))
+        file = File(new_id("file-"), filename, str(purpose), data, int(time.time()))
         self.files[file.id] = file
         self.stats["files_created"] += 1
         return JSONResponse(file.view())
@@ -242,7 +166,7 @@ class BatchEmulator:
             return file
         return Response(file.data, 200, media_type="application/octet-stream")
 
-    def _file(self, request: Request) -> _File | Response:
+    def _file(self, request: Request) -> File | Response:
         if (denied := self._denied(request)) is not None:
             return denied
         file_id = request.path_params["file_id"]
@@ -294,7 +218,7 @@ class BatchEmulator:
                 "metadata: at most 16 pairs, keys up to 64 and values up to 512 chars",
             )
         now = time.time()
-        batch = _Batch(_new_id("batch_"), input_file_id, endpoint, window, metadata, now)
+        batch = Batch(new_id("batch_"), input_file_id, endpoint, window, metadata, now)
         batch.times["expires_at"] = now + self.config.expire_s
         self.batches[batch.id] = batch
         self.stats["batches_created"] += 1
@@ -353,7 +277,7 @@ class BatchEmulator:
             }
         )
 
-    async def _batch(self, request: Request) -> _Batch | Response:
+    async def _batch(self, request: Request) -> Batch | Response:
         if (denied := self._denied(request)) is not None:
             return denied
         batch_id = request.path_params["batch_id"]
@@ -374,7 +298,7 @@ class BatchEmulator:
 
     # -- the lifecycle -------------------------------------------------------------
 
-    async def _advance(self, batch: _Batch, now: float) -> None:
+    async def _advance(self, batch: Batch, now: float) -> None:
         """Move ``batch`` to the state it has reached by ``now``."""
         cfg, times = self.config, batch.times
         if batch.status == "validating":
@@ -403,93 +327,47 @@ class BatchEmulator:
         if batch.status == "finalizing" and now >= times["finalizing_at"] + cfg.finalize_s:
             self._end(batch, "completed", times["finalizing_at"] + cfg.finalize_s)
 
-    def _validate(self, batch: _Batch, at: float) -> bool:
-        """Parse the input file into lines; ``False`` (and the batch failed) if it is bad."""
-        cfg, data = self.config, self.files[batch.input_file_id].data
-        lines: list[_Line] = []
-        seen: set[str] = set()
-        models: set[str] = set()
-        tokens = 0
-        problem: tuple[str, str, int | None] | None = None
-        if len(data) > cfg.max_bytes:
-            problem = ("file_too_large", f"the input file exceeds {cfg.max_bytes} bytes", None)
-        for number, raw in enumerate(data.splitlines(), 1):
-            if problem is not None:
-                break
-            if not raw.strip():
-                continue
-            try:
-                entry = json.loads(raw)
-                custom_id, body = str(entry["custom_id"]), entry["body"]
-                method, url = entry.get("method"), entry.get("url")
-                chat = self.parse(body)
-            except (ValueError, KeyError, TypeError) as exc:
-                problem = (
-                    "invalid_json_line",
-                    f"line {number} is not a valid request: {exc}",
-                    number,
-                )
-                break
-            if method != "POST" or url != batch.endpoint:
-                problem = (
-                    "invalid_url",
-                    f"line {number}: method must be POST and url "
-                    f"{batch.endpoint!r} (the batch's endpoint)",
-                    number,
-                )
-            elif custom_id in seen:
-                problem = (
-                    "duplicate_custom_id",
-                    f"line {number}: custom_id {custom_id!r} is not unique",
-                    number,
-                )
-            seen.add(custom_id)
-            models.add(chat.model)
-            tokens += estimate_prompt_tokens(chat.messages, chat.tools)
-            lines.append(_Line(custom_id, body))
-        if problem is None and len(models) > 1:
-            problem = (
-                "mismatched_model",
-                f"a batch's requests must all use one model (this file uses {sorted(models)})",
-                None,
-            )
-        if problem is None and len(lines) > cfg.max_requests:
-            problem = (
-                "too_many_requests",
-                f"{len(lines)} requests; a batch may hold at most {cfg.max_requests}",
-                None,
-            )
-        if problem is None and not lines:
-            problem = ("empty_file", "the input file has no requests", None)
-        if problem is None and cfg.queue_tokens is not None:
-            model = next(iter(models))
+    def _validate(self, batch: Batch, at: float) -> bool:
+        """Read the input file into lines; ``False`` (and the batch failed) if it is bad."""
+        cfg = self.config
+        read = read_input(
+            self.files[batch.input_file_id].data,
+            batch.endpoint,
+            self.parse,
+            max_requests=cfg.max_requests,
+            max_bytes=cfg.max_bytes,
+        )
+        if not isinstance(read, Parsed):
+            return self._refuse(batch, read, at)
+        lines, model, tokens = read.lines, read.model, read.tokens
+        if cfg.queue_tokens is not None:
             queued = sum(
                 b.prompt_tokens
                 for b in self.batches.values()
                 if b.model == model and b.status in ("in_progress", "finalizing")
             )
             if queued + tokens > cfg.queue_tokens:
-                problem = (
+                limit = (
                     "token_limit_exceeded",
                     f"Enqueued token limit reached for {model}: {queued} enqueued, this "
                     f"batch adds {tokens}, the limit is {cfg.queue_tokens}. Please try "
                     "again once some in_progress batches have been completed.",
                     None,
                 )
-        if problem is not None:
-            code, message, at_line = problem
-            batch.errors = [{"code": code, "message": message, "param": None, "line": at_line}]
-            self._end(batch, "failed", at)
-            return False
-        batch.lines = lines
-        batch.model = next(iter(models))
-        batch.prompt_tokens = tokens
+                return self._refuse(batch, limit, at)
+        batch.lines, batch.model, batch.prompt_tokens = lines, model, tokens
         for entry in lines:
             digest = hashlib.sha256(json.dumps(entry.body, sort_keys=True).encode()).hexdigest()
             self.requests[digest] += 1
         return True
 
-    async def _answer(self, batch: _Batch) -> None:
+    def _refuse(self, batch: Batch, problem: Problem, at: float) -> bool:
+        code, message, line = problem
+        batch.errors = [{"code": code, "message": message, "param": None, "line": line}]
+        self._end(batch, "failed", at)
+        return False
+
+    async def _answer(self, batch: Batch) -> None:
         """Each line's output- or error-file line, computed once (revealed as time passes)."""
         for start in range(0, len(batch.lines), 1000):
             chunk = batch.lines[start : start + 1000]
@@ -497,7 +375,7 @@ class BatchEmulator:
                 *(self._reply(self.parse(line.body)) for line in chunk), return_exceptions=True
             )
             for line, reply in zip(chunk, replies, strict=True):
-                line.ok, line.result = _result_line(line.custom_id, batch.model, reply)
+                line.ok, line.result = result_line(line.custom_id, batch.model, reply)
 
     async def _reply(self, chat: ChatRequest) -> ChatResponse:
         reply = await self.sim.complete(chat, timeout_s=_LINE_TIMEOUT_S)
@@ -505,7 +383,7 @@ class BatchEmulator:
             raise ProviderError("The server had an error processing the request.", status_code=500)
         return reply
 
-    def _reveal(self, batch: _Batch, started: float, until: float) -> None:
+    def _reveal(self, batch: Batch, started: float, until: float) -> None:
         """Mark done the lines that completed by ``until`` (evenly over ``delay_s``)."""
         n = len(batch.lines)
         delay = self.config.delay_s
@@ -521,12 +399,12 @@ class BatchEmulator:
                 else:
                     self.stats["lines_failed"] += 1
 
-    def _expire(self, batch: _Batch) -> None:
+    def _expire(self, batch: Batch) -> None:
         for line in batch.lines:
             if not line.done:
                 line.done, line.ok = True, False
                 line.result = {
-                    "id": _new_id("batch_req_"),
+                    "id": new_id("batch_req_"),
                     "custom_id": line.custom_id,
                     "response": None,
                     "error": {
@@ -538,7 +416,7 @@ class BatchEmulator:
                 self.stats["lines_expired"] += 1
         self._end(batch, "expired", batch.times["expires_at"])
 
-    def _end(self, batch: _Batch, status: str, at: float) -> None:
+    def _end(self, batch: Batch, status: str, at: float) -> None:
         """Final state: the output file (answered lines) and error file (failed ones)."""
         batch.status = status
         batch.times[f"{status}_at"] = at
@@ -548,60 +426,14 @@ class BatchEmulator:
             if not chosen:
                 continue
             data = b"".join(json.dumps(r).encode() + b"\n" for r in chosen)
-            file = _File(
-                _new_id("file-"), f"batch_{batch.id}_{purpose}.jsonl", "batch_output", data, int(at)
+            file = File(
+                new_id("file-"), f"batch_{batch.id}_{purpose}.jsonl", "batch_output", data, int(at)
             )
             self.files[file.id] = file
             if ok:
                 batch.output_file_id = file.id
             else:
                 batch.error_file_id = file.id
-
-
-def _result_line(
-    custom_id: str, model: str, reply: ChatResponse | BaseException
-) -> tuple[bool, dict[str, object]]:
-    """(ok, the line of the output or error file) for one request's reply or failure."""
-    request_id = _new_id("req_")
-    if isinstance(reply, BaseException):
-        status = reply.status_code if isinstance(reply, ProviderError) else None
-        status = status or 500
-        body: dict[str, object] = {
-            "error": {"message": str(reply), "type": "server_error", "param": None, "code": None}
-        }
-        return False, {
-            "id": _new_id("batch_req_"),
-            "custom_id": custom_id,
-            "response": {"status_code": status, "request_id": request_id, "body": body},
-            "error": None,
-        }
-    message: dict[str, object] = {"role": "assistant", "content": reply.content}
-    if reply.tool_calls:
-        message["tool_calls"] = [c.to_wire() for c in reply.tool_calls]
-    body = {
-        "id": _new_id("chatcmpl-"),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {"index": 0, "message": message, "logprobs": None, "finish_reason": reply.finish_reason}
-        ],
-        "usage": {
-            "prompt_tokens": reply.usage.input_tokens,
-            "completion_tokens": reply.usage.output_tokens,
-            "total_tokens": reply.usage.total_tokens,
-        },
-    }
-    return True, {
-        "id": _new_id("batch_req_"),
-        "custom_id": custom_id,
-        "response": {"status_code": 200, "request_id": request_id, "body": body},
-        "error": None,
-    }
-
-
-def _new_id(prefix: str) -> str:
-    return prefix + random.getrandbits(96).to_bytes(12, "big").hex()
 
 
 def _error(status: int, code: str, message: str) -> Response:

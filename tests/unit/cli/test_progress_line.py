@@ -73,7 +73,7 @@ def test_without_a_total_there_is_no_bar_and_no_eta() -> None:
 
 
 def test_batch_mode_shows_batches_by_state_and_lines_answered() -> None:
-    from fanout.batch._batching import BatchStats
+    from fanout.batch import BatchStats
 
     batches = BatchStats({"in_progress": 2, "completed": 1}, 40_000, 100_000, 1_234)
     plain = ProgressLine(snapshot(batches=batches)).plain()
