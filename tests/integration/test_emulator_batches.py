@@ -248,3 +248,42 @@ async def test_find_recognises_a_batch_by_its_label(emulator: EmulatorServer) ->
     assert found is not None and found.batch_id == made[0].batch_id
     assert await api.find("label-missing", since=time.time() - 60) is None
     await api.aclose()
+
+
+def test_the_official_sdk_drives_the_emulated_batch_api(emulator: EmulatorServer) -> None:
+    import io
+
+    from openai import OpenAI
+
+    with OpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0) as sdk:
+        lines = [
+            json.dumps(
+                {
+                    "custom_id": f"r{i}",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {
+                        "model": "sim-small",
+                        "max_tokens": 20,
+                        "messages": [{"role": "user", "content": f"Summarize: n{i}"}],
+                    },
+                }
+            )
+            for i in range(3)
+        ]
+        upload = ("in.jsonl", io.BytesIO("\n".join(lines).encode()))
+        file = sdk.files.create(file=upload, purpose="batch")
+        batch = sdk.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        assert batch.status == "validating"
+        deadline = time.monotonic() + 10
+        while (batch := sdk.batches.retrieve(batch.id)).status != "completed":
+            assert time.monotonic() < deadline, batch.status
+            time.sleep(0.02)
+        assert batch.request_counts is not None and batch.request_counts.completed == 3
+        assert batch.output_file_id is not None
+        out = [json.loads(x) for x in sdk.files.content(batch.output_file_id).text.splitlines()]
+        assert sorted(x["custom_id"] for x in out) == ["r0", "r1", "r2"]
+        assert [b.id for b in sdk.batches.list(limit=5)] == [batch.id]
+        assert sdk.files.delete(file.id).deleted
