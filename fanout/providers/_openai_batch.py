@@ -91,13 +91,11 @@ class OpenAIBatchAPI:
         return cls(name, base_url=base_url, api_key=key)
 
     def encode(self, custom_id: str, request: ChatRequest) -> bytes:
-        line = {
-            "custom_id": custom_id,
-            "method": "POST",
-            "url": ENDPOINT,
-            "body": _request_body(request),
-        }
-        return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+        line = {"custom_id": custom_id, "method": "POST", "url": ENDPOINT,
+                "body": _request_body(request)}  # fmt: skip
+        # A copy: orjson's own bytes keep a ~4 KB buffer, and a batch job holds a line per
+        # waiting call (a quarter of a waiting record's memory, measured with tracemalloc).
+        return bytes(memoryview(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)))
 
     async def submit(self, payload: bytes, *, label: str) -> BatchStatus:
         files = {"file": (f"{label}.jsonl", payload, "application/jsonl")}
