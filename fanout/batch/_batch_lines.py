@@ -34,7 +34,8 @@ class Line:
     def __init__(self, custom_id: str, model: str, payload: bytes | None, tokens: int) -> None:
         self.custom_id = custom_id
         self.model = model
-        self.payload = payload  # None for a line an earlier run submitted
+        # None for a line an earlier run submitted, or one dropped before it was sent
+        self.payload = payload
         self.tokens = tokens
         self.label: str | None = None  # the batch it was cut into
         self.future: asyncio.Future[ChatResponse] | None = None  # the call waiting for it

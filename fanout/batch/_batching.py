@@ -195,11 +195,9 @@ class BatchClient:
         """The call waiting for ``line`` was cancelled: unsent, it is dropped; sent, its
         answer is kept for whichever call asks the same (this run or a later one)."""
         line.future = None
-        if line.label is None:
-            buffer = self._buffers.get(line.model)
-            if buffer is not None and line in buffer:
-                buffer.remove(line)
-                self._buffer_bytes[line.model] -= len(line.payload or b"")
+        if line.label is None:  # dropped where it waits (a Ctrl-C cancels them all at once)
+            self._buffer_bytes[line.model] -= len(line.payload or b"")
+            line.payload = None
             return
         self._claimable.setdefault(key_of(line.custom_id), []).append(line)
 
@@ -307,7 +305,10 @@ class BatchClient:
         size = tokens = 0
         while buffer and len(lines) < self.max_requests:
             line = buffer[0]
-            length = len(line.payload or b"")
+            if line.payload is None:  # its call was cancelled before it was sent
+                buffer.popleft()
+                continue
+            length = len(line.payload)
             if lines and size + length > self.max_bytes:
                 break
             if (
