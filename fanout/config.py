@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from fanout.errors import ConfigError
 
 __all__ = [
+    "BatchModelConfig",
+    "BatchProviderConfig",
+    "CacheConfig",
     "CircuitConfig",
     "Config",
     "HedgeConfig",
@@ -103,6 +106,30 @@ class SimProviderConfig(_ProviderBase):
     seed: int = Field(default=0, description="seed of the replies, latencies and faults")
 
 
+class BatchProviderConfig(_Frozen):
+    """``[providers.NAME.batch]``: how batch jobs use this provider's Batch API."""
+
+    discount: float = Field(
+        default=0.5, gt=0, le=1,
+        description="batch price as a share of the online one, for models that set none "
+        "(OpenAI and Anthropic document 0.5)",
+    )  # fmt: skip
+    poll_initial_s: float = Field(default=5.0, gt=0, description="first wait before a poll")
+    poll_max_s: float = Field(default=60.0, gt=0, description="polls back off up to this")
+    flush_idle_s: float = Field(
+        default=2.0, gt=0, description="submit a part-filled batch once no call joined it so long"
+    )
+    max_wait_s: float = Field(
+        default=60.0, gt=0, description="... or once its first call has waited this long"
+    )
+    max_requests: int | None = Field(
+        default=None, gt=0, description="requests per batch (default: the API's, 50,000)"
+    )
+    max_bytes: int | None = Field(
+        default=None, gt=0, description="bytes per batch file (default: the API's, 200 MB)"
+    )
+
+
 class OpenAIProviderConfig(_ProviderBase):
     """Any OpenAI-compatible chat-completions endpoint, by base URL."""
 
@@ -112,6 +139,7 @@ class OpenAIProviderConfig(_ProviderBase):
         default=None, description="name of the environment variable that holds the key"
     )
     connect_timeout_s: float = Field(default=5.0, gt=0, description="time limit to connect")
+    batch: BatchProviderConfig = Field(default_factory=BatchProviderConfig)
 
 
 _PROVIDER_KINDS = ("sim", "openai")
@@ -127,6 +155,27 @@ class HedgeConfig(_Frozen):
     min_samples: int = Field(default=20, ge=1, description="answered calls before hedging")
     to: Literal["same", "fallback"] = Field(
         default="same", description="send the duplicate to the same model or its first fallback"
+    )
+
+
+class BatchModelConfig(_Frozen):
+    """``[models.NAME.batch]``: this model in batch jobs, through the provider's Batch API."""
+
+    enabled: bool = Field(
+        default=False, description="batch jobs send its calls through the Batch API "
+        "(--provider-batch turns this on for every model whose provider has one)",
+    )  # fmt: skip
+    input_usd_per_mtok: float | None = Field(
+        default=None, ge=0, description="batch price (default: the provider's discount)"
+    )
+    output_usd_per_mtok: float | None = Field(
+        default=None, ge=0, description="batch price (default: the provider's discount)"
+    )
+    enqueued_tokens: int | None = Field(
+        default=None, gt=0, description="the provider's limit of enqueued prompt tokens"
+    )
+    online_fallback: bool = Field(
+        default=False, description="a call still failing after its batch retries goes online"
     )
 
 
@@ -147,11 +196,26 @@ class ModelConfig(_Frozen):
         default=0.0, ge=0, description="USD per million completion tokens"
     )
     hedge: HedgeConfig | None = Field(default=None, description="hedging of slow calls (opt-in)")
+    batch: BatchModelConfig = Field(default_factory=BatchModelConfig)
 
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         return (
             input_tokens * self.input_usd_per_mtok + output_tokens * self.output_usd_per_mtok
         ) / 1_000_000
+
+    def batch_priced(self, discount: float) -> ModelConfig:
+        """This model at its batch prices (set, else ``discount`` times the online ones)."""
+        batch = self.batch
+        return self.model_copy(
+            update={
+                "input_usd_per_mtok": batch.input_usd_per_mtok
+                if batch.input_usd_per_mtok is not None
+                else self.input_usd_per_mtok * discount,
+                "output_usd_per_mtok": batch.output_usd_per_mtok
+                if batch.output_usd_per_mtok is not None
+                else self.output_usd_per_mtok * discount,
+            }
+        )
 
 
 class TraceConfig(_Frozen):
@@ -217,6 +281,15 @@ class McpServerConfig(_Frozen):
 
 _SECRET_NAME = re.compile(r"(?i)auth|token|secret|password|passwd|api[-_]?key|credential")
 
+class CacheConfig(_Frozen):
+    """``[cache]``: replies kept across jobs and services, by call key (see ``--cache``)."""
+
+    dir: str = Field(description="the cache directory; any jobs and services may share it")
+    max_bytes: int = Field(default=10 * 1024**3, gt=0, description="evicts the least recently used")
+    sampled: bool = Field(
+        default=False, description="cache calls with temperature > 0 too (their replies vary)"
+    )
+
 
 class Config(_Frozen):
     """The whole configuration: providers by name and model aliases by name."""
@@ -239,6 +312,7 @@ class Config(_Frozen):
     mcp: dict[str, McpServerConfig] = Field(
         default_factory=dict, description="MCP servers by name, for tools=[mcp(NAME)]"
     )
+    cache: CacheConfig | None = None
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:

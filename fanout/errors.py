@@ -142,6 +142,7 @@ class ProviderError(RunError):
 
     retryable: bool = True
     fallback_ok: bool = True
+    batch: object = None  # the provider batch a batched call failed in (fanout.types.BatchRef)
 
     def __init__(
         self,

@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Literal, Required, TypedDict
 
 __all__ = [
+    "BatchRef",
     "ChatRequest",
     "ChatResponse",
     "JSONSchema",
@@ -115,8 +116,21 @@ class ChatRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchRef:
+    """The provider batch that answered a call: its id, when it was submitted and when it
+    ended (seconds since the epoch)."""
+
+    batch_id: str
+    submitted_at: float | None = None
+    completed_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ChatResponse:
-    """A provider's answer: content and/or tool calls, finish reason, usage."""
+    """A provider's answer: content and/or tool calls, finish reason, usage.
+
+    ``batch``: the provider batch it came from (a call of a batch job in batch mode).
+    """
 
     content: str | None
     usage: Usage
@@ -124,6 +138,7 @@ class ChatResponse:
     tool_calls: tuple[ToolCall, ...] = ()
     model: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    batch: BatchRef | None = None
 
 
 class NodeStatus(StrEnum):

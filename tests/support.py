@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -72,6 +73,11 @@ class Emulator:
         data: dict[str, int] = httpx.get(f"{self.root}/stats").json()
         return data
 
+    def batch_stats(self) -> dict[str, Any]:
+        """The Batch API's counters: files, batches by status, lines, billed usage."""
+        data: dict[str, Any] = httpx.get(f"{self.root}/stats/batches").json()
+        return data
+
     def prompts(self) -> dict[str, int]:
         """Calls answered per prompt (an emulator started with ``--record-prompts``)."""
         data: dict[str, int] = httpx.get(f"{self.root}/stats/prompts").json()
@@ -127,3 +133,29 @@ def emulator_process(*args: str) -> Iterator[Emulator]:
 class _Remote:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
+
+
+def batch_config(base_url: str, *, max_attempts: int = 3, **batch: object) -> Config:
+    """``fast`` (sim-small) on the emulator at ``base_url`` in batch mode, polled briskly;
+    ``batch`` sets ``[models.fast.batch]`` keys (``enabled`` defaults to true)."""
+    return parse_config(
+        {
+            "providers": {
+                "emu": {
+                    "kind": "openai",
+                    "base_url": base_url,
+                    "retry": {"max_attempts": max_attempts, "initial_backoff_s": 0.01},
+                    "batch": {"poll_initial_s": 0.05, "poll_max_s": 0.2, "flush_idle_s": 0.1},
+                }
+            },
+            "models": {
+                "fast": {
+                    "provider": "emu",
+                    "model": "sim-small",
+                    "input_usd_per_mtok": 1.0,
+                    "output_usd_per_mtok": 2.0,
+                    "batch": {"enabled": True, **batch},
+                }
+            },
+        }
+    )

@@ -9,9 +9,13 @@
         stats = await run_file(engine, dag, "reviews.jsonl", "out/", key="id", max_in_flight=64)
 
 ``out/results/part-*.parquet`` gets a row per record, ``out/dead_letter/`` the
-records that failed; running the same job into ``out/`` again resumes it.
+records that failed; running the same job into ``out/`` again resumes it. With
+``provider_batch=True`` the calls go through the provider's Batch API
+(:class:`BatchClient`), journaled in ``out/batches/``.
 """
 
+from fanout.batch._batch_lines import BatchStats
+from fanout.batch._batching import BatchClient
 from fanout.batch._job import CALLS_DIR, INVALID_RECORD, JobStats, Runner, run_file
 from fanout.batch._keys import KeySet, content_key
 from fanout.batch._manifest import MANIFEST_FILE, fingerprint, open_job
@@ -34,6 +38,8 @@ __all__ = [
     "MANIFEST_FILE",
     "RESULTS_DIR",
     "SUPPORTED_EXTENSIONS",
+    "BatchClient",
+    "BatchStats",
     "JobStats",
     "KeySet",
     "Record",

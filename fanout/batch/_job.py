@@ -14,13 +14,17 @@ into shards that the workers read, run and write themselves (:mod:`._shards`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 
+from fanout.batch._batch_log import BATCHES_DIR
+from fanout.batch._batch_mode import BatchMode, use_batch_mode
 from fanout.batch._manifest import SUPERSEDED_DIR, JobState, fingerprint, lock_job, open_job
 from fanout.batch._preflight import check_columns, check_first_records
 from fanout.batch._readers import input_files, iter_records
@@ -31,7 +35,7 @@ from fanout.batch._shards import ShardOptions, ShardRunner, run_sharded, unseen_
 from fanout.batch._writer import DEAD_LETTER_DIR, RESULTS_DIR, ResultWriter
 from fanout.dag import DAG
 from fanout.errors import ConfigError
-from fanout.run import Spend, compact_journal, journal_spend, needs_review
+from fanout.run import Engine, Spend, compact_journal, journal_spend, needs_review
 from fanout.store import ReviewStore
 
 __all__ = ["CALLS_DIR", "DEFAULT_MAX_OUTAGE_S", "INVALID_RECORD", "JobStats", "Runner", "run_file"]
@@ -43,6 +47,8 @@ CALLS_DIR = "calls"
 
 DEFAULT_MAX_OUTAGE_S = 600.0
 """How long a job's records wait for a provider that is down before the job stops."""
+BATCH_WINDOW = 10_000
+"""Records in flight by default in batch mode: their calls fill the waves of batches."""
 
 
 def _check_options(
@@ -67,7 +73,10 @@ def _check_options(
 def _check_not_inside(input_path: str | Path, output_dir: Path) -> None:
     """Refuse input from the directories the job writes or moves (its own dead letters)."""
     out = output_dir.resolve()
-    owned = [out / name for name in (RESULTS_DIR, DEAD_LETTER_DIR, CALLS_DIR, SUPERSEDED_DIR)]
+    owned = [
+        out / name
+        for name in (RESULTS_DIR, DEAD_LETTER_DIR, CALLS_DIR, SUPERSEDED_DIR, BATCHES_DIR)
+    ]
     for file in input_files(input_path):
         resolved = file.resolve()
         if any(resolved.is_relative_to(place) for place in owned):
@@ -86,7 +95,7 @@ async def run_file(
     output_dir: str | Path,
     *,
     key: str | None = None,
-    max_in_flight: int = 64,
+    max_in_flight: int | None = None,
     resume: bool | None = None,
     force_rerun_changed: bool = False,
     budget_usd: float | None = None,
@@ -99,8 +108,14 @@ async def run_file(
     shard: bool | None = None,
     shard_min_bytes: int = 64 << 10,
     max_outage_s: float = DEFAULT_MAX_OUTAGE_S,
+    provider_batch: bool = False,
+    online_fallback: bool = False,
+    detach: bool = False,
 ) -> JobStats:
     """Run ``dag`` once per record of ``input_path``; a row each in ``output_dir/results/``.
+
+    ``max_in_flight``: records in progress at once (default 64; in batch mode
+    10,000, the records whose calls fill one wave of batches).
 
     ``key``: the column that identifies a record (else a hash of its content).
     ``resume``: ``None`` resumes when ``output_dir`` holds an earlier run of the same
@@ -128,6 +143,14 @@ async def run_file(
     spent (its call journal's account) against the engine's job budget, and its
     :class:`JobStats` report it (``spent_before_usd``, ``total_cost_usd``).
 
+    ``provider_batch``: send the calls of every model whose provider has a Batch API
+    through it (half price, answers within 24 h; models with ``[models.NAME.batch]
+    enabled`` do so anyway), journaling the batches in ``output_dir/batches``; a
+    re-run into the same directory polls them and submits no call twice.
+    ``online_fallback``: a call still failing after its batch retries goes online.
+    ``detach``: once every record in the window waits for a batch, leave them running
+    and return (``JobStats.detached``); the next run into ``output_dir`` collects them.
+
     Raises :class:`ConfigError` before running any record for an invalid DAG (against
     the engine's models), missing or unsupported input, a Parquet or CSV file without a
     column the DAG or ``key`` needs, an input whose first records all fail the same
@@ -136,12 +159,21 @@ async def run_file(
     published; records still running have no row (a resume runs them, answering their
     completed calls from the journal).
     """
+    batching = provider_batch or any(m.batch.enabled for m in engine.config.models.values())
+    if max_in_flight is None:
+        max_in_flight = BATCH_WINDOW if batching else 64
     _check_options(max_in_flight, budget_usd, budget_tokens, deadline_s, max_outage_s)
     plan = engine.validate(dag)
     output = Path(output_dir)
     _check_not_inside(input_path, output)
     check_columns(input_path, plan.inputs, key)
     reviewed = needs_review(plan)
+    if batching and not isinstance(engine, Engine):
+        raise ConfigError("batch mode (--provider-batch) runs on the local engine; drop --ray")
+    if (detach or online_fallback) and not batching:
+        raise ConfigError(
+            "--detach and --online-fallback apply to batch mode; add --provider-batch"
+        )
     sharded = isinstance(engine, ShardRunner) and shard is not False and not reviewed
     if shard and not sharded:
         raise ConfigError(
@@ -157,6 +189,12 @@ async def run_file(
         current = fingerprint(plan, engine.config, key)
         state = open_job(output, current, resume=resume, force_rerun_changed=force_rerun_changed)
         state = dataclasses.replace(state, spent=_prepare_journal(engine, output, state))
+        mode: BatchMode | None = None
+        if batching:
+            assert isinstance(engine, Engine)
+            mode = use_batch_mode(
+                engine, output, all_models=provider_batch, online_fallback=online_fallback
+            )
         decided = _prepare_reviews(engine, output, state) if reviewed else {}
         metadata = {"fanout.job": json.dumps(current, sort_keys=True)}
         if sharded:
@@ -218,9 +256,32 @@ async def run_file(
         )
         if reviewed:
             job.reviews = (output, decided)
-        return await job.run(records, input_path, max_in_flight, on_progress, progress_every_s)
+        run = job.run(records, input_path, max_in_flight, on_progress, progress_every_s)
+        if mode is None:
+            return await run
+        job.batch_stats = mode.stats
+        if not detach:
+            return await run
+        return await _detached(job, run, mode)
     finally:
         lock.close()
+
+
+async def _detached(job: Job, run: Coroutine[None, None, JobStats], mode: BatchMode) -> JobStats:
+    """Run the job until it finishes or only waits for its provider batches; then leave
+    those running (they are journaled) and return."""
+    running = asyncio.ensure_future(run)
+    settled = asyncio.ensure_future(mode.settled())
+    try:
+        await asyncio.wait((running, settled), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        settled.cancel()
+    if running.done():
+        return running.result()
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    return dataclasses.replace(job.snapshot(), detached=True)
 
 
 def _prepare_journal(engine: Runner, output: Path, state: JobState) -> Spend:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from fanout.batch._batch_lines import BatchStats
 from fanout.batch._manifest import JobState
 from fanout.batch._readers import Record, count_records
 from fanout.batch._review import record_run_id
@@ -79,7 +80,7 @@ class JobStats:
     ``total``: the input's records, when cheap to know (``None`` for gzip).
     ``in_flight``: records running when this snapshot was taken. ``limits``: each
     provider/model limit's state (on Ray, the cluster-wide one), for rate-vs-limit
-    progress.
+    progress. ``batches``: in batch mode, the provider batches by state and their lines.
     """
 
     output_path: Path
@@ -102,6 +103,8 @@ class JobStats:
     spent_before_usd: float = 0.0  # what earlier runs of this job spent (resumed)
     spent_before_tokens: int = 0
     where: str = ""  # what ran it: "this process", "Ray cluster at ..., 4 workers"
+    batches: BatchStats | None = None  # batch mode: provider batches by state, lines answered
+    detached: bool = False  # --detach: the job left its batches running and exited
 
     @property
     def total_cost_usd(self) -> float:
@@ -200,6 +203,7 @@ class Job:
         self.tally = _Tally()
         # a DAG with review steps: the job's directory, and the decided records to resume
         self.reviews: tuple[Path, dict[str, str]] | None = None
+        self.batch_stats: Callable[[], BatchStats] | None = None  # batch mode
         self.clock = engine.clock
         self.started = time.monotonic()
 
@@ -228,6 +232,7 @@ class Job:
             spent_before_usd=spent.usd,
             spent_before_tokens=spent.tokens,
             where=getattr(self.engine, "where", ""),
+            batches=self.batch_stats() if self.batch_stats is not None else None,
         )
 
     async def run_record(self, record: Record) -> RunResult | tuple[str, str]:

@@ -81,6 +81,50 @@ InFlightOpt = Annotated[
         help="Records in progress at once; reading waits while the window is full.",
     ),
 ]
+JobInFlightOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-in-flight",
+        "--concurrency",
+        min=1,
+        help="Records in progress at once; reading waits while the window is full "
+        "(batch mode: the records whose calls fill a wave of batches).",
+        show_default="64; 10,000 in batch mode",
+    ),
+]
+ProviderBatchOpt = Annotated[
+    bool,
+    typer.Option(
+        "--provider-batch",
+        help="Send llm calls through the provider's Batch API (half price, answers within "
+        "24 h); batches are journaled in OUTPUT/batches, a re-run polls them.",
+    ),
+]
+OnlineFallbackOpt = Annotated[
+    bool,
+    typer.Option(
+        "--online-fallback",
+        help="Batch mode: a call still failing after its batch retries goes online.",
+    ),
+]
+DetachOpt = Annotated[
+    bool,
+    typer.Option(
+        "--detach",
+        help="Batch mode: exit once every record in the window waits for a batch; the same "
+        "command later collects them.",
+    ),
+]
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache",
+        help="Response cache directory shared across jobs: a call answered there before "
+        "is not made (or paid) again.",
+        file_okay=False,
+        show_default=False,
+    ),
+]
 ResumeOpt = Annotated[
     bool,
     typer.Option(
@@ -158,7 +202,7 @@ def run(  # one parameter per option: typer reads the signature
     output: OutputOpt,
     config: ConfigOpt = None,
     key: KeyOpt = None,
-    max_in_flight: InFlightOpt = 64,
+    max_in_flight: JobInFlightOpt = None,
     resume: ResumeOpt = False,
     force_rerun_changed: RerunOpt = False,
     part_rows: PartRowsOpt = 50_000,
@@ -174,6 +218,10 @@ def run(  # one parameter per option: typer reads the signature
     job_budget_tokens: JobTokensOpt = None,
     read_on_driver: ReadOnDriverOpt = False,
     max_outage: MaxOutageOpt = "10m",
+    provider_batch: ProviderBatchOpt = False,
+    online_fallback: OnlineFallbackOpt = False,
+    detach: DetachOpt = False,
+    cache: CacheOpt = None,
 ) -> None:
     """Run a pipeline over files of records.
 
@@ -186,6 +234,7 @@ def run(  # one parameter per option: typer reads the signature
     against --job-budget-*). A provider outage holds records (never a dead letter)
     until --max-outage. Exit 0 when some record succeeded, 2 for bad input (before any
     call), 3 when a provider stayed down, 4 when no record did, 130 when interrupted.
+    With --provider-batch the calls go through the provider's Batch API instead.
     """
     from fanout.batch import load_pipeline
 
@@ -200,7 +249,9 @@ def run(  # one parameter per option: typer reads the signature
         job_budget = (job_budget_usd, job_budget_tokens)
         engine: Engine | RayEngine
         if ray_address is None:
-            engine = _local_engine(config, traces_to, job_budget)
+            engine = _local_engine(config, traces_to, job_budget, cache)
+        elif cache is not None:
+            fail("--cache applies to the local engine (set [cache] in the config for Ray)")
         else:
             engine = _ray_engine(config, traces_to, job_budget, output, ray_address,
                                  workers, max_workers)  # fmt: skip
@@ -210,6 +261,7 @@ def run(  # one parameter per option: typer reads the signature
             part_rows=part_rows, budget_usd=budget_usd, budget_tokens=budget_tokens,
             deadline_s=deadline_s, shard=False if read_on_driver else None,
             max_outage_s=max_outage_s,
+            provider_batch=provider_batch, online_fallback=online_fallback, detach=detach,
         )  # fmt: skip
     print_summary(make_console(), dag.name, stats)
     exit_for(stats, input_path)
@@ -241,7 +293,10 @@ def exit_for(stats: JobStats, input_path: Path) -> None:
 
 
 def _local_engine(
-    config: Path | None, traces: Path | None, job_budget: tuple[float | None, int | None]
+    config: Path | None,
+    traces: Path | None,
+    job_budget: tuple[float | None, int | None],
+    cache: Path | None = None,
 ) -> Engine:
     from fanout.run import Engine
 
@@ -250,7 +305,7 @@ def _local_engine(
         from fanout.budget import Budget
 
         budget = Budget(usd=job_budget[0], tokens=job_budget[1])
-    return Engine.from_config(config, traces=traces, job_budget=budget)
+    return Engine.from_config(config, traces=traces, job_budget=budget, cache=cache)
 
 
 def _ray_engine(

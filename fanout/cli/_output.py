@@ -43,6 +43,11 @@ def print_summary(console: Console, dag_name: str, stats: JobStats) -> None:
     table.add_row("records/s", f"{stats.records_per_s:.1f}")
     if stats.where:
         table.add_row("ran on", stats.where)
+    if stats.batches is not None:
+        states = ", ".join(f"{n} {state}" for state, n in sorted(stats.batches.batches.items()))
+        table.add_row("provider batches", states or "none")
+    if stats.detached:
+        table.add_row("detached", "batches still run; the same command again collects them")
     table.add_row("output", str(stats.output_path))
     if stats.dead_letters:
         table.add_row("dead letters", f"{stats.dead_letters:,} in {stats.dead_letter_path}")

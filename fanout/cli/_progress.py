@@ -93,6 +93,22 @@ def _outages(stats: JobStats) -> list[_Field]:
     return fields
 
 
+def _batches(stats: JobStats) -> list[_Field]:
+    """Batch mode: ``batches 2 in_progress 1 completed · lines 40,000/100,000`` (answered of
+    submitted) and the calls queued for the next batch."""
+    batches = stats.batches
+    if batches is None:
+        return []
+    states = " ".join(f"{n} {state}" for state, n in sorted(batches.batches.items()))
+    fields = [
+        _Field(f"batches {states or '-'}", 4),
+        _Field(f"lines {batches.lines_answered:,}/{batches.lines_submitted:,}", 5),
+    ]
+    if batches.buffered:
+        fields.append(_Field(f"queued {batches.buffered:,}", 8))
+    return fields
+
+
 def _count(stats: JobStats) -> str:
     done = f"{stats.records:,}"
     if stats.total is not None:
@@ -112,6 +128,7 @@ def _details(stats: JobStats, previous: JobStats | None) -> list[_Field]:
     ]
     if stats.waiting:
         fields.append(_Field(f"waiting for review {stats.waiting:,}", 4))
+    fields += _batches(stats)
     fields += _rates(stats, previous)
     fields += [
         _Field(f"{stats.input_tokens + stats.output_tokens:,} tok", 10),
@@ -180,9 +197,9 @@ class ProgressReporter:
     """A live line on a terminal; otherwise a plain line for the first snapshot, then every 5 s.
 
     Shows records done of the total (when known), the rate, the ETA, errors, records
-    waiting for a person's review, tokens, cost so far and, per provider/model, the
-    request rate now against its limit (from the limiters' grant counters between two
-    snapshots).
+    waiting for a person's review, tokens, cost so far, in batch mode the provider
+    batches by state and their lines answered, and, per provider/model, the request rate
+    now against its limit (from the limiters' grant counters between two snapshots).
     """
 
     def __init__(self, console: Console, *, log_every_s: float = LOG_EVERY_S) -> None:

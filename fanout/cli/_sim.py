@@ -14,7 +14,6 @@ __all__ = ["commands"]
 commands = group()
 
 
-
 @commands.command("sim-server", short_help="The provider emulator on loopback: limits, faults.")
 def sim_server(  # one parameter per option: typer reads the signature
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: a free one).")] = 8000,
@@ -57,9 +56,32 @@ def sim_server(  # one parameter per option: typer reads the signature
             help="Send limit and retry headers as LiteLLM's proxy forwards them (llm_provider-).",
         ),
     ] = False,
+    batch_delay_s: Annotated[
+        float, typer.Option(min=0.0, help="Batch API: a batch's lines complete over this long.")
+    ] = 1.0,
+    batch_expire_s: Annotated[
+        float,
+        typer.Option(min=0.0, help="Batch API: a batch expires this long after its creation."),
+    ] = 86_400.0,
+    batch_line_error_rate: Annotated[
+        float, typer.Option(help="Batch API: share of lines answered 500.")
+    ] = 0.0,
+    batch_queue_tokens: Annotated[
+        int | None,
+        typer.Option(min=1, help="Batch API: enqueued prompt tokens allowed per model."),
+    ] = None,
+    batch_max_requests: Annotated[
+        int, typer.Option(min=1, help="Batch API: requests one batch may hold.")
+    ] = 50_000,
 ) -> None:
-    """Run the OpenAI-compatible provider emulator (limits, latency, faults) on loopback."""
+    """Run the OpenAI-compatible provider emulator (limits, latency, faults) on loopback.
+
+    It serves /v1/chat/completions and the Files and Batch APIs (/v1/files,
+    /v1/batches: validating -> in_progress -> finalizing -> completed, or failed,
+    expired, cancelled), with the --batch-* options.
+    """
     rates = {"error": error_rate, "truncate": truncate_rate, "hang": hang_rate, "tail": tail_rate}
+    rates["batch-line-error"] = batch_line_error_rate
     for name, rate in {**rates, "malformed": malformed_rate}.items():
         if not 0 <= rate <= 1:
             fail(f"--{name}-rate must be between 0 and 1 (got {rate})")
@@ -72,7 +94,7 @@ def sim_server(  # one parameter per option: typer reads the signature
         from fanout._extras import require
 
         require("fanout sim-server", "starlette", "uvicorn", extra="sim")
-        from fanout.sim.server import EmulatorConfig, serve
+        from fanout.sim.server import BatchEmulatorConfig, EmulatorConfig, serve
 
     config = EmulatorConfig(
         requests_per_min=rpm,
@@ -93,6 +115,13 @@ def sim_server(  # one parameter per option: typer reads the signature
         max_context_tokens=max_context_tokens,
         max_body_bytes=max_body_bytes,
         proxy_headers=proxy_headers,
+        batch=BatchEmulatorConfig(
+            delay_s=batch_delay_s,
+            expire_s=batch_expire_s,
+            line_error_rate=batch_line_error_rate,
+            queue_tokens=batch_queue_tokens,
+            max_requests=batch_max_requests,
+        ),
     )
     typer.echo(f"fanout sim-server on http://{host}:{port}/v1 (stats: /stats)", err=True)
     serve(config, host=host, port=port)

@@ -32,10 +32,10 @@ def print_trace_summary(console: Console, summary: TraceSummary, *, as_json: boo
     calls = ("#calls", "#errors", "#429s", "#retries", "#p50/p95/p99 ms", "#limiter wait ms")
     money = ("#tokens in/out", "#cost")
 
-    models = _table("per model", "model", "provider/model", *calls, *money)
+    models = _table("per model", "model", "provider/model", "mode", *calls, *money)
     for m in summary.models:
         target = f"{m.provider or '?'}/{m.request_model or '?'}"
-        models.add_row(m.model_alias or "", target, *_call_cells(m.stats))
+        models.add_row(m.model_alias or "", target, m.mode, *_call_cells(m.stats))
     console.print(models)
 
     nodes = _table("per node", "dag", "node", *calls, *money)
@@ -43,7 +43,9 @@ def print_trace_summary(console: Console, summary: TraceSummary, *, as_json: boo
         nodes.add_row(n.dag_name, n.node_id or "", *_call_cells(n.stats))
     console.print(nodes)
 
-    failed = [(f"model {m.model_alias or m.request_model}", m.stats) for m in summary.models]
+    failed = [
+        (f"model {m.model_alias or m.request_model} ({m.mode})", m.stats) for m in summary.models
+    ]
     failed += [(f"node {n.dag_name}.{n.node_id}", n.stats) for n in summary.nodes]
     failed = [(where, stats) for where, stats in failed if stats.errors_by_type]
     if failed:

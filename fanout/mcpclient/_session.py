@@ -94,7 +94,9 @@ class McpSession:
             self._client = None
 
     def _verb(self) -> str:
-        return "started" if self.config.command is not None else "reached"
+        command = self.config.command
+        # the command's name, not its args (they may carry a token)
+        return f"started ({command!r})" if command is not None else "reached"
 
     def _transport(self) -> Any:
         cfg = self.config

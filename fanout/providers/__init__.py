@@ -1,6 +1,24 @@
-"""Provider clients: the ``Provider`` protocol and the OpenAI-compatible HTTP client (aiohttp)."""
+"""Provider clients: the ``Provider`` protocol, the OpenAI-compatible HTTP client (aiohttp),
+and the Batch API seam with its OpenAI backend."""
 
 from fanout.providers._base import Provider
+from fanout.providers._batch_api import (
+    ENDED_STATES,
+    BatchAPI,
+    BatchingProvider,
+    BatchStatus,
+    LineResult,
+)
 from fanout.providers._openai import OpenAIProvider
+from fanout.providers._openai_batch import OpenAIBatchAPI
 
-__all__ = ["OpenAIProvider", "Provider"]
+__all__ = [
+    "ENDED_STATES",
+    "BatchAPI",
+    "BatchStatus",
+    "BatchingProvider",
+    "LineResult",
+    "OpenAIBatchAPI",
+    "OpenAIProvider",
+    "Provider",
+]

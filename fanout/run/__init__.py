@@ -1,8 +1,17 @@
 """The async executor of DAG instances, and the ``Engine`` that owns providers and models."""
 
+from fanout.run._cache import ResponseCache
 from fanout.run._context import MapOffload
 from fanout.run._engine import Engine, check_inputs
-from fanout.run._journal import CallJournal, Spend, call_key, compact_journal, journal_spend
+from fanout.run._journal import (
+    CallJournal,
+    Spend,
+    call_key,
+    compact_journal,
+    journal_spend,
+    response_entry,
+    response_from,
+)
 from fanout.run._outage import Outage
 from fanout.run._result import NodeResult, RunResult
 from fanout.run._review import needs_review
@@ -13,6 +22,7 @@ __all__ = [
     "MapOffload",
     "NodeResult",
     "Outage",
+    "ResponseCache",
     "RunResult",
     "Spend",
     "call_key",
@@ -20,4 +30,6 @@ __all__ = [
     "compact_journal",
     "journal_spend",
     "needs_review",
+    "response_entry",
+    "response_from",
 ]

@@ -23,8 +23,9 @@ from fanout.errors import (
     RequestTooLarge,
 )
 from fanout.limits import Limiter, Permit
-from fanout.providers import Provider
+from fanout.providers import BatchingProvider, Provider
 from fanout.retry import CircuitBreaker, HedgePolicy, RetryPolicy, provider_fault
+from fanout.run._cache import ResponseCache
 from fanout.run._escalation import EscalationSink
 from fanout.run._journal import CallJournal, call_key
 from fanout.run._outage import describe, is_outage, wait_until_up
@@ -58,21 +59,30 @@ class ModelRoute:
     retry: RetryPolicy
     hedge: HedgePolicy | None = None
     hedge_to: str | None = None
+    batched: bool = False  # through the provider's Batch API
 
     def cost_usd(self, usage: Usage) -> float:
         return self.config.cost_usd(usage.input_tokens, usage.output_tokens)
 
 
 class Router:
-    """Model aliases to routes; one concurrency cap per provider, one limiter per model."""
+    """Model aliases to routes; one concurrency cap per provider, one limiter per model.
+
+    An alias with ``batch.enabled`` whose provider is a :class:`BatchingProvider` (a
+    batch job in batch mode) gets a batch route (:func:`_batch_route`); with
+    ``batch.online_fallback`` its chain tries the same model online next.
+    """
 
     def __init__(self, config: Config, providers: Mapping[str, Provider], clock: Clock) -> None:
         self._routes: dict[str, ModelRoute] = {}
+        self._online: dict[str, ModelRoute] = {}  # batch aliases' online twins
         shared: dict[tuple[str, str], tuple[Limiter, CircuitBreaker]] = {}
         for alias, model in config.models.items():
             pcfg = config.providers[model.provider]
             if model.provider not in providers:
                 raise ConfigError(f"provider {model.provider!r} of model {alias!r} was not built")
+            provider = providers[model.provider]
+            online = provider.online if isinstance(provider, BatchingProvider) else provider
             key = (model.provider, model.model)
             if key not in shared:
                 limiter = Limiter(
@@ -107,17 +117,18 @@ class Router:
                 hedge_to = alias
                 if model.hedge.to == "fallback" and model.fallbacks:
                     hedge_to = model.fallbacks[0]
-            self._routes[alias] = ModelRoute(
-                alias,
-                providers[model.provider],
-                model,
-                pcfg.timeout_s,
-                limiter,
-                circuit,
-                retry,
-                hedge,
-                hedge_to,
+            route = ModelRoute(
+                alias, online, model, pcfg.timeout_s, limiter, circuit, retry, hedge, hedge_to
             )
+            self._routes[alias] = route
+            if model.batch.enabled and provider is not online:
+                batching = getattr(pcfg, "batch", None)  # only kinds with a Batch API have one
+                discount = batching.discount if batching is not None else 0.5
+                self._routes[alias] = _batch_route(
+                    route, provider, clock, pcfg.retry.max_attempts, discount
+                )
+                if model.batch.online_fallback:
+                    self._online[alias] = dataclasses.replace(route, hedge=None, hedge_to=None)
 
     @property
     def aliases(self) -> frozenset[str]:
@@ -133,15 +144,58 @@ class Router:
     def chain(self, alias: str) -> tuple[ModelRoute, ...]:
         """The alias's route followed by its fallbacks, in order."""
         route = self._routes[alias]
-        return (route, *(self._routes[f] for f in route.config.fallbacks))
+        twin = self._online.get(alias)
+        first = (route,) if twin is None else (route, twin)
+        return (*first, *(self._routes[f] for f in route.config.fallbacks))
 
     def limiters(self) -> list[Limiter]:
-        return list({id(r.limiter): r.limiter for r in self._routes.values()}.values())
+        routes = [*self._routes.values(), *self._online.values()]
+        return list({id(r.limiter): r.limiter for r in routes if not r.batched}.values())
 
     def circuits(self) -> list[tuple[Limiter, CircuitBreaker]]:
-        """Each (provider, model)'s limiter (its name) and circuit, once."""
-        shared = {id(r.circuit): (r.limiter, r.circuit) for r in self._routes.values()}
+        """Each online (provider, model)'s limiter (its name) and circuit, once."""
+        routes = [*self._routes.values(), *self._online.values()]
+        shared = {id(r.circuit): (r.limiter, r.circuit) for r in routes if not r.batched}
         return list(shared.values())
+
+
+_NEVER = 2**62  # failures before a batch route's circuit opens: a line's failure is its own
+
+
+class _Unpaced(Limiter):
+    """A batch route's limiter: every call passes at once (a limiter's start-up window
+    would hold all but a few until the first answer, hours away); the Batch API's own
+    limits (requests and bytes per batch, enqueued tokens) are the batching client's."""
+
+    async def acquire(self, tokens: int = 0, *, interactive: bool = False) -> Permit:
+        return self._grant(tokens, self.clock.now(), 0.0)
+
+
+def _batch_route(
+    online: ModelRoute, provider: Provider, clock: Clock, max_attempts: int, discount: float
+) -> ModelRoute:
+    """An alias in batch mode: its calls wait in the provider's batch queue, not at the
+    online limiter (the Batch API has its own pool), answer when their batch ends (hours:
+    no timeout, a retry joins a later batch at once) and cost the batch prices."""
+    return ModelRoute(
+        online.alias,
+        provider,
+        online.config.batch_priced(discount),
+        _BATCH_TIMEOUT_S,
+        _Unpaced(clock=clock, name=f"{online.limiter.name}@batch", adaptive=False),
+        CircuitBreaker(clock, failure_threshold=_NEVER),
+        RetryPolicy(
+            max_attempts=max_attempts,
+            max_elapsed_s=float("inf"),
+            initial_backoff_s=0.0,
+            max_backoff_s=0.0,
+            retry_on=online.retry.retry_on,
+        ),
+        batched=True,
+    )
+
+
+_BATCH_TIMEOUT_S = 2 * 86_400.0  # unused by a batching provider; the window is its own
 
 
 @dataclass(slots=True)
@@ -216,6 +270,7 @@ class RunContext:
 
     __slots__ = (
         "budget",
+        "cache",
         "clock",
         "cpu_runner",
         "dag_name",
@@ -257,7 +312,9 @@ class RunContext:
         on_node: Callable[[NodeResult], None] | None = None,
         max_outage_s: float | None = None,
         mcp: McpHub | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
+        self.cache = cache  # replies shared across jobs and services, by call key
         # batch work: a call whose provider is down waits up to this long (else fails fast)
         self.max_outage_s = max_outage_s
         self.mcp = mcp  # the engine's MCP servers (tools=[mcp(...)])
@@ -289,32 +346,43 @@ class RunContext:
         last: bool = True,
     ) -> ChatResponse:
         """One logical call; with a journal, a call completed before (by a worker that
-        died, by an earlier run of the job) is answered from it and not paid again.
+        died, by an earlier run of the job) is answered from it and not paid again; with
+        a cache, a call any job or service made before is answered from it, unpaid.
 
         ``last``: no fallback model follows ``route`` in its node's chain, so in batch
         work (``max_outage_s`` set) an outage of its provider waits instead of failing.
         """
-        journal = self.journal
-        if journal is None:
+        journal, cache = self.journal, self.cache
+        if cache is not None and not cache.cacheable(request):
+            cache = None
+        if journal is None and cache is None:
             return await self._held(route, request, stats, site, last)
         key = call_key(route.config.provider, request)
         if site is not None:  # the call's rows (its attempts, a later replay) share the key
             site = dataclasses.replace(site, call_key=key[:16])
-        found = journal.get_paid(key)
-        if found is not None:
-            done, paid = found
-            cost = paid if paid is not None else route.cost_usd(done.usage)
-            # already spent (by the run that made it): the record's, but not this run's
-            stats.replayed = stats.replayed + done.usage
-            stats.replayed_cost_usd += cost
+        done = cache.get(key) if cache is not None else None
+        hit, cost = done is not None, 0.0
+        if done is None and journal is not None:
+            found = journal.get_paid(key)
+            if found is not None:
+                done, paid = found
+                cost = paid if paid is not None else route.cost_usd(done.usage)
+        if done is not None:
+            if not hit:  # already spent (by the run that made it): the record's, not this run's
+                stats.replayed = stats.replayed + done.usage
+                stats.replayed_cost_usd += cost
             if self.tracer is not None and site is not None:  # every step leaves a row
                 self.tracer.replayed(
                     site, self.dag_name, self.record_key, route.alias, route.config.provider,
-                    request, done, self.clock.now(), self.budget, cost,
+                    request, done, self.clock.now(), self.budget, cost, cache_hit=hit,
                 )  # fmt: skip
             return done
         response = await self._held(route, request, stats, site, last)
-        journal.put(key, response, record=self.record_key, cost_usd=route.cost_usd(response.usage))
+        if journal is not None:
+            cost = route.cost_usd(response.usage)
+            journal.put(key, response, record=self.record_key, cost_usd=cost)
+        if cache is not None:
+            cache.put(key, response)
         return response
 
     async def _held(

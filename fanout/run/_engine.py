@@ -26,6 +26,7 @@ from fanout.limits import Limiter, LimiterState
 from fanout.providers import OpenAIProvider, Provider
 from fanout.retry import HedgePolicy
 from fanout.run._approval import PAUSED
+from fanout.run._cache import ResponseCache
 from fanout.run._context import MapOffload, Router, RunContext
 from fanout.run._escalation import EscalationSink
 from fanout.run._executor import execute, run_items
@@ -77,6 +78,10 @@ class Engine:
     ``data_dir`` if it sets one, else none (a run given a ``session_id`` is then refused).
     ``reviews``: where paused runs and their reviews live (default: the same SQLite file
     as the sessions); a DAG with ``dag.review(...)`` steps needs one.
+
+    ``cache``: a :class:`fanout.run.ResponseCache` (or its directory) of replies shared by
+    any jobs and services pointing at it; a call found there is not made (default: the
+    config's ``[cache]``, else none).
     """
 
     def __init__(
@@ -95,6 +100,7 @@ class Engine:
         map_offload: MapOffload | None = None,
         store: SessionStore | str | Path | None = None,
         reviews: ReviewStore | None = None,
+        cache: ResponseCache | str | Path | None = None,
     ) -> None:
         self.map_offload = map_offload
         self.job_budget = job_budget
@@ -102,6 +108,7 @@ class Engine:
         self.journal = journal
         self.config = config if config is not None else default_config()
         self.clock: Clock = clock if clock is not None else SystemClock()
+        self.cache = _cache(cache, self.config)
         path = escalation if escalation is not None else self.config.escalation_path
         self.escalation = EscalationSink(path, clock=self.clock) if path is not None else None
         if store is None and self.config.data_dir is not None:
@@ -138,12 +145,14 @@ class Engine:
         redact: Redactor | None = None,
         job_id: str | None = None,
         job_budget: Budget | None = None,
+        cache: str | Path | None = None,
     ) -> Engine:
         """An engine from a TOML file; with ``None``, the embedded simulated default."""
         config = load_config(path) if path is not None else None
         return cls(
-            config, clock=clock, traces=traces, redact=redact, job_id=job_id, job_budget=job_budget
-        )
+            config, clock=clock, traces=traces, redact=redact, job_id=job_id,
+            job_budget=job_budget, cache=cache,
+        )  # fmt: skip
 
     def open_traces(self) -> None:
         """Open the trace writer now (else the first run does): a bad directory is a
@@ -480,6 +489,7 @@ class Engine:
             job_budget=self.job_budget,
             map_offload=map_offload,
             mcp=self._get_hub() if mcp else None,
+            cache=self.cache,
         )
 
     def run_sync(
@@ -491,6 +501,15 @@ class Engine:
     def limiters(self) -> list[Limiter]:
         """The (provider, model) limiters of the running event loop's router."""
         return self._get_router().limiters()
+
+    def use_providers(self, providers: Mapping[str, Provider], *, config: Config) -> None:
+        """Replace providers by name, and the config: a batch job in batch mode wraps a
+        provider in its Batch API client and turns batch mode on for its models (each
+        wrapper closes what it wraps). Routes are rebuilt for the next run."""
+        self.config = config
+        self.providers.update(providers)
+        self._router = None
+        self._plans.clear()
 
     def use_journal(self, directory: str | Path) -> None:
         """Record every completed call in ``directory`` (this process's own file) and
@@ -607,6 +626,18 @@ def _with_paused(outputs: dict[str, object], paused: dict[str, object]) -> dict[
 def _is_trace_id(value: str) -> bool:
     """A request id usable as the trace id: 32 lowercase hex digits, not all zero."""
     return len(value) == 32 and value.strip("0123456789abcdef") == "" and value != "0" * 32
+
+
+def _cache(cache: ResponseCache | str | Path | None, config: Config) -> ResponseCache | None:
+    """The engine's response cache: ``cache``, a directory for one (sized as ``[cache]``
+    says), else the config's ``[cache]``, else none."""
+    ccfg = config.cache
+    if isinstance(cache, str | Path) and ccfg is None:
+        return ResponseCache(cache)
+    if isinstance(cache, str | Path) or (cache is None and ccfg is not None):
+        assert ccfg is not None
+        return ResponseCache(cache or ccfg.dir, max_bytes=ccfg.max_bytes, sampled=ccfg.sampled)
+    return cache
 
 
 def _build_provider(

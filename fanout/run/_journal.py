@@ -43,7 +43,15 @@ import orjson
 from fanout.errors import ConfigError
 from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
 
-__all__ = ["CallJournal", "Spend", "call_key", "compact_journal", "journal_spend"]
+__all__ = [
+    "CallJournal",
+    "Spend",
+    "call_key",
+    "compact_journal",
+    "journal_spend",
+    "response_entry",
+    "response_from",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -64,6 +72,31 @@ def call_key(provider: str, request: ChatRequest) -> str:
     # that differed by order would only cost a journal miss, never a wrong answer.
     text = orjson.dumps(identity, default=str, option=orjson.OPT_NON_STR_KEYS)
     return hashlib.sha256(text).hexdigest()
+
+
+def response_entry(response: ChatResponse) -> dict[str, object]:
+    """A reply as a JSON-able dict (the journal's, the batch log's and the cache's lines)."""
+    return {
+        "content": response.content,
+        "finish_reason": response.finish_reason,
+        "tool_calls": [[c.id, c.name, c.arguments] for c in response.tool_calls],
+        "model": response.model,
+        "usage": [response.usage.input_tokens, response.usage.output_tokens],
+    }
+
+
+def response_from(entry: dict[str, object]) -> ChatResponse:
+    """The reply :func:`response_entry` wrote; raises ``KeyError``/``TypeError``/``ValueError``
+    on an entry that is not one."""
+    usage = entry["usage"]
+    calls = entry["tool_calls"]
+    return ChatResponse(
+        content=entry["content"],  # type: ignore[arg-type]
+        usage=Usage(int(usage[0]), int(usage[1])),  # type: ignore[index]
+        finish_reason=str(entry["finish_reason"]),
+        tool_calls=tuple(ToolCall(str(i), str(n), str(a)) for i, n, a in calls),  # type: ignore[attr-defined]
+        model=str(entry["model"]),
+    )
 
 
 class CallJournal:
@@ -129,16 +162,7 @@ class CallJournal:
         """Record a completed call (for ``record``, a batch record's key) and its cost in
         this process's file; it is not kept in memory (another process, or a later run,
         reads it)."""
-        entry = {
-            "key": key,
-            "record": record,
-            "content": response.content,
-            "finish_reason": response.finish_reason,
-            "tool_calls": [[c.id, c.name, c.arguments] for c in response.tool_calls],
-            "model": response.model,
-            "usage": [response.usage.input_tokens, response.usage.output_tokens],
-            "usd": cost_usd,
-        }
+        entry = {"key": key, "record": record, **response_entry(response), "usd": cost_usd}
         self._write(entry)
 
     def spend(self, *, usd: float, tokens: int, record: str | None = None) -> None:
@@ -371,14 +395,7 @@ def _parse(line: str | bytes) -> _Entry | None:
     last), a compacted file's header or a ``spent`` line."""
     try:
         entry = orjson.loads(line)
-        usage = entry["usage"]
-        response = ChatResponse(
-            content=entry["content"],
-            usage=Usage(int(usage[0]), int(usage[1])),
-            finish_reason=str(entry["finish_reason"]),
-            tool_calls=tuple(ToolCall(str(i), str(n), str(a)) for i, n, a in entry["tool_calls"]),
-            model=str(entry["model"]),
-        )
+        response = response_from(entry)
         record = entry.get("record")
         usd = entry.get("usd")
         return _Entry(

@@ -21,7 +21,7 @@ from fanout.clock import Clock
 from fanout.dag import render_value
 from fanout.errors import ProviderError
 from fanout.trace import ContentPolicy, Span, new_span
-from fanout.types import ChatRequest, ChatResponse
+from fanout.types import BatchRef, ChatRequest, ChatResponse
 
 __all__ = ["CallSite", "SpanSink", "Tracer"]
 
@@ -90,6 +90,7 @@ class Tracer:
         budget: Budget,
         hedged: bool = False,
         replayed: bool = False,
+        cache_hit: bool = False,
     ) -> None:
         span = self._attempt_span(
             site,
@@ -113,15 +114,25 @@ class Tracer:
             span.hedged = True
         if site.call_key is not None:
             span.call_key = site.call_key
+        batch = response.batch if response is not None else getattr(error, "batch", None)
+        if isinstance(batch, BatchRef):
+            span.batch_id = batch.batch_id
+            span.batch_submitted_at = batch.submitted_at
+            span.batch_completed_at = batch.completed_at
         output = None
         if response is not None:
             span.response_model = response.model or None
             span.finish_reason = response.finish_reason
-            if replayed:  # paid for by the run that made the call
-                span.replayed = True
-            span.input_tokens = response.usage.input_tokens
-            span.output_tokens = response.usage.output_tokens
-            span.cost_usd = cost_usd
+            if cache_hit:  # answered by the cache: no provider call, nothing paid by this job
+                span.cache_hit = True
+                span.input_tokens = span.output_tokens = 0
+                span.cost_usd = 0.0
+            else:
+                if replayed:  # paid for by the run that made the call
+                    span.replayed = True
+                span.input_tokens = response.usage.input_tokens
+                span.output_tokens = response.usage.output_tokens
+                span.cost_usd = cost_usd
             output = response.content
             if response.tool_calls:
                 span.tool_name = ",".join(c.name for c in response.tool_calls)
@@ -146,16 +157,21 @@ class Tracer:
         at: float,
         budget: Budget,
         cost_usd: float = 0.0,
+        *,
+        cache_hit: bool = False,
     ) -> None:
         """A call answered from the call journal: an attempt row marked ``replayed``,
         taking no time, with the tokens and cost the call had when an earlier run made
         it (already spent: ``fanout traces summary`` counts them only where the original
-        row is missing, a kill having lost it, and never as a call)."""
+        row is missing, a kill having lost it, and never as a call). ``cache_hit``: from
+        the response cache instead, a row marked ``cache_hit`` with no tokens or cost
+        (another job paid for the call)."""
         self.attempt(
             site, dag_name=dag_name, record_key=record_key, attempt=1,
             model_alias=model_alias, provider=provider, request=request, response=response,
             error=None, start=at, end=at, limiter_wait_s=0.0, backoff_s=0.0,
-            estimated_input_tokens=0, cost_usd=cost_usd, budget=budget, replayed=True,
+            estimated_input_tokens=0, cost_usd=cost_usd, budget=budget,
+            replayed=not cache_hit, cache_hit=cache_hit,
         )  # fmt: skip
 
     def tool(

@@ -18,7 +18,8 @@ as LiteLLM's proxy forwards them (``llm_provider-retry-after-ms``, ...).
 ``GET /v1/models``; ``GET /stats`` gives accepted/limited counts per second
 (``GET /stats/prompts``: calls answered per prompt, with ``record_prompts``);
 ``POST /stats/reset`` clears them and the buckets; ``POST /admin/faults`` with
-``{"error_rate": 0.5, ...}`` changes fault rates while running.
+``{"error_rate": 0.5, ...}`` changes fault rates while running. The Files and Batch
+APIs (``/v1/files``, ``/v1/batches``) are :mod:`fanout.sim._batches`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -49,6 +51,7 @@ except ImportError as exc:  # one clear error naming the extra, not a deep Impor
         "the provider emulator (fanout.sim.server)", extra="sim", module=exc.name or "starlette"
     ) from None
 from fanout.limits import TokenBucket
+from fanout.sim._batches import BatchEmulator, BatchEmulatorConfig
 from fanout.sim._provider import SimProvider
 from fanout.sim._text import MARKER, last_user_text
 from fanout.sim._wire import (
@@ -61,7 +64,7 @@ from fanout.sim._wire import (
 )
 from fanout.types import ChatRequest, ChatResponse, estimate_prompt_tokens
 
-__all__ = ["EmulatorConfig", "EmulatorServer", "build_app"]
+__all__ = ["BatchEmulatorConfig", "EmulatorConfig", "EmulatorServer", "build_app"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,7 @@ class EmulatorConfig:
     max_context_tokens: int | None = None  # larger requests: a context-length 400
     max_body_bytes: int | None = None  # larger bodies: a 413
     proxy_headers: bool = False  # limit and retry headers prefixed llm_provider- (LiteLLM)
+    batch: BatchEmulatorConfig = field(default_factory=BatchEmulatorConfig)  # /v1/batches
 
 
 @dataclass
@@ -349,8 +353,8 @@ class _Emulator:
         unknown = set(changes) - allowed
         if unknown:
             return _error(400, "invalid_request_error", f"unknown fields {sorted(unknown)}")
-        merged = {**dataclasses.asdict(self.config), **{k: float(v) for k, v in changes.items()}}
-        self.config = EmulatorConfig(**merged)
+        rates: dict[str, Any] = {k: float(v) for k, v in changes.items()}
+        self.config = dataclasses.replace(self.config, **rates)
         return JSONResponse({"ok": True})
 
     async def reset_stats(self, request: Request) -> Response:
@@ -374,8 +378,10 @@ def _error(
 def build_app(config: EmulatorConfig) -> ASGIApp:
     """The emulator's ASGI app: completions straight to their handler, the rest via starlette."""
     emulator = _Emulator(config)
+    batches = BatchEmulator(config.batch, emulator.sim, chat_request, api_key=config.api_key)
     rest = Starlette(
         routes=[
+            *batches.routes(),
             Route("/v1/models", emulator.models, methods=["GET"]),
             Route("/stats", emulator.get_stats, methods=["GET"]),
             Route("/stats/reset", emulator.reset_stats, methods=["POST"]),

@@ -145,10 +145,14 @@ class CallStats:
 
 @dataclass(frozen=True, slots=True)
 class ModelSummary:
+    """One model's calls of one ``mode``: ``online``, ``batch`` (through the provider's
+    Batch API), ``cache`` (answered by the response cache) or ``replayed`` (the journal)."""
+
     model_alias: str | None
     provider: str | None
     request_model: str | None
     stats: CallStats
+    mode: str = "online"
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,11 +216,14 @@ _CALL_STATS = f"""
     count(*) FILTER (WHERE replayed) AS replayed
 """
 
+CALL_MODE = """CASE WHEN cache_hit THEN 'cache' WHEN replayed THEN 'replayed'
+    WHEN batch_id IS NOT NULL THEN 'batch' ELSE 'online' END"""
+
 _MODELS_SQL = f"""
-SELECT model_alias, provider, request_model, {_CALL_STATS}
+SELECT model_alias, provider, request_model, {CALL_MODE} AS mode, {_CALL_STATS}
 FROM spans WHERE record_type = 'attempt' AND {LLM_CALL}
 GROUP BY ALL
-ORDER BY calls DESC, model_alias NULLS LAST, provider NULLS LAST, request_model NULLS LAST
+ORDER BY calls DESC, model_alias NULLS LAST, provider NULLS LAST, request_model NULLS LAST, mode
 """
 
 _NODES_SQL = f"""
@@ -252,7 +259,13 @@ def summarize(directory: str | Path) -> TraceSummary:
     con = connect(root)
     try:
         models = tuple(
-            ModelSummary(_opt_str(row[0]), _opt_str(row[1]), _opt_str(row[2]), _call_stats(row[3:]))
+            ModelSummary(
+                _opt_str(row[0]),
+                _opt_str(row[1]),
+                _opt_str(row[2]),
+                _call_stats(row[4:]),
+                mode=str(row[3]),
+            )
             for row in _fetch(con, _MODELS_SQL, root)
         )
         nodes = tuple(

@@ -68,6 +68,12 @@ class Span:
     # with a call journal (batch jobs): 16 hex digits of the call's key, on its attempt rows
     # and on a later run's replayed row of it (a summary counts a call's cost once)
     call_key: str | None = None
+    # True: answered from the response cache (--cache), at zero cost and no provider call
+    cache_hit: bool | None = None
+    # batch mode: the provider batch that answered (or failed) the call, and its times
+    batch_id: str | None = None
+    batch_submitted_at: float | None = None
+    batch_completed_at: float | None = None
     # GenAI
     provider: str | None = None
     request_model: str | None = None
@@ -123,6 +129,9 @@ _TYPES: dict[str, pa.DataType] = {
     "retryable": pa.bool_(),
     "hedged": pa.bool_(),
     "replayed": pa.bool_(),
+    "cache_hit": pa.bool_(),
+    "batch_submitted_at": _TS,
+    "batch_completed_at": _TS,
     "input_tokens": _INT,
     "output_tokens": _INT,
     "estimated_input_tokens": _INT,

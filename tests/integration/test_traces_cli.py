@@ -47,6 +47,7 @@ def test_summary_prints_tables_per_model_node_and_job(runner: CliRunner, traces:
     assert cells == [
         "fast",
         "sim/sim-small",
+        "online",
         "5",
         "3",
         "2",

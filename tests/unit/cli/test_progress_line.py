@@ -107,3 +107,16 @@ def test_a_job_on_a_cluster_says_which_and_how_many_workers() -> None:
     stats = snapshot(where="the Ray cluster at 127.0.0.1:6380, 4 workers")
     assert "on the Ray cluster at 127.0.0.1:6380, 4 workers" in ProgressLine(stats).plain()
     assert " on " not in ProgressLine(snapshot(where="this process")).plain()
+
+
+def test_batch_mode_shows_batches_by_state_and_lines_answered() -> None:
+    from fanout.batch import BatchStats
+
+    batches = BatchStats({"in_progress": 2, "completed": 1}, 40_000, 100_000, 1_234)
+    plain = ProgressLine(snapshot(batches=batches)).plain()
+    assert "batches 1 completed 2 in_progress" in plain
+    assert "lines 40,000/100,000" in plain
+    assert "queued 1,234" in plain
+    wide = render(ProgressLine(snapshot(batches=batches)), 200)
+    assert "batches 1 completed 2 in_progress" in wide
+    assert "batches" not in ProgressLine(snapshot()).plain()
