@@ -136,11 +136,13 @@ def _limits(config: Config, emulate: EmulateSpec | None) -> list[ModelLimit]:
         provider = config.providers[model.provider]
         if emulate is not None:
             rpm, tpm, source = emulate.requests_per_min, emulate.tokens_per_min, "emulator"
+            burst_s = emulate.burst_s
         else:
             rpm = model.requests_per_min or provider.requests_per_min
             tpm = model.tokens_per_min or provider.tokens_per_min
             source = "config"
-        out.append(ModelLimit(model.provider, model.model, rpm, tpm, source))
+            burst_s = 1.0  # what the limiter assumes of a provider it only has a limit for
+        out.append(ModelLimit(model.provider, model.model, rpm, tpm, source, burst_s))
     return out
 
 

@@ -33,6 +33,7 @@ class ModelLimit:
     requests_per_min: float | None
     tokens_per_min: float | None
     source: str  # "emulator" or "config"
+    burst_s: float = 1.0  # the provider's bucket holds this many seconds of its refill
 
 
 class _Attempt(NamedTuple):
@@ -240,8 +241,21 @@ def _provider_figures(
         limit = known.get((provider, model))
         rpm = limit.requests_per_min if limit else None
         tpm = limit.tokens_per_min if limit else None
-        util_rpm = len(steady) / (rpm / 60 * steady_s) if rpm else None
-        util_tpm = steady_tokens / (tpm / 60 * steady_s) if tpm else None
+        burst_s = limit.burst_s if limit else 1.0
+        util_rpm = (
+            len(steady)
+            / bucket_ceiling([(r.sent_s, 1) for r in accepted], rpm, burst_s, warmup_s, duration)
+            if rpm
+            else None
+        )
+        util_tpm = (
+            steady_tokens
+            / bucket_ceiling(
+                [(r.sent_s, r.tokens) for r in accepted], tpm, burst_s, warmup_s, duration
+            )
+            if tpm
+            else None
+        )
         name = f"{provider}/{model}"
         report["providers"].append(
             {
@@ -274,6 +288,33 @@ def _provider_figures(
             if r.status != "ok":
                 errors[r.error_type or r.status] += 1
     report["errors"]["attempts_by_type"] = dict(errors)
+
+
+def bucket_ceiling(
+    spent: list[tuple[float, int]],
+    per_min: float,
+    burst_s: float,
+    start_s: float,
+    end_s: float,
+) -> float:
+    """The most a provider's token bucket could have admitted in ``[start_s, end_s)``.
+
+    The bucket holds ``burst_s`` seconds of its refill and is full when the load begins
+    (t = 0); ``spent`` are the (time, amount) the provider accepted. What it could admit
+    in the window is what was left in it at ``start_s`` plus its refill over the window,
+    so utilisation (admitted / this) never reads above 1 for a binding limit, whether or
+    not the client spent the burst before the window.
+    """
+    rate = per_min / 60
+    capacity = max(1.0, rate * burst_s)
+    level, last = capacity, 0.0
+    for at, amount in sorted(spent):
+        if at >= start_s:
+            break
+        level = max(0.0, min(capacity, level + rate * (at - last)) - amount)
+        last = at
+    level = min(capacity, level + rate * (start_s - last))
+    return level + rate * max(end_s - start_s, 1e-9)
 
 
 def write_report(report: Report, directory: Path) -> Path:
