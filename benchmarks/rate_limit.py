@@ -1,26 +1,31 @@
-"""How much of a provider's rate limit fanout uses, and how many 429s it draws.
+"""How fast fanout gets through a provider's rate limit, burst included, and how many 429s it draws.
 
-Starts ``fanout sim-server`` as a separate process with a requests/min limit,
-runs the ``classify`` example (examples/pipelines/classify.py) as a steady batch
-for ``--duration`` seconds per scenario, and prints, from the emulator's own counts:
+Starts ``fanout sim-server`` as a separate process (the other core) with the scenario's
+limits, runs N classify requests (prompt ~200 tokens, max_tokens 50, 300 ms mean
+latency) all queued at once through one engine, and prints for each scenario:
 
-  utilisation = accepted requests / the provider's ceiling over the run
-                (its bucket's burst plus its refill over the elapsed time)
-  429 share   = 429 answers / all requests the provider saw
+  minimum  the bucket-aware minimum time: a provider's bucket starts full, so
+           max((N - B_req) / r_req, (N * c - B_tok) / r_tok) + mean latency,
+           with r the refill rate (the limit per second), B the bucket's capacity
+           (r * its window: 60 s where the scenario says so, as OpenAI's buckets
+           behave), c the tokens the provider counts per request (prompt + completion)
+  wall     from the first request queued to the last answer
+  ratio    minimum / wall (1.0: the provider's ceiling, burst included)
+  429s     429 answers / all requests the provider saw (its own counts)
+  correct  records whose answer is the right label
 
-Scenarios (configured limit vs. the provider's real one):
-  equal       configured == real                        target >= 0.98, <= 0.5% 429s
-  half        real == configured / 2 (must be learned)  target >= 0.95, <= 2% 429s
-  none        no limit configured                       target >= 0.95
-  half-aimd / none-aimd: the same, but the provider sends no x-ratelimit-limit-*
-              headers, so only 429s (AIMD) can teach the limit.
+Scenarios (the emulator's bucket; what the config states):
+  A  3,000/min, 60 s bucket; configured 3,000/min
+  B  1,500/min, 60 s bucket; configured 3,000/min (the real limit is half: learn it)
+  C  3,000/min enforced per second (1 s bucket); configured 3,000/min
+  D  3,000/min, 60 s bucket; nothing configured (the headers say it all)
+  E  3,000/min and tokens/min for 20 requests/s, 60 s buckets; both configured
+Targets: ratio >= 0.97 in every scenario, <= 0.5% 429s, every record correct.
 
-Every record must complete with the right label; the script checks and says so.
-``--ray N`` runs the same on a local Ray instance with N workers: each worker's limiter
-enforces its lease of the limit, and one coordinator learns the pace from all of them.
+``--ray N`` runs the same on a local Ray with N workers sharing the limit through the
+quota coordinator (target on A: ratio >= 0.95, <= 1% 429s).
 
-Run: python benchmarks/rate_limit.py [--duration 60] [--rpm 3000] [--scenarios equal,half]
-                                     [--ray N]
+Run: python benchmarks/rate_limit.py [--scenarios A,B,C,D,E] [--requests 5000] [--ray N]
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import os
 import platform
 import socket
@@ -49,7 +53,6 @@ from fanout.sim._text import sentiment
 if TYPE_CHECKING:
     from fanout.distributed import RayEngine
 
-ROOT = Path(__file__).resolve().parent.parent
 TEXTS = [
     "great product, I love it",
     "arrived broken and late, terrible",
@@ -57,25 +60,35 @@ TEXTS = [
     "thanks, excellent service",
     "worst purchase, I want a refund",
 ]
+# neutral words to bring the prompt to ~200 tokens (chars / 4, as providers estimate)
+FILLER = " It came in a box with a manual, four legs, a seat and a back." * 11
+MAX_TOKENS = 50
+LATENCY_MS = 300.0
+JITTER = 0.2
 
 
 @dataclass(frozen=True)
 class Scenario:
     name: str
     provider_rpm: float
+    provider_tpm: float | None
+    bucket_s: float
     configured_rpm: float | None
-    limit_headers: bool
+    configured_tpm: float | None
 
 
-def load_classify() -> DAG:
-    spec = importlib.util.spec_from_file_location(
-        "classify", ROOT / "examples/pipelines/classify.py"
+def classify_dag() -> DAG:
+    dag = DAG("classify")
+    dag.input("text", type=str)
+    dag.output(
+        label=dag.llm(
+            "fast",
+            "Classify the sentiment of this review as positive, negative or neutral. "
+            "Answer with the label only. Review: {text}",
+            max_tokens=MAX_TOKENS,
+            name="label",
+        )
     )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    dag = module.dag
-    assert isinstance(dag, DAG)
     return dag
 
 
@@ -87,24 +100,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def emulator(rpm: float, *, latency_ms: float, limit_headers: bool) -> Iterator[str]:
+def emulator(scenario: Scenario) -> Iterator[str]:
     port = free_port()
-    args = [
-        sys.executable,
-        "-m",
-        "fanout",
-        "sim-server",
-        "--port",
-        str(port),
-        "--rpm",
-        str(rpm),
-        "--latency-ms",
-        str(latency_ms),
-        "--jitter-sigma",
-        "0.3",
-    ]
-    if not limit_headers:
-        args.append("--no-limit-headers")
+    args = [sys.executable, "-m", "fanout", "sim-server", "--port", str(port)]
+    args += ["--rpm", str(scenario.provider_rpm), "--burst-s", str(scenario.bucket_s)]
+    if scenario.provider_tpm:
+        args += ["--tpm", str(scenario.provider_tpm)]
+    args += ["--latency-ms", str(LATENCY_MS), "--jitter-sigma", str(JITTER)]
     proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
     root = f"http://127.0.0.1:{port}"
     try:
@@ -127,96 +129,102 @@ def make_engine(config: Config, ray_workers: int | None) -> Engine | RayEngine:
     return RayEngine(config, workers=ray_workers)
 
 
+def minimum_s(scenario: Scenario, requests: int, tokens_per_request: float) -> float:
+    """The bucket-aware minimum (see the module's docstring)."""
+    r_req = scenario.provider_rpm / 60
+    need = (requests - r_req * scenario.bucket_s) / r_req
+    if scenario.provider_tpm:
+        r_tok = scenario.provider_tpm / 60
+        need = max(need, (requests * tokens_per_request - r_tok * scenario.bucket_s) / r_tok)
+    mean_latency_s = LATENCY_MS / 1000 * 2.718281828 ** (JITTER**2 / 2)
+    return max(0.0, need) + mean_latency_s
+
+
+def config_for(scenario: Scenario, root: str, in_flight: int) -> Config:
+    provider: dict[str, object] = {
+        "kind": "openai",
+        "base_url": f"{root}/v1",
+        "requests_per_min": scenario.configured_rpm,
+        "tokens_per_min": scenario.configured_tpm,
+        "max_concurrency": in_flight,
+        "retry": {"max_attempts": 20, "max_elapsed_s": 600},
+    }
+    return parse_config(
+        {
+            "providers": {"emu": provider},
+            "models": {"fast": {"provider": "emu", "model": "sim-small"}},
+        }
+    )
+
+
 async def run_scenario(
-    dag: DAG, scenario: Scenario, duration_s: float, latency_ms: float, ray_workers: int | None
+    scenario: Scenario, requests: int, in_flight: int, ray_workers: int | None
 ) -> str:
-    with emulator(
-        scenario.provider_rpm, latency_ms=latency_ms, limit_headers=scenario.limit_headers
-    ) as root:
-        config = parse_config(
-            {
-                "providers": {
-                    "emu": {
-                        "kind": "openai",
-                        "base_url": f"{root}/v1",
-                        "requests_per_min": scenario.configured_rpm,
-                        "max_concurrency": 512,
-                        "retry": {"max_attempts": 10},
-                    }
-                },
-                "models": {"fast": {"provider": "emu", "model": "sim-small"}},
-            }
-        )
+    dag = classify_dag()
+    with emulator(scenario) as root:
+        config = config_for(scenario, root, in_flight)
         async with make_engine(config, ray_workers) as engine, httpx.AsyncClient() as http:
             await http.post(f"{root}/stats/reset")
-            window = asyncio.Semaphore(256)
-            tasks: list[asyncio.Task[bool]] = []
+            window = asyncio.Semaphore(in_flight)
 
             async def one(i: int) -> bool:
-                try:
-                    text = f"{TEXTS[i % len(TEXTS)]} (review {i})"
+                async with window:
+                    text = f"{TEXTS[i % len(TEXTS)]} (review {i}).{FILLER}"
                     result = await engine.run(dag, {"text": text})
                     return result.ok and result.outputs["label"] == sentiment(text)
-                finally:
-                    window.release()
 
             start = time.monotonic()
-            i = 0
-            while time.monotonic() - start < duration_s:
-                try:
-                    await asyncio.wait_for(
-                        window.acquire(), timeout=start + duration_s - time.monotonic()
-                    )
-                except TimeoutError:
-                    break
-                tasks.append(asyncio.create_task(one(i)))
-                i += 1
-            stats = (await http.get(f"{root}/stats")).json()  # the measured window ends here
-            correct = await asyncio.gather(*tasks)
-            (state,) = engine.limiter_states()
-    rate = scenario.provider_rpm / 60
-    ceiling = rate * 1.0 + rate * stats["elapsed_s"]  # the emulator's burst is 1 s of refill
+            correct = await asyncio.gather(*(one(i) for i in range(requests)))
+            wall = time.monotonic() - start
+            stats = (await http.get(f"{root}/stats")).json()
     seen = stats["accepted"] + stats["limited"]
-    learned = f"{state.requests_per_min:,.0f}" if state.requests_per_min else "unlimited"
+    per_request = stats["tokens"] / max(1, stats["accepted"])
+    least = minimum_s(scenario, requests, per_request)
     ok = "all correct" if all(correct) else f"{len(correct) - sum(correct)} WRONG"
     return (
-        f"{scenario.name:10s} provider {scenario.provider_rpm:6,.0f} rpm, configured "
-        f"{scenario.configured_rpm or 0:6,.0f}: utilisation {stats['accepted'] / ceiling:6.3f}, "
+        f"{scenario.name}: minimum {least:6.1f} s, wall {wall:6.1f} s, ratio {least / wall:5.3f}, "
         f"429s {stats['limited'] / max(1, seen):6.2%} ({stats['limited']}/{seen}), "
-        f"pace learned {learned} rpm, {len(correct)} records {ok}"
+        f"{len(correct)} records {ok} (c = {per_request:.0f} tokens/request)"
     )
+
+
+def scenarios() -> dict[str, Scenario]:
+    tpm_e = 20 * (200 + MAX_TOKENS) * 60  # 20 requests/s of prompt + max_tokens
+    return {
+        "A": Scenario("A", 3000, None, 60.0, 3000, None),
+        "B": Scenario("B", 1500, None, 60.0, 3000, None),
+        "C": Scenario("C", 3000, None, 1.0, 3000, None),
+        "D": Scenario("D", 3000, None, 60.0, None, None),
+        "E": Scenario("E", 3000, tpm_e, 60.0, 3000, tpm_e),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds per scenario")
-    parser.add_argument("--rpm", type=float, default=3000.0, help="the configured limit")
-    parser.add_argument("--latency-ms", type=float, default=100.0, help="emulated latency")
-    parser.add_argument("--scenarios", default="equal,half,none,half-aimd,none-aimd")
+    parser.add_argument("--scenarios", default="A,B,C,D,E")
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--in-flight", type=int, default=256, help="requests in flight at most")
     parser.add_argument("--ray", type=int, metavar="N", help="on local Ray, N workers")
     args = parser.parse_args()
-    rpm = args.rpm
-    all_scenarios = {
-        "equal": Scenario("equal", rpm, rpm, True),
-        "half": Scenario("half", rpm / 2, rpm, True),
-        "none": Scenario("none", rpm, None, True),
-        "half-aimd": Scenario("half-aimd", rpm / 2, rpm, False),
-        "none-aimd": Scenario("none-aimd", rpm, None, False),
-    }
-    dag = load_classify()
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}"
-    )
-    latency = f"emulator latency {args.latency_ms:.0f} ms (lognormal sigma 0.3)"
-    where = f"Ray, {args.ray} workers" if args.ray else "one process"
-    print(f"{args.duration:.0f} s per scenario, {latency}, {where}")
-    for name in args.scenarios.split(","):
-        print(
-            asyncio.run(
-                run_scenario(dag, all_scenarios[name], args.duration, args.latency_ms, args.ray)
-            ),
-            flush=True,
+    known = scenarios()
+    names = args.scenarios.split(",")
+    if unknown := [n for n in names if n not in known]:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; pick from {', '.join(known)}")
+    cpu = platform.machine()
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+        cpu = next(
+            (ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), cpu
         )
+    print(f"machine: {cpu}, {os.cpu_count()} cpus, python {platform.python_version()}")
+    where = f"Ray, {args.ray} workers" if args.ray else "one process"
+    print(
+        f"{args.requests} requests, {LATENCY_MS:.0f} ms latency (lognormal sigma {JITTER}), "
+        f"max_tokens {MAX_TOKENS}, at most {args.in_flight} in flight, {where}"
+    )
+    for name in names:
+        line = asyncio.run(run_scenario(known[name], args.requests, args.in_flight, args.ray))
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,11 @@ class _ProviderBase(_Frozen):
     tokens_per_min: float | None = Field(
         default=None, gt=0, description="per model; none: learned from the provider"
     )
+    window_s: float = Field(
+        default=60.0, gt=0,
+        description="the longest rate-limit bucket the provider may hold, in seconds of its "
+        "limit (OpenAI's hold a minute); spent at once when its headers say it is there",
+    )  # fmt: skip
     max_concurrency: int = Field(
         default=256, gt=0, description="calls in flight (an HTTP provider's connection pool)"
     )

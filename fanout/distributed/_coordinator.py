@@ -31,6 +31,7 @@ class QuotaCoordinator:
         adaptive: bool,
         lease_ttl_s: float,
         expected_workers: int = 1,
+        window_s: float | None = None,
     ) -> None:
         self.name = name
         self.ledger = QuotaLedger(
@@ -41,6 +42,7 @@ class QuotaCoordinator:
             lease_ttl_s=lease_ttl_s,
             adaptive=adaptive,
             expected_workers=expected_workers,
+            window_s=window_s,
         )
 
     def report(self, worker_id: str, report: LeaseReport) -> Lease:
@@ -58,6 +60,7 @@ class QuotaCoordinator:
             "requests_per_min": self.ledger.requests_per_min,
             "tokens_per_min": self.ledger.tokens_per_min,
             "rate_limited": self.ledger.rate_limited,
+            "burst_granted_requests": self.ledger.burst_granted_requests,
             "pid": os.getpid(),
         }
 

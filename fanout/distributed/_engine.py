@@ -558,6 +558,7 @@ class RayEngine:
                 pcfg.adaptive,
                 self.lease_ttl_s,
                 self.size,
+                pcfg.window_s,
             )
 
     def _dag_ref(self, dag: DAG, plan: Plan) -> tuple[str, ray.ObjectRef[bytes]]:

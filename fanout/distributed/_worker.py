@@ -221,7 +221,11 @@ class _LeaseKeeper:
             if isinstance(reply, Lease):
                 self.leases[limiter.name] = reply
                 limiter.set_lease(
-                    reply.requests_per_min, reply.tokens_per_min, reply.max_concurrency
+                    reply.requests_per_min,
+                    reply.tokens_per_min,
+                    reply.max_concurrency,
+                    burst_requests=reply.burst_requests,
+                    burst_tokens=reply.burst_tokens,
                 )
             else:  # the coordinator is restarting: keep the lease we hold
                 self.failures += 1

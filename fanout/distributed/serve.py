@@ -139,6 +139,7 @@ def quota_coordinators(config: Config, scope: str, expected_replicas: int) -> di
             pcfg.adaptive,
             _LEASE_TTL_S,
             expected_replicas,
+            pcfg.window_s,
         )
     return names
 

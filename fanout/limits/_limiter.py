@@ -5,6 +5,13 @@ the queue when its capacity is due (one timer, never a polling loop). Provider
 feedback (429s, ``x-ratelimit-*`` headers) adapts the pace through
 :class:`AdaptiveRate`, and a ``retry-after`` pauses the whole queue.
 
+The buckets model the provider's: a limit of R per minute whose bucket holds
+``window_s`` seconds of it (OpenAI's hold a minute: 3,000/min admits 3,000 at once)
+is spent at once, less what is in flight, once the provider's ``remaining`` and
+``reset`` headers confirm what it holds; until then, and where a 429 while spending a
+burst shows the real window is short (limits enforced per second), the bucket holds
+``burst_s`` (1 s) and calls are paced.
+
 Interactive calls (a service's requests) have a queue of their own, served first;
 batch work sharing the quota keeps a weighted share (one grant in
 ``interactive_weight + 1`` while both wait), so it never starves.
@@ -36,6 +43,8 @@ _INITIAL_WINDOW = 8
 # when answers take long (a 30 s generation), so slow answers need not slow the ramp.
 _WINDOW_DOUBLING_S = 1.0
 _LEASED_BURST_S = 0.5
+# A bucket window learnt from headers changes only when it moves by more than this share.
+_WINDOW_CHANGE = 0.1
 # While both queues wait, batch work gets one grant for every this many interactive ones.
 _INTERACTIVE_WEIGHT = 4
 
@@ -72,6 +81,14 @@ class LeaseReport:
     stated_requests_per_min: float | None
     stated_tokens_per_min: float | None
     retry_after_s: float | None  # the longest pause asked for since the last report
+    # The provider's last word on its buckets (remaining, and seconds to refill to full),
+    # and what is left of the burst the coordinator granted this worker.
+    remaining_requests: float | None = None
+    reset_requests_s: float | None = None
+    remaining_tokens: float | None = None
+    reset_tokens_s: float | None = None
+    burst_left_requests: float = 0.0
+    burst_left_tokens: float = 0.0
 
 
 _Waiter = tuple[int, "asyncio.Future[Permit]", float]  # tokens, the caller's future, since
@@ -117,6 +134,7 @@ class Limiter:
         tokens_per_min: float | None = None,
         max_concurrency: int | None = None,
         burst_s: float = 1.0,
+        window_s: float | None = None,
         adaptive: bool = True,
         interactive_weight: int = _INTERACTIVE_WEIGHT,
     ) -> None:
@@ -126,6 +144,12 @@ class Limiter:
         self.interactive_weight = interactive_weight
         self.clock = clock
         self.burst_s = burst_s
+        # The longest bucket the provider may hold (seconds of its limit); its headers
+        # say how long it is. None: never spend more than ``burst_s`` at once.
+        self.window_s = window_s
+        self._req_window = self._tok_window = burst_s  # what each bucket holds now
+        self._short_window = False  # a 429 while spending a burst: pace from now on
+        self._burst_seq = 0  # the last grant made out of a burst (more than burst_s held)
         self.adaptive = adaptive
         self.max_concurrency = max_concurrency
         now = clock.now()
@@ -168,6 +192,10 @@ class Limiter:
         self._stated_rpm: float | None = None
         self._stated_tpm: float | None = None
         self._retry_after_s: float | None = None
+        self._last_headers = RateLimitHeaders()  # the latest remaining/reset, for the coordinator
+        # A burst the coordinator granted (leased mode): spent before the paced bucket.
+        self._burst_req = 0.0
+        self._burst_tok = 0.0
 
     # -- the call path ----------------------------------------------------------
 
@@ -228,15 +256,26 @@ class Limiter:
         if now < self._paused_until:
             return False
         req, tok = self._req_bucket, self._tok_bucket
-        return (req is None or req.wait_s(1, now) == 0) and (
-            tok is None or tokens == 0 or tok.wait_s(tokens, now) == 0
+        return (req is None or self._burst_req >= 1 or req.wait_s(1, now) == 0) and (
+            tok is None or tokens == 0 or self._burst_tok >= tokens or tok.wait_s(tokens, now) == 0
         )
 
     def _grant(self, tokens: int, now: float, wait_s: float) -> Permit:
-        if self._req_bucket is not None:
-            self._req_bucket.take(1, now)
-        if self._tok_bucket is not None and tokens:
-            self._tok_bucket.take(tokens, now)
+        req, tok = self._req_bucket, self._tok_bucket
+        if req is not None:
+            if self._burst_req >= 1:  # out of the coordinator's burst grant
+                self._burst_req -= 1
+            else:
+                if req.level > req.rate * self.burst_s:  # out of a burst, not the pace
+                    self._burst_seq = self._granted + 1
+                req.take(1, now)
+        if tok is not None and tokens:
+            if self._burst_tok >= tokens:
+                self._burst_tok -= tokens
+            else:
+                if tok.level > tok.rate * self.burst_s:
+                    self._burst_seq = self._granted + 1
+                tok.take(tokens, now)
         self._in_flight += 1
         self._in_flight_tokens += tokens
         self._granted += 1
@@ -273,9 +312,9 @@ class Limiter:
                         timer.cancel()
                 continue
             wait = 0.0
-            if self._req_bucket is not None:
+            if self._req_bucket is not None and self._burst_req < 1:
                 wait = self._req_bucket.wait_s(1, now)
-            if self._tok_bucket is not None and tokens:
+            if self._tok_bucket is not None and tokens and self._burst_tok < tokens:
                 wait = max(wait, self._tok_bucket.wait_s(tokens, now))
             if wait > 0:
                 await self._wait_tokens(wait)
@@ -353,11 +392,15 @@ class Limiter:
         if pause is not None and pause > 0:
             self._paused_until = max(self._paused_until, now + pause)
         if self.leased:  # the coordinator adapts the pace for every worker at once
+            self._burst_req = self._burst_tok = 0.0  # the provider holds less than granted
             self._note_stated(parsed)
             if pause is not None:
                 self._retry_after_s = max(self._retry_after_s or 0.0, pause)
             return
         if not self.adaptive:
+            return
+        if permit is not None and permit.seq <= self._burst_seq and self.window_s is not None:
+            self._burst_refused(now)  # the window was wrong, not the pace
             return
         self._learn_headers(parsed, now, first=first)
         self._roll_window(now)
@@ -371,6 +414,18 @@ class Limiter:
             )
         if changed:
             self._apply_rates(now)
+
+    def _burst_refused(self, now: float) -> None:
+        """A call granted out of a burst was refused: the provider's real window is short
+        (a per-minute limit enforced per second). Hold ``burst_s`` from now on, empty."""
+        if self._short_window:
+            return
+        self._short_window = True
+        self._req_window = self._tok_window = self.burst_s
+        self._apply_rates(now)
+        for bucket in (self._req_bucket, self._tok_bucket):
+            if bucket is not None:
+                bucket.drain(now)
 
     def _first_answer(self) -> bool:
         """Note that the provider answered (slow start ends); True the first time."""
@@ -396,9 +451,43 @@ class Limiter:
         # start-up window) will draw on that remainder too: our bucket, full since we
         # started, has counted refill the provider's did not (it was full until our
         # first requests, late on new connections, reached it).
-        if changed:
+        grew = self._learn_windows(parsed)
+        if changed or grew is not None:
             self._apply_rates(now, start_full=True)  # bounded by `remaining` just below
-        self._bound_by_remaining(parsed, now, less_in_flight=changed or first)
+        if grew:  # the provider holds more than we did: what it says is left is ours
+            for bucket in (self._req_bucket, self._tok_bucket):
+                if bucket is not None:
+                    bucket.level = bucket.capacity
+        self._bound_by_remaining(parsed, now, less_in_flight=changed or first or bool(grew))
+
+    def _learn_windows(self, parsed: RateLimitHeaders) -> bool | None:
+        """Learn how many seconds of its limit each of the provider's buckets holds, from
+        ``remaining`` and ``reset`` (the time to refill to full): True if a bucket grew,
+        False if one shrank, None if neither changed."""
+        if self.window_s is None or self._short_window:
+            return None
+        req = self._stated_window(
+            parsed.remaining_requests, parsed.reset_requests_s, self._requests
+        )
+        tok = self._stated_window(parsed.remaining_tokens, parsed.reset_tokens_s, self._tokens)
+        grew: bool | None = None
+        if req is not None and abs(req - self._req_window) > _WINDOW_CHANGE * self._req_window:
+            grew = bool(grew) or req > self._req_window
+            self._req_window = req
+        if tok is not None and abs(tok - self._tok_window) > _WINDOW_CHANGE * self._tok_window:
+            grew = bool(grew) or tok > self._tok_window
+            self._tok_window = tok
+        return grew
+
+    def _stated_window(
+        self, remaining: float | None, reset_s: float | None, rate: AdaptiveRate
+    ) -> float | None:
+        per_s = rate.stated or rate.configured or rate.rate
+        if remaining is None or per_s is None or self.window_s is None:
+            return None
+        if reset_s is None:  # it says what is left but not how fast it refills
+            return self.window_s
+        return max(self.burst_s, min(self.window_s, remaining / per_s + reset_s))
 
     def _recover(self, now: float) -> None:
         if self._requests.recover(now) | self._tokens.recover(now):
@@ -411,13 +500,21 @@ class Limiter:
         requests_per_min: float | None,
         tokens_per_min: float | None,
         max_concurrency: int | None = None,
+        *,
+        burst_requests: float = 0.0,
+        burst_tokens: float = 0.0,
     ) -> None:
-        """Enforce this share of a cluster-wide limit (``None``: not limited)."""
+        """Enforce this share of a cluster-wide limit (``None``: not limited), and spend
+        ``burst_*`` more at once: this worker's part of what the provider's bucket holds
+        beyond the pace (the coordinator grants each part once)."""
+        self._burst_req += burst_requests
+        self._burst_tok += burst_tokens
         if not self.leased:
             self.leased = True
             # Several workers' bursts land on one provider bucket, jittered by the
             # network: half a second of burst each leaves the provider room for that.
             self.burst_s = min(self.burst_s, _LEASED_BURST_S)
+            self._req_window = self._tok_window = self.burst_s
         now = self.clock.now()
         # a share of 0 (the others hold the whole limit for now) is a trickle, not "unlimited"
         self._requests.rate = None if requests_per_min is None else max(requests_per_min / 60, 1e-3)
@@ -447,6 +544,12 @@ class Limiter:
             stated_requests_per_min=self._stated_rpm,
             stated_tokens_per_min=self._stated_tpm,
             retry_after_s=retry_after,
+            remaining_requests=self._last_headers.remaining_requests,
+            reset_requests_s=self._last_headers.reset_requests_s,
+            remaining_tokens=self._last_headers.remaining_tokens,
+            reset_tokens_s=self._last_headers.reset_tokens_s,
+            burst_left_requests=self._burst_req,
+            burst_left_tokens=self._burst_tok,
         )
 
     def _bound_by_remaining(
@@ -464,6 +567,8 @@ class Limiter:
             self._tok_bucket.level = min(self._tok_bucket.level, left)
 
     def _note_stated(self, parsed: RateLimitHeaders) -> None:
+        if parsed.remaining_requests is not None or parsed.remaining_tokens is not None:
+            self._last_headers = parsed
         if parsed.limit_requests is not None:
             self._stated_rpm = parsed.limit_requests
         if parsed.limit_tokens is not None:
@@ -489,22 +594,38 @@ class Limiter:
             self._window_start, self._window_ok, self._window_tokens = now, 0, 0
 
     def _apply_rates(self, now: float, *, start_full: bool = False) -> None:
-        self._req_bucket = self._rebucket(self._req_bucket, self._requests.rate, now, start_full)
-        self._tok_bucket = self._rebucket(self._tok_bucket, self._tokens.rate, now, start_full)
+        req = self._full_pace(self._requests, self._req_window)
+        tok = self._full_pace(self._tokens, self._tok_window)
+        self._req_bucket = self._rebucket(self._req_bucket, req, self._req_window, now, start_full)
+        self._tok_bucket = self._rebucket(self._tok_bucket, tok, self._tok_window, now, start_full)
+
+    def _full_pace(self, rate: AdaptiveRate, window_s: float) -> float | None:
+        """The pace: just under the limit, or the limit itself where the provider's
+        headers confirmed a bucket deeper than ``burst_s``, since every answer's
+        ``remaining`` then bounds what we hold (the margin would only waste refill)."""
+        stated, pace = rate.stated, rate.rate
+        if window_s > self.burst_s and stated and pace and abs(pace - stated * rate.safety) < 1e-9:
+            return stated
+        return pace
 
     def _rebucket(
-        self, bucket: TokenBucket | None, rate: float | None, now: float, start_full: bool
+        self,
+        bucket: TokenBucket | None,
+        rate: float | None,
+        window_s: float,
+        now: float,
+        start_full: bool,
     ) -> TokenBucket | None:
         if rate is None:
             return None
         if bucket is None:
             # Newly limited. After a 429 start empty (we are at the provider's limit);
             # from headers start full and let their `remaining` bound the level.
-            fresh = TokenBucket(rate, max(1.0, rate * self.burst_s), now)
+            fresh = TokenBucket(rate, max(1.0, rate * window_s), now)
             if not start_full:
                 fresh.level = 0.0
             return fresh
-        bucket.set_rate(rate, max(1.0, rate * self.burst_s), now)
+        bucket.set_rate(rate, max(1.0, rate * window_s), now)
         return bucket
 
     def _bucket(self, rate: float | None, now: float, *, minimum: float) -> TokenBucket | None:

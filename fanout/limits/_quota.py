@@ -10,8 +10,14 @@ most what the others' current leases leave, so a worker whose demand grows takes
 capacity only as the others report and shrink (the sum of live leases stays
 within the limit at every moment, startup included: ``expected_workers`` that
 have not reported yet count as idle). A worker that stops reporting for
-``lease_ttl_s`` is forgotten and its share goes to the others. Pure logic on an
-injected clock: the Ray actor in ``fanout.distributed`` only wraps it.
+``lease_ttl_s`` is forgotten and its share goes to the others.
+
+The provider's bucket holds more than the pace (OpenAI's hold a minute of the limit):
+once a report's headers show it (``remaining`` and ``reset``, ``window_s`` at most),
+the ledger grants that burst once, split among the workers by demand as they report,
+and never more in all than the provider said remained less every worker's calls in
+flight; a 429 anywhere ends the grants. Pure logic on an injected clock: the Ray actor
+in ``fanout.distributed`` only wraps it.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ class Lease:
     max_concurrency: int | None
     ttl_s: float
     workers: int  # workers sharing the limit now
+    burst_requests: float = 0.0  # to spend at once, beyond the pace: granted once
+    burst_tokens: float = 0.0
 
 
 @dataclass(slots=True)
@@ -46,6 +54,8 @@ class _Worker:
     weight: float
     last: LeaseReport
     share: float = 0.0  # of the whole limit, as last leased
+    burst_requests: float = 0.0  # of the burst, granted to it so far
+    burst_tokens: float = 0.0
 
 
 class QuotaLedger:
@@ -59,8 +69,16 @@ class QuotaLedger:
         lease_ttl_s: float = 3.0,
         adaptive: bool = True,
         expected_workers: int = 1,
+        window_s: float | None = None,
     ) -> None:
         self.clock = clock
+        self.window_s = window_s
+        # The burst to grant (None: not known yet; 0 once spent, refused or not there).
+        self._pool_req: float | None = None
+        self._pool_tok: float | None = None
+        self._pool_req_total = self._pool_tok_total = 0.0
+        self.burst_granted_requests = 0.0
+        self.burst_granted_tokens = 0.0
         self.expected_workers = expected_workers
         self.lease_ttl_s = lease_ttl_s
         self.adaptive = adaptive
@@ -118,14 +136,64 @@ class QuotaLedger:
         demand = max(_MIN_WEIGHT, report.queued + report.in_flight + max(0, d_granted))
         # smoothed, so shares follow demand without sloshing between workers every report
         weight = demand if worker is None else worker.weight + _SMOOTHING * (demand - worker.weight)
-        share = worker.share if worker is not None else 0.0
-        self._workers[worker_id] = _Worker(now, weight, report, share)
+        if worker is None:
+            worker = self._workers[worker_id] = _Worker(now, weight, report)
+        else:
+            worker.seen, worker.weight, worker.last = now, weight, report
         self.granted += max(0, d_granted)
         self._count(now, d_ok, d_tokens)
         if self.adaptive:
             self._adapt(now, report, d_limited)
         self._expire(now)
+        if d_limited > 0:
+            self._pool_req = self._pool_tok = 0.0  # the provider refuses: no more bursts
+        elif self._pool_req is None or self._pool_tok is None:
+            self._open_pools(report)
         return self._lease(worker_id)
+
+    def _open_pools(self, report: LeaseReport) -> None:
+        """Learn what the provider's bucket holds beyond the pace, once, from a report."""
+        busy = [w.last for w in self._workers.values()]
+        if self._pool_req is None:
+            self._pool_req = self._pool(
+                report.remaining_requests, report.reset_requests_s, self._requests,
+                sum(w.in_flight for w in busy) + sum(w.burst_left_requests for w in busy),
+            )  # fmt: skip
+            self._pool_req_total = self._pool_req or 0.0
+        if self._pool_tok is None:
+            self._pool_tok = self._pool(
+                report.remaining_tokens, report.reset_tokens_s, self._tokens,
+                sum(w.burst_left_tokens for w in busy),  # in-flight tokens: not reported
+            )  # fmt: skip
+            self._pool_tok_total = self._pool_tok or 0.0
+
+    def _pool(
+        self, remaining: float | None, reset_s: float | None, rate: AdaptiveRate, held: float
+    ) -> float | None:
+        """The burst a bucket holds: what the provider says is left, less what is held."""
+        per_s = rate.stated or rate.configured
+        if self.window_s is None or per_s is None:
+            return 0.0
+        if remaining is None or reset_s is None:
+            return None  # not stated yet
+        window = min(self.window_s, remaining / per_s + reset_s)
+        if window <= 2.0:  # a short window: the pace is all there is
+            return 0.0
+        return max(0.0, remaining - held - per_s * 1.0)  # a second of pace left for the leases
+
+    def _burst_for(
+        self, worker: _Worker, share: float, pool: float | None, total: float, tokens: bool
+    ) -> tuple[float, float | None]:
+        """This worker's part of the burst (its share of the whole, less what it got)."""
+        if not pool:
+            return 0.0, pool
+        got = worker.burst_tokens if tokens else worker.burst_requests
+        grant = min(pool, max(0.0, total * share - got))
+        if tokens:
+            worker.burst_tokens += grant
+        else:
+            worker.burst_requests += grant
+        return grant, pool - grant
 
     def leave(self, worker_id: str) -> None:
         self._workers.pop(worker_id, None)
@@ -172,12 +240,22 @@ class QuotaLedger:
         concurrency = None
         if self.max_concurrency is not None:
             concurrency = max(1, int(self.max_concurrency * share))
+        burst_req, self._pool_req = self._burst_for(
+            me, target, self._pool_req, self._pool_req_total, tokens=False
+        )
+        burst_tok, self._pool_tok = self._burst_for(
+            me, target, self._pool_tok, self._pool_tok_total, tokens=True
+        )
+        self.burst_granted_requests += burst_req
+        self.burst_granted_tokens += burst_tok
         return Lease(
             requests_per_min=req * 60 * share if req is not None else None,
             tokens_per_min=tok * 60 * share if tok is not None else None,
             max_concurrency=concurrency,
             ttl_s=self.lease_ttl_s,
             workers=len(self._workers),
+            burst_requests=burst_req,
+            burst_tokens=burst_tok,
         )
 
     def __repr__(self) -> str:

@@ -91,6 +91,7 @@ class Router:
                     requests_per_min=model.requests_per_min or pcfg.requests_per_min,
                     tokens_per_min=model.tokens_per_min or pcfg.tokens_per_min,
                     max_concurrency=pcfg.max_concurrency,
+                    window_s=pcfg.window_s,
                     adaptive=pcfg.adaptive,
                 )
                 circuit = CircuitBreaker(
