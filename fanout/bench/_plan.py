@@ -11,6 +11,13 @@ Steady throughput (records/s) is the smallest of these ceilings:
 - CPU: the engine's own work per record, measured on this machine, per worker.
 
 Paces are the limiter's (``fanout.limits.AdaptiveRate``: just under the limit).
+
+Wall time models the provider's buckets: a bucket starts full and holds ``window_s``
+seconds of its limit (the emulator's ``burst``, or the provider's ``window_s``; 1 s
+for the simulated provider, which states no bucket), so a requests/min or tokens/min
+ceiling needs ``(records - what its bucket holds) / its pace``; every other ceiling
+needs ``records / its rate``; the wall is the longest of these plus one record's
+critical path.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Any
 
 from fanout.bench._emulate import EmulateSpec
 from fanout.bench._shape import Shape
-from fanout.config import Config, SimProviderConfig
+from fanout.config import Config, ProviderConfig, SimProviderConfig
 from fanout.dag import DAG, MapNode
 from fanout.limits import AdaptiveRate
 
@@ -38,6 +45,7 @@ class Constraint:
     detail: str
     lever: str  # the setting that moves it
     value: float | None  # the setting's value now
+    bucket_records: float = 0.0  # records the provider's full bucket admits at once
 
 
 @dataclass(slots=True)
@@ -174,7 +182,7 @@ def predict(
         _unbounded(dag)
     binding = min(constraints, key=lambda c: c.records_per_s)
     throughput = binding.records_per_s
-    wall = records / throughput + (critical_s or 0.0)
+    wall = _wall_s(constraints, records) + (critical_s or 0.0)
     total_tokens = sum(tokens.values())
     prediction = Prediction(
         dag=dag.name,
@@ -202,6 +210,20 @@ def predict(
     return prediction
 
 
+def _wall_s(constraints: list[Constraint], records: int) -> float:
+    """Seconds to get ``records`` past every ceiling, the buckets' bursts included."""
+    return max(max(0.0, records - c.bucket_records) / c.records_per_s for c in constraints)
+
+
+def _bucket_s(provider: ProviderConfig, emulate: EmulateSpec | None) -> float:
+    """How many seconds of its limit the provider's bucket holds, as the limiter sees it."""
+    if emulate is not None:
+        return emulate.burst_s
+    if isinstance(provider, SimProviderConfig):
+        return 1.0  # states no bucket: the limiter holds a second
+    return provider.window_s
+
+
 def _limit_ceilings(
     config: Config,
     calls: dict[str, float],
@@ -224,6 +246,7 @@ def _limit_ceilings(
         rpm_real = emulate.requests_per_min if emulate else None
         tpm_real = emulate.tokens_per_min if emulate else None
         rpm_pace = _pace_per_s(rpm_conf, rpm_real)
+        bucket_s = _bucket_s(provider, emulate)
         if rpm_pace is not None:
             limit = min(v for v in (rpm_conf, rpm_real) if v)
             constraints.append(
@@ -232,6 +255,7 @@ def _limit_ceilings(
                     f"{limit:,.0f} requests/min (paced at {rpm_pace * 60:,.0f}), "
                     f"{calls[key]:.2f} calls/record",
                     f"requests_per_min of {key}", limit,
+                    limit / 60 * bucket_s / calls[key],
                 )
             )  # fmt: skip
         tpm_pace = _pace_per_s(tpm_conf, tpm_real)
@@ -243,6 +267,7 @@ def _limit_ceilings(
                     f"{limit:,.0f} tokens/min (paced at {tpm_pace * 60:,.0f}), "
                     f"{tokens[key]:.1f} tokens/record",
                     f"tokens_per_min of {key}", limit,
+                    limit / 60 * bucket_s / tokens[key],
                 )
             )  # fmt: skip
         if busy_s.get(key):

@@ -11,6 +11,7 @@ import pytest
 from fanout import Engine, parse_config
 from fanout.batch import load_pipeline
 from fanout.bench import measure_shape, predict, shape_from_traces
+from fanout.bench._emulate import EmulateSpec
 from fanout.config import Config
 from fanout.errors import ConfigError
 from fanout.limits import AdaptiveRate
@@ -55,7 +56,8 @@ def test_rpm_bound_prediction_latency_cost_and_halving() -> None:
     assert p.calls_per_record == {"sim/sim-small": 3, "sim/sim-large": 1}
     assert (p.binding.kind, p.binding.where) == ("rpm", "sim/sim-small")
     assert p.throughput_per_s == pytest.approx(600 * PACE / 60 / 3)
-    assert p.wall_time_s == pytest.approx(1000 / p.throughput_per_s + 0.2)
+    # the simulated provider states no bucket: the limiter holds a second of the limit
+    assert p.wall_time_s == pytest.approx((1000 - 600 / 60 / 3) / p.throughput_per_s + 0.2)
     assert p.latency_ms == pytest.approx(200)  # one wave of 3 ratings (cap 8), then the summary
     assert any("requests_per_min of sim/sim-small from 600 to 1,200" in s for s in p.halve)
     assert not any("sim-large" in s for s in p.halve)  # 600/min for 1 call/record: room for 2x
@@ -65,6 +67,25 @@ def test_rpm_bound_prediction_latency_cost_and_halving() -> None:
             return (await engine.run(MAP_REDUCE, SAMPLE)).cost_usd
 
     assert p.cost_usd_per_record == pytest.approx(asyncio.run(run_once()))  # the same tokens
+
+
+def test_a_full_bucket_shortens_the_wall_not_the_steady_throughput() -> None:
+    config = _config(requests_per_min=600)
+    shape = measure_shape(MAP_REDUCE, config, [SAMPLE], cpu=False)
+    paced = predict(MAP_REDUCE, config, shape, records=1000, emulate=EmulateSpec("", 600))
+    minute = predict(
+        MAP_REDUCE, config, shape, records=1000, emulate=EmulateSpec("", 600, burst_s=60.0)
+    )
+    assert minute.throughput_per_s == paced.throughput_per_s  # the refill, once spent
+    # 600 calls at once are 200 records of 3 ratings: 800 left at the pace
+    assert minute.wall_time_s == pytest.approx(800 / minute.throughput_per_s)  # latency 0
+    assert paced.wall_time_s - minute.wall_time_s == pytest.approx(
+        (200 - 600 / 60 / 3) / paced.throughput_per_s
+    )
+    big = predict(
+        MAP_REDUCE, config, shape, records=100, emulate=EmulateSpec("", 600, burst_s=60.0)
+    )
+    assert big.wall_time_s == pytest.approx(0.0)  # all of it fits in the bucket
 
 
 def test_tpm_and_concurrency_bound_shapes() -> None:
