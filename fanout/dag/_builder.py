@@ -182,6 +182,7 @@ class DAG:
         input_guards: Sequence[Callable[..., object]] = (),
         conversation: bool = False,
         review_on_failure: bool = False,
+        stream: bool = False,
         name: str | None = None,
         required: bool = False,
         bind: Mapping[str, Arg] | None = None,
@@ -220,6 +221,12 @@ class DAG:
         or a guard rejected the output), it pauses as a review instead of failing (see
         :meth:`review`): the value under review is the error; a person edits in the
         output, approves (the step runs once more) or rejects (it fails).
+        ``stream=True``: the reply is streamed (server-sent events); its trace rows get
+        the time to first token and tokens/s, and a service streams its tokens to the
+        caller. The model's config can stream every call instead (``stream = true``).
+        A prompt function may return OpenAI-style content parts (text, ``image_url``,
+        ``input_audio``) as a message's content; a model that cannot take a kind of
+        part refuses the call before it is made.
         """
         node_id = self._auto_id(name, "llm")
         where = f"DAG {self.name!r}, node {node_id!r}"
@@ -283,6 +290,7 @@ class DAG:
                 input_guards=made_input_guards,
                 conversation=conversation,
                 review_on_failure=review_on_failure,
+                stream=bool(stream),
             )
         )
 

@@ -105,6 +105,7 @@ class LLMNode(_NodeBase):
     input_guards: tuple[Guard, ...] = ()  # before any provider call
     conversation: bool = False  # the session's history goes before the prompt's messages
     review_on_failure: bool = False  # an escalation pauses as a review instead of failing
+    stream: bool = False  # the reply comes as server-sent events (tokens to a listener)
 
     def refs(self) -> tuple[Ref, ...]:
         return tuple(v for v in self.bindings.values() if isinstance(v, Ref))

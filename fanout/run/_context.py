@@ -23,15 +23,29 @@ from fanout.errors import (
     RequestTooLarge,
 )
 from fanout.limits import Limiter, Permit
-from fanout.providers import BatchingProvider, Provider
+from fanout.providers import (
+    BatchingProvider,
+    Provider,
+    StreamingProvider,
+    accepted_modalities,
+)
 from fanout.retry import CircuitBreaker, HedgePolicy, RetryPolicy, provider_fault
 from fanout.run._cache import ResponseCache
 from fanout.run._escalation import EscalationSink
 from fanout.run._journal import CallJournal, call_key
 from fanout.run._outage import describe, is_outage, wait_until_up
+from fanout.run._stream import TokenEvent, TokenTap
 from fanout.run._tools import CpuRunner
 from fanout.run._tracing import CallSite, Tracer
-from fanout.types import ChatRequest, ChatResponse, Message, Usage, estimate_prompt_tokens
+from fanout.types import (
+    MODALITIES,
+    ChatRequest,
+    ChatResponse,
+    Message,
+    Usage,
+    estimate_prompt_tokens,
+    modalities_of,
+)
 
 if TYPE_CHECKING:
     from fanout.run._mcp import McpHub
@@ -60,6 +74,8 @@ class ModelRoute:
     hedge: HedgePolicy | None = None
     hedge_to: str | None = None
     batched: bool = False  # through the provider's Batch API
+    # content kinds the alias takes: its provider's, narrowed by the model's modalities
+    accepts: frozenset[str] = frozenset(MODALITIES)
 
     def cost_usd(self, usage: Usage) -> float:
         return self.config.cost_usd(usage.input_tokens, usage.output_tokens)
@@ -119,8 +135,9 @@ class Router:
                 if model.hedge.to == "fallback" and model.fallbacks:
                     hedge_to = model.fallbacks[0]
             route = ModelRoute(
-                alias, online, model, pcfg.timeout_s, limiter, circuit, retry, hedge, hedge_to
-            )
+                alias, online, model, pcfg.timeout_s, limiter, circuit, retry, hedge, hedge_to,
+                accepts=_accepts(alias, model, online, pcfg.kind),
+            )  # fmt: skip
             self._routes[alias] = route
             if model.batch.enabled and provider is not online:
                 batching = getattr(pcfg, "batch", None)  # only kinds with a Batch API have one
@@ -158,6 +175,46 @@ class Router:
         routes = [*self._routes.values(), *self._online.values()]
         shared = {id(r.circuit): (r.limiter, r.circuit) for r in routes if not r.batched}
         return list(shared.values())
+
+
+def _accepts(alias: str, model: ModelConfig, provider: Provider, kind: str) -> frozenset[str]:
+    """The content kinds an alias takes; a config that asks what its provider cannot do
+    (stream, or take images or audio) is refused here, when the engine is built."""
+    carried = accepted_modalities(provider)
+    if model.stream and not isinstance(provider, StreamingProvider):
+        raise ConfigError(
+            f"models.{alias}.stream = true, but provider {model.provider!r} (kind {kind!r}) "
+            "cannot stream; drop stream or use a provider that can"
+        )
+    if model.modalities is None:
+        return carried
+    beyond = sorted(set(model.modalities) - carried)
+    if beyond:
+        raise ConfigError(
+            f"models.{alias}.modalities lists {beyond}, but provider {model.provider!r} "
+            f"(kind {kind!r}) carries only {sorted(carried)}; drop them from modalities"
+        )
+    return frozenset(model.modalities)
+
+
+def refused_content(route: ModelRoute, request: ChatRequest) -> ConfigError | None:
+    """Why ``route`` cannot take ``request`` (a content part of a kind it does not take,
+    or a stream its provider cannot make), else ``None``."""
+    kinds = modalities_of(request.messages)
+    missing = sorted(kinds - route.accepts)
+    if missing:
+        takes = sorted(route.accepts)
+        return ConfigError(
+            f"model {route.alias!r} (provider {route.config.provider!r}) cannot take "
+            f"content parts of kind {missing}: it takes {takes}; send those parts to a "
+            "model that takes them, or set its modalities in the config"
+        )
+    if request.stream and not isinstance(route.provider, StreamingProvider):
+        return ConfigError(
+            f"model {route.alias!r}: provider {route.config.provider!r} cannot stream; "
+            "drop stream=True from the step or use a provider that can"
+        )
+    return None
 
 
 _NEVER = 2**62  # failures before a batch route's circuit opens: a line's failure is its own
@@ -284,6 +341,7 @@ class RunContext:
         "max_outage_s",
         "mcp",
         "on_node",
+        "on_token",
         "record_key",
         "request_id",
         "review",
@@ -314,7 +372,9 @@ class RunContext:
         max_outage_s: float | None = None,
         mcp: McpHub | None = None,
         cache: ResponseCache | None = None,
+        on_token: Callable[[TokenEvent], None] | None = None,
     ) -> None:
+        self.on_token = on_token  # told each piece of a streamed reply (a service's caller)
         self.cache = cache  # replies shared across jobs and services, by call key
         # batch work: a call whose provider is down waits up to this long (else fails fast)
         self.max_outage_s = max_outage_s
@@ -353,6 +413,9 @@ class RunContext:
         ``last``: no fallback model follows ``route`` in its node's chain, so in batch
         work (``max_outage_s`` set) an outage of its provider waits instead of failing.
         """
+        refused = refused_content(route, request)
+        if refused is not None:
+            raise refused
         journal, cache = self.journal, self.cache
         if cache is not None and not cache.cacheable(request):
             cache = None
@@ -547,17 +610,29 @@ class RunContext:
         *,
         hedged: bool = False,
     ) -> ChatResponse:
+        tap = None
+        if request.stream:
+            listener = None if hedged else self.on_token
+            node_id, index = (site.node_id, site.map_index) if site is not None else ("", None)
+            tap = TokenTap(self.clock, listener, node_id, index, number)
         if self.tracer is None or site is None:
-            return await self._attempt_untraced(route, request, stats, None)
+            try:
+                return await self._attempt_untraced(route, request, stats, None, tap)
+            except BaseException:
+                if tap is not None:
+                    tap.discard()
+                raise
         note = _AttemptNote()
         start = self.clock.now()
         response: ChatResponse | None = None
         error: BaseException | None = None
         try:
-            response = await self._attempt_untraced(route, request, stats, note)
+            response = await self._attempt_untraced(route, request, stats, note, tap)
             return response
         except BaseException as exc:
             error = exc
+            if tap is not None:
+                tap.discard()
             raise
         finally:
             if note.called:  # a call refused locally (budget, circuit, deadline) is no attempt
@@ -579,6 +654,7 @@ class RunContext:
                     cost_usd=note.cost_usd,
                     budget=self.budget,
                     hedged=hedged,
+                    first_token_at=tap.first_at if tap is not None else None,
                 )
 
     async def _attempt_untraced(
@@ -587,8 +663,10 @@ class RunContext:
         request: ChatRequest,
         stats: NodeStats,
         note: _AttemptNote | None,
+        tap: TokenTap | None = None,
     ) -> ChatResponse:
-        """Budget reservation, circuit check, limiter permit, the call, then settle."""
+        """Budget reservation, circuit check, limiter permit, the call (streamed through
+        ``tap`` when the request streams), then settle."""
         circuit = route.circuit
         if not circuit.allow():
             cause = circuit.cause or "repeated failures"
@@ -634,7 +712,11 @@ class RunContext:
                 note.called, note.wait_s = True, permit.wait_s
                 note.estimated_input_tokens = estimate_in
             try:
-                response = await route.provider.complete(request, timeout_s=timeout_s)
+                if tap is not None:
+                    streaming: StreamingProvider = route.provider  # type: ignore[assignment]
+                    response = await streaming.stream(request, on_delta=tap, timeout_s=timeout_s)
+                else:
+                    response = await route.provider.complete(request, timeout_s=timeout_s)
             except ProviderTimeout as exc:
                 sent = exc.sent
                 if capped:  # the request's deadline, not the provider, ran out

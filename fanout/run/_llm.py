@@ -179,6 +179,7 @@ async def _converse(
             tools=specs,
             response_schema=schema,
             response_schema_name=schema_name,
+            stream=node.stream or route.config.stream,
         )
         response = await ctx.call(route, request, stats, site, last=last)
         if response.tool_calls:

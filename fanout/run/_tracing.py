@@ -91,6 +91,7 @@ class Tracer:
         hedged: bool = False,
         replayed: bool = False,
         cache_hit: bool = False,
+        first_token_at: float | None = None,
     ) -> None:
         span = self._attempt_span(
             site,
@@ -112,6 +113,8 @@ class Tracer:
         )
         if hedged:
             span.hedged = True
+        if request.stream and not replayed and not cache_hit:
+            _stream_columns(span, first_token_at, start, end, response)
         if site.call_key is not None:
             span.call_key = site.call_key
         batch = response.batch if response is not None else getattr(error, "batch", None)
@@ -368,3 +371,16 @@ class Tracer:
         if isinstance(error, ProviderError):
             span.http_status = error.status_code
             span.retryable = error.retryable
+
+
+def _stream_columns(
+    span: Span, first_at: float | None, start: float, end: float, response: ChatResponse | None
+) -> None:
+    """A streamed attempt's time to first token and decode rate (tokens a second after it)."""
+    span.streamed = True
+    if first_at is None:
+        return
+    span.time_to_first_token_ms = (first_at - start) * 1000
+    decoding_s = end - first_at
+    if response is not None and decoding_s > 0 and response.usage.output_tokens > 1:
+        span.output_tokens_per_s = response.usage.output_tokens / decoding_s
