@@ -216,6 +216,12 @@ class ModelConfig(_Frozen):
     embed_max_tokens: int = Field(
         default=300_000, ge=1, description="embeddings: estimated tokens of one request, at most"
     )
+    embed_linger_ms: float = Field(
+        default=10.0, ge=0, description="embeddings: how long texts gather before a request"
+    )
+    dimensions: int | None = Field(
+        default=None, ge=1, description="embeddings: the vectors' size, sent with each call"
+    )
 
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         return (

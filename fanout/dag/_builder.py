@@ -16,6 +16,7 @@ from fanout.dag._nodes import (
     INDEX,
     ITEM,
     Arg,
+    EmbedNode,
     InputNode,
     LLMNode,
     MapNode,
@@ -294,6 +295,70 @@ class DAG:
             )
         )
 
+    def embed(
+        self,
+        model: str,
+        text: Arg,
+        *,
+        dimensions: int | None = None,
+        name: str | None = None,
+        required: bool = False,
+    ) -> Ref:
+        """Embeddings on model alias ``model``: of a text (the output is its vector, a
+        list of floats) or a list of texts (a list of vectors, in order).
+
+        ``text`` is a ``Ref`` (an input, a step's output, ``DAG.item`` in a map body) or a
+        literal. The inputs of many concurrent steps and records are packed into one
+        request, up to the model's ``embed_max_inputs`` and ``embed_max_tokens`` and
+        what its tokens/min bucket holds; each step is charged its share of the
+        request's usage. ``dimensions``: the vectors' size (sent with the call; else the
+        model's ``dimensions`` in the config). In a batch job's results, a vector is a
+        ``fixed_size_list<float32>`` column when its size is known.
+        """
+        node_id = self._auto_id(name, "embed")
+        where = f"DAG {self.name!r}, node {node_id!r}"
+        if not model:
+            raise ConfigError(f"{where}: model alias is empty; name one, e.g. 'embedder'")
+        if dimensions is not None and (
+            isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1
+        ):
+            raise ConfigError(f"{where}: dimensions must be a whole number >= 1 (got {dimensions!r})")
+        if text not in (ITEM, INDEX):
+            self._check_ref(text, f"node {node_id!r} text")
+        return self._add(
+            EmbedNode(
+                id=node_id,
+                required=required,
+                model=model,
+                text=text,
+                dimensions=dimensions,
+                many=self._many(text, where),
+            )
+        )
+
+    def _many(self, text: Arg, where: str) -> bool | None:
+        """Whether ``text`` is a list of texts (``None``: known only when it runs)."""
+        if isinstance(text, str):
+            return False
+        if isinstance(text, list | tuple):
+            if not text or not all(isinstance(t, str) for t in text):
+                raise ConfigError(f"{where}: text must be a string or a list of strings")
+            return True
+        if text == ITEM:
+            return False  # a map over texts: a vector per item
+        if not isinstance(text, Ref):
+            raise ConfigError(
+                f"{where}: text must be a string, a list of strings or a ref "
+                f"(got {type(text).__name__})"
+            )
+        node = self._nodes.get(text.node_id)
+        if isinstance(node, InputNode) and node.annotation is not None:
+            if node.annotation is str:
+                return False
+            if getattr(node.annotation, "__origin__", None) in (list, tuple):
+                return True
+        return None
+
     def tool(
         self,
         fn: Callable[..., object],
@@ -372,10 +437,10 @@ class DAG:
         if not isinstance(body, Ref) or body.node_id not in self._nodes:
             raise ConfigError(f"DAG {self.name!r}: map body must be a step of this DAG")
         inner = self._nodes[body.node_id]
-        if not isinstance(inner, LLMNode | ToolNode):
+        if not isinstance(inner, LLMNode | ToolNode | EmbedNode):
             raise ConfigError(
                 f"DAG {self.name!r}: map body {body.node_id!r} is a {inner.kind} node; "
-                "map an llm or tool step"
+                "map an llm, embed or tool step"
             )
         if isinstance(inner, LLMNode) and inner.review_on_failure:
             raise ConfigError(

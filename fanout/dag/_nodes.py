@@ -18,6 +18,7 @@ from fanout.types import Message
 __all__ = [
     "INDEX",
     "ITEM",
+    "EmbedNode",
     "InputNode",
     "LLMNode",
     "MapNode",
@@ -61,6 +62,7 @@ class NodeKind(StrEnum):
     MAP = "map"
     ROUTE = "route"
     REVIEW = "review"
+    EMBED = "embed"
 
 
 Arg = Ref | object
@@ -117,6 +119,23 @@ class LLMNode(_NodeBase):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EmbedNode(_NodeBase):
+    """Embeddings of a text (its output: one vector) or a list of texts (a vector each).
+
+    ``many``: whether ``text`` is a list (``None``: known only when it runs);
+    ``dimensions``: the vectors' size, sent with the call when set."""
+
+    kind: Literal[NodeKind.EMBED] = NodeKind.EMBED
+    model: str
+    text: Arg
+    dimensions: int | None = None
+    many: bool | None = None
+
+    def refs(self) -> tuple[Ref, ...]:
+        return (self.text,) if isinstance(self.text, Ref) else ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ToolNode(_NodeBase):
     """A Python callable over upstream outputs; sync callables run in a thread pool."""
 
@@ -139,7 +158,7 @@ class MapNode(_NodeBase):
     """Runs ``body`` once per element of the list ``over``; its output is the list of results."""
 
     kind: Literal[NodeKind.MAP] = NodeKind.MAP
-    body: LLMNode | ToolNode
+    body: LLMNode | ToolNode | EmbedNode
     over: Ref
     concurrency: int | None = None
     on_item_error: OnItemError = "fail"
@@ -183,4 +202,4 @@ class ReviewNode(_NodeBase):
         return (self.value,) if isinstance(self.value, Ref) else ()
 
 
-Node = InputNode | LLMNode | ToolNode | MapNode | RouteNode | ReviewNode
+Node = InputNode | LLMNode | ToolNode | MapNode | RouteNode | ReviewNode | EmbedNode

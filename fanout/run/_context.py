@@ -25,12 +25,14 @@ from fanout.errors import (
 from fanout.limits import Limiter, Permit
 from fanout.providers import (
     BatchingProvider,
+    EmbeddingProvider,
     Provider,
     StreamingProvider,
     accepted_modalities,
 )
 from fanout.retry import CircuitBreaker, HedgePolicy, RetryPolicy, provider_fault
 from fanout.run._cache import ResponseCache
+from fanout.run._embed import EmbedPacker
 from fanout.run._escalation import EscalationSink
 from fanout.run._journal import CallJournal, call_key
 from fanout.run._outage import describe, is_outage, wait_until_up
@@ -92,6 +94,8 @@ class Router:
     def __init__(self, config: Config, providers: Mapping[str, Provider], clock: Clock) -> None:
         self._routes: dict[str, ModelRoute] = {}
         self._online: dict[str, ModelRoute] = {}  # batch aliases' online twins
+        self._clock = clock
+        self._packers: dict[tuple[str, str], EmbedPacker] = {}  # per (provider, model)
         shared: dict[tuple[str, str], tuple[Limiter, CircuitBreaker]] = {}
         for alias, model in config.models.items():
             pcfg = config.providers[model.provider]
@@ -154,6 +158,28 @@ class Router:
 
     def route(self, alias: str) -> ModelRoute:
         return self._routes[alias]
+
+    def embed_route(self, alias: str) -> tuple[ModelRoute, EmbedPacker]:
+        """The alias's online route and the packer of its (provider, model)."""
+        route = self._online.get(alias) or self._routes[alias]
+        model = route.config
+        key = (model.provider, model.model)
+        packer = self._packers.get(key)
+        if packer is None:
+            provider = route.provider
+            if not isinstance(provider, EmbeddingProvider):
+                raise ConfigError(
+                    f"model {alias!r}: provider {model.provider!r} has no embeddings endpoint; "
+                    "embed with a model of a provider that has one (kind openai, sim)"
+                )
+            packer = self._packers[key] = EmbedPacker(
+                provider=provider, model=model.model, limiter=route.limiter,
+                circuit=route.circuit, retry=route.retry, clock=self._clock,
+                timeout_s=route.timeout_s, max_inputs=model.embed_max_inputs,
+                max_tokens=model.embed_max_tokens, linger_s=model.embed_linger_ms / 1000,
+                verdict=lambda exc, permit: _verdict(route, exc, permit),
+            )  # fmt: skip
+        return route, packer
 
     def hedges(self) -> dict[str, HedgePolicy]:
         """The hedge policy of each hedged alias (delay learned, hedges sent)."""

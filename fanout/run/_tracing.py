@@ -12,7 +12,7 @@ import itertools
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
@@ -22,6 +22,9 @@ from fanout.dag import render_value
 from fanout.errors import ProviderError
 from fanout.trace import ContentPolicy, Span, new_span
 from fanout.types import BatchRef, ChatRequest, ChatResponse
+
+if TYPE_CHECKING:
+    from fanout.run._embed import PackAttempt
 
 __all__ = ["CallSite", "SpanSink", "Tracer"]
 
@@ -176,6 +179,38 @@ class Tracer:
             estimated_input_tokens=0, cost_usd=cost_usd, budget=budget,
             replayed=not cache_hit, cache_hit=cache_hit,
         )  # fmt: skip
+
+    def embedding(
+        self,
+        site: CallSite,
+        *,
+        dag_name: str,
+        record_key: str | None,
+        model_alias: str,
+        provider: str,
+        request_model: str,
+        attempt: PackAttempt,
+        cost_usd: float,
+        budget: Budget,
+        texts: tuple[str, ...],
+    ) -> None:
+        """One embeddings request as it carried a step's texts: the step's share of its
+        usage and cost (the shares of one request add up to its usage exactly)."""
+        span = self._attempt_span(
+            site, f"embeddings {request_model}", dag_name, record_key, attempt.start,
+            attempt.end, attempt=attempt.attempt, fallback_index=0, model_alias=model_alias,
+            limiter_wait_ms=attempt.limiter_wait_s * 1000, backoff_ms=attempt.backoff_s * 1000,
+            provider=provider, request_model=request_model,
+            response_model=attempt.model or None,
+            estimated_input_tokens=attempt.estimated_tokens,
+            input_tokens=attempt.usage.input_tokens, output_tokens=0,
+            cost_usd=cost_usd if attempt.error is None else 0.0,
+            embedding_inputs=attempt.inputs, request_inputs=attempt.request_inputs,
+            budget_limit_usd=budget.usd, budget_spent_usd=budget.spent_usd,
+        )  # fmt: skip
+        self._fail(span, attempt.error)
+        self.content.fill(span, orjson.dumps(list(texts)).decode(), None)
+        self.sink.emit(span)
 
     def tool(
         self,
