@@ -69,9 +69,11 @@ def image_size(url: str) -> tuple[int, int] | None:
     raw = found[1]
     try:
         if raw[:8] == b"\x89PNG\r\n\x1a\n":
-            return struct.unpack(">II", raw[16:24])  # type: ignore[return-value]
+            width, height = struct.unpack(">II", raw[16:24])
+            return int(width), int(height)
         if raw[:6] in (b"GIF87a", b"GIF89a"):
-            return struct.unpack("<HH", raw[6:10])  # type: ignore[return-value]
+            width, height = struct.unpack("<HH", raw[6:10])
+            return int(width), int(height)
         if raw[:2] == b"\xff\xd8":
             return _jpeg_size(raw)
         if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":

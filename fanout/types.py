@@ -25,9 +25,9 @@ __all__ = [
     "Modality",
     "NodeStatus",
     "RunStatus",
+    "TextPart",
     "ToolCall",
     "ToolSpec",
-    "TextPart",
     "Usage",
     "content_text",
     "estimate_prompt_tokens",
@@ -286,9 +286,9 @@ def _part_tokens(part: ContentPart) -> tuple[int, int]:
     if kind == "image_url":
         image = part.get("image_url") or {}
         url = str(image.get("url") or "")  # type: ignore[attr-defined]
-        size = image_size(url)
+        width, height = image_size(url) or (None, None)
         detail = str(image.get("detail") or "auto")  # type: ignore[attr-defined]
-        return 0, image_tokens(*(size or (None, None)), detail=detail)
+        return 0, image_tokens(width, height, detail=detail)
     if kind == "input_audio":
         audio = part.get("input_audio") or {}
         data = str(audio.get("data") or "")  # type: ignore[attr-defined]

@@ -322,7 +322,9 @@ class DAG:
         if dimensions is not None and (
             isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1
         ):
-            raise ConfigError(f"{where}: dimensions must be a whole number >= 1 (got {dimensions!r})")
+            raise ConfigError(
+                f"{where}: dimensions must be a whole number >= 1 (got {dimensions!r})"
+            )
         if text not in (ITEM, INDEX):
             self._check_ref(text, f"node {node_id!r} text")
         return self._add(

@@ -28,8 +28,8 @@ from typing import Protocol, runtime_checkable
 __all__ = [
     "HttpTransport",
     "Reply",
-    "StreamingTransport",
     "Streamed",
+    "StreamingTransport",
     "TransportBroken",
     "TransportTimeout",
     "env_proxy",

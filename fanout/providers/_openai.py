@@ -138,7 +138,7 @@ class OpenAIProvider:
         self, request: ChatRequest, *, timeout_s: float | None = None
     ) -> ChatResponse:
         body = orjson.dumps(_request_body(request))
-        async with self._guarded(timeout_s) as (timeout, backstop):
+        async with self._guarded(timeout_s) as (_timeout, backstop):
             reply = await self._http.post("/chat/completions", body, timeout_s=backstop)
         if reply.status != 200:
             raise self._http_error(reply.status, reply.body, reply.headers)
@@ -189,19 +189,18 @@ class OpenAIProvider:
         parser = SSEParser()
         started = False  # the 200 arrived: a break from here on cuts the stream
         try:
-            async with self._guarded(timeout_s) as (_, backstop):
-                async with http.stream(
-                    "/chat/completions", orjson.dumps(body), timeout_s=backstop
-                ) as streamed:
-                    if streamed.status != 200:
-                        raw = b"".join([c async for c in streamed.chunks])
-                        raise self._http_error(streamed.status, raw, streamed.headers)
-                    headers, started = streamed.headers, True
-                    async for chunk in streamed.chunks:
-                        for data in parser.feed(chunk):
-                            assembler.event(data)
-                        if assembler.done:
-                            break
+            async with self._guarded(timeout_s) as (_, backstop), http.stream(
+                "/chat/completions", orjson.dumps(body), timeout_s=backstop
+            ) as streamed:
+                if streamed.status != 200:
+                    raw = b"".join([c async for c in streamed.chunks])
+                    raise self._http_error(streamed.status, raw, streamed.headers)
+                headers, started = streamed.headers, True
+                async for chunk in streamed.chunks:
+                    for data in parser.feed(chunk):
+                        assembler.event(data)
+                    if assembler.done:
+                        break
         except ProviderConnectionError as exc:
             if not started:
                 raise

@@ -65,7 +65,14 @@ async def run_embed(
             job.release(job_reservation)
         for piece in pieces:
             piece.done.cancel()
-        _trace(ctx, route.alias, route.config.provider, site, [a for p in pieces for a in p.attempts], texts)
+        _trace(
+            ctx,
+            route.alias,
+            route.config.provider,
+            site,
+            [a for p in pieces for a in p.attempts],
+            texts,
+        )
         raise
     attempts = [a for _, found in results for a in found]
     usage = Usage(sum(a.usage.input_tokens for a in attempts), 0)

@@ -391,7 +391,8 @@ class _Run:
             site = None
             if self.tracer is not None:
                 site = CallSite(self.ctx.trace_id, owner_id, stats.span_id, index, 0)
-            return await run_embed(node, self._value(node.text, local), self.ctx, stats, where, site)
+            text = self._value(node.text, local)
+            return await run_embed(node, text, self.ctx, stats, where, site)
         args = tuple(self._value(a, local) for a in node.args)
         kwargs = {k: self._value(v, local) for k, v in node.kwargs.items()}
         call = call_tool(

@@ -57,6 +57,4 @@ class TokenTap:
     def discard(self) -> None:
         """The attempt failed: what it passed on is void."""
         if self._listener is not None and self.chunks:
-            self._listener(
-                TokenEvent(self.node_id, "", self.attempt, self.map_index, discard=True)
-            )
+            self._listener(TokenEvent(self.node_id, "", self.attempt, self.map_index, discard=True))

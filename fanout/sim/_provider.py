@@ -59,11 +59,11 @@ from fanout.clock import Clock, SystemClock
 from fanout.config import SimProviderConfig
 from fanout.errors import ProviderHTTPError, ProviderTimeout
 from fanout.sim._counters import CallCounters
+from fanout.sim._embed import sim_embeddings
 from fanout.sim._fingerprint import Attempts, Fingerprints, uniforms
 from fanout.sim._schema_gen import generate, invalid_document
 from fanout.sim._script import ScriptError, scripted_calls, tool_script
 from fanout.sim._text import MARKER, fit_tokens, last_user_text, reply_text, sim_usage, token_count
-from fanout.sim._embed import sim_embeddings
 from fanout.types import (
     ChatRequest,
     ChatResponse,
