@@ -107,7 +107,7 @@ async def run_llm(
                 continue
             resumed, paused = paused, None
         site = None
-        if ctx.tracer is not None:
+        if ctx.tracer is not None or ctx.on_token is not None:  # tokens name their step too
             site = CallSite(ctx.trace_id, owner_id or node.id, stats.span_id, map_index, position)
         try:
             conversation = list(resumed.messages if resumed is not None else messages)
