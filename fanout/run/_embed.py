@@ -135,21 +135,24 @@ class EmbedPacker:
                 task.add_done_callback(self._sending.discard)
 
     def _cut(self, queue: deque[Piece]) -> list[Piece]:
-        """The next pack: whole pieces, in arrival order, while they fit."""
+        """The next pack: the first piece waiting, then every later one that still fits
+        (first fit, in arrival order); the rest wait for the next pack."""
         pack: list[Piece] = []
+        rest: list[Piece] = []
         inputs = tokens = 0
         limit = self._token_limit()
         while queue:
-            piece = queue[0]
+            piece = queue.popleft()
             if piece.done.cancelled():  # its step was cancelled: nothing to send for it
-                queue.popleft()
                 continue
             fits = inputs + len(piece.texts) <= self.max_inputs and tokens + piece.estimate <= limit
             if pack and not fits:
-                break
-            pack.append(queue.popleft())
+                rest.append(piece)
+                continue
+            pack.append(piece)
             inputs += len(piece.texts)
             tokens += piece.estimate
+        queue.extend(rest)
         return pack
 
     async def _send(

@@ -58,12 +58,15 @@ def service(emulator: Emulator) -> Iterator[ServiceServer]:
 
 def events(service: ServiceServer, text: str) -> list[tuple[str, dict[str, object]]]:
     found: list[tuple[str, dict[str, object]]] = []
-    with httpx.Client(base_url=service.url, timeout=60) as client, client.stream(
-        "POST",
-        "/v1/pipelines/chat/runs",
-        headers=AUTH,
-        json={"inputs": {"text": text}, "stream": True},
-    ) as reply:
+    with (
+        httpx.Client(base_url=service.url, timeout=60) as client,
+        client.stream(
+            "POST",
+            "/v1/pipelines/chat/runs",
+            headers=AUTH,
+            json={"inputs": {"text": text}, "stream": True},
+        ) as reply,
+    ):
         assert reply.status_code == 200
         kind = ""
         for line in reply.iter_lines():
