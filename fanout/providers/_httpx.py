@@ -82,7 +82,7 @@ class HttpxTransport:
 
 async def _chunks(response: httpx.Response) -> AsyncIterator[bytes]:
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in response.aiter_bytes():
             yield chunk
     except (TimeoutError, httpx.TimeoutException):
         raise TransportTimeout from None

@@ -75,7 +75,7 @@ def test_a_batch_job_writes_vectors_as_fixed_size_lists_packing_records_into_req
         "".join(
             json.dumps({"id": i, "text": f"review number {i} of the chair"}) + "\n"
             for i in range(records)
-        )  # fmt: skip
+        )
     )
     cfg = config(emulator, dimensions=DIMS, embed_linger_ms=50)
 
