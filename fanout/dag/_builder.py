@@ -184,6 +184,7 @@ class DAG:
         conversation: bool = False,
         review_on_failure: bool = False,
         stream: bool = False,
+        media: Sequence[str] = (),
         name: str | None = None,
         required: bool = False,
         bind: Mapping[str, Arg] | None = None,
@@ -227,7 +228,9 @@ class DAG:
         caller. The model's config can stream every call instead (``stream = true``).
         A prompt function may return OpenAI-style content parts (text, ``image_url``,
         ``input_audio``) as a message's content; a model that cannot take a kind of
-        part refuses the call before it is made.
+        part refuses the call before it is made. ``media=["image"]`` (or ``"audio"``)
+        declares what the prompt sends, so a model that cannot take it is refused when
+        a run starts (a batch job: before its first record) rather than per call.
         """
         node_id = self._auto_id(name, "llm")
         where = f"DAG {self.name!r}, node {node_id!r}"
@@ -269,6 +272,11 @@ class DAG:
         names = [t.name for t in made_tools]
         if len(set(names)) != len(names):
             raise ConfigError(f"{where}: two tools share a name ({names}); rename one")
+        if isinstance(media, str) or not set(media) <= {"image", "audio"}:
+            raise ConfigError(
+                f"{where}: media must list 'image' and/or 'audio' (got {list(media)!r}); "
+                "text needs no declaring"
+            )
         template = Template.parse(prompt, where=where) if isinstance(prompt, str) else prompt
         if not isinstance(template, Template) and not callable(template):
             raise ConfigError(f"{where}: prompt must be a template string or a function")
@@ -292,6 +300,7 @@ class DAG:
                 conversation=conversation,
                 review_on_failure=review_on_failure,
                 stream=bool(stream),
+                media=tuple(dict.fromkeys(media)),
             )
         )
 

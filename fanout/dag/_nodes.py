@@ -108,6 +108,7 @@ class LLMNode(_NodeBase):
     conversation: bool = False  # the session's history goes before the prompt's messages
     review_on_failure: bool = False  # an escalation pauses as a review instead of failing
     stream: bool = False  # the reply comes as server-sent events (tokens to a listener)
+    media: tuple[str, ...] = ()  # kinds of content parts its prompt sends beyond text
 
     def refs(self) -> tuple[Ref, ...]:
         return tuple(v for v in self.bindings.values() if isinstance(v, Ref))

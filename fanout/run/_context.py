@@ -13,6 +13,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from fanout.budget import Budget
 from fanout.clock import Clock
 from fanout.config import Config, ModelConfig
+from fanout.dag import LLMNode, MapNode, Plan
 from fanout.errors import (
     CircuitOpen,
     ConfigError,
@@ -54,7 +55,15 @@ if TYPE_CHECKING:
     from fanout.run._result import NodeResult
     from fanout.run._review import ReviewState
 
-__all__ = ["MapOffload", "ModelRoute", "NodeStats", "Router", "RunContext"]
+__all__ = [
+    "MapOffload",
+    "ModelRoute",
+    "NodeStats",
+    "Router",
+    "RunContext",
+    "check_media",
+    "refused_content",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +230,36 @@ def _accepts(alias: str, model: ModelConfig, provider: Provider, kind: str) -> f
             f"(kind {kind!r}) carries only {sorted(carried)}; drop them from modalities"
         )
     return frozenset(model.modalities)
+
+
+def check_media(plan: Plan, config: Config, providers: Mapping[str, Provider]) -> None:
+    """Refuse, when a run starts, a step whose declared ``media`` (the kinds of content
+    its prompt sends beyond text) a model of its chain cannot take."""
+    for node in plan.nodes.values():
+        body = node.body if isinstance(node, MapNode) else node
+        if not isinstance(body, LLMNode) or not body.media:
+            continue
+        pending, seen = [body.model], set()
+        while pending:
+            alias = pending.pop(0)
+            if alias in seen or alias not in config.models:
+                continue
+            seen.add(alias)
+            model = config.models[alias]
+            provider = providers.get(model.provider)
+            if provider is None:
+                continue
+            if isinstance(provider, BatchingProvider):
+                provider = provider.online
+            kind = config.providers[model.provider].kind
+            missing = sorted(set(body.media) - _accepts(alias, model, provider, kind))
+            if missing:
+                raise ConfigError(
+                    f"DAG {plan.dag_name!r}, node {node.id!r} sends {missing} parts, but model "
+                    f"{alias!r} (provider {model.provider!r}, kind {kind!r}) cannot take "
+                    "them; use a model that takes them, or drop them from the step's media"
+                )
+            pending.extend(model.fallbacks)
 
 
 def refused_content(route: ModelRoute, request: ChatRequest) -> ConfigError | None:
@@ -458,6 +497,9 @@ class RunContext:
                 done, paid = found
                 cost = paid if paid is not None else route.cost_usd(done.usage)
         if done is not None:
+            if request.stream and self.on_token is not None and site is not None and done.content:
+                # answered whole from the journal or the cache: its text as one piece
+                self.on_token(TokenEvent(site.node_id, done.content, 1, site.map_index))
             if not hit:  # already spent (by the run that made it): the record's, not this run's
                 stats.replayed = stats.replayed + done.usage
                 stats.replayed_cost_usd += cost

@@ -27,7 +27,7 @@ from fanout.providers import OpenAIProvider, Provider
 from fanout.retry import HedgePolicy
 from fanout.run._approval import PAUSED
 from fanout.run._cache import ResponseCache
-from fanout.run._context import MapOffload, Router, RunContext
+from fanout.run._context import MapOffload, Router, RunContext, check_media
 from fanout.run._escalation import EscalationSink
 from fanout.run._executor import execute, run_items
 from fanout.run._journal import CallJournal, Spend
@@ -192,6 +192,7 @@ class Engine:
         checked = self._plans.get(id(plan))
         if checked is None or checked.plan is not plan:
             plan.check_models(self.config.models.keys())
+            check_media(plan, self.config, self.providers)
             if len(self._plans) >= 64:
                 self._plans.clear()
             mcp = check_sources(plan, self.config.mcp)  # the extra, the servers named

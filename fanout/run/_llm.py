@@ -179,7 +179,8 @@ async def _converse(
             tools=specs,
             response_schema=schema,
             response_schema_name=schema_name,
-            stream=node.stream or route.config.stream,
+            # a batch route's reply comes whole, hours later: nothing to stream
+            stream=(node.stream or route.config.stream) and not route.batched,
         )
         response = await ctx.call(route, request, stats, site, last=last)
         if response.tool_calls:

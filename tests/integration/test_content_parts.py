@@ -160,3 +160,19 @@ def test_a_config_that_claims_images_its_provider_cannot_carry_is_refused() -> N
 
     with pytest.raises(ConfigError, match=r"models\.looker\.modalities lists \['image'\]"):
         asyncio.run(main())
+
+
+def test_a_step_that_declares_its_media_is_refused_when_the_run_starts(
+    emulator: Emulator,
+) -> None:
+    dag = DAG("declared")
+    what = dag.input("what")
+    dag.output(caption=dag.llm("looker", describe, what=what, media=["image"], name="caption"))
+    engine = Engine(openai_config(emulator, modalities=["text"]))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"node 'caption' sends \['image'\] parts"):
+        engine.validate(dag)
+    assert emulator.stats()["accepted"] == 0
+    with pytest.raises(ConfigError, match="media must list"):
+        DAG("bad").llm("looker", describe, media=["video"])
+    accepting = Engine(openai_config(emulator))  # type: ignore[arg-type]
+    accepting.validate(dag)  # the openai protocol carries images

@@ -164,3 +164,21 @@ def test_a_stream_asked_of_a_provider_that_cannot_stream_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="cannot stream"):
         asyncio.run(main())
+
+
+def test_a_reply_answered_from_the_cache_is_heard_as_one_piece(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    heard: list[TokenEvent] = []
+
+    async def twice() -> list[object]:
+        async with Engine(config(emulator), cache=tmp_path / "cache") as engine:
+            dag = summary_dag(stream=True)
+            first = await engine.run(dag, {"text": TEXT})
+            heard.clear()
+            return [first, await engine.run(dag, {"text": TEXT}, on_token=heard.append)]
+
+    first, second = asyncio.run(twice())
+    assert emulator.stats()["streams"] == 1  # the second run made no call
+    assert [e.text for e in heard] == [second.outputs["summary"]]  # type: ignore[attr-defined]
+    assert second.outputs == first.outputs  # type: ignore[attr-defined]
