@@ -6,6 +6,7 @@ exactly, the key absent from every row."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from fanout.batch import result_parts, run_file
 from fanout.config import Config
 from fanout.sim.server import EmulatorConfig
 from fanout.trace import trace_files
+from fanout.trace._otlp import export_otlp
 
 KEY = "sk-fanout-embed-0123456789-SECRET"
 PRICE = 0.02  # USD per million input tokens
@@ -106,6 +108,18 @@ def test_a_batch_job_writes_vectors_as_fixed_size_lists_packing_records_into_req
     files = trace_files(tmp_path / "traces")
     for path in [*files.parts, *files.segments, *result_parts(tmp_path / "out")]:
         assert KEY.encode() not in path.read_bytes()
+    exported = io.StringIO()
+    export_otlp(tmp_path / "traces", exported)
+    operations = [
+        a["value"].get("stringValue")
+        for line in exported.getvalue().splitlines()
+        for resource in json.loads(line)["resourceSpans"]
+        for scope in resource["scopeSpans"]
+        for span in scope["spans"]
+        for a in span["attributes"]
+        if a["key"] == "gen_ai.operation.name"
+    ]
+    assert operations.count("embeddings") == records
 
 
 def test_a_list_longer_than_a_request_is_split_and_vectors_come_back_in_order(
