@@ -13,7 +13,6 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from fanout.budget import Budget
 from fanout.clock import Clock
 from fanout.config import Config, ModelConfig
-from fanout.dag import LLMNode, MapNode, Plan
 from fanout.errors import (
     CircuitOpen,
     ConfigError,
@@ -29,10 +28,10 @@ from fanout.providers import (
     EmbeddingProvider,
     Provider,
     StreamingProvider,
-    accepted_modalities,
 )
 from fanout.retry import CircuitBreaker, HedgePolicy, RetryPolicy, provider_fault
 from fanout.run._cache import ResponseCache
+from fanout.run._capabilities import accepts, refused_content
 from fanout.run._embed import EmbedPacker
 from fanout.run._escalation import EscalationSink
 from fanout.run._journal import CallJournal, call_key
@@ -47,7 +46,6 @@ from fanout.types import (
     Message,
     Usage,
     estimate_prompt_tokens,
-    modalities_of,
 )
 
 if TYPE_CHECKING:
@@ -61,8 +59,6 @@ __all__ = [
     "NodeStats",
     "Router",
     "RunContext",
-    "check_media",
-    "refused_content",
 ]
 
 
@@ -149,7 +145,7 @@ class Router:
                     hedge_to = model.fallbacks[0]
             route = ModelRoute(
                 alias, online, model, pcfg.timeout_s, limiter, circuit, retry, hedge, hedge_to,
-                accepts=_accepts(alias, model, online, pcfg.kind),
+                accepts=accepts(alias, model, online, pcfg.kind),
             )  # fmt: skip
             self._routes[alias] = route
             if model.batch.enabled and provider is not online:
@@ -210,76 +206,6 @@ class Router:
         routes = [*self._routes.values(), *self._online.values()]
         shared = {id(r.circuit): (r.limiter, r.circuit) for r in routes if not r.batched}
         return list(shared.values())
-
-
-def _accepts(alias: str, model: ModelConfig, provider: Provider, kind: str) -> frozenset[str]:
-    """The content kinds an alias takes; a config that asks what its provider cannot do
-    (stream, or take images or audio) is refused here, when the engine is built."""
-    carried = accepted_modalities(provider)
-    if model.stream and not isinstance(provider, StreamingProvider):
-        raise ConfigError(
-            f"models.{alias}.stream = true, but provider {model.provider!r} (kind {kind!r}) "
-            "cannot stream; drop stream or use a provider that can"
-        )
-    if model.modalities is None:
-        return carried
-    beyond = sorted(set(model.modalities) - carried)
-    if beyond:
-        raise ConfigError(
-            f"models.{alias}.modalities lists {beyond}, but provider {model.provider!r} "
-            f"(kind {kind!r}) carries only {sorted(carried)}; drop them from modalities"
-        )
-    return frozenset(model.modalities)
-
-
-def check_media(plan: Plan, config: Config, providers: Mapping[str, Provider]) -> None:
-    """Refuse, when a run starts, a step whose declared ``media`` (the kinds of content
-    its prompt sends beyond text) a model of its chain cannot take."""
-    for node in plan.nodes.values():
-        body = node.body if isinstance(node, MapNode) else node
-        if not isinstance(body, LLMNode) or not body.media:
-            continue
-        pending, seen = [body.model], set()
-        while pending:
-            alias = pending.pop(0)
-            if alias in seen or alias not in config.models:
-                continue
-            seen.add(alias)
-            model = config.models[alias]
-            provider = providers.get(model.provider)
-            if provider is None:
-                continue
-            if isinstance(provider, BatchingProvider):
-                provider = provider.online
-            kind = config.providers[model.provider].kind
-            missing = sorted(set(body.media) - _accepts(alias, model, provider, kind))
-            if missing:
-                raise ConfigError(
-                    f"DAG {plan.dag_name!r}, node {node.id!r} sends {missing} parts, but model "
-                    f"{alias!r} (provider {model.provider!r}, kind {kind!r}) cannot take "
-                    "them; use a model that takes them, or drop them from the step's media"
-                )
-            pending.extend(model.fallbacks)
-
-
-def refused_content(route: ModelRoute, request: ChatRequest) -> ConfigError | None:
-    """Why ``route`` cannot take ``request`` (a content part of a kind it does not take,
-    or a stream its provider cannot make), else ``None``."""
-    kinds = modalities_of(request.messages)
-    missing = sorted(kinds - route.accepts)
-    if missing:
-        takes = sorted(route.accepts)
-        return ConfigError(
-            f"model {route.alias!r} (provider {route.config.provider!r}) cannot take "
-            f"content parts of kind {missing}: it takes {takes}; send those parts to a "
-            "model that takes them, or set its modalities in the config"
-        )
-    if request.stream and not isinstance(route.provider, StreamingProvider):
-        return ConfigError(
-            f"model {route.alias!r}: provider {route.config.provider!r} cannot stream; "
-            "drop stream=True from the step or use a provider that can"
-        )
-    return None
 
 
 _NEVER = 2**62  # failures before a batch route's circuit opens: a line's failure is its own

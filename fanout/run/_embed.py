@@ -89,6 +89,7 @@ class EmbedPacker:
         self._verdict = verdict
         self._queues: dict[int | None, deque[Piece]] = {}
         self._pump: asyncio.Task[None] | None = None
+        self._holding: list[Piece] = []
         self._sending: set[asyncio.Task[None]] = set()
         self.requests = 0  # sent, retries included
 
@@ -117,6 +118,16 @@ class EmbedPacker:
         return self.max_tokens if capacity is None else max(1, min(self.max_tokens, capacity))
 
     async def _run_pump(self) -> None:
+        try:
+            await self._pump_packs()
+        except BaseException as exc:  # cancelled (the engine closing): no step waits forever
+            _fail(self._holding, exc)
+            for queue in self._queues.values():
+                _fail(list(queue), exc)
+                queue.clear()
+            raise
+
+    async def _pump_packs(self) -> None:
         if self.linger_s > 0:
             await self.clock.sleep(self.linger_s)
         while any(self._queues.values()):
@@ -127,7 +138,9 @@ class EmbedPacker:
                 if not pack:
                     continue
                 tokens = sum(p.estimate for p in pack)
+                self._holding = pack  # cut, waiting for its permit
                 permit = await self.limiter.acquire(tokens)
+                self._holding = []
                 task = asyncio.get_running_loop().create_task(
                     self._send(pack, dimensions, permit, tokens)
                 )

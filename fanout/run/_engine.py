@@ -27,7 +27,8 @@ from fanout.providers import OpenAIProvider, Provider
 from fanout.retry import HedgePolicy
 from fanout.run._approval import PAUSED
 from fanout.run._cache import ResponseCache
-from fanout.run._context import MapOffload, Router, RunContext, check_media
+from fanout.run._capabilities import check_media
+from fanout.run._context import MapOffload, Router, RunContext
 from fanout.run._escalation import EscalationSink
 from fanout.run._executor import execute, run_items
 from fanout.run._journal import CallJournal, Spend

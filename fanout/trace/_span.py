@@ -113,7 +113,7 @@ class Span:
 def new_span(**values: Any) -> Span:
     """A span with ``values`` set and every other column at its default.
 
-    Three times cheaper than ``Span(...)``, which assigns all 50 fields: only the
+    Three times cheaper than ``Span(...)``, which assigns every one of its fields: only the
     given ones go into the instance, the rest are read from the class defaults.
     Used on the executor's path, once per run, node and attempt.
     """
