@@ -12,11 +12,15 @@ round in one run, at the same concurrency (``--concurrency``, 200):
                 the results, the call journal and the trace (run, node and attempt rows
                 with the default content HMACs) written; every record must be ok
   Engine.run    N workers calling ``Engine.run`` of the same DAG, traced (a service's path)
+  long reply    ``Engine.run`` of a summary step (a ~35-token reply), traced, not streamed
+  long streamed the same step with ``stream=True``: the emulator sends a piece of text per
+                server-sent event and the client parses each (time to first token traced)
 
 and prints requests/s (records/s for ``fanout run``), the client's CPU µs per request,
 and the emulator's CPU share while each ran: the emulator must stay well under one
 core, or it (not the client) is what the figures measure. The ratio printed is
-``fanout run`` over bare aiohttp, the best round of each (target >= 0.5).
+``fanout run`` over bare aiohttp, the best round of each (target >= 0.5); and the
+streamed path's client CPU per output token against the same reply not streamed.
 
 Run: python benchmarks/overhead.py [--seconds 4] [--records 20000] [--concurrency 200]
      [--rounds 3]
@@ -162,6 +166,39 @@ def config(base_url: str, concurrency: int) -> Any:
     )
 
 
+LONG = "Summarise this review for the support team: {text} and the rest of the story"
+
+
+def summary(*, stream: bool) -> DAG:
+    dag = DAG("summary")
+    dag.input("text")
+    dag.output(summary=dag.llm("fast", LONG, max_tokens=60, stream=stream))
+    return dag
+
+
+async def stream_loop(
+    base_url: str,
+    seconds: float,
+    concurrency: int,
+    traces: Path,
+    *,
+    stream: bool,
+    tokens: list[int],
+) -> int:
+    """``Engine.run`` of the summary step (streamed or not); counts output tokens and
+    replies into ``tokens``."""
+    dag = summary(stream=stream)
+    async with Engine(config(base_url, concurrency), traces=traces) as engine:
+
+        async def one(w: int, i: int) -> None:
+            result = await engine.run(dag, {"text": f"{TEXTS[(w + i) % 3]} #{w}-{i}"})
+            assert result.ok, result.error_message
+            tokens[0] += result.usage.output_tokens
+            tokens[1] += 1
+
+        return await workers(concurrency, seconds, one)
+
+
 def classify() -> DAG:
     dag = DAG("classify")
     dag.input("text")
@@ -246,8 +283,10 @@ def main() -> None:
     n, s = args.concurrency, args.seconds
     rows = {
         label: Row(label, [], [], [])
-        for label in ("bare aiohttp", "bare httpx", "fanout run", "Engine.run")
-    }
+        for label in ("bare aiohttp", "bare httpx", "fanout run", "Engine.run",
+                      "long reply", "long streamed")
+    }  # fmt: skip
+    tokens = {"long reply": [0, 0], "long streamed": [0, 0]}  # output tokens, replies
     with emulator() as (root, pid), tempfile.TemporaryDirectory() as tmp:
         pin(0)  # after the emulator started: its child process is pinned apart
         url = f"{root}/v1"
@@ -260,7 +299,11 @@ def main() -> None:
                 "bare httpx": lambda: asyncio.run(bare_httpx(url, min(s, 2), n)),
                 "fanout run": lambda: cli_run(fanout_run(url, n, source, work)),  # noqa: B023  # called at once
                 "Engine.run": lambda: cli_run(engine_loop(url, s, n, work / "traces-e")),  # noqa: B023
-            }
+                "long reply": lambda: cli_run(stream_loop(
+                    url, s, n, work / "traces-l", stream=False, tokens=tokens["long reply"])),  # noqa: B023
+                "long streamed": lambda: cli_run(stream_loop(
+                    url, s, n, work / "traces-s", stream=True, tokens=tokens["long streamed"])),  # noqa: B023
+            }  # fmt: skip
             for label, run in runs.items():
                 measure(rows[label], pid, run)
             shutil.rmtree(work)
@@ -277,6 +320,16 @@ def main() -> None:
     print(f"ratio fanout run / bare aiohttp  {ratio:.2f} (target >= 0.5)")
     print(f"ratio Engine.run / bare aiohttp  {rows['Engine.run'].best() / ceiling:.2f}")
     print(f"ratio bare httpx / bare aiohttp  {rows['bare httpx'].best() / ceiling:.2f}")
+    plain, streamed = rows["long reply"], rows["long streamed"]
+    done, replies = tokens["long streamed"]
+    mean_tokens = done / max(1, replies)
+    us_plain = min(plain.cpu_us) / mean_tokens
+    us_stream = min(streamed.cpu_us) / mean_tokens
+    print(f"long reply: {mean_tokens:.1f} output tokens a reply")
+    print(
+        f"client CPU per output token: not streamed {us_plain:.1f} µs, streamed "
+        f"{us_stream:.1f} µs (+{us_stream - us_plain:.1f} µs a token for streaming)"
+    )
 
 
 if __name__ == "__main__":

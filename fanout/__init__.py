@@ -36,16 +36,18 @@ from fanout.errors import (
     RequestTooLarge,
     RunError,
     SessionBusy,
+    StreamCut,
     TemplateError,
     ToolError,
     UpstreamFailed,
 )
 from fanout.providers import Provider
-from fanout.run import Engine, NodeResult, RunResult
+from fanout.run import Engine, NodeResult, RunResult, TokenEvent
 from fanout.store import SessionStore, SQLiteStore
 from fanout.types import (
     ChatRequest,
     ChatResponse,
+    ContentPart,
     Message,
     NodeStatus,
     RunStatus,
@@ -67,6 +69,7 @@ __all__ = [
     "Clock",
     "Config",
     "ConfigError",
+    "ContentPart",
     "DeadlineExceeded",
     "Engine",
     "FanoutError",
@@ -95,8 +98,10 @@ __all__ = [
     "SQLiteStore",
     "SessionBusy",
     "SessionStore",
+    "StreamCut",
     "SystemClock",
     "TemplateError",
+    "TokenEvent",
     "Tool",
     "ToolCall",
     "ToolError",

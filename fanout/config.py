@@ -202,6 +202,26 @@ class ModelConfig(_Frozen):
     )
     hedge: HedgeConfig | None = Field(default=None, description="hedging of slow calls (opt-in)")
     batch: BatchModelConfig = Field(default_factory=BatchModelConfig)
+    stream: bool = Field(
+        default=False, description="stream every llm call of this alias (server-sent events)"
+    )
+    modalities: tuple[Literal["text", "image", "audio"], ...] | None = Field(
+        default=None,
+        description="content kinds the model takes, e.g. [\"text\"] for a text-only model "
+        "(unset: whatever its provider's protocol carries)",
+    )
+    embed_max_inputs: int = Field(
+        default=2048, ge=1, description="embeddings: inputs packed into one request, at most"
+    )
+    embed_max_tokens: int = Field(
+        default=300_000, ge=1, description="embeddings: estimated tokens of one request, at most"
+    )
+    embed_linger_ms: float = Field(
+        default=10.0, ge=0, description="embeddings: how long texts gather before a request"
+    )
+    dimensions: int | None = Field(
+        default=None, ge=1, description="embeddings: the vectors' size, sent with each call"
+    )
 
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         return (

@@ -16,6 +16,7 @@
         │   │                    429, context length): fails alone, never retried or paused for
         │   ├── ProviderTimeout  no answer in time (.sent: the request had gone out)
         │   ├── ProviderConnectionError
+        │   │   └── StreamCut    a streamed reply broke off mid-way (what arrived is discarded)
         │   ├── ProviderHTTPError  any other non-2xx; carries status_code
         │   ├── InvalidResponse  a body that is not what the API promises
         │   ├── CircuitOpen      the provider/model failed repeatedly; not called now
@@ -68,6 +69,7 @@ __all__ = [
     "ReviewRejected",
     "RunError",
     "SessionBusy",
+    "StreamCut",
     "TemplateError",
     "ToolError",
     "UpstreamFailed",
@@ -223,6 +225,16 @@ class ProviderTimeout(ProviderError):
 
 class ProviderConnectionError(ProviderError):
     """The connection to the provider failed or was reset."""
+
+
+class StreamCut(ProviderConnectionError):
+    """A streamed reply ended before its last event (the connection broke, or the body
+    ended without ``[DONE]``); the text that arrived is discarded and the call retried
+    as a whole. ``chunks``: the content chunks that had arrived."""
+
+    def __init__(self, message: str, *, provider: str = "", chunks: int = 0) -> None:
+        super().__init__(message, provider=provider)
+        self.chunks = chunks
 
 
 class ProviderHTTPError(ProviderError):

@@ -7,29 +7,89 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Required, TypedDict
 
+from fanout._media import audio_tokens, image_size, image_tokens
+
 __all__ = [
+    "MODALITIES",
+    "AudioPart",
     "BatchRef",
     "ChatRequest",
     "ChatResponse",
+    "Content",
+    "ContentPart",
+    "EmbedRequest",
+    "EmbedResponse",
+    "ImagePart",
     "JSONSchema",
     "Message",
+    "Modality",
     "NodeStatus",
     "RunStatus",
+    "TextPart",
     "ToolCall",
     "ToolSpec",
     "Usage",
+    "content_text",
     "estimate_prompt_tokens",
+    "estimate_text_tokens",
+    "media_tokens",
+    "modalities_of",
 ]
 
 JSONSchema = dict[str, object]
 """A JSON Schema document, as a plain dict."""
 
 
+class TextPart(TypedDict):
+    """A content part of text: ``{"type": "text", "text": "..."}``."""
+
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(TypedDict, total=False):
+    url: Required[str]  # an https URL or a data URI (data:image/png;base64,...)
+    detail: Literal["auto", "low", "high"]
+
+
+class ImagePart(TypedDict):
+    """An image: ``{"type": "image_url", "image_url": {"url": ..., "detail": "auto"}}``."""
+
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class InputAudio(TypedDict):
+    data: str  # base64
+    format: str  # "wav" or "mp3"
+
+
+class AudioPart(TypedDict):
+    """Audio: ``{"type": "input_audio", "input_audio": {"data": b64, "format": "wav"}}``."""
+
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+ContentPart = TextPart | ImagePart | AudioPart
+"""One OpenAI-style content part of a message."""
+Content = str | list[ContentPart]
+"""A message's content: text, or a list of content parts (text, images, audio)."""
+
+Modality = Literal["text", "image", "audio"]
+MODALITIES: tuple[Modality, ...] = ("text", "image", "audio")
+_PART_MODALITY: dict[str, Modality] = {
+    "text": "text",
+    "image_url": "image",
+    "input_audio": "audio",
+}
+
+
 class Message(TypedDict, total=False):
-    """One OpenAI-style chat message."""
+    """One OpenAI-style chat message; ``content`` is text or a list of content parts."""
 
     role: Required[Literal["system", "user", "assistant", "tool"]]
-    content: str | None
+    content: Content | None
     tool_calls: list[dict[str, object]]  # OpenAI wire form: {"id", "type", "function": {...}}
     tool_call_id: str
     name: str
@@ -113,6 +173,28 @@ class ChatRequest:
     tools: tuple[ToolSpec, ...] = ()
     response_schema: JSONSchema | None = None
     response_schema_name: str = "output"
+    # streamed: the reply arrives as server-sent events (not part of the call's identity)
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedRequest:
+    """One embeddings call: many inputs packed in one request (``dimensions``: shorten
+    the vectors, for models that allow it)."""
+
+    model: str
+    inputs: tuple[str, ...]
+    dimensions: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedResponse:
+    """The vectors, one per input in order, and the request's usage (input tokens)."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    usage: Usage
+    model: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,20 +249,82 @@ _CHARS_PER_TOKEN = 4
 _TOKENS_PER_MESSAGE = 4
 
 
+def content_text(content: Content | None) -> str:
+    """The text of a message's content (its text parts joined, for a list of parts)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    return "\n".join(p["text"] for p in content if p.get("type") == "text")  # type: ignore[typeddict-item]
+
+
+def modalities_of(messages: list[Message]) -> frozenset[str]:
+    """The kinds of content the messages carry beyond text (``"image"``, ``"audio"``; an
+    unknown part type as ``"unknown:TYPE"``); empty for text-only messages."""
+    found: set[str] = set()
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            for part in content:
+                kind = part.get("type") if isinstance(part, dict) else None
+                modality = _PART_MODALITY.get(str(kind))
+                if modality is None:
+                    found.add(f"unknown:{kind}")
+                elif modality != "text":
+                    found.add(modality)
+    return frozenset(found)
+
+
+def estimate_text_tokens(text: str) -> int:
+    """A text's tokens as the estimates count them (chars/4, rounded up)."""
+    return -(-len(text) // _CHARS_PER_TOKEN)
+
+
+def _part_tokens(part: ContentPart) -> tuple[int, int]:
+    """``(chars, tokens)`` of one content part: text by its length, media by formula."""
+    kind = part.get("type")
+    if kind == "text":
+        return len(part.get("text") or ""), 0  # type: ignore[arg-type]
+    if kind == "image_url":
+        image = part.get("image_url") or {}
+        url = str(image.get("url") or "")  # type: ignore[attr-defined]
+        width, height = image_size(url) or (None, None)
+        detail = str(image.get("detail") or "auto")  # type: ignore[attr-defined]
+        return 0, image_tokens(width, height, detail=detail)
+    if kind == "input_audio":
+        audio = part.get("input_audio") or {}
+        data = str(audio.get("data") or "")  # type: ignore[attr-defined]
+        return 0, audio_tokens(data, str(audio.get("format") or ""))  # type: ignore[attr-defined]
+    return len(str(part)), 0
+
+
+def media_tokens(content: Content | None) -> int:
+    """The tokens of a content's images and audio (by formula; text parts count 0)."""
+    if not isinstance(content, list):
+        return 0
+    return sum(_part_tokens(part)[1] for part in content)
+
+
 def estimate_prompt_tokens(messages: list[Message], tools: tuple[ToolSpec, ...] = ()) -> int:
-    """A cheap, slightly pessimistic prompt-token estimate (chars/4 plus framing).
+    """A cheap, slightly pessimistic prompt-token estimate (chars/4 plus framing; images
+    by OpenAI's tile formula, audio by its length).
 
     Used to reserve rate-limit and budget capacity before a call; the provider's
     reported usage settles the difference afterwards.
     """
     chars = 0
+    media = 0
     for message in messages:
         content = message.get("content")
         if content:
-            chars += len(content)
+            if isinstance(content, str):
+                chars += len(content)
+            else:
+                for part in content:
+                    part_chars, part_tokens = _part_tokens(part)
+                    chars += part_chars
+                    media += part_tokens
         calls = message.get("tool_calls")
         if calls:
             chars += len(json.dumps(calls))
     for tool in tools:
         chars += len(tool.name) + len(tool.description) + len(json.dumps(tool.parameters))
-    return -(-chars // _CHARS_PER_TOKEN) + _TOKENS_PER_MESSAGE * len(messages) + 2
+    return -(-chars // _CHARS_PER_TOKEN) + media + _TOKENS_PER_MESSAGE * len(messages) + 2

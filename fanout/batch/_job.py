@@ -216,7 +216,7 @@ async def run_file(
         if not sharded:
             writer = ResultWriter(
                 output,
-                output_types(plan),
+                output_types(plan, getattr(engine, "config", None)),
                 metadata=metadata,
                 part_rows=part_rows,
                 part_interval_s=part_interval_s,

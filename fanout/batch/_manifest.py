@@ -29,7 +29,18 @@ from pydantic import BaseModel
 from fanout.batch._keys import KeySet
 from fanout.batch._writer import DEAD_LETTER_DIR, RESULTS_DIR, ensure_dir, result_parts
 from fanout.config import Config
-from fanout.dag import InputNode, LLMNode, MapNode, Node, Plan, Ref, RouteNode, Template, ToolNode
+from fanout.dag import (
+    EmbedNode,
+    InputNode,
+    LLMNode,
+    MapNode,
+    Node,
+    Plan,
+    Ref,
+    RouteNode,
+    Template,
+    ToolNode,
+)
 from fanout.errors import ConfigError
 from fanout.run import Spend
 
@@ -139,6 +150,13 @@ def _spec(node: Node, config: Config) -> object:
             "body": _spec(node.body, config),
             "over": node.over.node_id,
             "on_item_error": node.on_item_error,
+        }
+    if isinstance(node, EmbedNode):
+        return {
+            "kind": "embed",
+            "models": _model_chain(node.model, config),
+            "text": _stable(node.text),
+            "dimensions": node.dimensions,
         }
     if isinstance(node, RouteNode):
         return {

@@ -19,7 +19,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 import pyarrow as pa
 from pydantic import BaseModel
 
-from fanout.dag import LLMNode, MapNode, Plan, Ref, ToolNode
+from fanout.config import Config
+from fanout.dag import EmbedNode, LLMNode, MapNode, Plan, Ref, ToolNode
 
 __all__ = ["output_types", "result_schema", "to_column"]
 
@@ -67,11 +68,26 @@ def arrow_type(annotation: object, _depth: int = 0) -> pa.DataType | None:
     return None
 
 
-def _node_type(plan: Plan, ref: Ref) -> pa.DataType | None:
+def _vector_type(node: EmbedNode, config: Config | None) -> pa.DataType | None:
+    """An embed step's output: ``fixed_size_list<float32>`` when the size is known (the
+    step's or its model's ``dimensions``), else a list of float32; a list of them for a
+    list of texts; ``None`` (JSON text) when which of the two is known only at run time."""
+    size = node.dimensions
+    if size is None and config is not None and node.model in config.models:
+        size = config.models[node.model].dimensions
+    vector = pa.list_(pa.float32(), size) if size else pa.list_(pa.float32())
+    if node.many is None:
+        return None
+    return pa.list_(vector) if node.many else vector
+
+
+def _node_type(plan: Plan, ref: Ref, config: Config | None = None) -> pa.DataType | None:
     node = plan.nodes.get(ref.node_id)
     body = node.body if isinstance(node, MapNode) else node
     item: pa.DataType | None = None
-    if isinstance(body, LLMNode):
+    if isinstance(body, EmbedNode):
+        item = _vector_type(body, config)
+    elif isinstance(body, LLMNode):
         if body.output is not None:
             item = arrow_type(body.output)
         elif not body.tools or any(t.fn is not None for t in body.tools):
@@ -87,10 +103,11 @@ def _node_type(plan: Plan, ref: Ref) -> pa.DataType | None:
     return pa.list_(item) if isinstance(node, MapNode) else item
 
 
-def output_types(plan: Plan) -> dict[str, pa.DataType | None]:
-    """Each output's Arrow type, or ``None`` where its column holds JSON text."""
+def output_types(plan: Plan, config: Config | None = None) -> dict[str, pa.DataType | None]:
+    """Each output's Arrow type, or ``None`` where its column holds JSON text (``config``:
+    the models' ``dimensions``, for the size of embeddings)."""
     return {
-        name: _node_type(plan, value) if isinstance(value, Ref) else None
+        name: _node_type(plan, value, config) if isinstance(value, Ref) else None
         for name, value in plan.outputs.items()
     }
 

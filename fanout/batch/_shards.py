@@ -124,7 +124,7 @@ async def run_shard(
     records = iter_shard(shard, key=options.key)
     writer = ResultWriter(
         output,
-        output_types(plan),
+        output_types(plan, getattr(engine, "config", None)),
         metadata=options.metadata,
         part_rows=options.part_rows,
         part_interval_s=options.part_interval_s,

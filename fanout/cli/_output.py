@@ -117,7 +117,7 @@ def print_examples(console: Console, results: Path, limit: int = 5) -> None:
 
 
 def print_plan(console: Console, dag: DAG, plan: Plan, cfg: Config, source: str) -> None:
-    from fanout.dag import InputNode, LLMNode, MapNode, ReviewNode, RouteNode, ToolNode
+    from fanout.dag import EmbedNode, InputNode, LLMNode, MapNode, ReviewNode, RouteNode, ToolNode
 
     console.print(f"DAG {dag.name!r} is valid against {source}.", markup=False)
     if dag.description:
@@ -134,6 +134,8 @@ def print_plan(console: Console, dag: DAG, plan: Plan, cfg: Config, source: str)
             return f"model {node.model}, max_tokens {node.max_tokens}{extra}"
         if isinstance(node, ToolNode):
             return f"{fn_name(node.fn)}(){' inline' if node.inline else ''}"
+        if isinstance(node, EmbedNode):
+            return f"model {node.model}, embeddings"
         if isinstance(node, MapNode):
             return f"over {node.over.node_id}: {node.body.kind} {describe(node.body)}"
         if isinstance(node, RouteNode):

@@ -73,10 +73,14 @@ def sim_server(  # one parameter per option: typer reads the signature
     batch_max_requests: Annotated[
         int, typer.Option(min=1, help="Batch API: requests one batch may hold.")
     ] = 50_000,
+    cut_streams: Annotated[
+        int, typer.Option(min=0, help="This many streamed replies break off half-way.")
+    ] = 0,
 ) -> None:
     """Run the OpenAI-compatible provider emulator (limits, latency, faults) on loopback.
 
-    It serves /v1/chat/completions and the Files and Batch APIs (/v1/files,
+    It serves /v1/chat/completions (streamed for "stream": true), /v1/embeddings
+    (hash-seeded vectors) and the Files and Batch APIs (/v1/files,
     /v1/batches: validating -> in_progress -> finalizing -> completed, or failed,
     expired, cancelled), with the --batch-* options.
     """
@@ -115,6 +119,7 @@ def sim_server(  # one parameter per option: typer reads the signature
         max_context_tokens=max_context_tokens,
         max_body_bytes=max_body_bytes,
         proxy_headers=proxy_headers,
+        cut_streams=cut_streams,
         batch=BatchEmulatorConfig(
             delay_s=batch_delay_s,
             expire_s=batch_expire_s,

@@ -17,6 +17,7 @@ from fanout.dag._mcp import McpTools, mcp
 from fanout.dag._nodes import (
     INDEX,
     ITEM,
+    EmbedNode,
     InputNode,
     LLMNode,
     MapNode,
@@ -40,6 +41,7 @@ __all__ = [
     "ITEM",
     "STATE",
     "Accept",
+    "EmbedNode",
     "Guard",
     "GuardFn",
     "InputNode",

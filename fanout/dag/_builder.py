@@ -16,6 +16,7 @@ from fanout.dag._nodes import (
     INDEX,
     ITEM,
     Arg,
+    EmbedNode,
     InputNode,
     LLMNode,
     MapNode,
@@ -182,6 +183,8 @@ class DAG:
         input_guards: Sequence[Callable[..., object]] = (),
         conversation: bool = False,
         review_on_failure: bool = False,
+        stream: bool = False,
+        media: Sequence[str] = (),
         name: str | None = None,
         required: bool = False,
         bind: Mapping[str, Arg] | None = None,
@@ -220,6 +223,14 @@ class DAG:
         or a guard rejected the output), it pauses as a review instead of failing (see
         :meth:`review`): the value under review is the error; a person edits in the
         output, approves (the step runs once more) or rejects (it fails).
+        ``stream=True``: the reply is streamed (server-sent events); its trace rows get
+        the time to first token and tokens/s, and a service streams its tokens to the
+        caller. The model's config can stream every call instead (``stream = true``).
+        A prompt function may return OpenAI-style content parts (text, ``image_url``,
+        ``input_audio``) as a message's content; a model that cannot take a kind of
+        part refuses the call before it is made. ``media=["image"]`` (or ``"audio"``)
+        declares what the prompt sends, so a model that cannot take it is refused when
+        a run starts (a batch job: before its first record) rather than per call.
         """
         node_id = self._auto_id(name, "llm")
         where = f"DAG {self.name!r}, node {node_id!r}"
@@ -261,6 +272,11 @@ class DAG:
         names = [t.name for t in made_tools]
         if len(set(names)) != len(names):
             raise ConfigError(f"{where}: two tools share a name ({names}); rename one")
+        if isinstance(media, str) or not set(media) <= {"image", "audio"}:
+            raise ConfigError(
+                f"{where}: media must list 'image' and/or 'audio' (got {list(media)!r}); "
+                "text needs no declaring"
+            )
         template = Template.parse(prompt, where=where) if isinstance(prompt, str) else prompt
         if not isinstance(template, Template) and not callable(template):
             raise ConfigError(f"{where}: prompt must be a template string or a function")
@@ -283,8 +299,76 @@ class DAG:
                 input_guards=made_input_guards,
                 conversation=conversation,
                 review_on_failure=review_on_failure,
+                stream=bool(stream),
+                media=tuple(dict.fromkeys(media)),
             )
         )
+
+    def embed(
+        self,
+        model: str,
+        text: Arg,
+        *,
+        dimensions: int | None = None,
+        name: str | None = None,
+        required: bool = False,
+    ) -> Ref:
+        """Embeddings on model alias ``model``: of a text (the output is its vector, a
+        list of floats) or a list of texts (a list of vectors, in order).
+
+        ``text`` is a ``Ref`` (an input, a step's output, ``DAG.item`` in a map body) or a
+        literal. The inputs of many concurrent steps and records are packed into one
+        request, up to the model's ``embed_max_inputs`` and ``embed_max_tokens`` and
+        what its tokens/min bucket holds; each step is charged its share of the
+        request's usage. ``dimensions``: the vectors' size (sent with the call; else the
+        model's ``dimensions`` in the config). In a batch job's results, a vector is a
+        ``fixed_size_list<float32>`` column when its size is known.
+        """
+        node_id = self._auto_id(name, "embed")
+        where = f"DAG {self.name!r}, node {node_id!r}"
+        if not model:
+            raise ConfigError(f"{where}: model alias is empty; name one, e.g. 'embedder'")
+        if dimensions is not None and (
+            isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1
+        ):
+            raise ConfigError(
+                f"{where}: dimensions must be a whole number >= 1 (got {dimensions!r})"
+            )
+        if text not in (ITEM, INDEX):
+            self._check_ref(text, f"node {node_id!r} text")
+        return self._add(
+            EmbedNode(
+                id=node_id,
+                required=required,
+                model=model,
+                text=text,
+                dimensions=dimensions,
+                many=self._many(text, where),
+            )
+        )
+
+    def _many(self, text: Arg, where: str) -> bool | None:
+        """Whether ``text`` is a list of texts (``None``: known only when it runs)."""
+        if isinstance(text, str):
+            return False
+        if isinstance(text, list | tuple):
+            if not text or not all(isinstance(t, str) for t in text):
+                raise ConfigError(f"{where}: text must be a string or a list of strings")
+            return True
+        if text == ITEM:
+            return False  # a map over texts: a vector per item
+        if not isinstance(text, Ref):
+            raise ConfigError(
+                f"{where}: text must be a string, a list of strings or a ref "
+                f"(got {type(text).__name__})"
+            )
+        node = self._nodes.get(text.node_id)
+        if isinstance(node, InputNode) and node.annotation is not None:
+            if node.annotation is str:
+                return False
+            if getattr(node.annotation, "__origin__", None) in (list, tuple):
+                return True
+        return None
 
     def tool(
         self,
@@ -364,10 +448,10 @@ class DAG:
         if not isinstance(body, Ref) or body.node_id not in self._nodes:
             raise ConfigError(f"DAG {self.name!r}: map body must be a step of this DAG")
         inner = self._nodes[body.node_id]
-        if not isinstance(inner, LLMNode | ToolNode):
+        if not isinstance(inner, LLMNode | ToolNode | EmbedNode):
             raise ConfigError(
                 f"DAG {self.name!r}: map body {body.node_id!r} is a {inner.kind} node; "
-                "map an llm or tool step"
+                "map an llm, embed or tool step"
             )
         if isinstance(inner, LLMNode) and inner.review_on_failure:
             raise ConfigError(

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from fanout.errors import ConfigError
-from fanout.types import Message
+from fanout.types import Content, ContentPart, Message, content_text
 
 __all__ = [
     "Accept",
@@ -101,7 +101,7 @@ def max_prompt_chars(limit: int) -> GuardFn:
         )
 
     def max_prompt_chars(messages: object) -> Verdict:
-        size = sum(len(m.get("content") or "") for m in _messages(messages))
+        size = sum(len(content_text(m.get("content"))) for m in _messages(messages))
         if size > limit:
             return Reject(f"the prompt has {size} characters, over the limit of {limit}")
         return None
@@ -126,12 +126,25 @@ def mask_pii(messages: object) -> Verdict:
     for message in _messages(messages):
         content = message.get("content")
         if message["role"] == "user" and content:
-            new = _PHONE.sub("[phone]", _EMAIL.sub("[email]", content))
+            new = _masked(content)
             if new != content:
                 changed = True
                 message = {**message, "content": new}
         masked.append(message)
     return Repair(masked) if changed else None
+
+
+def _masked(content: Content) -> Content:
+    """The content with e-mail addresses and phone numbers masked (in its text parts)."""
+    if isinstance(content, str):
+        return _PHONE.sub("[phone]", _EMAIL.sub("[email]", content))
+    parts: list[ContentPart] = []
+    for part in content:
+        if part.get("type") == "text":
+            text = str(part.get("text") or "")
+            part = {"type": "text", "text": _PHONE.sub("[phone]", _EMAIL.sub("[email]", text))}
+        parts.append(part)
+    return parts
 
 
 def _messages(value: object) -> list[Message]:

@@ -18,6 +18,7 @@ from fanout.types import Message
 __all__ = [
     "INDEX",
     "ITEM",
+    "EmbedNode",
     "InputNode",
     "LLMNode",
     "MapNode",
@@ -61,6 +62,7 @@ class NodeKind(StrEnum):
     MAP = "map"
     ROUTE = "route"
     REVIEW = "review"
+    EMBED = "embed"
 
 
 Arg = Ref | object
@@ -105,6 +107,8 @@ class LLMNode(_NodeBase):
     input_guards: tuple[Guard, ...] = ()  # before any provider call
     conversation: bool = False  # the session's history goes before the prompt's messages
     review_on_failure: bool = False  # an escalation pauses as a review instead of failing
+    stream: bool = False  # the reply comes as server-sent events (tokens to a listener)
+    media: tuple[str, ...] = ()  # kinds of content parts its prompt sends beyond text
 
     def refs(self) -> tuple[Ref, ...]:
         return tuple(v for v in self.bindings.values() if isinstance(v, Ref))
@@ -113,6 +117,23 @@ class LLMNode(_NodeBase):
     def approvals(self) -> bool:
         """Whether some tool call of this node may wait for a person's approval."""
         return any(t.approval for t in self.tools) or any(s.approval for s in self.mcp)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmbedNode(_NodeBase):
+    """Embeddings of a text (its output: one vector) or a list of texts (a vector each).
+
+    ``many``: whether ``text`` is a list (``None``: known only when it runs);
+    ``dimensions``: the vectors' size, sent with the call when set."""
+
+    kind: Literal[NodeKind.EMBED] = NodeKind.EMBED
+    model: str
+    text: Arg
+    dimensions: int | None = None
+    many: bool | None = None
+
+    def refs(self) -> tuple[Ref, ...]:
+        return (self.text,) if isinstance(self.text, Ref) else ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,7 +159,7 @@ class MapNode(_NodeBase):
     """Runs ``body`` once per element of the list ``over``; its output is the list of results."""
 
     kind: Literal[NodeKind.MAP] = NodeKind.MAP
-    body: LLMNode | ToolNode
+    body: LLMNode | ToolNode | EmbedNode
     over: Ref
     concurrency: int | None = None
     on_item_error: OnItemError = "fail"
@@ -182,4 +203,4 @@ class ReviewNode(_NodeBase):
         return (self.value,) if isinstance(self.value, Ref) else ()
 
 
-Node = InputNode | LLMNode | ToolNode | MapNode | RouteNode | ReviewNode
+Node = InputNode | LLMNode | ToolNode | MapNode | RouteNode | ReviewNode | EmbedNode

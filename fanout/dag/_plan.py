@@ -10,6 +10,7 @@ from graphlib import CycleError, TopologicalSorter
 from fanout.dag._nodes import (
     INDEX,
     ITEM,
+    EmbedNode,
     InputNode,
     LLMNode,
     MapNode,
@@ -51,7 +52,7 @@ class Plan:
     def check_models(self, known: Collection[str]) -> None:
         for node in self.nodes.values():
             body = node.body if isinstance(node, MapNode) else node
-            if isinstance(body, LLMNode) and body.model not in known:
+            if isinstance(body, LLMNode | EmbedNode) and body.model not in known:
                 names = ", ".join(sorted(known)) or "none"
                 raise ConfigError(
                     f"DAG {self.dag_name!r}, node {node.id!r}: model alias {body.model!r} is "
@@ -102,7 +103,7 @@ def build_plan(name: str, nodes: Mapping[str, Node], outputs: Mapping[str, Ref |
         b.model
         for n in normal.values()
         for b in ((n.body,) if isinstance(n, MapNode) else (n,))
-        if isinstance(b, LLMNode)
+        if isinstance(b, LLMNode | EmbedNode)
     )
     return Plan(
         dag_name=name,
@@ -120,12 +121,16 @@ def build_plan(name: str, nodes: Mapping[str, Node], outputs: Mapping[str, Ref |
 def _normalise(dag: str, node: Node, inputs: tuple[str, ...]) -> Node:
     """Bind template fields to inputs/item by name; reject item/index outside a map."""
     if isinstance(node, MapNode):
+        if isinstance(node.body, EmbedNode):
+            return node
         body = _normalise_step(dag, node.body, inputs, mapped=True, label=node.id)
         return dataclasses.replace(node, body=body)
     if isinstance(node, LLMNode | ToolNode):
         return _normalise_step(dag, node, inputs, mapped=False, label=node.id)
-    if isinstance(node, RouteNode) and any(r in (ITEM, INDEX) for r in node.refs()):
-        raise ConfigError(f"DAG {dag!r}, route {node.id!r}: item/index exist only in a map body")
+    if isinstance(node, RouteNode | EmbedNode) and any(r in (ITEM, INDEX) for r in node.refs()):
+        raise ConfigError(
+            f"DAG {dag!r}, {node.kind} {node.id!r}: item/index exist only in a map body"
+        )
     return node
 
 

@@ -36,7 +36,7 @@ from fanout.distributed._engine import _user_modules
 from fanout.distributed._worker import _LeaseKeeper
 from fanout.limits import LimiterState
 from fanout.retry import HedgePolicy
-from fanout.run import Engine, NodeResult, RunResult
+from fanout.run import Engine, NodeResult, RunResult, TokenEvent
 
 __all__ = ["LeasedEngine", "deploy_service", "quota_coordinators", "run_service"]
 
@@ -89,6 +89,7 @@ class LeasedEngine:
         request_id: str | None = None,
         interactive: bool = False,
         on_node: Callable[[NodeResult], None] | None = None,
+        on_token: Callable[[TokenEvent], None] | None = None,
     ) -> RunResult:
         await self._ready()
         return await self.engine.run(
@@ -100,6 +101,7 @@ class LeasedEngine:
             request_id=request_id,
             interactive=interactive,
             on_node=on_node,
+            on_token=on_token,
         )
 
     def limiter_states(self) -> list[LimiterState]:

@@ -635,6 +635,12 @@ class Limiter:
 
     # -- observability --------------------------------------------------------------
 
+    def token_capacity(self) -> int | None:
+        """The most tokens one call can be granted now (the tokens/min bucket's size),
+        or ``None`` while no tokens/min limit is known: what packs of embeddings fit."""
+        bucket = self._tok_bucket
+        return round(bucket.capacity) if bucket is not None else None
+
     def _queued(self) -> int:
         return sum(1 for q in (self._waiters, self._interactive) for _, f, _ in q if not f.done())
 

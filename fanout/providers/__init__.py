@@ -1,7 +1,13 @@
-"""Provider clients: the ``Provider`` protocol, the OpenAI-compatible HTTP client (aiohttp),
-and the Batch API seam with its OpenAI backend."""
+"""Provider clients: the ``Provider`` protocol (and its optional seams: streaming,
+embeddings, content kinds), the OpenAI-compatible HTTP client (aiohttp), and the Batch
+API seam with its OpenAI backend."""
 
-from fanout.providers._base import Provider
+from fanout.providers._base import (
+    EmbeddingProvider,
+    Provider,
+    StreamingProvider,
+    accepted_modalities,
+)
 from fanout.providers._batch_api import (
     ENDED_STATES,
     BatchAPI,
@@ -11,14 +17,23 @@ from fanout.providers._batch_api import (
 )
 from fanout.providers._openai import OpenAIProvider
 from fanout.providers._openai_batch import OpenAIBatchAPI
+from fanout.providers._parts import ImageSource, image_source, parts_of
+from fanout.providers._sse import SSEParser
 
 __all__ = [
     "ENDED_STATES",
     "BatchAPI",
     "BatchStatus",
     "BatchingProvider",
+    "EmbeddingProvider",
+    "ImageSource",
     "LineResult",
     "OpenAIBatchAPI",
     "OpenAIProvider",
     "Provider",
+    "SSEParser",
+    "StreamingProvider",
+    "accepted_modalities",
+    "image_source",
+    "parts_of",
 ]

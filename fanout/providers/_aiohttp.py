@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import aiohttp
 from yarl import URL
 
-from fanout.providers._http import JSON, Reply, TransportBroken, TransportTimeout, env_proxy
+from fanout.providers._http import (
+    JSON,
+    Reply,
+    Streamed,
+    TransportBroken,
+    TransportTimeout,
+    env_proxy,
+)
 
 __all__ = ["AiohttpTransport"]
 
@@ -72,13 +80,7 @@ class AiohttpTransport:
         await anext(self._closer)
         return session
 
-    async def post(self, path: str, body: bytes, *, timeout_s: float) -> Reply:
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = URL(self._base_url + path)
-        session = self._session
-        if session is None or self._loop is not asyncio.get_running_loop():
-            session = await self._current()
+    def _timeout_of(self, timeout_s: float) -> aiohttp.ClientTimeout:
         timeout = self._timeout
         if timeout is None or timeout.total != timeout_s:  # one per deadline; usually the same
             # ceil_threshold: aiohttp would round a timeout of 5 s or more up to a whole
@@ -88,6 +90,30 @@ class AiohttpTransport:
                 sock_connect=min(self.connect_timeout_s, timeout_s),
                 ceil_threshold=_NEVER_ROUNDED,
             )
+        return timeout
+
+    def _url(self, path: str) -> URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(self._base_url + path)
+        return url
+
+    def _kept(self, response: aiohttp.ClientResponse) -> dict[str, str]:
+        keep = self._keep
+        return {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in response.raw_headers
+            if name.lower().startswith(keep)
+        }
+
+    async def post(self, path: str, body: bytes, *, timeout_s: float) -> Reply:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(self._base_url + path)
+        session = self._session
+        if session is None or self._loop is not asyncio.get_running_loop():
+            session = await self._current()
+        timeout = self._timeout_of(timeout_s)
         try:
             async with session.post(url, data=body, timeout=timeout) as response:
                 raw = await response.read()
@@ -105,6 +131,28 @@ class AiohttpTransport:
         except (aiohttp.ClientError, OSError) as exc:
             raise TransportBroken(f"{type(exc).__name__}: {exc}") from None
 
+    @contextlib.asynccontextmanager
+    async def stream(self, path: str, body: bytes, *, timeout_s: float) -> AsyncIterator[Streamed]:
+        """POST ``body`` and yield the answer while its body is still arriving."""
+        session = self._session
+        if session is None or self._loop is not asyncio.get_running_loop():
+            session = await self._current()
+        timeout = self._timeout_of(timeout_s)
+        try:
+            response = await session.post(
+                self._url(path), data=body, timeout=timeout, headers=_SSE
+            )
+        except aiohttp.ConnectionTimeoutError:
+            raise TransportTimeout(sent=False) from None
+        except TimeoutError:
+            raise TransportTimeout from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TransportBroken(f"{type(exc).__name__}: {exc}") from None
+        try:
+            yield Streamed(response.status, self._kept(response), _chunks(response))
+        finally:
+            response.close()  # a stream left unread is not put back in the pool
+
     async def aclose(self) -> None:
         if self._closer is not None:
             await self._closer.aclose()  # closes the session
@@ -112,6 +160,19 @@ class AiohttpTransport:
 
     def __repr__(self) -> str:
         return f"AiohttpTransport({self._base_url!r})"  # never the headers: they hold the key
+
+
+_SSE = {"accept": "text/event-stream"}
+
+
+async def _chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.content.iter_any():
+            yield chunk
+    except TimeoutError:
+        raise TransportTimeout from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise TransportBroken(f"{type(exc).__name__}: {exc}") from None
 
 
 async def _closed_with_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:

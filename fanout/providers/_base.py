@@ -1,12 +1,14 @@
-"""The Provider protocol: one async chat-completion call, OpenAI message and tool schema."""
+"""The Provider protocol: one async chat-completion call, OpenAI message and tool schema;
+and the optional seams a protocol fills in: streaming, embeddings, content kinds."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from fanout.types import ChatRequest, ChatResponse
+from fanout.types import MODALITIES, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse
 
-__all__ = ["Provider"]
+__all__ = ["EmbeddingProvider", "Provider", "StreamingProvider", "accepted_modalities"]
 
 
 @runtime_checkable
@@ -16,6 +18,10 @@ class Provider(Protocol):
     ``complete`` returns the reply or raises a :class:`fanout.errors.ProviderError`
     subclass; it must be cancellable (a cancelled call releases whatever it holds).
     ``timeout_s`` is the time left for this call (the request's deadline included).
+
+    A provider may also have ``accepts``, the set of content kinds it takes
+    (``"text"``, ``"image"``, ``"audio"``: see :func:`accepted_modalities`); a message
+    with a part of another kind is refused before any call.
     """
 
     name: str
@@ -25,3 +31,46 @@ class Provider(Protocol):
     ) -> ChatResponse: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class StreamingProvider(Protocol):
+    """A provider that can stream a reply: ``on_delta`` hears each piece of text as it
+    arrives; the return value is the whole reply, as :meth:`Provider.complete`'s.
+
+    A stream that breaks off before its end raises :class:`fanout.errors.StreamCut`
+    (retryable; what arrived is discarded by the caller). Usage comes from the
+    protocol's final event (OpenAI: ``stream_options.include_usage``).
+    """
+
+    name: str
+
+    async def stream(
+        self,
+        request: ChatRequest,
+        *,
+        on_delta: Callable[[str], None],
+        timeout_s: float | None = None,
+    ) -> ChatResponse: ...
+
+
+@runtime_checkable
+class EmbeddingProvider(Protocol):
+    """A provider with an embeddings endpoint: one vector per input, in order, and the
+    request's usage. ``max_inputs`` caps the inputs one request may carry."""
+
+    name: str
+    max_inputs: int
+
+    async def embed(
+        self, request: EmbedRequest, *, timeout_s: float | None = None
+    ) -> EmbedResponse: ...
+
+
+_EVERY = frozenset(MODALITIES)
+
+
+def accepted_modalities(provider: object) -> frozenset[str]:
+    """The content kinds ``provider`` takes: its ``accepts``, or every kind if it says none."""
+    accepts = getattr(provider, "accepts", None)
+    return frozenset(accepts) if accepts is not None else _EVERY

@@ -20,10 +20,20 @@ from __future__ import annotations
 
 import urllib.parse
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-__all__ = ["HttpTransport", "Reply", "TransportBroken", "TransportTimeout", "env_proxy"]
+__all__ = [
+    "HttpTransport",
+    "Reply",
+    "Streamed",
+    "StreamingTransport",
+    "TransportBroken",
+    "TransportTimeout",
+    "env_proxy",
+]
 
 JSON = "application/json"
 
@@ -50,6 +60,17 @@ class Reply:
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """An HTTP answer being read: status, the headers asked for, and the body's bytes as
+    they arrive (``chunks`` raises :class:`TransportTimeout` or :class:`TransportBroken`
+    if the connection stalls past the timeout or breaks mid-body)."""
+
+    status: int
+    headers: dict[str, str]
+    chunks: AsyncIterator[bytes]
+
+
 class HttpTransport(Protocol):
     """POSTs a JSON body to ``base_url + path``; raises only the two errors above.
 
@@ -60,6 +81,15 @@ class HttpTransport(Protocol):
     async def post(self, path: str, body: bytes, *, timeout_s: float) -> Reply: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class StreamingTransport(Protocol):
+    """A transport that can also read a body as it arrives (server-sent events)."""
+
+    def stream(
+        self, path: str, body: bytes, *, timeout_s: float
+    ) -> AbstractAsyncContextManager[Streamed]: ...
 
 
 def env_proxy(base_url: str) -> str | None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import httpx
 
-from fanout.providers._http import JSON, Reply, TransportBroken, TransportTimeout
+from fanout.providers._http import JSON, Reply, Streamed, TransportBroken, TransportTimeout
 
 __all__ = ["HttpxTransport"]
 
@@ -48,8 +50,41 @@ class HttpxTransport:
         }
         return Reply(response.status_code, kept, raw)
 
+    @contextlib.asynccontextmanager
+    async def stream(self, path: str, body: bytes, *, timeout_s: float) -> AsyncIterator[Streamed]:
+        """POST ``body`` and yield the answer while its body is still arriving."""
+        timeout = httpx.Timeout(timeout_s, connect=min(self.connect_timeout_s, timeout_s))
+        request = self._client.build_request(
+            "POST", path, content=body, timeout=timeout, headers={"accept": "text/event-stream"}
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except (httpx.ConnectTimeout, httpx.PoolTimeout):
+            raise TransportTimeout(sent=False) from None
+        except (TimeoutError, httpx.TimeoutException):
+            raise TransportTimeout from None
+        except httpx.TransportError as exc:
+            raise TransportBroken(f"{type(exc).__name__}: {exc}") from None
+        kept = {
+            k.lower(): v for k, v in response.headers.items() if k.lower().startswith(self._keep)
+        }
+        try:
+            yield Streamed(response.status_code, kept, _chunks(response))
+        finally:
+            await response.aclose()
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
     def __repr__(self) -> str:
         return "HttpxTransport()"
+
+
+async def _chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_bytes():
+            yield chunk
+    except (TimeoutError, httpx.TimeoutException):
+        raise TransportTimeout from None
+    except httpx.TransportError as exc:
+        raise TransportBroken(f"{type(exc).__name__}: {exc}") from None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING
 
 import orjson
@@ -16,11 +17,29 @@ from fanout.errors import (
     ProviderConnectionError,
     ProviderError,
     ProviderTimeout,
+    StreamCut,
 )
 from fanout.providers._deadline import CallDeadline
 from fanout.providers._errors import KEPT_HEADERS, error_for
-from fanout.providers._http import HttpTransport, TransportBroken, TransportTimeout
-from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
+from fanout.providers._http import (
+    HttpTransport,
+    StreamingTransport,
+    TransportBroken,
+    TransportTimeout,
+)
+from fanout.providers._openai_stream import StreamAssembler
+from fanout.providers._sse import SSEParser
+from fanout.types import (
+    MODALITIES,
+    ChatRequest,
+    ChatResponse,
+    EmbedRequest,
+    EmbedResponse,
+    ToolCall,
+    Usage,
+    estimate_prompt_tokens,
+    estimate_text_tokens,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -42,7 +61,15 @@ class OpenAIProvider:
     message and never in a repr. ``transport`` replaces the network: an
     ``httpx.AsyncBaseTransport`` (``httpx.MockTransport`` in tests) or any
     :class:`~fanout.providers._http.HttpTransport`.
+
+    Besides ``complete``: ``stream`` (server-sent events, usage from the final event
+    ``stream_options.include_usage`` asks for) and ``embed`` (``/embeddings``, up to
+    ``max_inputs`` inputs a request). ``accepts``: the content kinds it sends on (all of
+    them, as OpenAI's protocol carries; a model's ``modalities`` narrows it in config).
     """
+
+    accepts = frozenset(MODALITIES)
+    max_inputs = 2048  # OpenAI's cap on the inputs of one embeddings request
 
     def __init__(
         self,
@@ -111,6 +138,16 @@ class OpenAIProvider:
         self, request: ChatRequest, *, timeout_s: float | None = None
     ) -> ChatResponse:
         body = orjson.dumps(_request_body(request))
+        async with self._guarded(timeout_s) as (_timeout, backstop):
+            reply = await self._http.post("/chat/completions", body, timeout_s=backstop)
+        if reply.status != 200:
+            raise self._http_error(reply.status, reply.body, reply.headers)
+        return self._parse(reply.body, reply.headers)
+
+    @contextlib.asynccontextmanager
+    async def _guarded(self, timeout_s: float | None) -> AsyncIterator[tuple[float, float]]:
+        """The call's deadline, and the transport's errors as provider errors; yields the
+        timeout and the transport's backstop timeout."""
         timeout = timeout_s if timeout_s is not None else self.timeout_s
         connect = min(self.connect_timeout_s, timeout)
         deadline = CallDeadline(connect + timeout)
@@ -119,9 +156,7 @@ class OpenAIProvider:
                 # The transport's own timeout is a backstop past the latest the deadline
                 # can move to (twice its limit), so the deadline decides: a timer of the
                 # transport's, late after a busy loop, would throw an arrived answer away.
-                reply = await self._http.post(
-                    "/chat/completions", body, timeout_s=2 * (connect + timeout) + 1.0
-                )
+                yield timeout, 2 * (connect + timeout) + 1.0
         except (TimeoutError, TransportTimeout) as exc:
             raise ProviderTimeout(
                 f"{self.name}: no answer within {timeout:.1f}s",
@@ -133,9 +168,97 @@ class OpenAIProvider:
             raise ProviderConnectionError(
                 f"{self.name}: connection failed: {self._scrub(str(exc))}", provider=self.name
             ) from None
+
+    async def stream(
+        self,
+        request: ChatRequest,
+        *,
+        on_delta: Callable[[str], None],
+        timeout_s: float | None = None,
+    ) -> ChatResponse:
+        """The reply as server-sent events; ``on_delta`` hears each text delta. A stream
+        that breaks off (the connection, or a body ending before ``[DONE]``) raises
+        :class:`StreamCut`; the caller discards what it heard."""
+        http = self._http
+        if not isinstance(http, StreamingTransport):
+            raise ConfigError(f"{self.name}: its transport {http!r} cannot stream")
+        body = _request_body(request)
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        assembler = StreamAssembler(on_delta)
+        parser = SSEParser()
+        started = False  # the 200 arrived: a break from here on cuts the stream
+        try:
+            async with self._guarded(timeout_s) as (_, backstop), http.stream(
+                "/chat/completions", orjson.dumps(body), timeout_s=backstop
+            ) as streamed:
+                if streamed.status != 200:
+                    raw = b"".join([c async for c in streamed.chunks])
+                    raise self._http_error(streamed.status, raw, streamed.headers)
+                headers, started = streamed.headers, True
+                async for chunk in streamed.chunks:
+                    for data in parser.feed(chunk):
+                        assembler.event(data)
+                    if assembler.done:
+                        break
+        except ProviderConnectionError as exc:
+            if not started:
+                raise
+            raise self._cut(assembler, str(exc)) from None
+        except ValueError as exc:
+            raise InvalidResponse(
+                f"{self.name}: malformed stream event: {exc}", provider=self.name
+            ) from None
+        if not assembler.done:
+            raise self._cut(assembler, "the body ended before [DONE]")
+        usage = assembler.usage
+        if usage is None:  # a server that ignores include_usage: settled by estimate
+            usage = Usage(
+                estimate_prompt_tokens(request.messages, request.tools),
+                estimate_text_tokens(assembler.text),
+            )
+        return assembler.response(usage, headers)
+
+    def _cut(self, assembler: StreamAssembler, why: str) -> StreamCut:
+        return StreamCut(
+            f"{self.name}: the stream broke off after {assembler.chunks} chunks ({why}); "
+            "what arrived was discarded",
+            provider=self.name,
+            chunks=assembler.chunks,
+        )
+
+    async def embed(
+        self, request: EmbedRequest, *, timeout_s: float | None = None
+    ) -> EmbedResponse:
+        """``POST /embeddings`` with every input of ``request``; vectors in input order."""
+        payload: dict[str, object] = {
+            "model": request.model,
+            "input": list(request.inputs),
+            "encoding_format": "float",
+        }
+        if request.dimensions is not None:
+            payload["dimensions"] = request.dimensions
+        async with self._guarded(timeout_s) as (_, backstop):
+            reply = await self._http.post("/embeddings", orjson.dumps(payload), timeout_s=backstop)
         if reply.status != 200:
             raise self._http_error(reply.status, reply.body, reply.headers)
-        return self._parse(reply.body, reply.headers)
+        try:
+            data = orjson.loads(reply.body)
+            rows = sorted(data["data"], key=lambda row: int(row["index"]))
+            vectors = tuple(tuple(float(x) for x in row["embedding"]) for row in rows)
+            usage = data.get("usage") or {}
+            tokens = int(usage.get("prompt_tokens") or usage.get("total_tokens") or 0)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidResponse(
+                f"{self.name}: malformed embeddings response: missing or bad field {exc}",
+                provider=self.name,
+            ) from None
+        if len(vectors) != len(request.inputs):
+            raise InvalidResponse(
+                f"{self.name}: {len(vectors)} vectors for {len(request.inputs)} inputs",
+                provider=self.name,
+            )
+        return EmbedResponse(vectors, Usage(tokens, 0), str(data.get("model") or ""), reply.headers)
 
     def _parse(self, raw: bytes, headers: dict[str, str]) -> ChatResponse:
         where = f"{self.name}: malformed response"

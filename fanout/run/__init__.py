@@ -15,6 +15,7 @@ from fanout.run._journal import (
 from fanout.run._outage import Outage
 from fanout.run._result import NodeResult, RunResult
 from fanout.run._review import needs_review
+from fanout.run._stream import TokenEvent
 
 __all__ = [
     "CallJournal",
@@ -25,6 +26,7 @@ __all__ = [
     "ResponseCache",
     "RunResult",
     "Spend",
+    "TokenEvent",
     "call_key",
     "check_inputs",
     "compact_journal",

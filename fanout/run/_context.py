@@ -23,22 +23,43 @@ from fanout.errors import (
     RequestTooLarge,
 )
 from fanout.limits import Limiter, Permit
-from fanout.providers import BatchingProvider, Provider
+from fanout.providers import (
+    BatchingProvider,
+    EmbeddingProvider,
+    Provider,
+    StreamingProvider,
+)
 from fanout.retry import CircuitBreaker, HedgePolicy, RetryPolicy, provider_fault
 from fanout.run._cache import ResponseCache
+from fanout.run._capabilities import accepts, refused_content
+from fanout.run._embed import EmbedPacker
 from fanout.run._escalation import EscalationSink
 from fanout.run._journal import CallJournal, call_key
 from fanout.run._outage import describe, is_outage, wait_until_up
+from fanout.run._stream import TokenEvent, TokenTap
 from fanout.run._tools import CpuRunner
 from fanout.run._tracing import CallSite, Tracer
-from fanout.types import ChatRequest, ChatResponse, Message, Usage, estimate_prompt_tokens
+from fanout.types import (
+    MODALITIES,
+    ChatRequest,
+    ChatResponse,
+    Message,
+    Usage,
+    estimate_prompt_tokens,
+)
 
 if TYPE_CHECKING:
     from fanout.run._mcp import McpHub
     from fanout.run._result import NodeResult
     from fanout.run._review import ReviewState
 
-__all__ = ["MapOffload", "ModelRoute", "NodeStats", "Router", "RunContext"]
+__all__ = [
+    "MapOffload",
+    "ModelRoute",
+    "NodeStats",
+    "Router",
+    "RunContext",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +81,8 @@ class ModelRoute:
     hedge: HedgePolicy | None = None
     hedge_to: str | None = None
     batched: bool = False  # through the provider's Batch API
+    # content kinds the alias takes: its provider's, narrowed by the model's modalities
+    accepts: frozenset[str] = frozenset(MODALITIES)
 
     def cost_usd(self, usage: Usage) -> float:
         return self.config.cost_usd(usage.input_tokens, usage.output_tokens)
@@ -76,6 +99,8 @@ class Router:
     def __init__(self, config: Config, providers: Mapping[str, Provider], clock: Clock) -> None:
         self._routes: dict[str, ModelRoute] = {}
         self._online: dict[str, ModelRoute] = {}  # batch aliases' online twins
+        self._clock = clock
+        self._packers: dict[tuple[str, str], EmbedPacker] = {}  # per (provider, model)
         shared: dict[tuple[str, str], tuple[Limiter, CircuitBreaker]] = {}
         for alias, model in config.models.items():
             pcfg = config.providers[model.provider]
@@ -119,8 +144,9 @@ class Router:
                 if model.hedge.to == "fallback" and model.fallbacks:
                     hedge_to = model.fallbacks[0]
             route = ModelRoute(
-                alias, online, model, pcfg.timeout_s, limiter, circuit, retry, hedge, hedge_to
-            )
+                alias, online, model, pcfg.timeout_s, limiter, circuit, retry, hedge, hedge_to,
+                accepts=accepts(alias, model, online, pcfg.kind),
+            )  # fmt: skip
             self._routes[alias] = route
             if model.batch.enabled and provider is not online:
                 batching = getattr(pcfg, "batch", None)  # only kinds with a Batch API have one
@@ -137,6 +163,28 @@ class Router:
 
     def route(self, alias: str) -> ModelRoute:
         return self._routes[alias]
+
+    def embed_route(self, alias: str) -> tuple[ModelRoute, EmbedPacker]:
+        """The alias's online route and the packer of its (provider, model)."""
+        route = self._online.get(alias) or self._routes[alias]
+        model = route.config
+        key = (model.provider, model.model)
+        packer = self._packers.get(key)
+        if packer is None:
+            provider = route.provider
+            if not isinstance(provider, EmbeddingProvider):
+                raise ConfigError(
+                    f"model {alias!r}: provider {model.provider!r} has no embeddings endpoint; "
+                    "embed with a model of a provider that has one (kind openai, sim)"
+                )
+            packer = self._packers[key] = EmbedPacker(
+                provider=provider, model=model.model, limiter=route.limiter,
+                circuit=route.circuit, retry=route.retry, clock=self._clock,
+                timeout_s=route.timeout_s, max_inputs=model.embed_max_inputs,
+                max_tokens=model.embed_max_tokens, linger_s=model.embed_linger_ms / 1000,
+                verdict=lambda exc, permit: _verdict(route, exc, permit),
+            )  # fmt: skip
+        return route, packer
 
     def hedges(self) -> dict[str, HedgePolicy]:
         """The hedge policy of each hedged alias (delay learned, hedges sent)."""
@@ -284,6 +332,7 @@ class RunContext:
         "max_outage_s",
         "mcp",
         "on_node",
+        "on_token",
         "record_key",
         "request_id",
         "review",
@@ -314,7 +363,9 @@ class RunContext:
         max_outage_s: float | None = None,
         mcp: McpHub | None = None,
         cache: ResponseCache | None = None,
+        on_token: Callable[[TokenEvent], None] | None = None,
     ) -> None:
+        self.on_token = on_token  # told each piece of a streamed reply (a service's caller)
         self.cache = cache  # replies shared across jobs and services, by call key
         # batch work: a call whose provider is down waits up to this long (else fails fast)
         self.max_outage_s = max_outage_s
@@ -353,6 +404,9 @@ class RunContext:
         ``last``: no fallback model follows ``route`` in its node's chain, so in batch
         work (``max_outage_s`` set) an outage of its provider waits instead of failing.
         """
+        refused = refused_content(route, request)
+        if refused is not None:
+            raise refused
         journal, cache = self.journal, self.cache
         if cache is not None and not cache.cacheable(request):
             cache = None
@@ -369,6 +423,9 @@ class RunContext:
                 done, paid = found
                 cost = paid if paid is not None else route.cost_usd(done.usage)
         if done is not None:
+            if request.stream and self.on_token is not None and site is not None and done.content:
+                # answered whole from the journal or the cache: its text as one piece
+                self.on_token(TokenEvent(site.node_id, done.content, 1, site.map_index))
             if not hit:  # already spent (by the run that made it): the record's, not this run's
                 stats.replayed = stats.replayed + done.usage
                 stats.replayed_cost_usd += cost
@@ -547,17 +604,29 @@ class RunContext:
         *,
         hedged: bool = False,
     ) -> ChatResponse:
+        tap = None
+        if request.stream:
+            listener = None if hedged else self.on_token
+            node_id, index = (site.node_id, site.map_index) if site is not None else ("", None)
+            tap = TokenTap(self.clock, listener, node_id, index, number)
         if self.tracer is None or site is None:
-            return await self._attempt_untraced(route, request, stats, None)
+            try:
+                return await self._attempt_untraced(route, request, stats, None, tap)
+            except BaseException:
+                if tap is not None:
+                    tap.discard()
+                raise
         note = _AttemptNote()
         start = self.clock.now()
         response: ChatResponse | None = None
         error: BaseException | None = None
         try:
-            response = await self._attempt_untraced(route, request, stats, note)
+            response = await self._attempt_untraced(route, request, stats, note, tap)
             return response
         except BaseException as exc:
             error = exc
+            if tap is not None:
+                tap.discard()
             raise
         finally:
             if note.called:  # a call refused locally (budget, circuit, deadline) is no attempt
@@ -579,6 +648,7 @@ class RunContext:
                     cost_usd=note.cost_usd,
                     budget=self.budget,
                     hedged=hedged,
+                    first_token_at=tap.first_at if tap is not None else None,
                 )
 
     async def _attempt_untraced(
@@ -587,8 +657,10 @@ class RunContext:
         request: ChatRequest,
         stats: NodeStats,
         note: _AttemptNote | None,
+        tap: TokenTap | None = None,
     ) -> ChatResponse:
-        """Budget reservation, circuit check, limiter permit, the call, then settle."""
+        """Budget reservation, circuit check, limiter permit, the call (streamed through
+        ``tap`` when the request streams), then settle."""
         circuit = route.circuit
         if not circuit.allow():
             cause = circuit.cause or "repeated failures"
@@ -634,7 +706,11 @@ class RunContext:
                 note.called, note.wait_s = True, permit.wait_s
                 note.estimated_input_tokens = estimate_in
             try:
-                response = await route.provider.complete(request, timeout_s=timeout_s)
+                if tap is not None:
+                    streaming: StreamingProvider = route.provider  # type: ignore[assignment]
+                    response = await streaming.stream(request, on_delta=tap, timeout_s=timeout_s)
+                else:
+                    response = await route.provider.complete(request, timeout_s=timeout_s)
             except ProviderTimeout as exc:
                 sent = exc.sent
                 if capped:  # the request's deadline, not the provider, ran out

@@ -27,6 +27,7 @@ from fanout.providers import OpenAIProvider, Provider
 from fanout.retry import HedgePolicy
 from fanout.run._approval import PAUSED
 from fanout.run._cache import ResponseCache
+from fanout.run._capabilities import check_media
 from fanout.run._context import MapOffload, Router, RunContext
 from fanout.run._escalation import EscalationSink
 from fanout.run._executor import execute, run_items
@@ -36,6 +37,7 @@ from fanout.run._outage import Outage, outage_of
 from fanout.run._result import NodeResult, RunResult
 from fanout.run._review import ReviewState, dump_outputs, load_outputs, needs_review
 from fanout.run._session import check_session, fresh_inputs, open_session, summary_dag
+from fanout.run._stream import TokenEvent
 from fanout.run._tools import CpuRunner
 from fanout.run._tracing import SpanSink, Tracer
 from fanout.sim import SimProvider
@@ -191,6 +193,7 @@ class Engine:
         checked = self._plans.get(id(plan))
         if checked is None or checked.plan is not plan:
             plan.check_models(self.config.models.keys())
+            check_media(plan, self.config, self.providers)
             if len(self._plans) >= 64:
                 self._plans.clear()
             mcp = check_sources(plan, self.config.mcp)  # the extra, the servers named
@@ -212,6 +215,7 @@ class Engine:
         on_node: Callable[[NodeResult], None] | None = None,
         session_id: str | None = None,
         max_outage_s: float | None = None,
+        on_token: Callable[[TokenEvent], None] | None = None,
     ) -> RunResult:
         """Run one request of ``dag`` with ``inputs``.
 
@@ -226,6 +230,9 @@ class Engine:
         this request runs, for its trace rows. ``interactive``: its calls queue ahead of
         batch work at the rate limiters (which keeps a weighted share). ``on_node`` is
         called with each node's result as it finishes (it must not raise or block).
+        ``on_token`` hears each piece of a streamed step's reply as it arrives (a
+        :class:`~fanout.run.TokenEvent`; ``discard=True``: the attempt that sent the
+        pieces so far failed and is tried again, so they are void).
 
         ``session_id`` (for a DAG that declares ``dag.session(...)``): the run continues
         that session (its history and state are loaded first) and, if it ends ``ok``,
@@ -282,6 +289,7 @@ class Engine:
         )
         ctx.interactive = interactive
         ctx.on_node = on_node
+        ctx.on_token = on_token
         ctx.max_outage_s = max_outage_s
         if session_id is None and reviewed:
             state = self._resuming.pop(request_id, None) or ReviewState()

@@ -17,6 +17,7 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 
 from fanout.dag import (
+    EmbedNode,
     InputNode,
     LLMNode,
     MapNode,
@@ -43,6 +44,7 @@ from fanout.errors import (
 )
 from fanout.run._approval import ToolPaused
 from fanout.run._context import NodeStats, RunContext
+from fanout.run._embed_step import run_embed
 from fanout.run._llm import run_llm
 from fanout.run._result import NodeResult, RunResult
 from fanout.run._review import ReviewState
@@ -63,7 +65,7 @@ class _Outcome:
 _SKIPPED = _Outcome(NodeStatus.SKIPPED)
 _WAITING = _Outcome(NodeStatus.WAITING_FOR_REVIEW)
 _FAILED = frozenset({NodeStatus.ERROR, NodeStatus.MAX_STEPS_EXCEEDED})
-Step = LLMNode | ToolNode | MapNode
+Step = LLMNode | ToolNode | MapNode | EmbedNode
 
 
 class _Run:
@@ -370,7 +372,7 @@ class _Run:
 
     async def _execute(
         self,
-        node: LLMNode | ToolNode | MapNode,
+        node: LLMNode | ToolNode | MapNode | EmbedNode,
         stats: NodeStats,
         local: Mapping[str, object],
         owner_id: str,
@@ -384,6 +386,13 @@ class _Run:
             values = {k: self._value(v, local) for k, v in node.bindings.items()}
             where = f"node {node.id!r}" + (f" item {index}" if local else "")
             return await run_llm(node, values, self.ctx, stats, where, index, owner_id)
+        if isinstance(node, EmbedNode):
+            where = f"node {node.id!r}" + (f" item {index}" if local else "")
+            site = None
+            if self.tracer is not None:
+                site = CallSite(self.ctx.trace_id, owner_id, stats.span_id, index, 0)
+            text = self._value(node.text, local)
+            return await run_embed(node, text, self.ctx, stats, where, site)
         args = tuple(self._value(a, local) for a in node.args)
         kwargs = {k: self._value(v, local) for k, v in node.kwargs.items()}
         call = call_tool(
@@ -701,7 +710,7 @@ class _Run:
 def _model_of(node: object) -> str | None:
     if isinstance(node, MapNode):
         node = node.body
-    return node.model if isinstance(node, LLMNode) else None
+    return node.model if isinstance(node, LLMNode | EmbedNode) else None
 
 
 def _upstream(dep: str, outcome: _Outcome) -> UpstreamFailed:

@@ -107,7 +107,7 @@ async def run_llm(
                 continue
             resumed, paused = paused, None
         site = None
-        if ctx.tracer is not None:
+        if ctx.tracer is not None or ctx.on_token is not None:  # tokens name their step too
             site = CallSite(ctx.trace_id, owner_id or node.id, stats.span_id, map_index, position)
         try:
             conversation = list(resumed.messages if resumed is not None else messages)
@@ -179,6 +179,8 @@ async def _converse(
             tools=specs,
             response_schema=schema,
             response_schema_name=schema_name,
+            # a batch route's reply comes whole, hours later: nothing to stream
+            stream=(node.stream or route.config.stream) and not route.batched,
         )
         response = await ctx.call(route, request, stats, site, last=last)
         if response.tool_calls:

@@ -13,7 +13,7 @@ from fanout.dag import DAG, HISTORY, STATE, SessionSpec, render_value
 from fanout.errors import ConfigError
 from fanout.run._result import RunResult
 from fanout.store import SessionRecord, SessionStore
-from fanout.types import Message, RunStatus
+from fanout.types import Message, RunStatus, content_text
 
 __all__ = [
     "SUMMARY_PREFIX",
@@ -201,7 +201,7 @@ def _is_summary(message: Message) -> bool:
 def _transcript(messages: list[Message]) -> str:
     lines = []
     for m in messages:
-        content = str(m.get("content") or "")
+        content = content_text(m.get("content"))
         if _is_summary(m):
             lines.append(f"(earlier summary) {content.removeprefix(SUMMARY_PREFIX)}")
         else:

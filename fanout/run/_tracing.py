@@ -12,7 +12,7 @@ import itertools
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
@@ -22,6 +22,9 @@ from fanout.dag import render_value
 from fanout.errors import ProviderError
 from fanout.trace import ContentPolicy, Span, new_span
 from fanout.types import BatchRef, ChatRequest, ChatResponse
+
+if TYPE_CHECKING:
+    from fanout.run._embed import PackAttempt
 
 __all__ = ["CallSite", "SpanSink", "Tracer"]
 
@@ -91,6 +94,7 @@ class Tracer:
         hedged: bool = False,
         replayed: bool = False,
         cache_hit: bool = False,
+        first_token_at: float | None = None,
     ) -> None:
         span = self._attempt_span(
             site,
@@ -112,6 +116,8 @@ class Tracer:
         )
         if hedged:
             span.hedged = True
+        if request.stream and not replayed and not cache_hit:
+            _stream_columns(span, first_token_at, start, end, response)
         if site.call_key is not None:
             span.call_key = site.call_key
         batch = response.batch if response is not None else getattr(error, "batch", None)
@@ -173,6 +179,38 @@ class Tracer:
             estimated_input_tokens=0, cost_usd=cost_usd, budget=budget,
             replayed=not cache_hit, cache_hit=cache_hit,
         )  # fmt: skip
+
+    def embedding(
+        self,
+        site: CallSite,
+        *,
+        dag_name: str,
+        record_key: str | None,
+        model_alias: str,
+        provider: str,
+        request_model: str,
+        attempt: PackAttempt,
+        cost_usd: float,
+        budget: Budget,
+        texts: tuple[str, ...],
+    ) -> None:
+        """One embeddings request as it carried a step's texts: the step's share of its
+        usage and cost (the shares of one request add up to its usage exactly)."""
+        span = self._attempt_span(
+            site, f"embeddings {request_model}", dag_name, record_key, attempt.start,
+            attempt.end, attempt=attempt.attempt, fallback_index=0, model_alias=model_alias,
+            limiter_wait_ms=attempt.limiter_wait_s * 1000, backoff_ms=attempt.backoff_s * 1000,
+            provider=provider, request_model=request_model,
+            response_model=attempt.model or None,
+            estimated_input_tokens=attempt.estimated_tokens,
+            input_tokens=attempt.usage.input_tokens, output_tokens=0,
+            cost_usd=cost_usd if attempt.error is None else 0.0,
+            embedding_inputs=attempt.inputs, request_inputs=attempt.request_inputs,
+            budget_limit_usd=budget.usd, budget_spent_usd=budget.spent_usd,
+        )  # fmt: skip
+        self._fail(span, attempt.error)
+        self.content.fill(span, orjson.dumps(list(texts)).decode(), None)
+        self.sink.emit(span)
 
     def tool(
         self,
@@ -368,3 +406,16 @@ class Tracer:
         if isinstance(error, ProviderError):
             span.http_status = error.status_code
             span.retryable = error.retryable
+
+
+def _stream_columns(
+    span: Span, first_at: float | None, start: float, end: float, response: ChatResponse | None
+) -> None:
+    """A streamed attempt's time to first token and decode rate (tokens a second after it)."""
+    span.streamed = True
+    if first_at is None:
+        return
+    span.time_to_first_token_ms = (first_at - start) * 1000
+    decoding_s = end - first_at
+    if response is not None and decoding_s > 0 and response.usage.output_tokens > 1:
+        span.output_tokens_per_s = response.usage.output_tokens / decoding_s

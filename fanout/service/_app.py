@@ -2,8 +2,9 @@
 
 ``POST /v1/pipelines/{name}/runs`` runs one DAG and answers with its outputs and
 per-node status (``stream: true``: server-sent events, a ``node`` event per finished
-node, then ``result``). A client that disconnects cancels its run (its in-flight calls
-are cancelled and their budget released). ``GET /v1/pipelines`` lists the DAGs and
+node, ``token`` events as streamed steps' replies arrive, then ``result``). A client
+that disconnects cancels its run (its in-flight calls are cancelled and their budget
+released). ``GET /v1/pipelines`` lists the DAGs and
 their input schema; ``GET /healthz``; ``GET /metrics`` (Prometheus); ``GET
 /openapi.json`` and ``/docs``. Bad input is a 4xx with the field and the reason.
 """
@@ -32,7 +33,7 @@ from fanout.dag import DAG, Plan, input_types
 from fanout.errors import ConfigError, ReviewBusy, ReviewNotFound, SessionBusy
 from fanout.limits import LimiterState
 from fanout.retry import HedgePolicy
-from fanout.run import NodeResult, RunResult
+from fanout.run import NodeResult, RunResult, TokenEvent
 from fanout.service._auth import TokenStore
 from fanout.service._limits import (
     DEFAULT_MAX_BODY_BYTES,
@@ -327,7 +328,9 @@ def _add_run_route(
         responses={
             200: {
                 "description": "the run's result (JSON), or with stream=true server-sent "
-                "events: `node` per finished node, then `result`",
+                "events: `node` per finished node, `token` per piece of a streamed step's "
+                "reply (`tokens_discarded`: an attempt's pieces so far are void), then "
+                "`result`",
                 "content": {"text/event-stream": {}},
             }
         },
@@ -434,8 +437,12 @@ async def _events(
     finished: Callable[[RunResult | None, str], None],
 ) -> AsyncIterator[ServerSentEvent]:
     """``node`` events as nodes finish (then one for each node the deadline cut), then
-    ``result``; the run is cancelled if the client leaves."""
-    queue: asyncio.Queue[NodeResult] = asyncio.Queue()
+    ``result``; ``token`` events as streamed steps' replies arrive (``tokens_discarded``
+    when an attempt that sent some failed and is tried again); the run is cancelled if
+    the client leaves."""
+    queue: asyncio.Queue[NodeResult | TokenEvent] = asyncio.Queue()
+    if "on_token" in inspect.signature(state.runner.run).parameters:
+        options = {**options, "on_token": queue.put_nowait}  # a runner that streams tokens
     run = asyncio.ensure_future(state.runner.run(dag, inputs, on_node=queue.put_nowait, **options))
     result: RunResult | None = None
     reported: set[str] = set()
@@ -451,6 +458,9 @@ async def _events(
                 node = getter.result()
             else:
                 node = queue.get_nowait()
+            if isinstance(node, TokenEvent):
+                yield _token_event(node)
+                continue
             reported.add(node.node_id)
             yield ServerSentEvent(to_node_out(node).model_dump_json(), event="node")
         try:
@@ -473,6 +483,13 @@ async def _events(
                 run.cancel()
                 await asyncio.gather(run, return_exceptions=True)
             finished(result, outcome)
+
+
+def _token_event(token: TokenEvent) -> ServerSentEvent:
+    body = {"node": token.node_id, "attempt": token.attempt, "map_index": token.map_index}
+    if token.discard:
+        return ServerSentEvent(json.dumps(body), event="tokens_discarded")
+    return ServerSentEvent(json.dumps({**body, "text": token.text}), event="token")
 
 
 async def _disconnected(request: Request) -> None:

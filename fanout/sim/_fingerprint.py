@@ -47,7 +47,8 @@ class Fingerprints:
         parts = [self._seed, request.model, str(request.max_tokens)]
         for message in request.messages:
             parts.append(message["role"])
-            parts.append(message.get("content") or "")
+            content = message.get("content") or ""
+            parts.append(content if isinstance(content, str) else json.dumps(content))
             calls = message.get("tool_calls")
             if calls:
                 parts.append(json.dumps(calls, sort_keys=True, default=str))

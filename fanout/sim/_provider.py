@@ -53,16 +53,26 @@ import json
 import math
 import random
 import re
+from collections.abc import Callable
 
 from fanout.clock import Clock, SystemClock
 from fanout.config import SimProviderConfig
 from fanout.errors import ProviderHTTPError, ProviderTimeout
 from fanout.sim._counters import CallCounters
+from fanout.sim._embed import sim_embeddings
 from fanout.sim._fingerprint import Attempts, Fingerprints, uniforms
 from fanout.sim._schema_gen import generate, invalid_document
 from fanout.sim._script import ScriptError, scripted_calls, tool_script
 from fanout.sim._text import MARKER, fit_tokens, last_user_text, reply_text, sim_usage, token_count
-from fanout.types import ChatRequest, ChatResponse, Message, ToolCall, ToolSpec
+from fanout.types import (
+    ChatRequest,
+    ChatResponse,
+    EmbedRequest,
+    EmbedResponse,
+    Message,
+    ToolCall,
+    ToolSpec,
+)
 
 __all__ = ["SimProvider"]
 
@@ -78,7 +88,12 @@ class SimProvider(CallCounters):
 
     Counters (``calls``, ``calls_by_model``, ``in_flight``, ``max_in_flight``)
     let tests prove a call was or was not made and that concurrency caps held.
+    It streams (its reply a word at a time) and embeds (hash-seeded vectors), and takes
+    text only (``accepts``): an image or audio part is refused before the call.
     """
+
+    accepts = frozenset({"text"})
+    max_inputs = 2048
 
     def __init__(
         self,
@@ -262,11 +277,39 @@ class SimProvider(CallCounters):
             return ()
         return (_tool_call(request.tools, prompt, random.Random(key)),)
 
+    async def stream(
+        self,
+        request: ChatRequest,
+        *,
+        on_delta: Callable[[str], None],
+        timeout_s: float | None = None,
+    ) -> ChatResponse:
+        """:meth:`complete`, its text then told to ``on_delta`` a word at a time."""
+        response = await self.complete(request, timeout_s=timeout_s)
+        for piece in _STREAM_PIECE.findall(response.content or ""):
+            on_delta(piece)
+        return response
+
+    async def embed(
+        self, request: EmbedRequest, *, timeout_s: float | None = None
+    ) -> EmbedResponse:
+        """Hash-seeded unit vectors (see :mod:`fanout.sim._embed`), after the latency."""
+        self._call_started(request.model)
+        try:
+            if self.latency_ms > 0:
+                await self.clock.sleep(self.latency_ms / 1000)
+            return sim_embeddings(request)
+        finally:
+            self._call_ended()
+
     async def aclose(self) -> None:
         return None
 
     def __repr__(self) -> str:
         return f"SimProvider({self.name!r}, latency_ms={self.latency_ms}, calls={self.calls})"
+
+
+_STREAM_PIECE = re.compile(r"\S+\s*|\s+")
 
 
 def _lognormal(key: int, sigma: float) -> float:

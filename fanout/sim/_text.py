@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from fanout.types import Message, Usage
+from fanout.types import Message, Usage, content_text, media_tokens
 
 __all__ = [
     "MARKER",
@@ -57,7 +57,7 @@ def sim_usage(messages: list[Message], output_tokens: int) -> Usage:
         count += _TOKENS_PER_MESSAGE
         content = message.get("content")
         if content:
-            count += -(-len(content) // 4)
+            count += -(-len(content_text(content)) // 4) + media_tokens(content)
         calls = message.get("tool_calls")
         if calls:
             count += 8 * len(calls)
@@ -68,7 +68,7 @@ def last_user_text(messages: list[Message]) -> str:
     """The content of the last user message ("" if there is none)."""
     for message in reversed(messages):
         if message["role"] == "user":
-            return message.get("content") or ""
+            return content_text(message.get("content"))
     return ""
 
 

@@ -102,6 +102,7 @@ def chat_request(body: dict[str, object]) -> ChatRequest:
         tools=tuple(tools),
         response_schema=schema,
         response_schema_name=name,
+        stream=bool(body.get("stream")),
     )
 
 

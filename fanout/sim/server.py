@@ -20,6 +20,11 @@ as LiteLLM's proxy forwards them (``llm_provider-retry-after-ms``, ...).
 ``POST /stats/reset`` clears them and the buckets; ``POST /admin/faults`` with
 ``{"error_rate": 0.5, ...}`` changes fault rates while running. The Files and Batch
 APIs (``/v1/files``, ``/v1/batches``) are :mod:`fanout.sim._batches`.
+``"stream": true`` answers as OpenAI streams (:mod:`fanout.sim._stream`): the first
+event after ``latency_ms``, then a piece of text per event, ``latency_per_token_ms``
+apart; ``cut_streams`` (config or ``/admin/faults``): that many streamed replies break
+off half-way. ``POST /v1/embeddings`` answers hash-seeded unit vectors
+(:mod:`fanout.sim._embed`) with usage, under the same buckets.
 """
 
 from __future__ import annotations
@@ -52,7 +57,9 @@ except ImportError as exc:  # one clear error naming the extra, not a deep Impor
     ) from None
 from fanout.limits import TokenBucket
 from fanout.sim._batches import BatchEmulator, BatchEmulatorConfig
+from fanout.sim._embed import DEFAULT_DIMENSIONS, sim_embeddings
 from fanout.sim._provider import SimProvider
+from fanout.sim._stream import stream_reply
 from fanout.sim._text import MARKER, last_user_text
 from fanout.sim._wire import (
     bearer,
@@ -62,7 +69,7 @@ from fanout.sim._wire import (
     respond_error,
     unless_gone,
 )
-from fanout.types import ChatRequest, ChatResponse, estimate_prompt_tokens
+from fanout.types import ChatRequest, ChatResponse, EmbedRequest, estimate_prompt_tokens
 
 __all__ = ["BatchEmulatorConfig", "EmulatorConfig", "EmulatorServer", "build_app"]
 
@@ -92,6 +99,9 @@ class EmulatorConfig:
     max_body_bytes: int | None = None  # larger bodies: a 413
     proxy_headers: bool = False  # limit and retry headers prefixed llm_provider- (LiteLLM)
     batch: BatchEmulatorConfig = field(default_factory=BatchEmulatorConfig)  # /v1/batches
+    cut_streams: int = 0  # this many streamed replies break off half-way (then none)
+    embedding_dimensions: int = DEFAULT_DIMENSIONS  # vector size when a request names none
+    max_embedding_inputs: int = 2048  # inputs one embeddings request may carry (OpenAI's)
 
 
 @dataclass
@@ -103,6 +113,10 @@ class _Stats:
     cancelled: int = 0  # the client hung up while its call waited
     too_large: int = 0  # answered "Request too large" 429, 413 or context-length 400
     tokens: int = 0
+    streams: int = 0  # streamed replies begun
+    streams_cut: int = 0  # ... of them broken off half-way
+    embedding_requests: int = 0
+    embedding_inputs: int = 0
     by_second: dict[int, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     prompts: Counter[str] = field(default_factory=Counter)  # with record_prompts
 
@@ -118,6 +132,7 @@ class _Emulator:
         self.rng = random.Random(config.seed)
         self.buckets: dict[tuple[str, str], tuple[TokenBucket | None, TokenBucket | None]] = {}
         self.stats = _Stats()
+        self.cuts_left = config.cut_streams
 
     def _buckets(self, key: str, model: str) -> tuple[TokenBucket | None, TokenBucket | None]:
         found = self.buckets.get((key, model))
@@ -168,7 +183,8 @@ class _Emulator:
             )  # fmt: skip
             return
         try:
-            chat = chat_request(orjson.loads(raw))
+            payload = orjson.loads(raw)
+            chat = chat_request(payload)
         except (ValueError, KeyError, TypeError) as exc:
             await respond_error(send, 400, "invalid_request_error", f"bad request body: {exc}")
             return
@@ -217,7 +233,10 @@ class _Emulator:
             self.stats.errors += 1
             await respond_error(send, exc.status_code or 500, "server_error", str(exc))
             return
-        latency_s = (cfg.latency_ms + cfg.latency_per_token_ms * reply.usage.output_tokens) / 1000
+        per_token_ms = cfg.latency_per_token_ms
+        if chat.stream:  # the per-token part is spent between the events instead
+            per_token_ms = 0.0
+        latency_s = (cfg.latency_ms + per_token_ms * reply.usage.output_tokens) / 1000
         if cfg.jitter_sigma:
             latency_s *= self.rng.lognormvariate(0.0, cfg.jitter_sigma)
         if cfg.tail_rate and self.rng.random() < cfg.tail_rate:
@@ -250,7 +269,80 @@ class _Emulator:
         self.stats.tokens += reply.usage.total_tokens
         if cfg.record_prompts and chat.messages:  # answered in full: a call the caller paid
             self.stats.prompts[str(chat.messages[-1].get("content"))] += 1
+        if chat.stream:
+            await self._stream(send, chat, payload, reply, headers)
+            return
         await respond(send, 200, self._completion(chat, reply), headers)
+
+    async def _stream(
+        self,
+        send: Send,
+        chat: ChatRequest,
+        payload: dict[str, Any],
+        reply: ChatResponse,
+        headers: dict[str, str],
+    ) -> None:
+        cut = self.cuts_left > 0
+        self.stats.streams += 1
+        if cut:
+            self.cuts_left -= 1
+            self.stats.streams_cut += 1
+        options = payload.get("stream_options") or {}
+        await stream_reply(
+            send, reply, headers, model=chat.model, reply_id=f"chatcmpl-{self.stats.accepted}",
+            include_usage=bool(options.get("include_usage")),
+            per_token_s=self.config.latency_per_token_ms / 1000, cut=cut,
+        )  # fmt: skip
+
+    async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /v1/embeddings``: a vector per input, usage, the buckets' 429s."""
+        cfg = self.config
+        key = bearer(scope)
+        if cfg.api_key is not None and key != cfg.api_key:
+            await respond_error(send, 401, "invalid_api_key", "Incorrect API key provided.")
+            return
+        try:
+            request = _embed_request(orjson.loads(await read_body(receive)), cfg)
+        except (ValueError, KeyError, TypeError) as exc:
+            await respond_error(send, 400, "invalid_request_error", f"bad request body: {exc}")
+            return
+        reply = sim_embeddings(request)
+        tokens = reply.usage.input_tokens
+        req, tok = self._buckets(key or "anonymous", request.model)
+        now = time.monotonic()
+        wait = max(
+            req.wait_s(1, now) if req is not None else 0.0,
+            tok.wait_s(tokens, now) if tok is not None else 0.0,
+        )
+        if wait > 0:
+            self.stats.limited += 1
+            headers = self._limit_headers(req, tok)
+            headers["retry-after-ms"] = f"{wait * 1000:.0f}"
+            headers["retry-after"] = str(math.ceil(wait))
+            await respond_error(
+                send, 429, "rate_limit_exceeded", "Rate limit reached; retry later.", headers
+            )
+            return
+        if req is not None:
+            req.take(1, now)
+        if tok is not None:
+            tok.take(tokens, now)
+        self.stats.accepted += 1
+        self.stats.embedding_requests += 1
+        self.stats.embedding_inputs += len(request.inputs)
+        self.stats.tokens += tokens
+        if cfg.latency_ms > 0:
+            await asyncio.sleep(cfg.latency_ms / 1000)
+        body = {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": list(v)}
+                for i, v in enumerate(reply.vectors)
+            ],
+            "model": request.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        await respond(send, 200, orjson.dumps(body), self._limit_headers(req, tok))
 
     def _completion(self, chat: ChatRequest, reply: ChatResponse) -> bytes:
         message: dict[str, object] = {"role": "assistant", "content": reply.content}
@@ -331,6 +423,10 @@ class _Emulator:
                 "cancelled": s.cancelled,
                 "too_large": s.too_large,
                 "tokens": s.tokens,
+                "streams": s.streams,
+                "streams_cut": s.streams_cut,
+                "embedding_requests": s.embedding_requests,
+                "embedding_inputs": s.embedding_inputs,
                 "per_second": per_second,
             }
         )
@@ -350,6 +446,8 @@ class _Emulator:
             "tail_rate",
             "tail_latency_ms",
         }
+        if "cut_streams" in changes:  # a count, not a rate
+            self.cuts_left = int(changes.pop("cut_streams"))
         unknown = set(changes) - allowed
         if unknown:
             return _error(400, "invalid_request_error", f"unknown fields {sorted(unknown)}")
@@ -361,6 +459,24 @@ class _Emulator:
         self.stats = _Stats()
         self.buckets.clear()
         return JSONResponse({"ok": True})
+
+
+def _embed_request(body: dict[str, Any], cfg: EmulatorConfig) -> EmbedRequest:
+    """An embeddings request as OpenAI checks it: text inputs, none empty, not too many."""
+    raw = body["input"]
+    inputs = [raw] if isinstance(raw, str) else raw
+    if not isinstance(inputs, list) or not inputs:
+        raise ValueError("input must be a string or a non-empty list of strings")
+    if not all(isinstance(text, str) and text for text in inputs):
+        raise ValueError("every input must be a non-empty string")
+    if len(inputs) > cfg.max_embedding_inputs:
+        raise ValueError(f"{len(inputs)} inputs; at most {cfg.max_embedding_inputs} a request")
+    dimensions = body.get("dimensions")
+    return EmbedRequest(
+        model=str(body["model"]),
+        inputs=tuple(inputs),
+        dimensions=int(dimensions) if dimensions else cfg.embedding_dimensions,
+    )
 
 
 def _error(
@@ -394,6 +510,12 @@ def build_app(config: EmulatorConfig) -> ASGIApp:
         if scope["type"] == "http" and scope["path"] == "/v1/chat/completions":
             if scope["method"] == "POST":
                 await emulator.completions(scope, receive, send)
+            else:
+                await respond_error(send, 405, "method_not_allowed", "POST only")
+            return
+        if scope["type"] == "http" and scope["path"] == "/v1/embeddings":
+            if scope["method"] == "POST":
+                await emulator.embeddings(scope, receive, send)
             else:
                 await respond_error(send, 405, "method_not_allowed", "POST only")
             return

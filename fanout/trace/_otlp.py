@@ -45,7 +45,8 @@ _MAPPED = frozenset(
 _NAMED: tuple[tuple[str, str, str], ...] = (
     (
         "gen_ai.operation.name",
-        f"CASE WHEN {IS_LLM} THEN 'chat' WHEN {IS_TOOL} THEN 'execute_tool' END",
+        f"CASE WHEN {IS_LLM} AND span_name LIKE 'embeddings %' THEN 'embeddings' "
+        f"WHEN {IS_LLM} THEN 'chat' WHEN {IS_TOOL} THEN 'execute_tool' END",
         "string",
     ),
     ("gen_ai.tool.name", f"CASE WHEN {IS_TOOL} THEN tool_name END", "string"),
@@ -59,7 +60,8 @@ _NAMED: tuple[tuple[str, str, str], ...] = (
     ("error.type", f"CASE WHEN {FAILED} THEN coalesce(error_type, '_OTHER') END", "string"),
     (
         "openinference.span.kind",
-        f"CASE WHEN {IS_LLM} THEN 'LLM' WHEN {IS_TOOL} THEN 'TOOL' ELSE 'CHAIN' END",
+        f"CASE WHEN {IS_LLM} AND span_name LIKE 'embeddings %' THEN 'EMBEDDING' "
+        f"WHEN {IS_LLM} THEN 'LLM' WHEN {IS_TOOL} THEN 'TOOL' ELSE 'CHAIN' END",
         "string",
     ),
     ("tool.name", f"CASE WHEN {IS_TOOL} THEN tool_name END", "string"),
