@@ -165,6 +165,7 @@ class OpenAIProvider:
                 tool_calls=calls,
                 model=str(data.get("model") or ""),
                 headers=headers,
+                id=str(data.get("id") or ""),
             )
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             missing = "usage" if isinstance(data, dict) and "usage" not in data else str(exc)

@@ -30,7 +30,8 @@ from fanout.run._escalation import EscalationSink
 from fanout.run._journal import CallJournal, call_key
 from fanout.run._outage import describe, is_outage, wait_until_up
 from fanout.run._tools import CpuRunner
-from fanout.run._tracing import CallSite, Tracer
+from fanout.run._tracing import CallSite, Tracer, Wire
+from fanout.trace import provider_identity
 from fanout.types import ChatRequest, ChatResponse, Message, Usage, estimate_prompt_tokens
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class ModelRoute:
     hedge: HedgePolicy | None = None
     hedge_to: str | None = None
     batched: bool = False  # through the provider's Batch API
+    wire: Wire | None = None  # the provider's well-known name and host, for trace rows
 
     def cost_usd(self, usage: Usage) -> float:
         return self.config.cost_usd(usage.input_tokens, usage.output_tokens)
@@ -117,9 +119,11 @@ class Router:
                 hedge_to = alias
                 if model.hedge.to == "fallback" and model.fallbacks:
                     hedge_to = model.fallbacks[0]
+            wire = Wire(*provider_identity(pcfg.kind, getattr(pcfg, "base_url", None)))
             route = ModelRoute(
-                alias, online, model, pcfg.timeout_s, limiter, circuit, retry, hedge, hedge_to
-            )
+                alias, online, model, pcfg.timeout_s, limiter, circuit, retry, hedge, hedge_to,
+                wire=wire,
+            )  # fmt: skip
             self._routes[alias] = route
             if model.batch.enabled and provider is not online:
                 batching = getattr(pcfg, "batch", None)  # only kinds with a Batch API have one
@@ -192,6 +196,7 @@ def _batch_route(
             retry_on=online.retry.retry_on,
         ),
         batched=True,
+        wire=online.wire,
     )
 
 
@@ -287,7 +292,9 @@ class RunContext:
         "request_id",
         "review",
         "router",
+        "session_id",
         "trace_id",
+        "trace_parent",
         "tracer",
     )
 
@@ -334,6 +341,8 @@ class RunContext:
         self.escalation = escalation
         self.tracer = tracer
         self.trace_id = trace_id
+        self.trace_parent: str | None = None  # the span this run's row hangs under
+        self.session_id: str | None = None  # the session this run is a turn of
         self.record_key = record_key
 
     async def call(
@@ -375,6 +384,7 @@ class RunContext:
                 self.tracer.replayed(
                     site, self.dag_name, self.record_key, route.alias, route.config.provider,
                     request, done, self.clock.now(), self.budget, cost, cache_hit=hit,
+                    wire=route.wire,
                 )  # fmt: skip
             return done
         response = await self._held(route, request, stats, site, last)
@@ -501,7 +511,9 @@ class RunContext:
                 duplicate = dataclasses.replace(request, model=target.config.model)
             stats.hedges += 1
             race.task = asyncio.get_running_loop().create_task(
-                self._attempt(target, duplicate, stats, site, 1, 0.0, hedged=True)
+                self._attempt(
+                    target, duplicate, stats, site, 1, 0.0, hedged=True, hedge_delay_s=delay_s
+                )
             )
             race.task.add_done_callback(won)
 
@@ -545,7 +557,10 @@ class RunContext:
         backoff_s: float,
         *,
         hedged: bool = False,
+        hedge_delay_s: float | None = None,
     ) -> ChatResponse:
+        """One attempt; traced, its row's time is the call on the wire (from the request
+        going out, once the budget and the limiter let it, to the answer)."""
         if self.tracer is None or site is None:
             return await self._attempt_untraced(route, request, stats, None)
         note = _AttemptNote()
@@ -570,7 +585,7 @@ class RunContext:
                     request=request,
                     response=response,
                     error=error,
-                    start=start,
+                    start=note.sent_at if note.sent_at is not None else start,
                     end=self.clock.now(),
                     limiter_wait_s=note.wait_s,
                     backoff_s=backoff_s,
@@ -578,6 +593,13 @@ class RunContext:
                     cost_usd=note.cost_usd,
                     budget=self.budget,
                     hedged=hedged,
+                    wire=route.wire,
+                    input_cost_usd=(
+                        route.config.cost_usd(response.usage.input_tokens, 0)
+                        if response is not None
+                        else None
+                    ),
+                    hedge_delay_s=hedge_delay_s,
                 )
 
     async def _attempt_untraced(
@@ -632,6 +654,7 @@ class RunContext:
             if note is not None:
                 note.called, note.wait_s = True, permit.wait_s
                 note.estimated_input_tokens = estimate_in
+                note.sent_at = self.clock.now()
             try:
                 response = await route.provider.complete(request, timeout_s=timeout_s)
             except ProviderTimeout as exc:
@@ -722,10 +745,11 @@ class _Race:
 class _AttemptNote:
     """What one attempt's trace row needs to know from inside the call path."""
 
-    __slots__ = ("called", "cost_usd", "estimated_input_tokens", "wait_s")
+    __slots__ = ("called", "cost_usd", "estimated_input_tokens", "sent_at", "wait_s")
 
     def __init__(self) -> None:
         self.called = False
+        self.sent_at: float | None = None  # when the request went out (after the waits)
         self.wait_s = 0.0
         self.estimated_input_tokens = 0
         self.cost_usd = 0.0

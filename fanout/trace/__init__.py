@@ -9,6 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from fanout.trace._content import ContentMode, ContentPolicy, Redactor
 from fanout.trace._files import TraceFiles, read_segment, trace_files
+from fanout.trace._otel import OtelSettings, OtelSink, TeeSink, otel_settings
+from fanout.trace._propagation import (
+    TraceParent,
+    current_parent,
+    format_traceparent,
+    parse_traceparent,
+)
+from fanout.trace._semconv import provider_identity
 from fanout.trace._span import (
     KIND_COLUMNS,
     SCHEMA_VERSION,
@@ -77,19 +85,28 @@ __all__ = [
     "JobSummary",
     "ModelSummary",
     "NodeSummary",
+    "OtelSettings",
+    "OtelSink",
     "Redactor",
     "Span",
     "SpanKind",
+    "TeeSink",
     "TraceFiles",
     "TraceListing",
+    "TraceParent",
     "TraceRow",
     "TraceSummary",
     "TraceWriter",
     "TreeRow",
     "connect",
+    "current_parent",
     "export_otlp",
+    "format_traceparent",
     "list_traces",
     "new_span",
+    "otel_settings",
+    "parse_traceparent",
+    "provider_identity",
     "read_segment",
     "recover_segments",
     "span_columns",
