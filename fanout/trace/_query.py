@@ -61,7 +61,7 @@ def connect(directory: str | Path) -> duckdb.DuckDBPyConnection:
     files = trace_files(root)
     if not files:
         raise ConfigError(
-            f"no trace files in {str(root)!r} (expected date=*/job_id=*/part-*.parquet or "
+            f"no trace files in {str(root)!r} (expected date=*/job=*/part-*.parquet or "
             f"{WAL_DIR}/*.arrows): pass the --traces directory of a `fanout run` "
             "(by default OUTPUT/traces)"
         )
