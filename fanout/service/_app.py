@@ -381,6 +381,9 @@ async def _run(
                 "drop session_id or serve the pipeline on an Engine with a data_dir",
             )
         options["session_id"] = session_id
+    traceparent = request.headers.get("traceparent")
+    if traceparent and _takes(state.runner, "traceparent"):  # the caller's trace, joined
+        options["traceparent"] = traceparent
     tenant.in_flight += 1
     metrics.in_flight.labels(name).inc()
     started = time.perf_counter()
@@ -473,6 +476,18 @@ async def _events(
                 run.cancel()
                 await asyncio.gather(run, return_exceptions=True)
             finished(result, outcome)
+
+
+_TAKES: dict[tuple[type, str], bool] = {}
+
+
+def _takes(runner: object, parameter: str) -> bool:
+    """Whether the runner's ``run`` has this keyword (a custom runner may not)."""
+    key = (type(runner), parameter)
+    found = _TAKES.get(key)
+    if found is None:
+        found = _TAKES[key] = parameter in inspect.signature(runner.run).parameters  # type: ignore[attr-defined]
+    return found
 
 
 async def _disconnected(request: Request) -> None:

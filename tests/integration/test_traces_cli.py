@@ -52,7 +52,8 @@ def test_summary_prints_tables_per_model_node_and_job(runner: CliRunner, traces:
         "3",
         "2",
         "2",
-        "300/480/496",
+        "300/480/496",  # the calls on the wire
+        "5/84",  # an attempt's wait before it: limiter + back-off (15 + 85 for one)
         "40 (mean 10.0)",
         "150/15",
         "$0.0015",
