@@ -29,6 +29,7 @@ from fanout.trace._span import (
 from fanout.trace._writer import TraceWriter, recover_segments, spans_to_batch
 
 if TYPE_CHECKING:
+    from fanout.trace._export import SpanFilter, export_otlp_proto, post_otlp
     from fanout.trace._listing import TraceListing, TraceRow, list_traces
     from fanout.trace._otlp import export_otlp
     from fanout.trace._query import (
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 _READERS = {
     "export_otlp": "fanout.trace._otlp",
+    **{n: "fanout.trace._export" for n in ("SpanFilter", "export_otlp_proto", "post_otlp")},
     **{name: "fanout.trace._listing" for name in ("TraceListing", "TraceRow", "list_traces")},
     **{
         name: "fanout.trace._query"
@@ -89,6 +91,7 @@ __all__ = [
     "OtelSink",
     "Redactor",
     "Span",
+    "SpanFilter",
     "SpanKind",
     "TeeSink",
     "TraceFiles",
@@ -101,11 +104,13 @@ __all__ = [
     "connect",
     "current_parent",
     "export_otlp",
+    "export_otlp_proto",
     "format_traceparent",
     "list_traces",
     "new_span",
     "otel_settings",
     "parse_traceparent",
+    "post_otlp",
     "provider_identity",
     "read_segment",
     "recover_segments",

@@ -239,10 +239,15 @@ def to_readable_spans(span: Span, resource: Any, scope: Any) -> list[Any]:
     return out
 
 
-def sdk_resource(attributes: Mapping[str, str]) -> Any:
+def sdk_resource(attributes: Mapping[str, str], *, pid: bool = True) -> Any:
     from opentelemetry.sdk.resources import Resource
 
-    return Resource.create(dict(attributes))  # adds telemetry.sdk.*; env is not read again
+    if not pid:  # an export of rows other processes made
+        return Resource.create(dict(attributes))
+
+    # this process's pid (a Ray worker's spans tell their process); Resource.create adds
+    # telemetry.sdk.* and, from OTEL_RESOURCE_ATTRIBUTES, nothing that is not set here
+    return Resource.create({"process.pid": os.getpid(), **attributes})
 
 
 def sdk_scope() -> Any:

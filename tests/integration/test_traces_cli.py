@@ -190,7 +190,9 @@ def test_export_writes_otlp_json_lines_with_genai_attributes(
     assert attrs["fanout.cost_usd"] == {"doubleValue": 0.01}
     assert attrs["fanout.attempt"] == {"intValue": "1"}
     assert attrs["fanout.job_id"] == {"stringValue": "job-a"}
-    assert "fanout.provider" not in attrs and "fanout.input_text" not in attrs
+    assert attrs["fanout.provider"] == {"stringValue": "sim"}  # the config's name for it
+    assert attrs["llm.cost.total"] == {"doubleValue": 0.01}
+    assert "fanout.input_text" not in attrs
 
     failed = by_id[sid("a11")]
     assert failed["status"] == {"code": 2, "message": "slow down"}
@@ -363,11 +365,17 @@ def test_failed_export_leaves_no_file_behind(runner: CliRunner, tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["traces"]
 
 
-def test_export_needs_a_format(runner: CliRunner, traces: Path) -> None:
+def test_export_defaults_to_otlp_json_and_refuses_an_unknown_format(
+    runner: CliRunner, traces: Path
+) -> None:
     result = runner.invoke(app, ["traces", "export", str(traces)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert sum(len(json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]) for line in lines) == 14
 
-    assert result.exit_code == 2
-    assert "Missing option '--format'" in result.stderr
+    bad = runner.invoke(app, ["traces", "export", str(traces), "--format", "xml"])
+    assert bad.exit_code == 2
+    assert "unknown --format 'xml': choose one of otlp-json, otlp-proto" in bad.stderr
 
 
 def test_traces_commands_are_listed_and_load_duckdb_lazily() -> None:
