@@ -51,7 +51,8 @@ def test_each_ray_worker_exports_its_spans_and_they_match_the_parquet_trace(
     assert len(ids) == len(spans) == len(rows)  # the sim's limits never wait here
     for row in rows:
         span = ids[row["span_id"]]
-        assert (span["trace_id"], span["parent_span_id"]) == (row["trace_id"], row["parent_span_id"])
+        assert span["trace_id"] == row["trace_id"]
+        assert span["parent_span_id"] == row["parent_span_id"]
         if row["record_type"] == "attempt":
             attrs = span["attributes"]
             assert attrs["gen_ai.usage.input_tokens"] == row["input_tokens"]

@@ -371,7 +371,8 @@ def test_export_defaults_to_otlp_json_and_refuses_an_unknown_format(
     result = runner.invoke(app, ["traces", "export", str(traces)])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert sum(len(json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]) for line in lines) == 14
+    requests = [json.loads(line)["resourceSpans"][0]["scopeSpans"][0] for line in lines]
+    assert sum(len(request["spans"]) for request in requests) == 14
 
     bad = runner.invoke(app, ["traces", "export", str(traces), "--format", "xml"])
     assert bad.exit_code == 2
