@@ -11,8 +11,10 @@ from fanout.providers._batch_api import (
 )
 from fanout.providers._openai import OpenAIProvider
 from fanout.providers._openai_batch import OpenAIBatchAPI
+from fanout.providers._propagate import CALL_HEADERS
 
 __all__ = [
+    "CALL_HEADERS",
     "ENDED_STATES",
     "BatchAPI",
     "BatchStatus",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 
 import aiohttp
 from yarl import URL
@@ -72,7 +72,9 @@ class AiohttpTransport:
         await anext(self._closer)
         return session
 
-    async def post(self, path: str, body: bytes, *, timeout_s: float) -> Reply:
+    async def post(
+        self, path: str, body: bytes, *, timeout_s: float, headers: Mapping[str, str] | None = None
+    ) -> Reply:
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = URL(self._base_url + path)
@@ -89,7 +91,7 @@ class AiohttpTransport:
                 ceil_threshold=_NEVER_ROUNDED,
             )
         try:
-            async with session.post(url, data=body, timeout=timeout) as response:
+            async with session.post(url, data=body, timeout=timeout, headers=headers) as response:
                 raw = await response.read()
                 keep = self._keep
                 kept = {

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,7 +58,9 @@ class HttpTransport(Protocol):
     sending, reading); connecting alone is bounded by ``connect_timeout_s`` as well.
     """
 
-    async def post(self, path: str, body: bytes, *, timeout_s: float) -> Reply: ...
+    async def post(
+        self, path: str, body: bytes, *, timeout_s: float, headers: Mapping[str, str] | None = None
+    ) -> Reply: ...
 
     async def aclose(self) -> None: ...
 

@@ -20,6 +20,7 @@ from fanout.errors import (
 from fanout.providers._deadline import CallDeadline
 from fanout.providers._errors import KEPT_HEADERS, error_for
 from fanout.providers._http import HttpTransport, TransportBroken, TransportTimeout
+from fanout.providers._propagate import CALL_HEADERS
 from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
 
 if TYPE_CHECKING:
@@ -120,7 +121,10 @@ class OpenAIProvider:
                 # can move to (twice its limit), so the deadline decides: a timer of the
                 # transport's, late after a busy loop, would throw an arrived answer away.
                 reply = await self._http.post(
-                    "/chat/completions", body, timeout_s=2 * (connect + timeout) + 1.0
+                    "/chat/completions",
+                    body,
+                    timeout_s=2 * (connect + timeout) + 1.0,
+                    headers=CALL_HEADERS.get(),  # a traceparent, where the run sends one
                 )
         except (TimeoutError, TransportTimeout) as exc:
             raise ProviderTimeout(

@@ -23,7 +23,7 @@ from fanout.errors import (
     RequestTooLarge,
 )
 from fanout.limits import Limiter, Permit
-from fanout.providers import BatchingProvider, Provider
+from fanout.providers import CALL_HEADERS, BatchingProvider, Provider
 from fanout.retry import CircuitBreaker, HedgePolicy, RetryPolicy, provider_fault
 from fanout.run._cache import ResponseCache
 from fanout.run._escalation import EscalationSink
@@ -31,7 +31,7 @@ from fanout.run._journal import CallJournal, call_key
 from fanout.run._outage import describe, is_outage, wait_until_up
 from fanout.run._tools import CpuRunner
 from fanout.run._tracing import CallSite, Tracer, Wire
-from fanout.trace import provider_identity
+from fanout.trace import format_traceparent, provider_identity
 from fanout.types import ChatRequest, ChatResponse, Message, Usage, estimate_prompt_tokens
 
 if TYPE_CHECKING:
@@ -567,6 +567,10 @@ class RunContext:
         start = self.clock.now()
         response: ChatResponse | None = None
         error: BaseException | None = None
+        span_id = token = None
+        if self.tracer.propagate:  # the call names its row as the parent of the provider's
+            span_id = self.tracer.new_span_id()
+            token = CALL_HEADERS.set({"traceparent": format_traceparent(site.trace_id, span_id)})
         try:
             response = await self._attempt_untraced(route, request, stats, note)
             return response
@@ -574,6 +578,8 @@ class RunContext:
             error = exc
             raise
         finally:
+            if token is not None:
+                CALL_HEADERS.reset(token)
             if note.called:  # a call refused locally (budget, circuit, deadline) is no attempt
                 self.tracer.attempt(
                     site,
@@ -600,6 +606,7 @@ class RunContext:
                         else None
                     ),
                     hedge_delay_s=hedge_delay_s,
+                    span_id=span_id,
                 )
 
     async def _attempt_untraced(

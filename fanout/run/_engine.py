@@ -199,7 +199,9 @@ class Engine:
             sinks.append(self.otel_sink)
         sink = sinks[0] if len(sinks) == 1 else TeeSink(sinks)
         content = ContentPolicy(tcfg.content, key_env=tcfg.hmac_key_env, redact=self._redact)
-        self._tracer = Tracer(sink, clock=self.clock, job_id=self.job_id, content=content)
+        self._tracer = Tracer(
+            sink, clock=self.clock, job_id=self.job_id, content=content, propagate=tcfg.propagate
+        )
 
     async def check_tools(self, dag: DAG) -> None:
         """Start the MCP servers ``dag`` uses and list their tools now: a server that does

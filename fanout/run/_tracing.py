@@ -68,9 +68,16 @@ class Tracer:
     """Turns executor events into :class:`Span` rows for one engine."""
 
     def __init__(
-        self, sink: SpanSink, *, clock: Clock, job_id: str, content: ContentPolicy
+        self,
+        sink: SpanSink,
+        *,
+        clock: Clock,
+        job_id: str,
+        content: ContentPolicy,
+        propagate: bool = False,
     ) -> None:
         self.sink = sink
+        self.propagate = propagate  # provider calls send a traceparent naming their row
         self.job_id = job_id
         self.content = content
         self._clock = clock
@@ -116,6 +123,7 @@ class Tracer:
         wire: Wire | None = None,
         input_cost_usd: float | None = None,
         hedge_delay_s: float | None = None,
+        span_id: str | None = None,
     ) -> None:
         """One attempt of a provider call. ``start``..``end`` is the call on the wire;
         the wait for rate-limit capacity before it (``limiter_wait_s``), the retry
@@ -141,6 +149,7 @@ class Tracer:
             budget_spent_usd=budget.spent_usd,
             request_max_tokens=request.max_tokens,
             request_temperature=request.temperature,
+            span_id=span_id,
         )
         if wire is not None:
             span.provider_name = wire.provider_name
@@ -311,9 +320,10 @@ class Tracer:
         **columns: object,
     ) -> Span:
         """An attempt row placed by its call site (trace, parent node, map item)."""
+        span_id = columns.pop("span_id", None)
         return new_span(
             trace_id=site.trace_id,
-            span_id=self.new_span_id(),
+            span_id=span_id if isinstance(span_id, str) else self.new_span_id(),
             parent_span_id=site.parent_span_id,
             record_type="attempt",
             span_name=name,

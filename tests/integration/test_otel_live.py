@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -311,3 +314,78 @@ def test_a_users_own_span_around_engine_run_is_the_runs_parent(
     assert len(spans) == 3 and {s["trace_id"] for s in spans} == {trace_id}
     (run,) = [s for s in spans if s["name"] == "run joined"]
     assert run["parent_span_id"] == span_id
+
+
+@contextmanager
+def recording_provider() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """An OpenAI-compatible endpoint on loopback that answers every chat call the same
+    way and keeps each request's headers (the emulator does not keep them)."""
+    seen: list[dict[str, str]] = []
+    reply = json.dumps(
+        {
+            "id": "chatcmpl-rec",
+            "model": "sim-small",
+            "choices": [{"message": {"role": "assistant", "content": "ok"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1},
+        }
+    ).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            seen.append({k.lower(): v for k, v in self.headers.items()})
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("propagate", [True, False])
+def test_provider_calls_carry_a_traceparent_only_when_the_config_says_so(
+    propagate: bool, tmp_path: Path
+) -> None:
+    with recording_provider() as (url, seen):
+        config = parse_config(
+            {
+                "providers": {"emu": {"kind": "openai", "base_url": url}},
+                "models": {
+                    "fast": {"provider": "emu", "model": "sim-small"},
+                    "smart": {"provider": "emu", "model": "sim-large"},
+                },
+                "traces": {"propagate": propagate},
+            }
+        )
+
+        async def main() -> None:
+            async with Engine(config, traces=tmp_path / "traces", otel=False) as engine:
+                await asyncio.gather(*(engine.run(_dag(), {"text": f"t{i}"}) for i in range(3)))
+
+        asyncio.run(main())
+    rows = pq.read_table(tmp_path / "traces").to_pylist()
+    attempts = {(r["trace_id"], r["span_id"]) for r in rows if r["record_type"] == "attempt"}
+    assert len(seen) == len(attempts) == 3
+    if not propagate:
+        assert not [h for h in seen if "traceparent" in h]
+        return
+    sent = set()
+    for headers in seen:
+        version, trace_id, span_id, flags = headers["traceparent"].split("-")
+        assert (version, flags) == ("00", "01")
+        sent.add((trace_id, span_id))
+    assert sent == attempts  # each call names its own attempt row as the parent
