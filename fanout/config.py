@@ -256,6 +256,39 @@ class TraceConfig(_Frozen):
     flush_interval_s: float = Field(default=1.0, gt=0, description="at most this much is lost")
     row_group_rows: int = Field(default=100_000, ge=1_000, description="rows per Parquet part")
     roll_interval_s: float = Field(default=300.0, gt=0, description="max age of an open part")
+    # Live export (the otel extra): the same rows as OpenTelemetry spans, sent over OTLP
+    # while the job runs. The standard OTEL_* environment configures it too; a value set
+    # here wins over the environment's.
+    otlp: bool | None = Field(
+        default=None,
+        description="live OTLP export; unset: on when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT "
+        "is set (or otlp_endpoint is)",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="the collector's base URL (as OTEL_EXPORTER_OTLP_ENDPOINT: "
+        "http/protobuf posts to ENDPOINT/v1/traces)",
+    )
+    otlp_protocol: Literal["http/protobuf", "grpc"] | None = Field(
+        default=None, description="as OTEL_EXPORTER_OTLP_PROTOCOL (default http/protobuf)"
+    )
+    otlp_headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="headers of each export request; give secrets as ${VAR} (read from "
+        "the environment), never in the file",
+    )
+    service_name: str | None = Field(
+        default=None, description="the resource's service.name (as OTEL_SERVICE_NAME)"
+    )
+    project: str | None = Field(
+        default=None,
+        description="openinference.project.name: the Arize Phoenix project the spans go to",
+    )
+    propagate: bool = Field(
+        default=False,
+        description="send a W3C traceparent header with each provider call (off: vendors "
+        "gain nothing from it)",
+    )
 
 
 class McpServerConfig(_Frozen):

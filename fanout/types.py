@@ -212,6 +212,7 @@ class ChatResponse:
     """A provider's answer: content and/or tool calls, finish reason, usage.
 
     ``batch``: the provider batch it came from (a call of a batch job in batch mode).
+    ``id``: the provider's id of the reply, where it gives one.
     """
 
     content: str | None
@@ -221,6 +222,7 @@ class ChatResponse:
     model: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     batch: BatchRef | None = None
+    id: str = ""  # the provider's id of this reply (OpenAI's "chatcmpl-..."), if it gave one
 
 
 class NodeStatus(StrEnum):

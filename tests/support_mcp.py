@@ -76,7 +76,7 @@ def tool_rows(traces: Path) -> list[dict[str, object]]:
     return [
         r
         for r in table.to_pylist()
-        if r["record_type"] == "attempt" and str(r["span_name"]).startswith("tool ")
+        if r["record_type"] == "attempt" and str(r["span_name"]).startswith("execute_tool ")
     ]
 
 

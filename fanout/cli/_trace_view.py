@@ -29,7 +29,10 @@ def print_trace_summary(console: Console, summary: TraceSummary, *, as_json: boo
         f"({parts} part{'s' if parts != 1 else ''}{open_logs})",
         soft_wrap=True,
     )
-    calls = ("#calls", "#errors", "#429s", "#retries", "#p50/p95/p99 ms", "#limiter wait ms")
+    calls = (
+        "#calls", "#errors", "#429s", "#retries", "#call p50/p95/p99 ms",
+        "#wait p50/p95 ms", "#limiter wait ms",
+    )  # fmt: skip
     money = ("#tokens in/out", "#cost")
 
     models = _table("per model", "model", "provider/model", "mode", *calls, *money)
@@ -84,6 +87,7 @@ def _table(title: str, *columns: str) -> Table:
 
 def _call_cells(stats: CallStats) -> tuple[str, ...]:
     quantiles = (stats.p50_ms, stats.p95_ms, stats.p99_ms)
+    waits = (stats.wait_p50_ms, stats.wait_p95_ms)
     mean = stats.mean_limiter_wait_ms
     replayed = f" (+{stats.replayed:,} replayed)" if stats.replayed else ""
     return (
@@ -92,6 +96,7 @@ def _call_cells(stats: CallStats) -> tuple[str, ...]:
         f"{stats.rate_limited:,}",
         f"{stats.retries:,}",
         "/".join(f"{q:.0f}" if q is not None else "-" for q in quantiles),
+        "/".join(f"{q:.0f}" if q is not None else "-" for q in waits),
         f"{stats.limiter_wait_ms:,.0f}" + (f" (mean {mean:.1f})" if mean is not None else ""),
         f"{stats.input_tokens:,}/{stats.output_tokens:,}",
         f"${stats.cost_usd:.4f}",

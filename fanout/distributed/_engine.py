@@ -43,6 +43,7 @@ from fanout.distributed._worker import FanoutWorker, WorkerJob, WorkItem
 from fanout.errors import ConfigError, RunError
 from fanout.limits import LimiterState
 from fanout.run import Outage, RunResult, Spend, check_inputs
+from fanout.trace import otel_settings
 
 Handle = Any  # a Ray actor handle (Ray types them loosely)
 
@@ -145,6 +146,8 @@ class RayEngine:
         self.job_id = job_id or uuid.uuid4().hex[:16]
         self.address = address
         self.traces = Path(traces).resolve() if traces is not None else None
+        # live export, resolved here (the driver's OTEL_* environment) for every worker
+        self.otel = otel_settings(self.config.traces)
         self.batch_size = batch_size
         self.batches_per_worker = batches_per_worker
         # a worker with room for a quarter batch gets one: its window stays nearly full
@@ -496,6 +499,7 @@ class RayEngine:
             budget=self._budget_spec,
             lease_refresh_s=self.lease_refresh_s,
             spread_map_items=self.spread_map_items,
+            otel=self.otel,
         )
         worker = _Worker(handle, worker_id, idle_since=time.monotonic())
         self._workers.append(worker)

@@ -26,6 +26,7 @@ from fanout.dag import DAG
 from fanout.errors import ConfigError
 from fanout.limits import Lease
 from fanout.run import CallJournal, Engine, RunResult
+from fanout.trace import OtelSettings
 from fanout.types import Usage
 
 Handle = Any  # a Ray actor handle (Ray types them loosely)
@@ -269,6 +270,7 @@ class FanoutWorker:
         journal: str | None = None,
         budget: tuple[str, bool, bool] | None = None,
         spread_map_items: int | None = 256,
+        otel: OtelSettings | None = None,
     ) -> None:
         # Small, plain arguments (JSON, actor names): inlined in the actor's creation
         # task, so Ray can always restart it (object-store arguments may be gone by then).
@@ -301,6 +303,9 @@ class FanoutWorker:
                 journal=self.journal,
                 job_budget=self.allowance.budget if self.allowance is not None else None,
                 map_offload=spread,
+                # the driver's live-export settings (its OTEL_* environment, which the
+                # cluster's processes may not have): each worker exports its own spans
+                otel=otel if otel is not None else False,
             )
         except ConfigError as exc:
             self.config_error = str(exc)

@@ -37,6 +37,7 @@ from fanout.distributed._worker import _LeaseKeeper
 from fanout.limits import LimiterState
 from fanout.retry import HedgePolicy
 from fanout.run import Engine, NodeResult, RunResult, TokenEvent
+from fanout.trace import OtelSettings, otel_settings
 
 __all__ = ["LeasedEngine", "deploy_service", "quota_coordinators", "run_service"]
 
@@ -55,8 +56,11 @@ class LeasedEngine:
         replica_id: str,
         traces: str | None = None,
         lease_refresh_s: float = 0.2,
+        otel: OtelSettings | None = None,
     ) -> None:
-        self.engine = Engine(config, traces=traces, job_id=replica_id)
+        # live export: the deploying process's settings (its OTEL_* environment), else
+        # the replica's own
+        self.engine = Engine(config, traces=traces, job_id=replica_id, otel=otel)
         self.replica_id = replica_id
         self._names = dict(coordinators)
         self._lease_refresh_s = lease_refresh_s
@@ -90,6 +94,7 @@ class LeasedEngine:
         interactive: bool = False,
         on_node: Callable[[NodeResult], None] | None = None,
         on_token: Callable[[TokenEvent], None] | None = None,
+        traceparent: str | None = None,
     ) -> RunResult:
         await self._ready()
         return await self.engine.run(
@@ -102,6 +107,7 @@ class LeasedEngine:
             interactive=interactive,
             on_node=on_node,
             on_token=on_token,
+            traceparent=traceparent,
         )
 
     def limiter_states(self) -> list[LimiterState]:
@@ -157,6 +163,7 @@ class _ServiceReplica:
         config_json: str,
         coordinators: dict[str, str],
         traces: str | None,
+        otel: OtelSettings | None = None,
     ) -> None:
         replica_id = f"serve-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.engine = LeasedEngine(
@@ -164,6 +171,7 @@ class _ServiceReplica:
             coordinators=coordinators,
             replica_id=replica_id,
             traces=traces,
+            otel=otel,
         )
         self._factory: AppFactory = cloudpickle.loads(factory_blob)
 
@@ -195,6 +203,7 @@ def deploy_service(
         config.model_dump_json(),
         coordinators,
         str(traces) if traces is not None else None,
+        otel_settings(config.traces),  # this process's OTEL_* environment, for every replica
     )
     serve.run(app, name=name, route_prefix=route_prefix)
     return coordinators

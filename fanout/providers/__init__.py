@@ -18,9 +18,11 @@ from fanout.providers._batch_api import (
 from fanout.providers._openai import OpenAIProvider
 from fanout.providers._openai_batch import OpenAIBatchAPI
 from fanout.providers._parts import ImageSource, image_source, parts_of
+from fanout.providers._propagate import CALL_HEADERS
 from fanout.providers._sse import SSEParser
 
 __all__ = [
+    "CALL_HEADERS",
     "ENDED_STATES",
     "BatchAPI",
     "BatchStatus",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
 import aiohttp
 from yarl import URL
@@ -106,7 +106,9 @@ class AiohttpTransport:
             if name.lower().startswith(keep)
         }
 
-    async def post(self, path: str, body: bytes, *, timeout_s: float) -> Reply:
+    async def post(
+        self, path: str, body: bytes, *, timeout_s: float, headers: Mapping[str, str] | None = None
+    ) -> Reply:
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = URL(self._base_url + path)
@@ -115,7 +117,7 @@ class AiohttpTransport:
             session = await self._current()
         timeout = self._timeout_of(timeout_s)
         try:
-            async with session.post(url, data=body, timeout=timeout) as response:
+            async with session.post(url, data=body, timeout=timeout, headers=headers) as response:
                 raw = await response.read()
                 keep = self._keep
                 kept = {
@@ -132,7 +134,9 @@ class AiohttpTransport:
             raise TransportBroken(f"{type(exc).__name__}: {exc}") from None
 
     @contextlib.asynccontextmanager
-    async def stream(self, path: str, body: bytes, *, timeout_s: float) -> AsyncIterator[Streamed]:
+    async def stream(
+        self, path: str, body: bytes, *, timeout_s: float, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[Streamed]:
         """POST ``body`` and yield the answer while its body is still arriving."""
         session = self._session
         if session is None or self._loop is not asyncio.get_running_loop():
@@ -140,8 +144,9 @@ class AiohttpTransport:
         timeout = self._timeout_of(timeout_s)
         try:
             response = await session.post(
-                self._url(path), data=body, timeout=timeout, headers=_SSE
-            )
+                self._url(path), data=body, timeout=timeout,
+                headers=_SSE if headers is None else {**_SSE, **headers},
+            )  # fmt: skip
         except aiohttp.ConnectionTimeoutError:
             raise TransportTimeout(sent=False) from None
         except TimeoutError:

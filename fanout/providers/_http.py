@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -76,9 +76,12 @@ class HttpTransport(Protocol):
 
     ``timeout_s`` bounds the whole call (waiting for a pooled connection, connecting,
     sending, reading); connecting alone is bounded by ``connect_timeout_s`` as well.
+    ``headers`` are added to this request only (a W3C ``traceparent``).
     """
 
-    async def post(self, path: str, body: bytes, *, timeout_s: float) -> Reply: ...
+    async def post(
+        self, path: str, body: bytes, *, timeout_s: float, headers: Mapping[str, str] | None = None
+    ) -> Reply: ...
 
     async def aclose(self) -> None: ...
 
@@ -88,7 +91,7 @@ class StreamingTransport(Protocol):
     """A transport that can also read a body as it arrives (server-sent events)."""
 
     def stream(
-        self, path: str, body: bytes, *, timeout_s: float
+        self, path: str, body: bytes, *, timeout_s: float, headers: Mapping[str, str] | None = None
     ) -> AbstractAsyncContextManager[Streamed]: ...
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import httpx
 
@@ -33,11 +33,15 @@ class HttpxTransport:
             transport=transport,
         )
 
-    async def post(self, path: str, body: bytes, *, timeout_s: float) -> Reply:
+    async def post(
+        self, path: str, body: bytes, *, timeout_s: float, headers: Mapping[str, str] | None = None
+    ) -> Reply:
         timeout = httpx.Timeout(timeout_s, connect=min(self.connect_timeout_s, timeout_s))
         try:
             async with asyncio.timeout(timeout_s):  # httpx's timeouts bound each step only
-                response = await self._client.post(path, content=body, timeout=timeout)
+                response = await self._client.post(
+                    path, content=body, timeout=timeout, headers=headers
+                )
                 raw = response.content
         except (httpx.ConnectTimeout, httpx.PoolTimeout):
             raise TransportTimeout(sent=False) from None
@@ -51,11 +55,17 @@ class HttpxTransport:
         return Reply(response.status_code, kept, raw)
 
     @contextlib.asynccontextmanager
-    async def stream(self, path: str, body: bytes, *, timeout_s: float) -> AsyncIterator[Streamed]:
+    async def stream(
+        self, path: str, body: bytes, *, timeout_s: float, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[Streamed]:
         """POST ``body`` and yield the answer while its body is still arriving."""
         timeout = httpx.Timeout(timeout_s, connect=min(self.connect_timeout_s, timeout_s))
         request = self._client.build_request(
-            "POST", path, content=body, timeout=timeout, headers={"accept": "text/event-stream"}
+            "POST",
+            path,
+            content=body,
+            timeout=timeout,
+            headers={"accept": "text/event-stream", **(headers or {})},
         )
         try:
             response = await self._client.send(request, stream=True)

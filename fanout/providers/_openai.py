@@ -28,6 +28,7 @@ from fanout.providers._http import (
     TransportTimeout,
 )
 from fanout.providers._openai_stream import StreamAssembler
+from fanout.providers._propagate import CALL_HEADERS
 from fanout.providers._sse import SSEParser
 from fanout.types import (
     MODALITIES,
@@ -139,7 +140,12 @@ class OpenAIProvider:
     ) -> ChatResponse:
         body = orjson.dumps(_request_body(request))
         async with self._guarded(timeout_s) as (_timeout, backstop):
-            reply = await self._http.post("/chat/completions", body, timeout_s=backstop)
+            reply = await self._http.post(
+                "/chat/completions",
+                body,
+                timeout_s=backstop,
+                headers=CALL_HEADERS.get(),  # a traceparent, where the run sends one
+            )
         if reply.status != 200:
             raise self._http_error(reply.status, reply.body, reply.headers)
         return self._parse(reply.body, reply.headers)
@@ -189,9 +195,15 @@ class OpenAIProvider:
         parser = SSEParser()
         started = False  # the 200 arrived: a break from here on cuts the stream
         try:
-            async with self._guarded(timeout_s) as (_, backstop), http.stream(
-                "/chat/completions", orjson.dumps(body), timeout_s=backstop
-            ) as streamed:
+            async with (
+                self._guarded(timeout_s) as (_, backstop),
+                http.stream(
+                    "/chat/completions",
+                    orjson.dumps(body),
+                    timeout_s=backstop,
+                    headers=CALL_HEADERS.get(),
+                ) as streamed,
+            ):
                 if streamed.status != 200:
                     raw = b"".join([c async for c in streamed.chunks])
                     raise self._http_error(streamed.status, raw, streamed.headers)
@@ -288,6 +300,7 @@ class OpenAIProvider:
                 tool_calls=calls,
                 model=str(data.get("model") or ""),
                 headers=headers,
+                id=str(data.get("id") or ""),
             )
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             missing = "usage" if isinstance(data, dict) and "usage" not in data else str(exc)
@@ -328,4 +341,3 @@ def _request_body(request: ChatRequest) -> dict[str, object]:
             },
         }
     return body
-

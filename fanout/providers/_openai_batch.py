@@ -275,4 +275,5 @@ def _chat_response(body: dict[str, Any]) -> ChatResponse:
         finish_reason=str(choice.get("finish_reason") or "stop"),
         tool_calls=calls,
         model=str(body.get("model") or ""),
+        id=str(body.get("id") or ""),
     )

@@ -28,7 +28,7 @@ class StreamAssembler:
     is not JSON raises ``ValueError``.
     """
 
-    __slots__ = ("_calls", "_on_delta", "_text", "chunks", "done", "finish_reason", "model",
+    __slots__ = ("_calls", "_on_delta", "_text", "chunks", "done", "finish_reason", "id", "model",
                  "usage")  # fmt: skip
 
     def __init__(self, on_delta: Callable[[str], None] | None) -> None:
@@ -39,6 +39,7 @@ class StreamAssembler:
         self.done = False
         self.finish_reason: str | None = None
         self.model = ""
+        self.id = ""
         self.usage: Usage | None = None
 
     def event(self, data: str) -> None:
@@ -49,6 +50,7 @@ class StreamAssembler:
         if not isinstance(chunk, dict):
             raise ValueError("a chunk is not a JSON object")
         self.model = str(chunk.get("model") or self.model)
+        self.id = str(chunk.get("id") or self.id)
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self.usage = Usage(
@@ -90,4 +92,5 @@ class StreamAssembler:
             tool_calls=calls,
             model=self.model,
             headers=headers,
+            id=self.id,
         )

@@ -24,6 +24,7 @@ from fanout.errors import (
 )
 from fanout.limits import Limiter, Permit
 from fanout.providers import (
+    CALL_HEADERS,
     BatchingProvider,
     EmbeddingProvider,
     Provider,
@@ -38,7 +39,8 @@ from fanout.run._journal import CallJournal, call_key
 from fanout.run._outage import describe, is_outage, wait_until_up
 from fanout.run._stream import TokenEvent, TokenTap
 from fanout.run._tools import CpuRunner
-from fanout.run._tracing import CallSite, Tracer
+from fanout.run._tracing import CallSite, Tracer, Wire
+from fanout.trace import format_traceparent, provider_identity
 from fanout.types import (
     MODALITIES,
     ChatRequest,
@@ -83,6 +85,7 @@ class ModelRoute:
     batched: bool = False  # through the provider's Batch API
     # content kinds the alias takes: its provider's, narrowed by the model's modalities
     accepts: frozenset[str] = frozenset(MODALITIES)
+    wire: Wire | None = None  # the provider's well-known name and host, for trace rows
 
     def cost_usd(self, usage: Usage) -> float:
         return self.config.cost_usd(usage.input_tokens, usage.output_tokens)
@@ -143,9 +146,11 @@ class Router:
                 hedge_to = alias
                 if model.hedge.to == "fallback" and model.fallbacks:
                     hedge_to = model.fallbacks[0]
+            wire = Wire(*provider_identity(pcfg.kind, getattr(pcfg, "base_url", None)))
             route = ModelRoute(
                 alias, online, model, pcfg.timeout_s, limiter, circuit, retry, hedge, hedge_to,
                 accepts=accepts(alias, model, online, pcfg.kind),
+                wire=wire,
             )  # fmt: skip
             self._routes[alias] = route
             if model.batch.enabled and provider is not online:
@@ -241,6 +246,7 @@ def _batch_route(
             retry_on=online.retry.retry_on,
         ),
         batched=True,
+        wire=online.wire,
     )
 
 
@@ -337,7 +343,9 @@ class RunContext:
         "request_id",
         "review",
         "router",
+        "session_id",
         "trace_id",
+        "trace_parent",
         "tracer",
     )
 
@@ -386,6 +394,8 @@ class RunContext:
         self.escalation = escalation
         self.tracer = tracer
         self.trace_id = trace_id
+        self.trace_parent: str | None = None  # the span this run's row hangs under
+        self.session_id: str | None = None  # the session this run is a turn of
         self.record_key = record_key
 
     async def call(
@@ -433,6 +443,7 @@ class RunContext:
                 self.tracer.replayed(
                     site, self.dag_name, self.record_key, route.alias, route.config.provider,
                     request, done, self.clock.now(), self.budget, cost, cache_hit=hit,
+                    wire=route.wire,
                 )  # fmt: skip
             return done
         response = await self._held(route, request, stats, site, last)
@@ -559,7 +570,9 @@ class RunContext:
                 duplicate = dataclasses.replace(request, model=target.config.model)
             stats.hedges += 1
             race.task = asyncio.get_running_loop().create_task(
-                self._attempt(target, duplicate, stats, site, 1, 0.0, hedged=True)
+                self._attempt(
+                    target, duplicate, stats, site, 1, 0.0, hedged=True, hedge_delay_s=delay_s
+                )
             )
             race.task.add_done_callback(won)
 
@@ -603,7 +616,10 @@ class RunContext:
         backoff_s: float,
         *,
         hedged: bool = False,
+        hedge_delay_s: float | None = None,
     ) -> ChatResponse:
+        """One attempt; traced, its row's time is the call on the wire (from the request
+        going out, once the budget and the limiter let it, to the answer)."""
         tap = None
         if request.stream:
             listener = None if hedged else self.on_token
@@ -620,6 +636,10 @@ class RunContext:
         start = self.clock.now()
         response: ChatResponse | None = None
         error: BaseException | None = None
+        span_id = token = None
+        if self.tracer.propagate:  # the call names its row as the parent of the provider's
+            span_id = self.tracer.new_span_id()
+            token = CALL_HEADERS.set({"traceparent": format_traceparent(site.trace_id, span_id)})
         try:
             response = await self._attempt_untraced(route, request, stats, note, tap)
             return response
@@ -629,6 +649,8 @@ class RunContext:
                 tap.discard()
             raise
         finally:
+            if token is not None:
+                CALL_HEADERS.reset(token)
             if note.called:  # a call refused locally (budget, circuit, deadline) is no attempt
                 self.tracer.attempt(
                     site,
@@ -640,7 +662,7 @@ class RunContext:
                     request=request,
                     response=response,
                     error=error,
-                    start=start,
+                    start=note.sent_at if note.sent_at is not None else start,
                     end=self.clock.now(),
                     limiter_wait_s=note.wait_s,
                     backoff_s=backoff_s,
@@ -649,6 +671,14 @@ class RunContext:
                     budget=self.budget,
                     hedged=hedged,
                     first_token_at=tap.first_at if tap is not None else None,
+                    wire=route.wire,
+                    input_cost_usd=(
+                        route.config.cost_usd(response.usage.input_tokens, 0)
+                        if response is not None
+                        else None
+                    ),
+                    hedge_delay_s=hedge_delay_s,
+                    span_id=span_id,
                 )
 
     async def _attempt_untraced(
@@ -705,6 +735,7 @@ class RunContext:
             if note is not None:
                 note.called, note.wait_s = True, permit.wait_s
                 note.estimated_input_tokens = estimate_in
+                note.sent_at = self.clock.now()
             try:
                 if tap is not None:
                     streaming: StreamingProvider = route.provider  # type: ignore[assignment]
@@ -799,10 +830,11 @@ class _Race:
 class _AttemptNote:
     """What one attempt's trace row needs to know from inside the call path."""
 
-    __slots__ = ("called", "cost_usd", "estimated_input_tokens", "wait_s")
+    __slots__ = ("called", "cost_usd", "estimated_input_tokens", "sent_at", "wait_s")
 
     def __init__(self) -> None:
         self.called = False
+        self.sent_at: float | None = None  # when the request went out (after the waits)
         self.wait_s = 0.0
         self.estimated_input_tokens = 0
         self.cost_usd = 0.0

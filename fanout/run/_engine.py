@@ -42,7 +42,17 @@ from fanout.run._tools import CpuRunner
 from fanout.run._tracing import SpanSink, Tracer
 from fanout.sim import SimProvider
 from fanout.store import ReviewStore, SessionStore, SQLiteStore
-from fanout.trace import ContentPolicy, Redactor, TraceWriter
+from fanout.trace import (
+    ContentPolicy,
+    OtelSettings,
+    OtelSink,
+    Redactor,
+    TeeSink,
+    TraceWriter,
+    current_parent,
+    otel_settings,
+    parse_traceparent,
+)
 from fanout.types import RunStatus, Usage
 
 __all__ = ["Engine", "check_inputs"]
@@ -66,6 +76,10 @@ class Engine:
     The config's ``[traces]`` section says what is kept of prompts and replies;
     ``redact`` masks PII in them (and in error messages) before anything is
     hashed or written. ``job_id`` groups the rows of one job (default: random).
+    ``otel``: live OpenTelemetry export of the same rows (the ``otel`` extra): settings
+    (:class:`fanout.trace.OtelSettings`), ``True``/``False`` to force it on or off, or
+    ``None``: as the config's ``[traces]`` and the standard ``OTEL_*`` environment say
+    (on when an OTLP endpoint is named). Either sink works without the other.
 
     ``cpu_runner`` runs tools marked ``cpu=True`` elsewhere (the Ray backend passes
     one that starts a Ray task); without it they run in a thread. ``journal``: a
@@ -103,6 +117,7 @@ class Engine:
         store: SessionStore | str | Path | None = None,
         reviews: ReviewStore | None = None,
         cache: ResponseCache | str | Path | None = None,
+        otel: OtelSettings | bool | None = None,
     ) -> None:
         self.map_offload = map_offload
         self.job_budget = job_budget
@@ -125,6 +140,15 @@ class Engine:
         self.job_id = job_id or uuid.uuid4().hex[:16]
         self.trace_writer: TraceWriter | None = None  # the writer this engine owns
         self._traces = traces
+        # live export: settings given (a Ray worker gets its driver's), off (False), or
+        # from the config's [traces] and the OTEL_* environment (None)
+        if otel is None or otel is True:
+            tcfg = self.config.traces
+            if otel is True:
+                tcfg = tcfg.model_copy(update={"otlp": True})
+            otel = otel_settings(tcfg)
+        self.otel: OtelSettings | None = otel or None
+        self.otel_sink: OtelSink | None = None  # the live exporter this engine owns
         self._redact = redact
         self._tracer: Tracer | None = None
         built = dict(providers or {})
@@ -160,7 +184,7 @@ class Engine:
         """Open the trace writer now (else the first run does): a bad directory is a
         :class:`ConfigError` here rather than in a run. Idempotent."""
         traces = self._traces
-        if traces is None or self._tracer is not None:
+        if (traces is None and self.otel is None) or self._tracer is not None:
             return
         tcfg = self.config.traces
         if isinstance(traces, str | Path):
@@ -171,8 +195,15 @@ class Engine:
                 row_group_rows=tcfg.row_group_rows,
                 roll_interval_s=tcfg.roll_interval_s,
             )
+        sinks: list[SpanSink] = [traces] if traces is not None else []
+        if self.otel is not None:  # the same rows, live (each process exports its own)
+            self.otel_sink = OtelSink(self.otel)
+            sinks.append(self.otel_sink)
+        sink = sinks[0] if len(sinks) == 1 else TeeSink(sinks)
         content = ContentPolicy(tcfg.content, key_env=tcfg.hmac_key_env, redact=self._redact)
-        self._tracer = Tracer(traces, clock=self.clock, job_id=self.job_id, content=content)
+        self._tracer = Tracer(
+            sink, clock=self.clock, job_id=self.job_id, content=content, propagate=tcfg.propagate
+        )
 
     async def check_tools(self, dag: DAG) -> None:
         """Start the MCP servers ``dag`` uses and list their tools now: a server that does
@@ -216,6 +247,7 @@ class Engine:
         session_id: str | None = None,
         max_outage_s: float | None = None,
         on_token: Callable[[TokenEvent], None] | None = None,
+        traceparent: str | None = None,
     ) -> RunResult:
         """Run one request of ``dag`` with ``inputs``.
 
@@ -245,6 +277,10 @@ class Engine:
         failing; once it has been down this long the run ends ``error`` with
         :class:`fanout.errors.ProviderOutage` (a batch job then stops, resumably).
         ``None`` (a service): such a call fails at once, and the deadline decides.
+
+        ``traceparent`` (a W3C header, as a service receives it): the run's trace rows
+        join that trace, under that span. Without one, an OpenTelemetry span current
+        around this call (the program's own) is the parent.
         """
         checked = self._checked(dag)
         plan, reviewed = checked.plan, checked.reviewed
@@ -268,13 +304,17 @@ class Engine:
         fresh = not request_id
         if not request_id:
             request_id = f"{_ids.getrandbits(128) or 1:032x}"
-        if self._tracer is None and self._traces is not None:
+        if self._tracer is None and (self._traces is not None or self.otel is not None):
             self.open_traces()
         tracer = self._tracer
         trace_id = ""
+        parent = None
         if tracer is not None:
+            parent = parse_traceparent(traceparent) or current_parent()
             usable = fresh or _is_trace_id(request_id)
             trace_id = request_id if usable else tracer.new_trace_id()
+            if parent is not None:
+                trace_id = parent.trace_id
         if budget is None:
             budget = Budget(usd=budget_usd, tokens=budget_tokens)
         ctx = self._context(
@@ -291,6 +331,9 @@ class Engine:
         ctx.on_node = on_node
         ctx.on_token = on_token
         ctx.max_outage_s = max_outage_s
+        ctx.session_id = session_id
+        if parent is not None:
+            ctx.trace_parent = parent.span_id
         if session_id is None and reviewed:
             state = self._resuming.pop(request_id, None) or ReviewState()
             result = await execute(plan, {**inputs, **fresh_inputs(dag)}, ctx, request_id, state)
@@ -453,7 +496,7 @@ class Engine:
         plan = checked.plan
         if checked.mcp:
             await self._get_hub().prepare(plan)
-        if self._tracer is None and self._traces is not None:
+        if self._tracer is None and (self._traces is not None or self.otel is not None):
             self.open_traces()
         # never spread again from here: these items are the spread
         ctx = self._context(
@@ -561,6 +604,8 @@ class Engine:
         finally:
             if self.trace_writer is not None:
                 await asyncio.to_thread(self.trace_writer.close)
+            if self.otel_sink is not None:  # what is queued goes out now
+                await asyncio.to_thread(self.otel_sink.close)
 
     async def __aenter__(self) -> Engine:
         return self

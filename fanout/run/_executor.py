@@ -704,6 +704,8 @@ class _Run:
             end=t0 + result.wall_time_s,
             budget=ctx.budget,
             inputs=self.inputs,
+            parent_span_id=ctx.trace_parent,
+            session_id=ctx.session_id,
         )
 
 

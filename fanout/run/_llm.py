@@ -324,6 +324,7 @@ async def _run_tool_call(
         error=ToolError(result.removeprefix(_ERROR)) if failed else None,
         input_text=call.arguments,
         output_text=result,
+        call_id=call.id,
     )
     return result
 

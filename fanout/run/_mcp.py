@@ -309,7 +309,7 @@ class McpHub:
             site, dag_name=ctx.dag_name, record_key=ctx.record_key, tool_name=tool.name,
             start=start, end=self._clock.now(), error=error, input_text=call.arguments,
             output_text=output, server=tool.server, attempt=attempt,
-            limiter_wait_s=wait_s, backoff_s=backoff_s,
+            limiter_wait_s=wait_s, backoff_s=backoff_s, call_id=call.id,
         )  # fmt: skip
 
     # -- lifetime --------------------------------------------------------------------

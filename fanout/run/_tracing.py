@@ -21,16 +21,38 @@ from fanout.clock import Clock
 from fanout.dag import render_value
 from fanout.errors import ProviderError
 from fanout.trace import ContentPolicy, Span, new_span
-from fanout.types import BatchRef, ChatRequest, ChatResponse
+from fanout.types import BatchRef, ChatRequest, ChatResponse, ToolSpec
 
 if TYPE_CHECKING:
     from fanout.run._embed import PackAttempt
 
-__all__ = ["CallSite", "SpanSink", "Tracer"]
+__all__ = ["CallSite", "SpanSink", "Tracer", "Wire"]
 
 
 class SpanSink(Protocol):
     def emit(self, span: Span) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """Who a route's calls go to, for their rows: the well-known provider name
+    (``gen_ai.provider.name``) and the server's host."""
+
+    provider_name: str
+    server_address: str | None = None
+
+
+_last_tools: list[tuple[tuple[ToolSpec, ...], str]] = []
+
+
+def _tools_json(tools: tuple[ToolSpec, ...]) -> str:
+    """The tools offered, as JSON; the last tuple's text is kept (a conversation sends the
+    same tuple on every turn)."""
+    if _last_tools and _last_tools[0][0] is tools:
+        return _last_tools[0][1]
+    text = orjson.dumps([t.to_wire() for t in tools]).decode()
+    _last_tools[:] = [(tools, text)]
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +71,16 @@ class Tracer:
     """Turns executor events into :class:`Span` rows for one engine."""
 
     def __init__(
-        self, sink: SpanSink, *, clock: Clock, job_id: str, content: ContentPolicy
+        self,
+        sink: SpanSink,
+        *,
+        clock: Clock,
+        job_id: str,
+        content: ContentPolicy,
+        propagate: bool = False,
     ) -> None:
         self.sink = sink
+        self.propagate = propagate  # provider calls send a traceparent naming their row
         self.job_id = job_id
         self.content = content
         self._clock = clock
@@ -95,7 +124,16 @@ class Tracer:
         replayed: bool = False,
         cache_hit: bool = False,
         first_token_at: float | None = None,
+        wire: Wire | None = None,
+        input_cost_usd: float | None = None,
+        hedge_delay_s: float | None = None,
+        span_id: str | None = None,
     ) -> None:
+        """One attempt of a provider call. ``start``..``end`` is the call on the wire;
+        the wait for rate-limit capacity before it (``limiter_wait_s``), the retry
+        back-off before that (``backoff_s``) and a hedge's delay are columns of their
+        own (a live exporter shows them as spans of their own, ending where the call
+        starts): an LLM span's latency is the provider's."""
         span = self._attempt_span(
             site,
             f"chat {request.model}",
@@ -113,9 +151,20 @@ class Tracer:
             estimated_input_tokens=estimated_input_tokens,
             budget_limit_usd=budget.usd,
             budget_spent_usd=budget.spent_usd,
+            request_max_tokens=request.max_tokens,
+            request_temperature=request.temperature,
+            span_id=span_id,
         )
+        if wire is not None:
+            span.provider_name = wire.provider_name
+            if wire.server_address is not None:
+                span.server_address = wire.server_address
+        if request.tools:
+            span.request_tools = _tools_json(request.tools)
         if hedged:
             span.hedged = True
+            if hedge_delay_s is not None:
+                span.hedge_delay_ms = hedge_delay_s * 1000
         if request.stream and not replayed and not cache_hit:
             _stream_columns(span, first_token_at, start, end, response)
         if site.call_key is not None:
@@ -129,6 +178,8 @@ class Tracer:
         if response is not None:
             span.response_model = response.model or None
             span.finish_reason = response.finish_reason
+            if response.id:
+                span.response_id = response.id
             if cache_hit:  # answered by the cache: no provider call, nothing paid by this job
                 span.cache_hit = True
                 span.input_tokens = span.output_tokens = 0
@@ -139,6 +190,8 @@ class Tracer:
                 span.input_tokens = response.usage.input_tokens
                 span.output_tokens = response.usage.output_tokens
                 span.cost_usd = cost_usd
+                if input_cost_usd is not None:
+                    span.input_cost_usd = input_cost_usd
             output = response.content
             if response.tool_calls:
                 span.tool_name = ",".join(c.name for c in response.tool_calls)
@@ -165,6 +218,7 @@ class Tracer:
         cost_usd: float = 0.0,
         *,
         cache_hit: bool = False,
+        wire: Wire | None = None,
     ) -> None:
         """A call answered from the call journal: an attempt row marked ``replayed``,
         taking no time, with the tokens and cost the call had when an earlier run made
@@ -177,7 +231,7 @@ class Tracer:
             model_alias=model_alias, provider=provider, request=request, response=response,
             error=None, start=at, end=at, limiter_wait_s=0.0, backoff_s=0.0,
             estimated_input_tokens=0, cost_usd=cost_usd, budget=budget,
-            replayed=not cache_hit, cache_hit=cache_hit,
+            replayed=not cache_hit, cache_hit=cache_hit, wire=wire,
         )  # fmt: skip
 
     def embedding(
@@ -228,17 +282,21 @@ class Tracer:
         attempt: int = 1,
         limiter_wait_s: float = 0.0,
         backoff_s: float = 0.0,
+        call_id: str | None = None,
     ) -> None:
         """One tool call (one attempt of an MCP tool's call: ``server`` names the MCP
-        server, in the ``provider`` column as ``mcp:NAME``)."""
+        server, in the ``provider`` column as ``mcp:NAME``), named ``execute_tool NAME``
+        as the GenAI conventions name it; ``call_id``: the model's id of the call."""
         columns: dict[str, object] = {"tool_name": tool_name}
+        if call_id:
+            columns["tool_call_id"] = call_id
         if server is not None:
             columns.update(
                 provider=f"mcp:{server}", attempt=attempt,
                 limiter_wait_ms=limiter_wait_s * 1000, backoff_ms=backoff_s * 1000,
             )  # fmt: skip
         self._local_step(
-            site, f"tool {tool_name}", dag_name, record_key, start, end, error,
+            site, f"execute_tool {tool_name}", dag_name, record_key, start, end, error,
             input_text, output_text, **columns,
         )  # fmt: skip
 
@@ -281,12 +339,10 @@ class Tracer:
         output_text: str | None,
         **columns: object,
     ) -> None:
-        """An attempt row for work done in-process (a tool call, a guard): no tokens, no cost."""
+        """An attempt row for work done in-process (a tool call, a guard): no tokens, no
+        cost (the columns stay null: a tool span carries no token counts)."""
         columns.setdefault("attempt", 1)
-        span = self._attempt_span(
-            site, name, dag_name, record_key, start, end,
-            input_tokens=0, output_tokens=0, cost_usd=0.0, **columns,
-        )  # fmt: skip
+        span = self._attempt_span(site, name, dag_name, record_key, start, end, **columns)
         self._fail(span, error)
         self.content.fill(span, input_text, output_text)
         self.sink.emit(span)
@@ -302,9 +358,10 @@ class Tracer:
         **columns: object,
     ) -> Span:
         """An attempt row placed by its call site (trace, parent node, map item)."""
+        span_id = columns.pop("span_id", None)
         return new_span(
             trace_id=site.trace_id,
-            span_id=self.new_span_id(),
+            span_id=span_id if isinstance(span_id, str) else self.new_span_id(),
             parent_span_id=site.parent_span_id,
             record_type="attempt",
             span_name=name,
@@ -370,11 +427,15 @@ class Tracer:
         end: float,
         budget: Budget,
         inputs: Mapping[str, object] | None = None,
+        parent_span_id: str | None = None,
+        session_id: str | None = None,
     ) -> None:
+        """The run's row; ``parent_span_id``: the caller's span it runs under (an incoming
+        ``traceparent``, or the OpenTelemetry span current around ``engine.run``)."""
         span = new_span(
             trace_id=trace_id,
             span_id=span_id,
-            parent_span_id=None,
+            parent_span_id=parent_span_id,
             record_type="run",
             span_name=f"run {dag_name}",
             job_id=self.job_id,
@@ -389,6 +450,8 @@ class Tracer:
             budget_limit_usd=budget.usd,
             budget_spent_usd=budget.spent_usd,
         )
+        if session_id is not None:
+            span.session_id = session_id
         if inputs is not None:  # the record's inputs, under the content policy (replay reads them)
             text = orjson.dumps(
                 inputs, default=render_value, option=orjson.OPT_NON_STR_KEYS

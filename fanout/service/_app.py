@@ -151,6 +151,7 @@ def build_app(
         metrics=ServiceMetrics(runner.limiter_states, runner.hedges),
         max_depth=max_depth,
     )
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
@@ -299,9 +300,7 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name)
 
 
-def _add_run_route(
-    app: FastAPI, state: _State, name: str, tenant_of: Callable[..., Any]
-) -> None:
+def _add_run_route(app: FastAPI, state: _State, name: str, tenant_of: Callable[..., Any]) -> None:
     dag, plan = state.pipelines[name]
     model = _request_model(name, dag, plan)
 
@@ -384,6 +383,9 @@ async def _run(
                 "drop session_id or serve the pipeline on an Engine with a data_dir",
             )
         options["session_id"] = session_id
+    traceparent = request.headers.get("traceparent")
+    if traceparent and _takes(state.runner, "traceparent"):  # the caller's trace, joined
+        options["traceparent"] = traceparent
     tenant.in_flight += 1
     metrics.in_flight.labels(name).inc()
     started = time.perf_counter()
@@ -492,6 +494,18 @@ def _token_event(token: TokenEvent) -> ServerSentEvent:
     return ServerSentEvent(json.dumps({**body, "text": token.text}), event="token")
 
 
+_TAKES: dict[tuple[type, str], bool] = {}
+
+
+def _takes(runner: object, parameter: str) -> bool:
+    """Whether the runner's ``run`` has this keyword (a custom runner may not)."""
+    key = (type(runner), parameter)
+    found = _TAKES.get(key)
+    if found is None:
+        found = _TAKES[key] = parameter in inspect.signature(runner.run).parameters  # type: ignore[attr-defined]
+    return found
+
+
 async def _disconnected(request: Request) -> None:
     """Returns when the client disconnects (the body is read: nothing else comes)."""
     while (await request.receive())["type"] != "http.disconnect":
@@ -519,8 +533,10 @@ def _install_errors(app: FastAPI, state: _State) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
-        if any(tuple(e.get("loc", ())) == ("body",) and isinstance(e.get("input"), str | bytes)
-               for e in errors):
+        if any(
+            tuple(e.get("loc", ())) == ("body",) and isinstance(e.get("input"), str | bytes)
+            for e in errors
+        ):
             _count_rejection(state, request, "invalid_json")
             return body(
                 400,
@@ -537,9 +553,7 @@ def _install_errors(app: FastAPI, state: _State) -> None:
                 "invalid_json",
                 f"the request body is not valid JSON: {reason} (at character {position})",
             )
-        fields = [
-            {"field": _field(e.get("loc", ())), "reason": _reason(e)} for e in errors
-        ]
+        fields = [{"field": _field(e.get("loc", ())), "reason": _reason(e)} for e in errors]
         _count_rejection(state, request, "invalid_request")
         summary = "; ".join(f"{f['field']}: {f['reason']}" for f in fields[:5])
         return body(422, "invalid_request", f"invalid request: {summary}", fields)

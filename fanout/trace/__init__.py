@@ -9,6 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from fanout.trace._content import ContentMode, ContentPolicy, Redactor
 from fanout.trace._files import TraceFiles, read_segment, trace_files
+from fanout.trace._otel import OtelSettings, OtelSink, TeeSink, otel_settings
+from fanout.trace._propagation import (
+    TraceParent,
+    current_parent,
+    format_traceparent,
+    parse_traceparent,
+)
+from fanout.trace._semconv import provider_identity
 from fanout.trace._span import (
     KIND_COLUMNS,
     SCHEMA_VERSION,
@@ -21,6 +29,7 @@ from fanout.trace._span import (
 from fanout.trace._writer import TraceWriter, recover_segments, spans_to_batch
 
 if TYPE_CHECKING:
+    from fanout.trace._export import SpanFilter, export_otlp_proto, post_otlp
     from fanout.trace._listing import TraceListing, TraceRow, list_traces
     from fanout.trace._otlp import export_otlp
     from fanout.trace._query import (
@@ -37,6 +46,7 @@ if TYPE_CHECKING:
 
 _READERS = {
     "export_otlp": "fanout.trace._otlp",
+    **{n: "fanout.trace._export" for n in ("SpanFilter", "export_otlp_proto", "post_otlp")},
     **{name: "fanout.trace._listing" for name in ("TraceListing", "TraceRow", "list_traces")},
     **{
         name: "fanout.trace._query"
@@ -77,19 +87,31 @@ __all__ = [
     "JobSummary",
     "ModelSummary",
     "NodeSummary",
+    "OtelSettings",
+    "OtelSink",
     "Redactor",
     "Span",
+    "SpanFilter",
     "SpanKind",
+    "TeeSink",
     "TraceFiles",
     "TraceListing",
+    "TraceParent",
     "TraceRow",
     "TraceSummary",
     "TraceWriter",
     "TreeRow",
     "connect",
+    "current_parent",
     "export_otlp",
+    "export_otlp_proto",
+    "format_traceparent",
     "list_traces",
     "new_span",
+    "otel_settings",
+    "parse_traceparent",
+    "post_otlp",
+    "provider_identity",
     "read_segment",
     "recover_segments",
     "span_columns",

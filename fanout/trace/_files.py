@@ -2,9 +2,16 @@
 
 Layout under a traces directory::
 
-    DIR/date=YYYY-MM-DD/job_id=JOB/part-WRITER-SEQ.parquet   rolled, zstd, large row groups
-    DIR/_wal/WRITER-SEQ.arrows                                the open segment: an Arrow IPC
-                                                              stream, appended every flush
+    DIR/date=YYYY-MM-DD/job=JOB/part-WRITER-SEQ.parquet   rolled, zstd, large row groups
+    DIR/_wal/WRITER-SEQ.arrows                             the open segment: an Arrow IPC
+                                                           stream, appended every flush
+
+The partition key is ``job``, not ``job_id``: every row holds its ``job_id`` column, and
+a hive partition of the same name is a second, differently typed ``job_id`` to readers
+that discover partitions (pandas and pyarrow refuse the directory then). With ``job``,
+``pandas.read_parquet(DIR)``, ``pyarrow.parquet.read_table(DIR)`` and Polars read it as
+one table (plus the ``date`` and ``job`` partition columns); ``_wal`` is skipped by them
+(a leading underscore). Directories written before (``job_id=JOB``) still read here.
 
 A segment is converted to its Parquet part when it rolls; a segment left by a
 killed process is converted by the next writer that opens the directory.
@@ -40,14 +47,19 @@ class TraceFiles:
 
 def trace_files(directory: str | Path) -> TraceFiles:
     root = Path(directory)
-    parts = sorted(p for p in root.glob("date=*/job_id=*/part-*.parquet") if p.is_file())
+    parts = sorted(
+        p
+        for pattern in ("date=*/job=*/part-*.parquet", "date=*/job_id=*/part-*.parquet")
+        for p in root.glob(pattern)
+        if p.is_file()
+    )
     segments = sorted((root / WAL_DIR).glob(f"*{WAL_SUFFIX}"))
     return TraceFiles(parts, segments)
 
 
 def part_path(root: Path, date: str, job_id: str, segment_name: str) -> Path:
     """The Parquet part a segment becomes (named after it, so conversion is idempotent)."""
-    return root / f"date={date}" / f"job_id={job_id}" / f"part-{segment_name}.parquet"
+    return root / f"date={date}" / f"job={job_id}" / f"part-{segment_name}.parquet"
 
 
 def read_segment(path: Path) -> pa.Table:

@@ -20,6 +20,7 @@ from typing import TextIO
 import duckdb
 
 from fanout.errors import ConfigError
+from fanout.trace._export import SpanFilter
 from fanout.trace._query import LLM_CALL, connect, sql_literal
 
 __all__ = ["export_otlp"]
@@ -36,8 +37,10 @@ FAILED = "status IN ('error', 'cancelled', 'max_steps_exceeded')"
 _MAPPED = frozenset(
     {
         "trace_id", "span_id", "parent_span_id", "span_name", "start_time", "end_time",
-        "provider", "request_model", "response_model", "finish_reason",
-        "input_tokens", "output_tokens", "input_text", "output_text",
+        "provider_name", "request_model", "response_model", "finish_reason",
+        "input_tokens", "output_tokens", "input_text", "output_text", "server_address",
+        "response_id", "request_max_tokens", "request_temperature", "tool_call_id",
+        "session_id", "input_cost_usd",
     }
 )  # fmt: skip
 
@@ -50,8 +53,19 @@ _NAMED: tuple[tuple[str, str, str], ...] = (
         "string",
     ),
     ("gen_ai.tool.name", f"CASE WHEN {IS_TOOL} THEN tool_name END", "string"),
-    ("gen_ai.provider.name", "provider", "string"),
-    ("gen_ai.system", "provider", "string"),  # the name before semconv 1.37
+    ("gen_ai.provider.name", f"CASE WHEN {IS_LLM} THEN coalesce(provider_name, provider) END",
+     "string"),
+    ("gen_ai.system", f"CASE WHEN {IS_LLM} THEN coalesce(provider_name, provider) END",
+     "string"),  # the name before semconv 1.37
+    ("server.address", "server_address", "string"),
+    ("gen_ai.response.id", "response_id", "string"),
+    ("gen_ai.request.max_tokens", "request_max_tokens", "int"),
+    ("gen_ai.request.temperature", "request_temperature", "double"),
+    ("gen_ai.tool.call.id", "tool_call_id", "string"),
+    ("session.id", "session_id", "string"),
+    ("llm.cost.total", f"CASE WHEN {IS_LLM} THEN cost_usd END", "double"),
+    ("llm.cost.prompt", f"CASE WHEN {IS_LLM} THEN input_cost_usd END", "double"),
+    ("llm.cost.completion", f"CASE WHEN {IS_LLM} THEN cost_usd - input_cost_usd END", "double"),
     ("gen_ai.request.model", "request_model", "string"),
     ("gen_ai.response.model", "response_model", "string"),
     ("gen_ai.response.finish_reasons", "finish_reason", "string_array"),
@@ -94,8 +108,11 @@ _KINDS = {  # DuckDB column type -> AnyValue kind
 }
 
 
-def export_otlp(directory: str | Path, out: TextIO, *, batch: int = 1000) -> int:
-    """Write every span of ``directory`` to ``out`` as OTLP/JSON lines; returns the span count.
+def export_otlp(
+    directory: str | Path, out: TextIO, *, batch: int = 1000, where: SpanFilter | None = None
+) -> int:
+    """Write the spans of ``directory`` (``where`` selects some) to ``out`` as OTLP/JSON
+    lines; returns the span count.
 
     Each line is one request of at most ``batch`` spans under the resource
     ``service.name=fanout`` and the instrumentation scope ``fanout``.
@@ -113,8 +130,9 @@ def export_otlp(directory: str | Path, out: TextIO, *, batch: int = 1000) -> int
     con = connect(directory)
     try:
         columns = con.execute("DESCRIBE spans").fetchall()
-        query = _query({str(c[0]): str(c[1]) for c in columns})
-        with con.sql(query).to_arrow_reader(batch_size=batch) as reader:
+        clause, params = (where or SpanFilter()).sql()
+        query = _query({str(c[0]): str(c[1]) for c in columns}) + f" WHERE {clause}"
+        with con.sql(query, params=params).to_arrow_reader(batch_size=batch) as reader:
             for record_batch in reader:
                 spans: list[str] = record_batch.column(0).to_pylist()
                 if spans:

@@ -61,7 +61,7 @@ def connect(directory: str | Path) -> duckdb.DuckDBPyConnection:
     files = trace_files(root)
     if not files:
         raise ConfigError(
-            f"no trace files in {str(root)!r} (expected date=*/job_id=*/part-*.parquet or "
+            f"no trace files in {str(root)!r} (expected date=*/job=*/part-*.parquet or "
             f"{WAL_DIR}/*.arrows): pass the --traces directory of a `fanout run` "
             "(by default OUTPUT/traces)"
         )
@@ -121,7 +121,10 @@ class CallStats:
 
     ``errors`` counts attempts that did not end ``ok`` (error or cancelled), by
     ``error_type``; ``rate_limited`` those answered HTTP 429; ``retries`` attempts
-    after the first of a call. Durations are percentiles of ``duration_ms``.
+    after the first of a call. Durations are percentiles of ``duration_ms``: the call on
+    the wire (a provider's latency), never the waits before it, which are
+    ``limiter_wait_ms`` (for rate-limit capacity), ``backoff_ms`` (between retries) and
+    the percentiles of an attempt's whole wait (``wait_p50_ms``, ``wait_p95_ms``).
     ``replayed``: rows answered from a batch job's call journal, not calls; their tokens
     and cost (spent by the earlier run that made the call) count only where that run's
     row is missing (a kill lost it), so the sums are what the job spent, once.
@@ -141,6 +144,9 @@ class CallStats:
     output_tokens: int
     cost_usd: float
     replayed: int = 0
+    backoff_ms: float = 0.0
+    wait_p50_ms: float | None = None
+    wait_p95_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +201,10 @@ class TraceSummary:
     jobs: tuple[JobSummary, ...]
 
 
+# An attempt's wait before its call went out: rate-limit capacity, retry back-off, a
+# hedge's delay (none of it in duration_ms, which is the call on the wire)
+WAIT_MS = "(coalesce(limiter_wait_ms, 0) + coalesce(backoff_ms, 0) + coalesce(hedge_delay_ms, 0))"
+
 # A row whose tokens and cost count: a call made, or a replay of a call whose own row
 # is not in the directory (the run that made it was killed before writing it).
 _PAID = """(NOT coalesce(replayed, false) OR call_key NOT IN (
@@ -213,7 +223,9 @@ _CALL_STATS = f"""
     coalesce(sum(input_tokens) FILTER (WHERE {_PAID}), 0) AS input_tokens,
     coalesce(sum(output_tokens) FILTER (WHERE {_PAID}), 0) AS output_tokens,
     coalesce(sum(cost_usd) FILTER (WHERE {_PAID}), 0) AS cost_usd,
-    count(*) FILTER (WHERE replayed) AS replayed
+    count(*) FILTER (WHERE replayed) AS replayed,
+    coalesce(sum(backoff_ms), 0) AS backoff_ms,
+    quantile_cont({WAIT_MS}, [0.5, 0.95]) AS wait_q
 """
 
 CALL_MODE = """CASE WHEN cache_hit THEN 'cache' WHEN replayed THEN 'replayed'
@@ -300,8 +312,10 @@ def _fetch(
 
 
 def _call_stats(row: tuple[object, ...]) -> CallStats:
-    calls, errors, by_type, limited, retries, q, wait, mean_wait, tin, tout, cost, again = row
+    calls, errors, by_type, limited, retries, q, wait, mean_wait, tin, tout, cost, again = row[:12]
+    backoff, wait_q = row[12:14]
     p50, p95, p99 = q if isinstance(q, list) else (None, None, None)
+    w50, w95 = wait_q if isinstance(wait_q, list) else (None, None)
     return CallStats(
         calls=_int(calls),
         errors=_int(errors),
@@ -317,6 +331,9 @@ def _call_stats(row: tuple[object, ...]) -> CallStats:
         output_tokens=_int(tout),
         cost_usd=_float(cost),
         replayed=_int(again),
+        backoff_ms=_float(backoff),
+        wait_p50_ms=_opt_float(w50),
+        wait_p95_ms=_opt_float(w95),
     )
 
 

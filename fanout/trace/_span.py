@@ -55,6 +55,7 @@ class Span:
     queue_wait_ms: float | None = None  # ready -> started
     limiter_wait_ms: float | None = None  # waiting for rate-limit capacity
     backoff_ms: float | None = None  # sleeping between retries
+    hedge_delay_ms: float | None = None  # a hedged duplicate: how long after the first it went
     # outcome
     status: str = "ok"  # ok / error / cancelled / skipped / max_steps_exceeded / waiting_for_review
     error_type: str | None = None
@@ -75,11 +76,18 @@ class Span:
     batch_submitted_at: float | None = None
     batch_completed_at: float | None = None
     # GenAI
-    provider: str | None = None
+    provider: str | None = None  # the config's provider name (an alias, e.g. "emu")
+    provider_name: str | None = None  # its well-known name (gen_ai.provider.name): openai, ...
+    server_address: str | None = None  # the host the call went to (an HTTP provider's)
+    response_id: str | None = None  # the provider's id of its reply (gen_ai.response.id)
+    request_max_tokens: int | None = None
+    request_temperature: float | None = None
+    request_tools: str | None = None  # the tools offered, as JSON (OpenAI tool schema)
     request_model: str | None = None
     response_model: str | None = None
     finish_reason: str | None = None
     tool_name: str | None = None  # a tool call's tool, or a guard row's guard
+    tool_call_id: str | None = None  # a tool call's id, as the model gave it
     guard_outcome: str | None = None  # guard rows only: accept / reject / repair
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -94,6 +102,8 @@ class Span:
     # request carrying them held (several nodes' inputs are packed into one request)
     embedding_inputs: int | None = None
     request_inputs: int | None = None
+    input_cost_usd: float | None = None  # the prompt's part of cost_usd (the rest: the reply's)
+    session_id: str | None = None  # run rows of a session's turn
     # budget at the time of the span
     budget_limit_usd: float | None = None
     budget_spent_usd: float | None = None
@@ -147,6 +157,7 @@ _TYPES: dict[str, pa.DataType] = {
     "input_tokens": _INT,
     "output_tokens": _INT,
     "estimated_input_tokens": _INT,
+    "request_max_tokens": _INT,
     "input_chars": _INT,
     "output_chars": _INT,
     "schema_version": pa.int32(),
@@ -154,7 +165,8 @@ _TYPES: dict[str, pa.DataType] = {
 }
 for _name in ("duration_ms", "queue_wait_ms", "limiter_wait_ms", "backoff_ms", "cost_usd",
               "budget_limit_usd", "budget_spent_usd", "time_to_first_token_ms",
-              "output_tokens_per_s"):
+              "output_tokens_per_s", "hedge_delay_ms", "request_temperature",
+              "input_cost_usd"):
     _TYPES[_name] = _FLOAT
 
 SPAN_SCHEMA: pa.Schema = pa.schema(
@@ -174,9 +186,10 @@ _COMMON = frozenset(
     }
 )
 KIND_COLUMNS: dict[str, frozenset[str]] = {
+    # a run's input: the record's inputs as JSON (under the content policy)
     "run": _COMMON | {"budget_limit_usd", "budget_spent_usd", "input_hmac", "input_chars",
-                      "input_text"},  # the record's inputs as JSON (under the content policy)
+                      "input_text", "session_id"},
     "node": _COMMON | {"node_id", "model_alias", "queue_wait_ms", "map_index"},
-    "attempt": frozenset(span_columns()) - {"queue_wait_ms"},
+    "attempt": frozenset(span_columns()) - {"queue_wait_ms", "session_id"},
 }
 """The columns a span of each kind may fill; the writer converts only these (the rest are null)."""

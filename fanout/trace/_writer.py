@@ -66,7 +66,7 @@ _KIND_STRUCTS = {
 _DICTIONARY_COLUMNS = [
     "record_type", "span_name", "job_id", "dag_name", "node_id", "status", "error_type",
     "provider", "request_model", "response_model", "finish_reason", "tool_name",
-    "model_alias", "writer_id",
+    "model_alias", "writer_id", "provider_name", "server_address", "request_tools",
 ]  # fmt: skip
 _STATISTICS_COLUMNS = [
     "start_time", "end_time", "record_type", "job_id", "dag_name", "node_id", "status",

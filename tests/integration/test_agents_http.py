@@ -130,7 +130,7 @@ async def test_an_agent_over_http_is_traced_so_its_transcript_reads_back(
         if r["record_type"] == "attempt" and r["trace_id"] == result.trace_id
     ]
     turns = sorted((r for r in rows if r["span_name"].startswith("chat ")), key=_start)
-    tools = [r for r in rows if r["span_name"].startswith("tool ")]
+    tools = [r for r in rows if r["span_name"].startswith("execute_tool ")]
     assert len(turns) == 3 and len(tools) == 4  # every model turn and every tool call
     assert all(r["node_id"] == "agent" for r in rows)
     # The last turn's request is the conversation so far; its reply is the answer.

@@ -114,7 +114,7 @@ def test_run_the_classify_example_from_the_repo_root(
     assert set(labels.values()) <= {"positive", "negative", "neutral"}
     # the trace is on by default, in OUTPUT/traces, and joins the results by trace_id
     traces = tmp_path / "out" / "traces"
-    parts = list(traces.glob("date=*/job_id=*/part-*.parquet"))
+    parts = list(traces.glob("date=*/job=*/part-*.parquet"))
     assert len(parts) == 1 and not list((traces / "_wal").glob("*.arrows"))
     spans = pq.read_table(parts[0]).to_pylist()
     runs = {s["trace_id"]: s for s in spans if s["record_type"] == "run"}
@@ -146,8 +146,8 @@ def test_run_the_agent_example_offline_on_the_default_config(
     assert sorted(r["key"] for r in rows) == ["q-01", "q-02", "q-03", "q-04"]
     assert all(r["status"] == "ok" and r["attempts"] == 2 for r in rows)  # tool turn, answer
     assert all(r["output_answer"].startswith("Based on ") for r in rows)  # text: typed column
-    spans = pq.read_table(next((out / "traces").glob("date=*/job_id=*/part-*.parquet")))
-    tools = [s for s in spans.to_pylist() if str(s["span_name"]).startswith("tool ")]
+    spans = pq.read_table(next((out / "traces").glob("date=*/job=*/part-*.parquet")))
+    tools = [s for s in spans.to_pylist() if str(s["span_name"]).startswith("execute_tool ")]
     assert len(tools) == 4 and {s["status"] for s in tools} == {"ok"}
 
 
@@ -159,7 +159,7 @@ def test_traces_go_where_asked_or_nowhere(
         app, ["run", *common, "-o", str(tmp_path / "a"), "--traces", str(tmp_path / "t")]
     )
     assert elsewhere.exit_code == 0, elsewhere.output
-    assert list((tmp_path / "t").glob("date=*/job_id=*/part-*.parquet"))
+    assert list((tmp_path / "t").glob("date=*/job=*/part-*.parquet"))
     assert not (tmp_path / "a" / "traces").exists()
 
     off = runner.invoke(app, ["run", *common, "-o", str(tmp_path / "b"), "--no-traces"])
@@ -361,7 +361,7 @@ def test_the_triage_example_routes_hard_records_to_the_strong_model(
     levels = {r["key"]: r["output_level"] for r in rows}
     # the sim's triage rule: over 25 words, or more than one question, is hard
     assert sorted(k for k, v in levels.items() if v == "hard") == ["t-03", "t-05", "t-08", "t-10"]
-    spans = pq.read_table(next((out / "traces").glob("date=*/job_id=*/part-*.parquet")))
+    spans = pq.read_table(next((out / "traces").glob("date=*/job=*/part-*.parquet")))
     chats = [s for s in spans.to_pylist() if str(s["span_name"]).startswith("chat")]
     answered = {(s["record_key"], s["node_id"], s["request_model"]) for s in chats}
     for key, level in levels.items():

@@ -69,7 +69,7 @@ async def test_an_agent_over_500_records_calls_tools_in_parallel_under_the_cap(
     assert len(rows) == RECORDS
     assert {r["record_key"] for r in rows} == set(keys)
     assert {(r["span_name"], r["provider"], r["status"]) for r in rows} == {
-        ("tool lookup", "mcp:kv", "ok")
+        ("execute_tool lookup", "mcp:kv", "ok")
     }
     assert all(r["input_hmac"] and r["input_text"] is None for r in rows)  # HMAC by default
 

@@ -67,7 +67,7 @@ def test_spans_roll_into_one_zstd_part_with_large_row_groups(tmp_path: Path) -> 
     files = trace_files(tmp_path)
     assert files.segments == []
     (part,) = files.parts
-    assert part.parent.name == "job_id=job1" and part.parent.parent.name.startswith("date=")
+    assert part.parent.name == "job=job1" and part.parent.parent.name.startswith("date=")
     meta = pq.ParquetFile(part).metadata
     assert meta.num_rows == 2500
     assert meta.num_row_groups == 3  # 1000 + 1000 + 500: never a group per flush
@@ -116,7 +116,7 @@ def test_an_orphaned_segment_with_a_torn_tail_is_recovered(tmp_path: Path) -> No
     files = trace_files(tmp_path)
     assert files.segments == []
     (part,) = files.parts
-    assert part.parent.name == "job_id=crashed"
+    assert part.parent.name == "job=crashed"
     assert pq.read_table(part).column("seq_no").to_pylist() == list(range(10))
 
 

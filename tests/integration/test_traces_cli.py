@@ -52,7 +52,8 @@ def test_summary_prints_tables_per_model_node_and_job(runner: CliRunner, traces:
         "3",
         "2",
         "2",
-        "300/480/496",
+        "300/480/496",  # the calls on the wire
+        "5/84",  # an attempt's wait before it: limiter + back-off (15 + 85 for one)
         "40 (mean 10.0)",
         "150/15",
         "$0.0015",
@@ -189,7 +190,9 @@ def test_export_writes_otlp_json_lines_with_genai_attributes(
     assert attrs["fanout.cost_usd"] == {"doubleValue": 0.01}
     assert attrs["fanout.attempt"] == {"intValue": "1"}
     assert attrs["fanout.job_id"] == {"stringValue": "job-a"}
-    assert "fanout.provider" not in attrs and "fanout.input_text" not in attrs
+    assert attrs["fanout.provider"] == {"stringValue": "sim"}  # the config's name for it
+    assert attrs["llm.cost.total"] == {"doubleValue": 0.01}
+    assert "fanout.input_text" not in attrs
 
     failed = by_id[sid("a11")]
     assert failed["status"] == {"code": 2, "message": "slow down"}
@@ -362,11 +365,18 @@ def test_failed_export_leaves_no_file_behind(runner: CliRunner, tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["traces"]
 
 
-def test_export_needs_a_format(runner: CliRunner, traces: Path) -> None:
+def test_export_defaults_to_otlp_json_and_refuses_an_unknown_format(
+    runner: CliRunner, traces: Path
+) -> None:
     result = runner.invoke(app, ["traces", "export", str(traces)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    requests = [json.loads(line)["resourceSpans"][0]["scopeSpans"][0] for line in lines]
+    assert sum(len(request["spans"]) for request in requests) == 14
 
-    assert result.exit_code == 2
-    assert "Missing option '--format'" in result.stderr
+    bad = runner.invoke(app, ["traces", "export", str(traces), "--format", "xml"])
+    assert bad.exit_code == 2
+    assert "unknown --format 'xml': choose one of otlp-json, otlp-proto" in bad.stderr
 
 
 def test_traces_commands_are_listed_and_load_duckdb_lazily() -> None:

@@ -57,6 +57,9 @@ FAST = CallStats(
     input_tokens=150,
     output_tokens=15,
     cost_usd=pytest.approx(0.0015),  # type: ignore[arg-type]
+    backoff_ms=85.0,  # a12's
+    wait_p50_ms=5.0,  # waits before each call: 0 0 5 20 100 (a12: limiter 15 + back-off 85)
+    wait_p95_ms=pytest.approx(84.0),  # type: ignore[arg-type]  # 20 + 0.8 * 80
 )
 
 
@@ -84,6 +87,8 @@ def test_summary_per_model_counts_llm_attempts_only(traces: Path) -> None:
         input_tokens=200,
         output_tokens=50,
         cost_usd=0.01,
+        wait_p50_ms=0.0,
+        wait_p95_ms=0.0,
     )
 
 

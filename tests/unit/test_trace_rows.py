@@ -83,7 +83,7 @@ async def test_a_run_with_retries_a_fallback_and_a_budget_overrun(clock: FakeClo
     assert nodes["c"].status == "error" and nodes["c"].error_type == "BudgetExceeded"
     assert sorted(a.map_index for a in attempts if a.node_id == "m") == [0, 1, 2]
     (tool,) = [a for a in attempts if a.node_id == "split"]
-    assert tool.tool_name == "<lambda>" and tool.span_name.startswith("tool")
+    assert tool.tool_name == "<lambda>" and tool.span_name.startswith("execute_tool ")
 
     retry = [a for a in attempts if a.node_id == "a"][1]
     assert retry.backoff_ms is not None and retry.backoff_ms > 0
