@@ -72,10 +72,13 @@ class AiohttpTransport:
         await anext(self._closer)
         return session
 
-    async def post(self, path: str, body: bytes, *, timeout_s: float) -> Reply:
+    async def post(
+        self, path: str, body: bytes, *, timeout_s: float, headers: dict[str, str] | None = None
+    ) -> Reply:
         url = self._urls.get(path)
         if url is None:
-            url = self._urls[path] = URL(self._base_url + path)
+            # as given (a provider quotes its path): a SigV4 signature covers the bytes sent
+            url = self._urls[path] = URL(self._base_url + path, encoded=True)
         session = self._session
         if session is None or self._loop is not asyncio.get_running_loop():
             session = await self._current()
@@ -89,7 +92,7 @@ class AiohttpTransport:
                 ceil_threshold=_NEVER_ROUNDED,
             )
         try:
-            async with session.post(url, data=body, timeout=timeout) as response:
+            async with session.post(url, data=body, timeout=timeout, headers=headers) as response:
                 raw = await response.read()
                 keep = self._keep
                 kept = {

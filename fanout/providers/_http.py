@@ -55,9 +55,12 @@ class HttpTransport(Protocol):
 
     ``timeout_s`` bounds the whole call (waiting for a pooled connection, connecting,
     sending, reading); connecting alone is bounded by ``connect_timeout_s`` as well.
+    ``headers``: added to this request only (a signature over its body, as SigV4's).
     """
 
-    async def post(self, path: str, body: bytes, *, timeout_s: float) -> Reply: ...
+    async def post(
+        self, path: str, body: bytes, *, timeout_s: float, headers: dict[str, str] | None = None
+    ) -> Reply: ...
 
     async def aclose(self) -> None: ...
 

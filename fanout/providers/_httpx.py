@@ -31,11 +31,15 @@ class HttpxTransport:
             transport=transport,
         )
 
-    async def post(self, path: str, body: bytes, *, timeout_s: float) -> Reply:
+    async def post(
+        self, path: str, body: bytes, *, timeout_s: float, headers: dict[str, str] | None = None
+    ) -> Reply:
         timeout = httpx.Timeout(timeout_s, connect=min(self.connect_timeout_s, timeout_s))
         try:
             async with asyncio.timeout(timeout_s):  # httpx's timeouts bound each step only
-                response = await self._client.post(path, content=body, timeout=timeout)
+                response = await self._client.post(
+                    path, content=body, timeout=timeout, headers=headers
+                )
                 raw = response.content
         except (httpx.ConnectTimeout, httpx.PoolTimeout):
             raise TransportTimeout(sent=False) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,7 @@ from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["OpenAIProvider"]
+__all__ = ["OpenAIProvider", "completion_usage"]
 
 _KEY_LIKE = re.compile(r"\b(sk|pk|key)-[A-Za-z0-9_\-*]{6,}")
 
@@ -54,13 +55,23 @@ class OpenAIProvider:
         timeout_s: float = 60.0,
         connect_timeout_s: float = 5.0,
         transport: httpx.AsyncBaseTransport | HttpTransport | None = None,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self._api_key = SecretStr(api_key) if api_key else None
+        self._secrets = tuple(s for s in secrets if s)  # header and query values from env
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
-        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._completions = "/chat/completions"
+        if query:
+            self._completions += "?" + urllib.parse.urlencode(dict(query))
+        headers = {
+            **({"authorization": f"Bearer {api_key}"} if api_key else {}),
+            **(headers or {}),
+        }
         self._http: HttpTransport
         if transport is None:
             from fanout.providers._aiohttp import AiohttpTransport
@@ -120,7 +131,7 @@ class OpenAIProvider:
                 # can move to (twice its limit), so the deadline decides: a timer of the
                 # transport's, late after a busy loop, would throw an arrived answer away.
                 reply = await self._http.post(
-                    "/chat/completions", body, timeout_s=2 * (connect + timeout) + 1.0
+                    self._completions, body, timeout_s=2 * (connect + timeout) + 1.0
                 )
         except (TimeoutError, TransportTimeout) as exc:
             raise ProviderTimeout(
@@ -160,7 +171,7 @@ class OpenAIProvider:
             content = message.get("content")
             return ChatResponse(
                 content=content if isinstance(content, str) else None,
-                usage=Usage(int(usage["prompt_tokens"]), int(usage.get("completion_tokens") or 0)),
+                usage=completion_usage(usage),
                 finish_reason=str(choice.get("finish_reason") or "stop"),
                 tool_calls=calls,
                 model=str(data.get("model") or ""),
@@ -178,6 +189,8 @@ class OpenAIProvider:
     def _scrub(self, text: str) -> str:
         if self._api_key is not None:
             text = text.replace(self._api_key.get_secret_value(), "***")
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
         return _KEY_LIKE.sub("***", text)
 
     async def aclose(self) -> None:
@@ -185,6 +198,18 @@ class OpenAIProvider:
 
     def __repr__(self) -> str:
         return f"OpenAIProvider({self.name!r}, base_url={self.base_url!r}, api_key=***)"
+
+
+def completion_usage(usage: dict[str, object]) -> Usage:
+    """A chat completion's ``usage``, with the prompt tokens read from the cache
+    (``prompt_tokens_details.cached_tokens``, OpenAI's and Azure's automatic caching)."""
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return Usage(
+        int(usage["prompt_tokens"]),  # type: ignore[call-overload]
+        int(usage.get("completion_tokens") or 0),  # type: ignore[call-overload]
+        int(cached or 0),
+    )
 
 
 def _request_body(request: ChatRequest) -> dict[str, object]:

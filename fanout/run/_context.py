@@ -62,7 +62,12 @@ class ModelRoute:
     batched: bool = False  # through the provider's Batch API
 
     def cost_usd(self, usage: Usage) -> float:
-        return self.config.cost_usd(usage.input_tokens, usage.output_tokens)
+        return self.config.cost_usd(
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cached_input_tokens,
+            usage.cache_write_tokens,
+        )
 
 
 class Router:

@@ -84,6 +84,10 @@ class Span:
     input_tokens: int | None = None
     output_tokens: int | None = None
     estimated_input_tokens: int | None = None
+    # of input_tokens: read from the provider's prompt cache / written to it, each priced
+    # at its own rate in cost_usd (cached_input_usd_per_mtok, cache_write_usd_per_mtok)
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
     cost_usd: float | None = None
     # budget at the time of the span
     budget_limit_usd: float | None = None
@@ -104,7 +108,7 @@ class Span:
 def new_span(**values: Any) -> Span:
     """A span with ``values`` set and every other column at its default.
 
-    Three times cheaper than ``Span(...)``, which assigns all 45 fields: only the
+    Three times cheaper than ``Span(...)``, which assigns all 47 fields: only the
     given ones go into the instance, the rest are read from the class defaults.
     Used on the executor's path, once per run, node and attempt.
     """
@@ -135,6 +139,8 @@ _TYPES: dict[str, pa.DataType] = {
     "input_tokens": _INT,
     "output_tokens": _INT,
     "estimated_input_tokens": _INT,
+    "cached_input_tokens": _INT,
+    "cache_write_tokens": _INT,
     "input_chars": _INT,
     "output_chars": _INT,
     "schema_version": pa.int32(),
