@@ -19,7 +19,10 @@ as LiteLLM's proxy forwards them (``llm_provider-retry-after-ms``, ...).
 (``GET /stats/prompts``: calls answered per prompt, with ``record_prompts``);
 ``POST /stats/reset`` clears them and the buckets; ``POST /admin/faults`` with
 ``{"error_rate": 0.5, ...}`` changes fault rates while running. The Files and Batch
-APIs (``/v1/files``, ``/v1/batches``) are :mod:`fanout.sim._batches`.
+APIs (``/v1/files``, ``/v1/batches``) are :mod:`fanout.sim._batches`; Anthropic, Azure
+OpenAI, Bedrock Converse and Gemini are :mod:`fanout.sim._protocols` (same sim, same
+buckets, their own credentials, headers and errors). A long system prompt is reported
+as cached (``prompt_tokens_details.cached_tokens``) from its second call on.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ except ImportError as exc:  # one clear error naming the extra, not a deep Impor
     ) from None
 from fanout.limits import TokenBucket
 from fanout.sim._batches import BatchEmulator, BatchEmulatorConfig
+from fanout.sim._protocols import PromptCache, ProtocolRoutes, dialect_of
 from fanout.sim._provider import SimProvider
 from fanout.sim._text import MARKER, last_user_text
 from fanout.sim._wire import (
@@ -62,7 +66,7 @@ from fanout.sim._wire import (
     respond_error,
     unless_gone,
 )
-from fanout.types import ChatRequest, ChatResponse, estimate_prompt_tokens
+from fanout.types import ChatRequest, ChatResponse, Usage, estimate_prompt_tokens
 
 __all__ = ["BatchEmulatorConfig", "EmulatorConfig", "EmulatorServer", "build_app"]
 
@@ -91,6 +95,10 @@ class EmulatorConfig:
     max_context_tokens: int | None = None  # larger requests: a context-length 400
     max_body_bytes: int | None = None  # larger bodies: a 413
     proxy_headers: bool = False  # limit and retry headers prefixed llm_provider- (LiteLLM)
+    # the other protocols (fanout.sim._protocols): Anthropic, Azure, Bedrock, Gemini
+    overloaded_rate: float = 0.0  # refused as overloaded (Anthropic's 529, a 503 elsewhere)
+    throttle_rate: float = 0.0  # refused as rate limited whatever the buckets hold
+    cache_min_tokens: int = 1024  # a system prompt this long is cached (every protocol)
     batch: BatchEmulatorConfig = field(default_factory=BatchEmulatorConfig)  # /v1/batches
 
 
@@ -102,6 +110,7 @@ class _Stats:
     errors: int = 0
     cancelled: int = 0  # the client hung up while its call waited
     too_large: int = 0  # answered "Request too large" 429, 413 or context-length 400
+    overloaded: int = 0  # refused as overloaded (overloaded_rate)
     tokens: int = 0
     by_second: dict[int, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     prompts: Counter[str] = field(default_factory=Counter)  # with record_prompts
@@ -118,6 +127,7 @@ class _Emulator:
         self.rng = random.Random(config.seed)
         self.buckets: dict[tuple[str, str], tuple[TokenBucket | None, TokenBucket | None]] = {}
         self.stats = _Stats()
+        self.prompt_cache = PromptCache(config.cache_min_tokens)
 
     def _buckets(self, key: str, model: str) -> tuple[TokenBucket | None, TokenBucket | None]:
         found = self.buckets.get((key, model))
@@ -250,13 +260,15 @@ class _Emulator:
         self.stats.tokens += reply.usage.total_tokens
         if cfg.record_prompts and chat.messages:  # answered in full: a call the caller paid
             self.stats.prompts[str(chat.messages[-1].get("content"))] += 1
-        await respond(send, 200, self._completion(chat, reply), headers)
+        usage = reply.usage
+        if chat.messages[0]["role"] == "system":  # OpenAI caches a long prompt unasked
+            usage = self.prompt_cache.usage(key or "anonymous", chat, usage, marked=None)
+        await respond(send, 200, self._completion(chat, reply, usage), headers)
 
-    def _completion(self, chat: ChatRequest, reply: ChatResponse) -> bytes:
+    def _completion(self, chat: ChatRequest, reply: ChatResponse, usage: Usage) -> bytes:
         message: dict[str, object] = {"role": "assistant", "content": reply.content}
         if reply.tool_calls:
             message["tool_calls"] = [c.to_wire() for c in reply.tool_calls]
-        usage = reply.usage
         return orjson.dumps(
             {
                 "id": f"chatcmpl-{self.stats.accepted}",
@@ -268,6 +280,7 @@ class _Emulator:
                     "prompt_tokens": usage.input_tokens,
                     "completion_tokens": usage.output_tokens,
                     "total_tokens": usage.total_tokens,
+                    "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
                 },
             }
         )
@@ -330,6 +343,7 @@ class _Emulator:
                 "errors": s.errors,
                 "cancelled": s.cancelled,
                 "too_large": s.too_large,
+                "overloaded": s.overloaded,
                 "tokens": s.tokens,
                 "per_second": per_second,
             }
@@ -349,6 +363,8 @@ class _Emulator:
             "latency_ms",
             "tail_rate",
             "tail_latency_ms",
+            "overloaded_rate",
+            "throttle_rate",
         }
         unknown = set(changes) - allowed
         if unknown:
@@ -360,6 +376,7 @@ class _Emulator:
     async def reset_stats(self, request: Request) -> Response:
         self.stats = _Stats()
         self.buckets.clear()
+        self.prompt_cache = PromptCache(self.config.cache_min_tokens)
         return JSONResponse({"ok": True})
 
 
@@ -390,12 +407,18 @@ def build_app(config: EmulatorConfig) -> ASGIApp:
         ]
     )
 
+    protocols = ProtocolRoutes(emulator)
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/v1/chat/completions":
             if scope["method"] == "POST":
                 await emulator.completions(scope, receive, send)
             else:
                 await respond_error(send, 405, "method_not_allowed", "POST only")
+            return
+        other = dialect_of(scope["path"]) if scope["type"] == "http" else None
+        if other is not None and scope["method"] == "POST":
+            await protocols.handle(*other, scope, receive, send)
             return
         await rest(scope, receive, send)
 
