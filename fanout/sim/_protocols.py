@@ -156,7 +156,8 @@ class ProtocolRoutes:
         else:
             key = headers.get("x-goog-api-key") or (query.get("key") or [""])[0]
         if expected is not None and key != expected:
-            return key, ("auth", "invalid x-api-key" if protocol == "anthropic" else "invalid key")
+            # echoed as OpenAI's 401 does: the client must keep it out of its errors
+            return key, ("auth", f"invalid API key provided: {key}")
         return key, None
 
     async def _refused(self, dialect: Dialect, key: str, chat: ChatRequest, send: Send) -> bool:

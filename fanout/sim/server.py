@@ -167,7 +167,10 @@ class _Emulator:
         cfg = self.config
         key = bearer(scope)
         if cfg.api_key is not None and key != cfg.api_key:
-            await respond_error(send, 401, "invalid_api_key", "Incorrect API key provided.")
+            # echoed, as OpenAI does: the client must keep it out of its errors
+            await respond_error(
+                send, 401, "invalid_api_key", f"Incorrect API key provided: {key}."
+            )
             return
         raw = await read_body(receive)
         if cfg.max_body_bytes is not None and len(raw) > cfg.max_body_bytes:
@@ -195,6 +198,8 @@ class _Emulator:
             wait = req.wait_s(1, now)
         if tok is not None:
             wait = max(wait, tok.wait_s(cost, now))
+        if wait <= 0 and cfg.throttle_rate and self.rng.random() < cfg.throttle_rate:
+            wait = 1.0  # throttled by the provider's shared capacity, not this key's bucket
         if wait > 0:
             self.stats.limited += 1
             self.stats.count(ok=False)
@@ -213,6 +218,10 @@ class _Emulator:
         self.stats.accepted += 1
         self.stats.count(ok=True)
         headers = self._proxied(self._limit_headers(req, tok))
+        if cfg.overloaded_rate and self.rng.random() < cfg.overloaded_rate:
+            self.stats.overloaded += 1
+            await respond_error(send, 503, "server_overloaded", "The engine is overloaded.")
+            return
         try:
             if MARKER in last_user_text(chat.messages):  # markers may make it slow
                 replying = asyncio.ensure_future(self.sim.complete(chat))
