@@ -99,7 +99,7 @@ class Verdict(BaseModel):
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_a_classify_job(protocol: str, emulator: Emulator) -> None:
     dag = DAG("classify")
-    text = dag.input("text")
+    dag.input("text")
     dag.output(label=dag.llm("m", "Sentiment of: {text}", max_tokens=5))
     texts = ["great, I love it", "broken and late", "it is a chair"] * 2
     async with Engine(config(protocol, emulator)) as engine:

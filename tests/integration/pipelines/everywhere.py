@@ -24,7 +24,7 @@ def lookup(id: int) -> str:
 
 
 dag = DAG("everywhere")
-text = dag.input("text")
+dag.input("text")
 dag.output(
     label=dag.llm("fast", "Sentiment of: {text}", max_tokens=5),
     answer=dag.llm(
