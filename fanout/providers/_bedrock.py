@@ -75,14 +75,14 @@ class BedrockProvider(JsonApiProvider):
         connect_timeout_s: float = 5.0,
         transport: httpx.AsyncBaseTransport | HttpTransport | None = None,
     ) -> None:
-        require("AWS Bedrock (kind = \"bedrock\")", "botocore", extra="bedrock")
+        require('AWS Bedrock (kind = "bedrock")', "botocore", extra="bedrock")
         import botocore.session
 
         session = botocore.session.Session(profile=profile)
         region = region or session.get_config_variable("region")
         if not region:
             raise ConfigError(
-                f"providers.{name}: no AWS region; set region = \"us-east-1\" (say) in the "
+                f'providers.{name}: no AWS region; set region = "us-east-1" (say) in the '
                 "config, or AWS_REGION in the environment"
             )
         self.region = region

@@ -209,8 +209,16 @@ def _anthropic_message(raw: Any) -> list[Message]:
         if kind == "text":
             texts.append(block["text"])
         elif kind == "tool_use":
-            calls.append({"id": block["id"], "type": "function", "function": {
-                "name": block["name"], "arguments": json.dumps(block.get("input") or {})}})
+            calls.append(
+                {
+                    "id": block["id"],
+                    "type": "function",
+                    "function": {
+                        "name": block["name"],
+                        "arguments": json.dumps(block.get("input") or {}),
+                    },
+                }
+            )
         elif kind == "tool_result":
             value = block.get("content", "")
             if isinstance(value, list):
@@ -363,8 +371,16 @@ def _bedrock_message(raw: Any) -> list[Message]:
             texts.append(block["text"])
         elif "toolUse" in block:
             use = block["toolUse"]
-            calls.append({"id": use["toolUseId"], "type": "function", "function": {
-                "name": use["name"], "arguments": json.dumps(use.get("input") or {})}})
+            calls.append(
+                {
+                    "id": use["toolUseId"],
+                    "type": "function",
+                    "function": {
+                        "name": use["name"],
+                        "arguments": json.dumps(use.get("input") or {}),
+                    },
+                }
+            )
         elif "toolResult" in block:
             result = block["toolResult"]
             value = "".join(
@@ -462,15 +478,29 @@ def _gemini_content(raw: Any, n: int, pending: dict[str, list[str]]) -> list[Mes
             call = part["functionCall"]
             call_id = f"call_{n}_{k}"
             pending.setdefault(call["name"], []).append(call_id)
-            calls.append({"id": call_id, "type": "function", "function": {
-                "name": call["name"], "arguments": json.dumps(call.get("args") or {})}})
+            calls.append(
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {
+                        "name": call["name"],
+                        "arguments": json.dumps(call.get("args") or {}),
+                    },
+                }
+            )
         elif "functionResponse" in part:
             answer = part["functionResponse"]
             waiting = pending.get(answer["name"]) or [f"call_{n}_{k}"]
             response = answer.get("response") or {}
             value = response.get("result", response) if isinstance(response, dict) else response
-            results.append({"role": "tool", "tool_call_id": waiting.pop(0), "name": answer["name"],
-                            "content": value if isinstance(value, str) else json.dumps(value)})
+            results.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": waiting.pop(0),
+                    "name": answer["name"],
+                    "content": value if isinstance(value, str) else json.dumps(value),
+                }
+            )
     if role == "model":
         message: Message = {"role": "assistant", "content": "".join(texts) or None}
         if calls:
