@@ -86,7 +86,17 @@ class BedrockProvider(JsonApiProvider):
                 "config, or AWS_REGION in the environment"
             )
         self.region = region
-        self._credentials = credentials if credentials is not None else session.get_credentials()
+        self._credentials = credentials
+        if credentials is None:
+            import botocore.exceptions
+
+            try:
+                self._credentials = session.get_credentials()
+            except (botocore.exceptions.BotoCoreError, ValueError, OSError) as exc:
+                raise ConfigError(
+                    f"providers.{name}: the AWS credential chain failed "
+                    f"({type(exc).__name__}); check the AWS_* variables and ~/.aws/config"
+                ) from None
         if self._credentials is None:
             raise ConfigError(
                 f"providers.{name}: no AWS credentials found; export AWS_ACCESS_KEY_ID and "
