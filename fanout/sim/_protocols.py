@@ -196,12 +196,15 @@ class ProtocolRoutes:
             await self._error(send, dialect, "filtered", "The prompt was filtered.")
             return
         try:
-            replying = asyncio.ensure_future(em.sim.complete(chat))
-            if not await unless_gone(receive, replying):
-                em.stats.cancelled += 1
-                await respond(send, 499, b"", {})  # nobody reads it: the client is gone
-                return
-            reply = replying.result()
+            if MARKER in prompt:  # markers may make it slow: watch for the client leaving
+                replying = asyncio.ensure_future(em.sim.complete(chat))
+                if not await unless_gone(receive, replying):
+                    em.stats.cancelled += 1
+                    await respond(send, 499, b"", {})  # nobody reads it: the client is gone
+                    return
+                reply = replying.result()
+            else:  # the sim answers at once (no task to watch), as on the OpenAI route
+                reply = await em.sim.complete(chat)
         except ProviderError as exc:  # the sim's own fault markers
             em.stats.errors += 1
             kind = "server" if (exc.status_code or 500) >= 500 else "bad_request"
