@@ -230,8 +230,8 @@ async def test_cached_tokens_are_read_and_priced(protocol: str, emulator: Emulat
     cfg = config(protocol, emulator)
     model = cfg.models["m"]
     async with Engine(cfg, traces=sink) as engine:
-        first = await engine.run(dag, {"text": "great"})
-        second = await engine.run(dag, {"text": "awful"})
+        first = await engine.run(dag, {"text": "great"}, budget_usd=1.0)
+        second = await engine.run(dag, {"text": "awful"}, budget_usd=1.0)
 
     system_tokens = 3 + -(-len(SYSTEM) // 4)  # the emulator's count of the system message
     explicit = protocol in ("anthropic", "bedrock")  # these report the write
@@ -253,6 +253,8 @@ async def test_cached_tokens_are_read_and_priced(protocol: str, emulator: Emulat
         (system_tokens, 0),
     ]
     assert sum(r.cost_usd or 0 for r in rows) == pytest.approx(first.cost_usd + second.cost_usd)
+    # the request's budget settled each call at the same exact price
+    assert [r.budget_spent_usd for r in rows] == pytest.approx([first.cost_usd, second.cost_usd])
 
 
 @pytest.mark.parametrize("protocol", ["openai", "anthropic", "azure", "gemini"])
