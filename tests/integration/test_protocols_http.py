@@ -340,3 +340,28 @@ def _toml(value: object) -> str:
     if isinstance(value, str):
         return f'"{value}"'
     return str(value)
+
+
+async def test_a_header_from_the_environment_authenticates_and_stays_secret(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Azure's key given as ``headers = {"api-key" = {env = "VAR"}}``: sent, and scrubbed
+    from the 401 that echoes a wrong one."""
+    dag = DAG("one")
+    dag.input("text")
+    dag.output(x=dag.llm("m", "Sentiment of: {text}", max_tokens=5, name="x"))
+    extra = {"api_key_env": None, "headers": {"api-key": {"env": "GATEWAY_KEY"}}}
+    monkeypatch.setenv("GATEWAY_KEY", KEY)
+    async with Engine(config("azure", emulator, **extra)) as engine:
+        ok = await engine.run(dag, {"text": "great"})
+    wrong = "gw-wrong-5555555555-SECRET"
+    monkeypatch.setenv("GATEWAY_KEY", wrong)
+    sink = ListSink()
+    caplog.set_level(logging.DEBUG)
+    async with Engine(config("azure", emulator, **extra), traces=sink) as engine:
+        refused = await engine.run(dag, {"text": "great"})
+
+    assert ok.outputs["x"] == "positive"
+    assert "401" in (refused.nodes["x"].error_message or "")
+    everything = [caplog.text, str(refused), *(repr(s) for s in sink.spans)]
+    assert not [text for text in everything if wrong in text]
