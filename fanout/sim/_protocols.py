@@ -3,7 +3,7 @@
 Anthropic ``/v1/messages``, Azure ``/openai/deployments/{d}/chat/completions``, Bedrock
 ``/model/{id}/converse`` and Gemini ``/v1beta/models/{m}:generateContent`` answer from
 the same simulated provider and the same per (key, model) buckets as the OpenAI route,
-each with its protocol's credentials, rate-limit headers and errors (:mod:`._dialects`).
+each with its protocol's credentials, rate-limit headers and errors (:mod:`._dialect`).
 Bedrock's credential is a SigV4 ``Authorization`` header, checked for its form (the
 algorithm, a credential scope of ``bedrock``, the signed headers, a 64-hex signature,
 an ``x-amz-date`` of the scope's day); it is not verified against a secret.
@@ -33,15 +33,19 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from fanout.errors import ProviderError
-from fanout.sim._dialects import DIALECTS, Dialect, Parsed
+from fanout.sim._dialect import Dialect, Parsed
 from fanout.sim._text import MARKER, last_user_text
 from fanout.sim._wire import read_body, respond, unless_gone
+from fanout.sim._wire_anthropic import Anthropic
+from fanout.sim._wire_azure import Azure
+from fanout.sim._wire_bedrock import Bedrock
+from fanout.sim._wire_gemini import Gemini
 from fanout.types import ChatRequest, Usage, estimate_prompt_tokens
 
 if TYPE_CHECKING:
     from fanout.sim.server import _Emulator
 
-__all__ = ["PromptCache", "ProtocolRoutes", "dialect_of", "sigv4_problem"]
+__all__ = ["DIALECTS", "PromptCache", "ProtocolRoutes", "dialect_of", "sigv4_problem"]
 
 _SIGV4 = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[A-Z0-9]{16,128})/(?P<day>\d{8})/[a-z0-9-]+/"
@@ -49,6 +53,8 @@ _SIGV4 = re.compile(
 )
 _AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
 _MAX_CACHED = 100_000
+DIALECTS: dict[str, Dialect] = {d.name: d for d in (Anthropic(), Azure(), Bedrock(), Gemini())}
+"""The emulator's other protocols, by name."""
 
 
 def dialect_of(path: str) -> tuple[Dialect, str] | None:
