@@ -12,12 +12,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from fanout.errors import ConfigError
 
 __all__ = [
+    "AnthropicProviderConfig",
+    "AzureProviderConfig",
     "BatchModelConfig",
     "BatchProviderConfig",
+    "BedrockProviderConfig",
     "CacheConfig",
     "CircuitConfig",
     "Config",
+    "FromEnv",
+    "GeminiProviderConfig",
     "HedgeConfig",
+    "HttpProviderConfig",
     "McpServerConfig",
     "ModelConfig",
     "OpenAIProviderConfig",
@@ -135,7 +141,38 @@ class BatchProviderConfig(_Frozen):
     )
 
 
-class OpenAIProviderConfig(_ProviderBase):
+class FromEnv(_Frozen):
+    """A config value read from an environment variable when the provider is built:
+    ``{env = "NAME"}`` (secrets: keys, tokens). It is never logged or traced."""
+
+    env: str = Field(min_length=1, description="name of the environment variable")
+
+
+class _HttpProviderBase(_ProviderBase):
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="time limit to connect")
+    headers: dict[str, str | FromEnv] = Field(
+        default_factory=dict,
+        description='extra request headers; a secret one as {env = "VAR"}, read from the '
+        "environment",
+    )
+    query: dict[str, str | FromEnv] = Field(
+        default_factory=dict,
+        description='extra query parameters of every call; a secret one as {env = "VAR"}',
+    )
+
+    @model_validator(mode="after")
+    def _no_written_secrets(self) -> _HttpProviderBase:
+        for what, values in (("headers", self.headers), ("query", self.query)):
+            for key, value in values.items():
+                if isinstance(value, str) and _SECRET_NAME.search(key):
+                    raise ValueError(
+                        f"{what}.{key} looks like a secret written into the file; put it "
+                        f'in an environment variable and write {key} = {{env = "VAR"}}'
+                    )
+        return self
+
+
+class OpenAIProviderConfig(_HttpProviderBase):
     """Any OpenAI-compatible chat-completions endpoint, by base URL."""
 
     kind: Literal["openai"]
@@ -143,12 +180,90 @@ class OpenAIProviderConfig(_ProviderBase):
     api_key_env: str | None = Field(
         default=None, description="name of the environment variable that holds the key"
     )
-    connect_timeout_s: float = Field(default=5.0, gt=0, description="time limit to connect")
     batch: BatchProviderConfig = Field(default_factory=BatchProviderConfig)
 
 
-_PROVIDER_KINDS = ("sim", "openai")
-ProviderConfig = Annotated[SimProviderConfig | OpenAIProviderConfig, Field(discriminator="kind")]
+class AnthropicProviderConfig(_HttpProviderBase):
+    """Anthropic's Messages API (``POST {base_url}/messages``)."""
+
+    kind: Literal["anthropic"]
+    base_url: str = Field(default="https://api.anthropic.com/v1", description="the API's base URL")
+    api_key_env: str = Field(
+        default="ANTHROPIC_API_KEY", description="environment variable that holds the key"
+    )
+    anthropic_version: str = Field(default="2023-06-01", description="the anthropic-version header")
+    cache_prompt: bool = Field(
+        default=False,
+        description="mark the system prompt and tools cacheable (cache_control: ephemeral)",
+    )
+
+
+class AzureProviderConfig(_HttpProviderBase):
+    """Azure OpenAI: ``{endpoint}/openai/deployments/{model}/chat/completions?api-version=``;
+    a model alias's ``model`` is the deployment's name."""
+
+    kind: Literal["azure"]
+    endpoint: str = Field(description="the resource's endpoint, https://NAME.openai.azure.com")
+    api_version: str = Field(default="2024-10-21", description="the api-version query parameter")
+    api_key_env: str | None = Field(
+        default="AZURE_OPENAI_API_KEY",
+        description="environment variable that holds the key (sent as api-key)",
+    )
+    token_env: str | None = Field(
+        default=None,
+        description="environment variable that holds a Microsoft Entra ID bearer token "
+        "(instead of a key)",
+    )
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> AzureProviderConfig:
+        if self.token_env is not None and "api_key_env" in self.model_fields_set:
+            raise ValueError("set api_key_env or token_env, not both")
+        return self
+
+
+class BedrockProviderConfig(_HttpProviderBase):
+    """AWS Bedrock's Converse API, signed with SigV4 by botocore (the ``bedrock`` extra);
+    credentials come from the standard AWS chain (environment, profile, SSO, role)."""
+
+    kind: Literal["bedrock"]
+    region: str | None = Field(
+        default=None, description="AWS region (default: the AWS chain's, e.g. AWS_REGION)"
+    )
+    profile: str | None = Field(default=None, description="an AWS profile of ~/.aws/config")
+    base_url: str | None = Field(
+        default=None,
+        description="default https://bedrock-runtime.REGION.amazonaws.com (a VPC endpoint here)",
+    )
+    cache_prompt: bool = Field(
+        default=False, description="put a cache point after the system prompt and tools"
+    )
+
+
+class GeminiProviderConfig(_HttpProviderBase):
+    """Google's Gemini API (``POST {base_url}/models/{model}:generateContent``)."""
+
+    kind: Literal["gemini"]
+    base_url: str = Field(
+        default="https://generativelanguage.googleapis.com/v1beta", description="the API's base URL"
+    )
+    api_key_env: str = Field(
+        default="GEMINI_API_KEY",
+        description="environment variable that holds the key (sent as x-goog-api-key)",
+    )
+
+
+HttpProviderConfig = (
+    OpenAIProviderConfig
+    | AnthropicProviderConfig
+    | AzureProviderConfig
+    | BedrockProviderConfig
+    | GeminiProviderConfig
+)
+_PROVIDER_KINDS = ("sim", "openai", "anthropic", "azure", "bedrock", "gemini")
+ProviderConfig = Annotated[
+    SimProviderConfig | HttpProviderConfig, Field(discriminator="kind")
+]
 
 
 class HedgeConfig(_Frozen):
@@ -200,6 +315,16 @@ class ModelConfig(_Frozen):
     output_usd_per_mtok: float = Field(
         default=0.0, ge=0, description="USD per million completion tokens"
     )
+    cached_input_usd_per_mtok: float | None = Field(
+        default=None, ge=0,
+        description="USD per million prompt tokens read from the provider's cache "
+        "(default: input_usd_per_mtok)",
+    )
+    cache_write_usd_per_mtok: float | None = Field(
+        default=None, ge=0,
+        description="USD per million prompt tokens written to the cache (Anthropic, Bedrock; "
+        "default: input_usd_per_mtok)",
+    )
     hedge: HedgeConfig | None = Field(default=None, description="hedging of slow calls (opt-in)")
     batch: BatchModelConfig = Field(default_factory=BatchModelConfig)
     stream: bool = Field(
@@ -223,9 +348,23 @@ class ModelConfig(_Frozen):
         default=None, ge=1, description="embeddings: the vectors' size, sent with each call"
     )
 
-    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+    def cost_usd(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> float:
+        """The price of a call; ``input_tokens`` includes the cached and cache-written ones."""
+        price_in = self.input_usd_per_mtok
+        cached = self.cached_input_usd_per_mtok
+        write = self.cache_write_usd_per_mtok
+        fresh = input_tokens - cached_input_tokens - cache_write_tokens
         return (
-            input_tokens * self.input_usd_per_mtok + output_tokens * self.output_usd_per_mtok
+            fresh * price_in
+            + cached_input_tokens * (price_in if cached is None else cached)
+            + cache_write_tokens * (price_in if write is None else write)
+            + output_tokens * self.output_usd_per_mtok
         ) / 1_000_000
 
     def batch_priced(self, discount: float) -> ModelConfig:
@@ -239,6 +378,12 @@ class ModelConfig(_Frozen):
                 "output_usd_per_mtok": batch.output_usd_per_mtok
                 if batch.output_usd_per_mtok is not None
                 else self.output_usd_per_mtok * discount,
+                "cached_input_usd_per_mtok": None
+                if self.cached_input_usd_per_mtok is None
+                else self.cached_input_usd_per_mtok * discount,
+                "cache_write_usd_per_mtok": None
+                if self.cache_write_usd_per_mtok is None
+                else self.cache_write_usd_per_mtok * discount,
             }
         )
 

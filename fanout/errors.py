@@ -18,6 +18,7 @@
         │   ├── ProviderConnectionError
         │   │   └── StreamCut    a streamed reply broke off mid-way (what arrived is discarded)
         │   ├── ProviderHTTPError  any other non-2xx; carries status_code
+        │   │   └── ContentFiltered  the provider's content filter refused the prompt or reply
         │   ├── InvalidResponse  a body that is not what the API promises
         │   ├── CircuitOpen      the provider/model failed repeatedly; not called now
         │   └── ProviderOutage   down longer than a batch job waits (max_outage_s): the job stops
@@ -45,6 +46,7 @@ __all__ = [
     "BudgetExceeded",
     "CircuitOpen",
     "ConfigError",
+    "ContentFiltered",
     "DeadlineExceeded",
     "FanoutError",
     "GuardRejected",
@@ -260,6 +262,27 @@ class ProviderHTTPError(ProviderError):
         # policy, so another model may answer); auth, missing model and 5xx may not.
         default_fallback = code != 400 or content_filter
         self.fallback_ok = default_fallback if fallback_ok is None else fallback_ok
+
+
+class ContentFiltered(ProviderHTTPError):
+    """The provider's content filter refused the prompt, or cut the reply (Azure's
+    ``content_filter`` 400 or finish reason, a Gemini prompt blocked for safety).
+
+    Fails this request alone: never retried on the same model, no sign of the provider's
+    health, but another model of the fallback chain (another policy) may answer."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        status_code: int | None = 400,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            message, provider=provider, status_code=status_code, retryable=False,
+            fallback_ok=True, content_filter=True, headers=headers,
+        )  # fmt: skip
 
 
 class InvalidResponse(ProviderError):

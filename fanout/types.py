@@ -139,10 +139,19 @@ class ToolSpec:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts as the provider reported them."""
+    """Token counts as the provider reported them.
+
+    ``input_tokens`` counts every prompt token, cached or not (OpenAI's and Gemini's
+    prompt count; Anthropic's and Bedrock's input plus their cache reads and writes):
+    rate limits and budgets count them all. ``cached_input_tokens`` of them were read
+    from the provider's prompt cache and ``cache_write_tokens`` written to it (Anthropic,
+    Bedrock), each priced at its own rate (:meth:`fanout.config.ModelConfig.cost_usd`).
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -150,11 +159,19 @@ class Usage:
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
-            self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cached_input_tokens + other.cached_input_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
         )
 
-    def __reduce__(self) -> tuple[type[Usage], tuple[int, int]]:
+    def __reduce__(self) -> tuple[type[Usage], tuple[int, ...]]:
         # by position (see fanout.run._result): fewer bytes, less time than by field name
+        if self.cached_input_tokens or self.cache_write_tokens:
+            return Usage, (
+                self.input_tokens, self.output_tokens,
+                self.cached_input_tokens, self.cache_write_tokens,
+            )  # fmt: skip
         return Usage, (self.input_tokens, self.output_tokens)
 
 

@@ -30,6 +30,15 @@ def sim_server(  # one parameter per option: typer reads the signature
     truncate_rate: Annotated[float, typer.Option(help="Share of bodies cut short.")] = 0.0,
     hang_rate: Annotated[float, typer.Option(help="Share of calls that never answer.")] = 0.0,
     malformed_rate: Annotated[float, typer.Option(help="Share of malformed bodies.")] = 0.0,
+    overloaded_rate: Annotated[
+        float, typer.Option(help="Share refused as overloaded (Anthropic's 529, else 503).")
+    ] = 0.0,
+    throttle_rate: Annotated[
+        float, typer.Option(help="Share refused as rate limited whatever the buckets hold.")
+    ] = 0.0,
+    cache_min_tokens: Annotated[
+        int, typer.Option(min=1, help="A system prompt this long is reported cached.")
+    ] = 1024,
     no_limit_headers: Annotated[
         bool,
         typer.Option("--no-limit-headers", help="Do not send x-ratelimit-limit-* headers."),
@@ -77,14 +86,17 @@ def sim_server(  # one parameter per option: typer reads the signature
         int, typer.Option(min=0, help="This many streamed replies break off half-way.")
     ] = 0,
 ) -> None:
-    """Run the OpenAI-compatible provider emulator (limits, latency, faults) on loopback.
+    """Run the provider emulator (limits, latency, faults) on loopback.
 
-    It serves /v1/chat/completions (streamed for "stream": true), /v1/embeddings
-    (hash-seeded vectors) and the Files and Batch APIs (/v1/files,
+    It serves OpenAI's /v1/chat/completions (streamed for "stream": true),
+    /v1/embeddings (hash-seeded vectors) and the Files and Batch APIs (/v1/files,
     /v1/batches: validating -> in_progress -> finalizing -> completed, or failed,
-    expired, cancelled), with the --batch-* options.
+    expired, cancelled), with the --batch-* options; Anthropic's /v1/messages, Azure
+    OpenAI's /openai/deployments/D/chat/completions, Bedrock's /model/M/converse and
+    Gemini's /v1beta/models/M:generateContent.
     """
     rates = {"error": error_rate, "truncate": truncate_rate, "hang": hang_rate, "tail": tail_rate}
+    rates |= {"overloaded": overloaded_rate, "throttle": throttle_rate}
     rates["batch-line-error"] = batch_line_error_rate
     for name, rate in {**rates, "malformed": malformed_rate}.items():
         if not 0 <= rate <= 1:
@@ -120,6 +132,9 @@ def sim_server(  # one parameter per option: typer reads the signature
         max_body_bytes=max_body_bytes,
         proxy_headers=proxy_headers,
         cut_streams=cut_streams,
+        overloaded_rate=overloaded_rate,
+        throttle_rate=throttle_rate,
+        cache_min_tokens=cache_min_tokens,
         batch=BatchEmulatorConfig(
             delay_s=batch_delay_s,
             expire_s=batch_expire_s,

@@ -1,5 +1,9 @@
 """Parses rate-limit response headers (OpenAI ``x-ratelimit-*``, ``retry-after``, Anthropic).
 
+Anthropic's ``anthropic-ratelimit-{requests,tokens}-*`` give limits per minute like
+OpenAI's (``tokens`` is the input and output limits' sum, what fanout's token bucket
+counts), but their resets are RFC 3339 times: read relative to the response's ``date``.
+
 Behind LiteLLM's proxy the provider's own headers arrive prefixed ``llm_provider-``
 (``llm_provider-retry-after-ms``, ``llm_provider-x-ratelimit-remaining-tokens``): each is
 read where the plain header is missing.
@@ -10,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 
 __all__ = ["RateLimitHeaders", "parse_duration_s"]
@@ -65,6 +70,12 @@ class RateLimitHeaders:
             headers.setdefault(name[len(_PROXIED) :], headers[name])
         reset_req = headers.get("x-ratelimit-reset-requests")
         reset_tok = headers.get("x-ratelimit-reset-tokens")
+        reset_req_s = parse_duration_s(reset_req) if reset_req else None
+        reset_tok_s = parse_duration_s(reset_tok) if reset_tok else None
+        if reset_req_s is None:
+            reset_req_s = _reset_at(headers, "anthropic-ratelimit-requests-reset")
+        if reset_tok_s is None:
+            reset_tok_s = _reset_at(headers, "anthropic-ratelimit-tokens-reset")
         return cls(
             limit_requests=_number(
                 headers, "x-ratelimit-limit-requests", "anthropic-ratelimit-requests-limit"
@@ -78,10 +89,24 @@ class RateLimitHeaders:
             remaining_tokens=_number(
                 headers, "x-ratelimit-remaining-tokens", "anthropic-ratelimit-tokens-remaining"
             ),
-            reset_requests_s=parse_duration_s(reset_req) if reset_req else None,
-            reset_tokens_s=parse_duration_s(reset_tok) if reset_tok else None,
+            reset_requests_s=reset_req_s,
+            reset_tokens_s=reset_tok_s,
             retry_after_s=_retry_after(headers),
         )
+
+
+def _reset_at(headers: Mapping[str, str], name: str) -> float | None:
+    """Seconds from the response's ``date`` to the RFC 3339 time in header ``name``."""
+    value = headers.get(name)
+    sent = headers.get("date")
+    if value is None or sent is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        base = parsedate_to_datetime(sent)
+        return max(0.0, (when - base).total_seconds())
+    except (TypeError, ValueError):
+        return None
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

@@ -1,7 +1,10 @@
 """Provider clients: the ``Provider`` protocol (and its optional seams: streaming,
-embeddings, content kinds), the OpenAI-compatible HTTP client (aiohttp), and the Batch
-API seam with its OpenAI backend."""
+embeddings, content kinds), one client per wire protocol (OpenAI-compatible, Anthropic,
+Azure OpenAI, Bedrock Converse, Gemini) over one HTTP transport (aiohttp), and the
+Batch API seam with its OpenAI backend."""
 
+from fanout.providers._anthropic import AnthropicProvider
+from fanout.providers._azure import AzureOpenAIProvider
 from fanout.providers._base import (
     EmbeddingProvider,
     Provider,
@@ -15,6 +18,9 @@ from fanout.providers._batch_api import (
     BatchStatus,
     LineResult,
 )
+from fanout.providers._bedrock import BedrockProvider
+from fanout.providers._build import build_http_provider
+from fanout.providers._gemini import GeminiProvider
 from fanout.providers._openai import OpenAIProvider
 from fanout.providers._openai_batch import OpenAIBatchAPI
 from fanout.providers._parts import ImageSource, image_source, parts_of
@@ -24,10 +30,14 @@ from fanout.providers._sse import SSEParser
 __all__ = [
     "CALL_HEADERS",
     "ENDED_STATES",
+    "AnthropicProvider",
+    "AzureOpenAIProvider",
     "BatchAPI",
     "BatchStatus",
     "BatchingProvider",
+    "BedrockProvider",
     "EmbeddingProvider",
+    "GeminiProvider",
     "ImageSource",
     "LineResult",
     "OpenAIBatchAPI",
@@ -36,6 +46,7 @@ __all__ = [
     "SSEParser",
     "StreamingProvider",
     "accepted_modalities",
+    "build_http_provider",
     "image_source",
     "parts_of",
 ]

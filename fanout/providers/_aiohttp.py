@@ -95,7 +95,7 @@ class AiohttpTransport:
     def _url(self, path: str) -> URL:
         url = self._urls.get(path)
         if url is None:
-            url = self._urls[path] = URL(self._base_url + path)
+            url = self._urls[path] = URL(self._base_url + path, encoded=True)
         return url
 
     def _kept(self, response: aiohttp.ClientResponse) -> dict[str, str]:
@@ -111,7 +111,7 @@ class AiohttpTransport:
     ) -> Reply:
         url = self._urls.get(path)
         if url is None:
-            url = self._urls[path] = URL(self._base_url + path)
+            url = self._urls[path] = URL(self._base_url + path, encoded=True)
         session = self._session
         if session is None or self._loop is not asyncio.get_running_loop():
             session = await self._current()

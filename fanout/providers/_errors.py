@@ -22,7 +22,13 @@ from collections.abc import Callable, Mapping
 
 import orjson
 
-from fanout.errors import ProviderError, ProviderHTTPError, RateLimited, RequestTooLarge
+from fanout.errors import (
+    ContentFiltered,
+    ProviderError,
+    ProviderHTTPError,
+    RateLimited,
+    RequestTooLarge,
+)
 from fanout.limits import RateLimitHeaders
 
 __all__ = ["KEPT_HEADERS", "error_detail", "error_for", "response_headers"]
@@ -39,7 +45,8 @@ _TPM_NUMBERS = re.compile(r"limit\D{0,5}(\d[\d,]*)\D{1,20}requested\D{0,5}(\d[\d
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
 _CONTEXT_TEXT = re.compile(
     r"maximum context length|context length|context window|prompt is too long|"
-    r"too many tokens|exceeds the (?:available )?context|ContextWindowExceeded",
+    r"too many tokens|exceeds the (?:available )?context|ContextWindowExceeded|"
+    r"exceeds the maximum number of tokens|input is too long",
     re.IGNORECASE,
 )
 # "maximum context length is 8192 tokens. However, you requested 9000 tokens";
@@ -96,13 +103,9 @@ def error_for(
     if status == 429:
         retry_after = RateLimitHeaders.parse(headers).retry_after_s
         return RateLimited(text, provider=provider, retry_after_s=retry_after, headers=headers)
-    return ProviderHTTPError(
-        text,
-        provider=provider,
-        status_code=status,
-        content_filter=code == "content_filter",
-        headers=headers,
-    )
+    if code == "content_filter":  # OpenAI, Azure (its innererror: ResponsibleAIPolicyViolation)
+        return ContentFiltered(text, provider=provider, status_code=status, headers=headers)
+    return ProviderHTTPError(text, provider=provider, status_code=status, headers=headers)
 
 
 def _too_large(

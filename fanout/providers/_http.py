@@ -76,7 +76,8 @@ class HttpTransport(Protocol):
 
     ``timeout_s`` bounds the whole call (waiting for a pooled connection, connecting,
     sending, reading); connecting alone is bounded by ``connect_timeout_s`` as well.
-    ``headers`` are added to this request only (a W3C ``traceparent``).
+    ``headers`` are added to this request only (a W3C ``traceparent``, a signature over
+    the body as SigV4's); the path is sent as given (already quoted).
     """
 
     async def post(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -45,7 +46,7 @@ from fanout.types import (
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["OpenAIProvider"]
+__all__ = ["OpenAIProvider", "completion_usage"]
 
 _KEY_LIKE = re.compile(r"\b(sk|pk|key)-[A-Za-z0-9_\-*]{6,}")
 
@@ -82,13 +83,23 @@ class OpenAIProvider:
         timeout_s: float = 60.0,
         connect_timeout_s: float = 5.0,
         transport: httpx.AsyncBaseTransport | HttpTransport | None = None,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self._api_key = SecretStr(api_key) if api_key else None
+        self._secrets = tuple(s for s in secrets if s)  # header and query values from env
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
-        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        suffix = "?" + urllib.parse.urlencode(dict(query)) if query else ""
+        self._completions = "/chat/completions" + suffix
+        self._embeddings = "/embeddings" + suffix
+        headers = {
+            **({"authorization": f"Bearer {api_key}"} if api_key else {}),
+            **(headers or {}),
+        }
         self._http: HttpTransport
         if transport is None:
             from fanout.providers._aiohttp import AiohttpTransport
@@ -141,7 +152,7 @@ class OpenAIProvider:
         body = orjson.dumps(_request_body(request))
         async with self._guarded(timeout_s) as (_timeout, backstop):
             reply = await self._http.post(
-                "/chat/completions",
+                self._completions,
                 body,
                 timeout_s=backstop,
                 headers=CALL_HEADERS.get(),  # a traceparent, where the run sends one
@@ -198,7 +209,7 @@ class OpenAIProvider:
             async with (
                 self._guarded(timeout_s) as (_, backstop),
                 http.stream(
-                    "/chat/completions",
+                    self._completions,
                     orjson.dumps(body),
                     timeout_s=backstop,
                     headers=CALL_HEADERS.get(),
@@ -251,7 +262,9 @@ class OpenAIProvider:
         if request.dimensions is not None:
             payload["dimensions"] = request.dimensions
         async with self._guarded(timeout_s) as (_, backstop):
-            reply = await self._http.post("/embeddings", orjson.dumps(payload), timeout_s=backstop)
+            reply = await self._http.post(
+                self._embeddings, orjson.dumps(payload), timeout_s=backstop
+            )
         if reply.status != 200:
             raise self._http_error(reply.status, reply.body, reply.headers)
         try:
@@ -295,7 +308,7 @@ class OpenAIProvider:
             content = message.get("content")
             return ChatResponse(
                 content=content if isinstance(content, str) else None,
-                usage=Usage(int(usage["prompt_tokens"]), int(usage.get("completion_tokens") or 0)),
+                usage=completion_usage(usage),
                 finish_reason=str(choice.get("finish_reason") or "stop"),
                 tool_calls=calls,
                 model=str(data.get("model") or ""),
@@ -314,6 +327,8 @@ class OpenAIProvider:
     def _scrub(self, text: str) -> str:
         if self._api_key is not None:
             text = text.replace(self._api_key.get_secret_value(), "***")
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
         return _KEY_LIKE.sub("***", text)
 
     async def aclose(self) -> None:
@@ -321,6 +336,18 @@ class OpenAIProvider:
 
     def __repr__(self) -> str:
         return f"OpenAIProvider({self.name!r}, base_url={self.base_url!r}, api_key=***)"
+
+
+def completion_usage(usage: dict[str, object]) -> Usage:
+    """A chat completion's ``usage``, with the prompt tokens read from the cache
+    (``prompt_tokens_details.cached_tokens``, OpenAI's and Azure's automatic caching)."""
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return Usage(
+        int(usage["prompt_tokens"]),  # type: ignore[call-overload]
+        int(usage.get("completion_tokens") or 0),  # type: ignore[call-overload]
+        int(cached or 0),
+    )
 
 
 def _request_body(request: ChatRequest) -> dict[str, object]:

@@ -53,8 +53,12 @@ class StreamAssembler:
         self.id = str(chunk.get("id") or self.id)
         usage = chunk.get("usage")
         if isinstance(usage, dict):
+            details = usage.get("prompt_tokens_details")
+            cached = details.get("cached_tokens") if isinstance(details, dict) else None
             self.usage = Usage(
-                int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+                int(usage.get("prompt_tokens") or 0),
+                int(usage.get("completion_tokens") or 0),
+                int(cached or 0),  # read from the provider's prompt cache
             )
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:

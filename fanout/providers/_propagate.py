@@ -12,6 +12,4 @@ from contextvars import ContextVar
 
 __all__ = ["CALL_HEADERS"]
 
-CALL_HEADERS: ContextVar[Mapping[str, str] | None] = ContextVar(
-    "fanout_call_headers", default=None
-)
+CALL_HEADERS: ContextVar[Mapping[str, str] | None] = ContextVar("fanout_call_headers", default=None)

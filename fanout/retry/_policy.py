@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from tenacity import RetryCallState, wait_random_exponential
 
 from fanout.errors import (
+    ContentFiltered,
     InvalidResponse,
     ProviderConnectionError,
     ProviderError,
@@ -44,6 +45,8 @@ def classify(error: BaseException) -> ErrorClass:
         return "connection"
     if isinstance(error, InvalidResponse):
         return "invalid_response"
+    if isinstance(error, ContentFiltered):  # whatever its status (400, or a 200 cut short)
+        return "content_filter"
     if isinstance(error, ProviderHTTPError):
         code = error.status_code or 0
         if code >= 500 or code in (408, 409):

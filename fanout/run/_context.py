@@ -88,7 +88,12 @@ class ModelRoute:
     wire: Wire | None = None  # the provider's well-known name and host, for trace rows
 
     def cost_usd(self, usage: Usage) -> float:
-        return self.config.cost_usd(usage.input_tokens, usage.output_tokens)
+        return self.config.cost_usd(
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cached_input_tokens,
+            usage.cache_write_tokens,
+        )
 
 
 class Router:

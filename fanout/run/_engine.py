@@ -15,7 +15,7 @@ from fanout.budget import Budget
 from fanout.clock import Clock, SystemClock
 from fanout.config import (
     Config,
-    OpenAIProviderConfig,
+    ProviderConfig,
     SimProviderConfig,
     default_config,
     load_config,
@@ -23,7 +23,7 @@ from fanout.config import (
 from fanout.dag import DAG, Plan, check_input_types
 from fanout.errors import ConfigError
 from fanout.limits import Limiter, LimiterState
-from fanout.providers import OpenAIProvider, Provider
+from fanout.providers import Provider, build_http_provider
 from fanout.retry import HedgePolicy
 from fanout.run._approval import PAUSED
 from fanout.run._cache import ResponseCache
@@ -693,16 +693,7 @@ def _cache(cache: ResponseCache | str | Path | None, config: Config) -> Response
     return cache
 
 
-def _build_provider(
-    name: str, cfg: SimProviderConfig | OpenAIProviderConfig, clock: Clock
-) -> Provider:
+def _build_provider(name: str, cfg: ProviderConfig, clock: Clock) -> Provider:
     if isinstance(cfg, SimProviderConfig):
         return SimProvider.from_config(name, cfg, clock=clock)
-    return OpenAIProvider.from_env(
-        name,
-        base_url=cfg.base_url,
-        api_key_env=cfg.api_key_env,
-        max_connections=cfg.max_concurrency,
-        timeout_s=cfg.timeout_s,
-        connect_timeout_s=cfg.connect_timeout_s,
-    )
+    return build_http_provider(name, cfg)

@@ -81,8 +81,18 @@ def response_entry(response: ChatResponse) -> dict[str, object]:
         "finish_reason": response.finish_reason,
         "tool_calls": [[c.id, c.name, c.arguments] for c in response.tool_calls],
         "model": response.model,
-        "usage": [response.usage.input_tokens, response.usage.output_tokens],
+        "usage": _usage_entry(response.usage),
     }
+
+
+def _usage_entry(usage: Usage) -> list[int]:
+    """``[in, out]``, with ``cached, written`` after them when the prompt cache was used."""
+    if usage.cached_input_tokens or usage.cache_write_tokens:
+        return [
+            usage.input_tokens, usage.output_tokens,
+            usage.cached_input_tokens, usage.cache_write_tokens,
+        ]  # fmt: skip
+    return [usage.input_tokens, usage.output_tokens]
 
 
 def response_from(entry: dict[str, object]) -> ChatResponse:
@@ -92,7 +102,7 @@ def response_from(entry: dict[str, object]) -> ChatResponse:
     calls = entry["tool_calls"]
     return ChatResponse(
         content=entry["content"],  # type: ignore[arg-type]
-        usage=Usage(int(usage[0]), int(usage[1])),  # type: ignore[index]
+        usage=Usage(*(int(n) for n in usage)),  # type: ignore[attr-defined]
         finish_reason=str(entry["finish_reason"]),
         tool_calls=tuple(ToolCall(str(i), str(n), str(a)) for i, n, a in calls),  # type: ignore[attr-defined]
         model=str(entry["model"]),

@@ -187,8 +187,12 @@ class Tracer:
             else:
                 if replayed:  # paid for by the run that made the call
                     span.replayed = True
-                span.input_tokens = response.usage.input_tokens
-                span.output_tokens = response.usage.output_tokens
+                usage = response.usage
+                span.input_tokens = usage.input_tokens
+                span.output_tokens = usage.output_tokens
+                if usage.cached_input_tokens or usage.cache_write_tokens:
+                    span.cached_input_tokens = usage.cached_input_tokens
+                    span.cache_write_tokens = usage.cache_write_tokens
                 span.cost_usd = cost_usd
                 if input_cost_usd is not None:
                     span.input_cost_usd = input_cost_usd

@@ -25,6 +25,10 @@ event after ``latency_ms``, then a piece of text per event, ``latency_per_token_
 apart; ``cut_streams`` (config or ``/admin/faults``): that many streamed replies break
 off half-way. ``POST /v1/embeddings`` answers hash-seeded unit vectors
 (:mod:`fanout.sim._embed`) with usage, under the same buckets.
+Anthropic, Azure
+OpenAI, Bedrock Converse and Gemini are :mod:`fanout.sim._protocols` (same sim, same
+buckets, their own credentials, headers and errors). A long system prompt is reported
+as cached (``prompt_tokens_details.cached_tokens``) from its second call on.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ except ImportError as exc:  # one clear error naming the extra, not a deep Impor
 from fanout.limits import TokenBucket
 from fanout.sim._batches import BatchEmulator, BatchEmulatorConfig
 from fanout.sim._embed import DEFAULT_DIMENSIONS, sim_embeddings
+from fanout.sim._protocols import PromptCache, ProtocolRoutes, dialect_of
 from fanout.sim._provider import SimProvider
 from fanout.sim._stream import stream_reply
 from fanout.sim._text import MARKER, last_user_text
@@ -69,7 +74,7 @@ from fanout.sim._wire import (
     respond_error,
     unless_gone,
 )
-from fanout.types import ChatRequest, ChatResponse, EmbedRequest, estimate_prompt_tokens
+from fanout.types import ChatRequest, ChatResponse, EmbedRequest, Usage, estimate_prompt_tokens
 
 __all__ = ["BatchEmulatorConfig", "EmulatorConfig", "EmulatorServer", "build_app"]
 
@@ -98,6 +103,10 @@ class EmulatorConfig:
     max_context_tokens: int | None = None  # larger requests: a context-length 400
     max_body_bytes: int | None = None  # larger bodies: a 413
     proxy_headers: bool = False  # limit and retry headers prefixed llm_provider- (LiteLLM)
+    # the other protocols (fanout.sim._protocols): Anthropic, Azure, Bedrock, Gemini
+    overloaded_rate: float = 0.0  # refused as overloaded (Anthropic's 529, a 503 elsewhere)
+    throttle_rate: float = 0.0  # refused as rate limited whatever the buckets hold
+    cache_min_tokens: int = 1024  # a system prompt this long is cached (every protocol)
     batch: BatchEmulatorConfig = field(default_factory=BatchEmulatorConfig)  # /v1/batches
     cut_streams: int = 0  # this many streamed replies break off half-way (then none)
     embedding_dimensions: int = DEFAULT_DIMENSIONS  # vector size when a request names none
@@ -112,6 +121,7 @@ class _Stats:
     errors: int = 0
     cancelled: int = 0  # the client hung up while its call waited
     too_large: int = 0  # answered "Request too large" 429, 413 or context-length 400
+    overloaded: int = 0  # refused as overloaded (overloaded_rate)
     tokens: int = 0
     streams: int = 0  # streamed replies begun
     streams_cut: int = 0  # ... of them broken off half-way
@@ -133,6 +143,7 @@ class _Emulator:
         self.buckets: dict[tuple[str, str], tuple[TokenBucket | None, TokenBucket | None]] = {}
         self.stats = _Stats()
         self.cuts_left = config.cut_streams
+        self.prompt_cache = PromptCache(config.cache_min_tokens)
 
     def _buckets(self, key: str, model: str) -> tuple[TokenBucket | None, TokenBucket | None]:
         found = self.buckets.get((key, model))
@@ -172,7 +183,8 @@ class _Emulator:
         cfg = self.config
         key = bearer(scope)
         if cfg.api_key is not None and key != cfg.api_key:
-            await respond_error(send, 401, "invalid_api_key", "Incorrect API key provided.")
+            # echoed, as OpenAI does: the client must keep it out of its errors
+            await respond_error(send, 401, "invalid_api_key", f"Incorrect API key provided: {key}.")
             return
         raw = await read_body(receive)
         if cfg.max_body_bytes is not None and len(raw) > cfg.max_body_bytes:
@@ -201,6 +213,8 @@ class _Emulator:
             wait = req.wait_s(1, now)
         if tok is not None:
             wait = max(wait, tok.wait_s(cost, now))
+        if wait <= 0 and cfg.throttle_rate and self.rng.random() < cfg.throttle_rate:
+            wait = 1.0  # throttled by the provider's shared capacity, not this key's bucket
         if wait > 0:
             self.stats.limited += 1
             self.stats.count(ok=False)
@@ -219,6 +233,10 @@ class _Emulator:
         self.stats.accepted += 1
         self.stats.count(ok=True)
         headers = self._proxied(self._limit_headers(req, tok))
+        if cfg.overloaded_rate and self.rng.random() < cfg.overloaded_rate:
+            self.stats.overloaded += 1
+            await respond_error(send, 503, "server_overloaded", "The engine is overloaded.")
+            return
         try:
             if MARKER in last_user_text(chat.messages):  # markers may make it slow
                 replying = asyncio.ensure_future(self.sim.complete(chat))
@@ -272,7 +290,10 @@ class _Emulator:
         if chat.stream:
             await self._stream(send, chat, payload, reply, headers)
             return
-        await respond(send, 200, self._completion(chat, reply), headers)
+        usage = reply.usage
+        if chat.messages[0]["role"] == "system":  # OpenAI caches a long prompt unasked
+            usage = self.prompt_cache.usage(key or "anonymous", chat, usage, marked=None)
+        await respond(send, 200, self._completion(chat, reply, usage), headers)
 
     async def _stream(
         self,
@@ -344,11 +365,10 @@ class _Emulator:
         }
         await respond(send, 200, orjson.dumps(body), self._limit_headers(req, tok))
 
-    def _completion(self, chat: ChatRequest, reply: ChatResponse) -> bytes:
+    def _completion(self, chat: ChatRequest, reply: ChatResponse, usage: Usage) -> bytes:
         message: dict[str, object] = {"role": "assistant", "content": reply.content}
         if reply.tool_calls:
             message["tool_calls"] = [c.to_wire() for c in reply.tool_calls]
-        usage = reply.usage
         return orjson.dumps(
             {
                 "id": f"chatcmpl-{self.stats.accepted}",
@@ -360,6 +380,7 @@ class _Emulator:
                     "prompt_tokens": usage.input_tokens,
                     "completion_tokens": usage.output_tokens,
                     "total_tokens": usage.total_tokens,
+                    "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
                 },
             }
         )
@@ -422,6 +443,7 @@ class _Emulator:
                 "errors": s.errors,
                 "cancelled": s.cancelled,
                 "too_large": s.too_large,
+                "overloaded": s.overloaded,
                 "tokens": s.tokens,
                 "streams": s.streams,
                 "streams_cut": s.streams_cut,
@@ -445,6 +467,8 @@ class _Emulator:
             "latency_ms",
             "tail_rate",
             "tail_latency_ms",
+            "overloaded_rate",
+            "throttle_rate",
         }
         if "cut_streams" in changes:  # a count, not a rate
             self.cuts_left = int(changes.pop("cut_streams"))
@@ -458,6 +482,7 @@ class _Emulator:
     async def reset_stats(self, request: Request) -> Response:
         self.stats = _Stats()
         self.buckets.clear()
+        self.prompt_cache = PromptCache(self.config.cache_min_tokens)
         return JSONResponse({"ok": True})
 
 
@@ -506,6 +531,8 @@ def build_app(config: EmulatorConfig) -> ASGIApp:
         ]
     )
 
+    protocols = ProtocolRoutes(emulator)
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/v1/chat/completions":
             if scope["method"] == "POST":
@@ -518,6 +545,10 @@ def build_app(config: EmulatorConfig) -> ASGIApp:
                 await emulator.embeddings(scope, receive, send)
             else:
                 await respond_error(send, 405, "method_not_allowed", "POST only")
+            return
+        other = dialect_of(scope["path"]) if scope["type"] == "http" else None
+        if other is not None and scope["method"] == "POST":
+            await protocols.handle(*other, scope, receive, send)
             return
         await rest(scope, receive, send)
 

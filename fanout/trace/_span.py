@@ -92,6 +92,10 @@ class Span:
     input_tokens: int | None = None
     output_tokens: int | None = None
     estimated_input_tokens: int | None = None
+    # of input_tokens: read from the provider's prompt cache / written to it, each priced
+    # at its own rate in cost_usd (cached_input_usd_per_mtok, cache_write_usd_per_mtok)
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
     cost_usd: float | None = None
     # streamed attempts: time to the first piece of text, and output tokens a second
     # after it (the decode rate; null for a reply that came in one piece)
@@ -158,6 +162,8 @@ _TYPES: dict[str, pa.DataType] = {
     "output_tokens": _INT,
     "estimated_input_tokens": _INT,
     "request_max_tokens": _INT,
+    "cached_input_tokens": _INT,
+    "cache_write_tokens": _INT,
     "input_chars": _INT,
     "output_chars": _INT,
     "schema_version": pa.int32(),
