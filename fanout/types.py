@@ -103,7 +103,9 @@ class ChatRequest:
     """One chat-completion call, provider-neutral.
 
     ``response_schema``: when set, the reply must be a JSON document valid against
-    it (sent as ``response_format={"type": "json_schema", ...}``).
+    it (sent as ``response_format={"type": "json_schema", ...}``). ``options``: other
+    OpenAI chat parameters passed through as given (``tool_choice``, ``stop``, ``top_p``,
+    ``seed``, a ``json_object`` response format: the gateway's callers send them).
     """
 
     model: str
@@ -113,6 +115,7 @@ class ChatRequest:
     tools: tuple[ToolSpec, ...] = ()
     response_schema: JSONSchema | None = None
     response_schema_name: str = "output"
+    options: dict[str, object] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ with warnings.catch_warnings():  # Ray Serve's own pydantic v1-style Field(...) 
     warnings.simplefilter("ignore", DeprecationWarning)
     from ray import serve
 
+from fanout.budget import Budget
 from fanout.config import Config
 from fanout.dag import DAG, Plan
 from fanout.distributed._cluster import ensure_ray
@@ -36,7 +37,8 @@ from fanout.distributed._engine import _user_modules
 from fanout.distributed._worker import _LeaseKeeper
 from fanout.limits import LimiterState
 from fanout.retry import HedgePolicy
-from fanout.run import Engine, NodeResult, RunResult
+from fanout.run import ChatResult, Engine, NodeResult, RunResult
+from fanout.types import ChatRequest
 
 __all__ = ["LeasedEngine", "deploy_service", "quota_coordinators", "run_service"]
 
@@ -101,6 +103,27 @@ class LeasedEngine:
             interactive=interactive,
             on_node=on_node,
         )
+
+    async def complete(
+        self,
+        alias: str,
+        request: ChatRequest,
+        *,
+        budget: Budget | None = None,
+        deadline_s: float | None = None,
+        interactive: bool = True,
+        record_key: str | None = None,
+    ) -> ChatResult:
+        """One gateway call, under this replica's leased share of the provider limits."""
+        await self._ready()
+        return await self.engine.complete(
+            alias, request, budget=budget, deadline_s=deadline_s,
+            interactive=interactive, record_key=record_key,
+        )  # fmt: skip
+
+    @property
+    def config(self) -> Config:
+        return self.engine.config
 
     def limiter_states(self) -> list[LimiterState]:
         return self.engine.limiter_states()

@@ -189,6 +189,7 @@ class OpenAIProvider:
 
 def _request_body(request: ChatRequest) -> dict[str, object]:
     body: dict[str, object] = {
+        **(request.options or {}),  # passed through; the fields below are fanout's own
         "model": request.model,
         "messages": request.messages,
         "max_tokens": request.max_tokens,
