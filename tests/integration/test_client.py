@@ -103,9 +103,11 @@ def test_refusals_are_service_errors_with_fields(service: ServiceServer) -> None
             client.run("nope", {"text": "x"})
     assert missing.value.status == 422 and missing.value.fields[0]["field"] == "inputs.text"
     assert unknown.value.status == 404 and unknown.value.kind == "unknown_pipeline"
-    with Client(service.url, token="wrong-token-0123456789", max_retries=0) as client:
-        with pytest.raises(ServiceError) as denied:
-            client.run("one_call", {"text": "1"})
+    with (
+        Client(service.url, token="wrong-token-0123456789", max_retries=0) as client,
+        pytest.raises(ServiceError) as denied,
+    ):
+        client.run("one_call", {"text": "1"})
     assert denied.value.status == 401 and "wrong-token" not in str(denied.value)
 
 
@@ -140,8 +142,10 @@ def test_cancelling_the_caller_cancels_the_run(service: ServiceServer, emulator:
     async def main() -> None:
         async with AsyncClient(service.url, token=TOKEN) as client:
             task = asyncio.ensure_future(client.run("one_call", {"text": "30000"}))
-            while emulator.stats()["accepted"] == accepted:
-                await asyncio.sleep(0.02)  # the call reached the provider
+            # once the call reached the provider
+            assert await asyncio.to_thread(
+                wait_for, lambda: emulator.stats()["accepted"] > accepted
+            )
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -178,14 +182,18 @@ def test_503_and_429_retried_until_an_answer() -> None:
 
 def test_retries_stop_at_max_retries_and_other_errors_are_not_retried() -> None:
     seen: list[float] = []
-    with Client("http://svc", transport=_scripted([503], seen), max_retries=2) as client:
-        with pytest.raises(ServiceError) as busy:
-            client.run("p", {})
+    with (
+        Client("http://svc", transport=_scripted([503], seen), max_retries=2) as client,
+        pytest.raises(ServiceError) as busy,
+    ):
+        client.run("p", {})
     assert len(seen) == 3 and busy.value.status == 503 and busy.value.retry_after_s == 0
     seen.clear()
-    with Client("http://svc", transport=_scripted([422], seen)) as client:
-        with pytest.raises(ServiceError):
-            client.run("p", {})
+    with (
+        Client("http://svc", transport=_scripted([422], seen)) as client,
+        pytest.raises(ServiceError),
+    ):
+        client.run("p", {})
     assert len(seen) == 1
 
 
@@ -198,9 +206,11 @@ def test_no_retry_past_the_deadline() -> None:
                               headers={"retry-after": "30"})  # fmt: skip
 
     seen: list[float] = []
-    with Client("http://svc", transport=httpx.MockTransport(handler)) as client:
-        with pytest.raises(ServiceError) as refused:
-            client.run("p", {}, deadline_ms=2000)
+    with (
+        Client("http://svc", transport=httpx.MockTransport(handler)) as client,
+        pytest.raises(ServiceError) as refused,
+    ):
+        client.run("p", {}, deadline_ms=2000)
     assert len(seen) == 1 and refused.value.retry_after_s == 30
 
 
