@@ -204,14 +204,21 @@ def deploy_service(
     name: str = "fanout",
     traces: str | Path | None = None,
     route_prefix: str = "/",
+    max_ongoing_requests: int = 512,
 ) -> dict[str, str]:
     """Deploy the service on the connected cluster's Serve (started by the caller with
-    the HTTP host and port); returns the coordinators' names. Non-blocking."""
+    the HTTP host and port); returns the coordinators' names. Non-blocking.
+
+    ``max_ongoing_requests`` per replica: its requests wait at its limiters (the
+    interactive queue first), not in Serve's router; Serve's default of 5 would queue
+    them in front of the replica, where priority and leases do not reach."""
     for dag in dags:  # pipeline files may not be importable on the replicas' nodes
         for module in _user_modules(dag.validate(models=config.models.keys())):
             cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
     coordinators = quota_coordinators(config, name, replicas)
-    app = _ServiceReplica.options(num_replicas=replicas).bind(  # type: ignore[attr-defined]
+    app = _ServiceReplica.options(  # type: ignore[attr-defined]
+        num_replicas=replicas, max_ongoing_requests=max_ongoing_requests
+    ).bind(
         cloudpickle.dumps(factory),  # type: ignore[no-untyped-call]
         config.model_dump_json(),
         coordinators,
