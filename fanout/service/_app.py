@@ -192,26 +192,28 @@ def build_app(
     )
     app.state.fanout = state
     key_store = KeyStore(keys) if isinstance(keys, str) else keys
+    # one gate for both APIs: a virtual key opens the pipeline API too (as its tenant)
     gate = KeyGate(key_store, tokens, clock=SystemClock(), cache_s=key_cache_s)
     add_gateway_routes(app, _gateway(runner, plans, gate, state.metrics))
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    bearer = HTTPBearer(auto_error=False, description="a token from FANOUT_SERVICE_TOKENS")
+    bearer = HTTPBearer(
+        auto_error=False,
+        description="a token from FANOUT_SERVICE_TOKENS, or a virtual key (fanout keys create)",
+    )
 
     async def tenant_of(
         credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
     ) -> str:
-        if state.tokens is None:
-            return "default"
-        tenant = state.tokens.tenant(credentials.credentials if credentials else None)
-        if tenant is None:
+        caller = await gate.caller(credentials.credentials if credentials else None)
+        if caller is None:
             raise _Rejected(
                 401,
                 "unauthorized",
                 "missing or invalid bearer token; send 'Authorization: Bearer TOKEN' with a "
-                "token the service was started with",
+                "token the service was started with, or a virtual key that is not revoked",
                 {"WWW-Authenticate": "Bearer"},
             )
-        return tenant
+        return caller.tenant
 
     _install_errors(app, state)
 
