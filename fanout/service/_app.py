@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 from fastapi import Depends, FastAPI, Request
@@ -66,7 +66,9 @@ __all__ = ["Runner", "TenantLimits", "build_app"]
 
 class Runner(Protocol):
     """What the service runs DAGs on: :class:`fanout.Engine` (or one leasing its limits
-    from the cluster's coordinators, on Ray Serve)."""
+    from the cluster's coordinators, on Ray Serve). A runner that also has ``config``
+    and ``complete(alias, request, ...)`` (both of those do: :class:`ChatRunner`) serves
+    the OpenAI-compatible gateway over its model aliases; another serves no models."""
 
     def validate(self, dag: DAG) -> Plan: ...
 
@@ -83,6 +85,20 @@ class Runner(Protocol):
         on_node: Callable[[NodeResult], None] | None = None,
     ) -> RunResult: ...
 
+    def limiter_states(self) -> list[LimiterState]: ...
+
+    def hedges(self) -> dict[str, HedgePolicy]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ChatRunner(Protocol):
+    """A runner the gateway can call by model alias."""
+
+    @property
+    def config(self) -> Config: ...
+
     async def complete(
         self,
         alias: str,
@@ -93,15 +109,6 @@ class Runner(Protocol):
         interactive: bool = True,
         record_key: str | None = None,
     ) -> ChatResult: ...
-
-    @property
-    def config(self) -> Config: ...
-
-    def limiter_states(self) -> list[LimiterState]: ...
-
-    def hedges(self) -> dict[str, HedgePolicy]: ...
-
-    async def aclose(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,8 +255,10 @@ def _gateway(
     runner: Runner, plans: dict[str, tuple[DAG, Plan]], gate: KeyGate, metrics: ServiceMetrics
 ) -> Gateway:
     """The gateway's view of the runner: each alias's limiter and its configured pace."""
-    config = runner.config
     models: dict[str, tuple[str, float | None]] = {}
+    if not isinstance(runner, ChatRunner):
+        return Gateway(runner, models, plans, gate, metrics)
+    config = runner.config
     for alias, model in config.models.items():
         pcfg = config.providers[model.provider]
         rpm = model.requests_per_min or pcfg.requests_per_min

@@ -348,7 +348,7 @@ def test_spend_per_key_in_metrics(client: openai.OpenAI, gateway: ServiceServer)
     assert any('tenant="acme"' in line and 'key_id="key_' in line for line in lines)
 
 
-def test_plain_key_is_never_stored(keys: KeyStore, key: str) -> None:
+def test_plain_key_is_never_stored(keys: KeyStore, key: str, sink: ListSink) -> None:
     raw = Path(keys.path).read_bytes()
     for suffix in ("", "-wal"):
         path = Path(str(keys.path) + suffix)
@@ -356,3 +356,4 @@ def test_plain_key_is_never_stored(keys: KeyStore, key: str) -> None:
             raw += path.read_bytes()
     assert key.encode() not in raw
     assert key not in repr(keys) and all(key not in repr(k) for k in keys.list())
+    assert sink.spans and all(key not in repr(span) for span in sink.spans)
