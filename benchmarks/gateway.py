@@ -185,8 +185,11 @@ def throughput(args: argparse.Namespace) -> dict[str, float]:
     for counts in results:
         for name, value in counts.items():
             client_counts[name] = client_counts.get(name, 0) + value
+    per_s = sorted(s["accepted"] for s in window)
     return {
         "window_s": len(window),
+        "accepted_per_s_p10": float(per_s[len(per_s) // 10]) if per_s else 0.0,
+        "accepted_per_s_median": float(per_s[len(per_s) // 2]) if per_s else 0.0,
         "accepted_per_s": accepted / max(1, len(window)),
         "ceiling_per_s": RPM / 60,
         "of_ceiling": accepted / ceiling if ceiling else 0.0,
@@ -304,7 +307,9 @@ def main() -> None:
             f"{t['ceiling_per_s']:.0f}/s limit = {t['of_ceiling']:.3f} of the ceiling "
             f"(target >= 0.95); upstream 429s {t['upstream_429']} = "
             f"{t['upstream_429_share']:.2%} of calls (target <= 1%); {REPLICAS} replicas, "
-            f"{CLIENTS} client processes x {args.concurrency}, {t['window_s']} s window; "
+            f"{CLIENTS} client processes x {args.concurrency}, {t['window_s']} s window "
+            f"(per second: median {t['accepted_per_s_median']:.0f}, "
+            f"p10 {t['accepted_per_s_p10']:.0f}); "
             f"clients: {t['client_ok']} ok, {t['client_errors']} errors"
         )
     if "latency" in parts:
