@@ -34,6 +34,7 @@ __all__ = [
     "estimate_text_tokens",
     "media_tokens",
     "modalities_of",
+    "text_of",
 ]
 
 JSONSchema = dict[str, object]
@@ -180,7 +181,9 @@ class ChatRequest:
     """One chat-completion call, provider-neutral.
 
     ``response_schema``: when set, the reply must be a JSON document valid against
-    it (sent as ``response_format={"type": "json_schema", ...}``).
+    it (sent as ``response_format={"type": "json_schema", ...}``). ``options``: other
+    OpenAI chat parameters passed through as given (``tool_choice``, ``stop``, ``top_p``,
+    ``seed``, a ``json_object`` response format: the gateway's callers send them).
     """
 
     model: str
@@ -192,6 +195,7 @@ class ChatRequest:
     response_schema_name: str = "output"
     # streamed: the reply arrives as server-sent events (not part of the call's identity)
     stream: bool = False
+    options: dict[str, object] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,3 +351,13 @@ def estimate_prompt_tokens(messages: list[Message], tools: tuple[ToolSpec, ...] 
     for tool in tools:
         chars += len(tool.name) + len(tool.description) + len(json.dumps(tool.parameters))
     return -(-chars // _CHARS_PER_TOKEN) + media + _TOKENS_PER_MESSAGE * len(messages) + 2
+
+
+def text_of(content: object) -> str:
+    """A message's text: the content itself, or its text parts joined (for a wire or a
+    caller that takes text only)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
+    return ""

@@ -1,8 +1,8 @@
 """The ``fanout`` command line: argument parsing only; the work lives in the layers below.
 
 One module per command group over the shared option types of ``_common``: jobs
-(``run``, ``demo``, ``validate``), ``sim-server``, ``serve``, ``traces``, ``bench`` and
-``plan``, ``review``. Bad input (a pipeline, input file, config or DAG that is wrong,
+(``run``, ``demo``, ``validate``), ``sim-server``, ``serve``, ``keys``, ``traces``,
+``bench`` and ``plan``, ``review``. Bad input (a pipeline, input file, config or DAG that is wrong,
 or a missing extra) prints one ``error: ...`` line naming the thing and the fix, and
 exits 2, never a traceback.
 """
@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from fanout.cli import _bench, _jobs, _review, _serve, _sim, _traces
+from fanout.cli import _bench, _jobs, _keys, _review, _serve, _sim, _traces
 from fanout.cli._common import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "app", "main"]
@@ -31,6 +31,9 @@ app.add_typer(_sim.commands)
 app.add_typer(_serve.commands)
 app.add_typer(_traces.commands, name="traces", short_help="Read a traces directory.")
 app.add_typer(_bench.commands)
+app.add_typer(
+    _keys.commands, name="keys", short_help="Virtual API keys of the gateway: create, list, revoke."
+)
 app.add_typer(
     _review.commands, name="review", short_help="Human reviews: decide, resume the paused run."
 )

@@ -17,11 +17,21 @@ __all__ = ["commands"]
 commands = group()
 
 PipelinesArg = Annotated[
-    list[str],
+    list[str] | None,
     typer.Argument(
-        help="DAGs to serve (path/to/file.py:attr or module.name:attr), each under its name.",
-        metavar="PIPELINE",
+        help="DAGs to serve (path/to/file.py:attr or module.name:attr), each under its name "
+        "(none: only the OpenAI-compatible gateway over the config's models).",
+        metavar="[PIPELINE]...",
         show_default=False,
+    ),
+]
+KeysOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--keys-db",
+        envvar="FANOUT_KEYS_DB",
+        help="Virtual API keys for the gateway (`fanout keys create`; $FANOUT_KEYS_DB).",
+        dir_okay=False,
     ),
 ]
 TokensFileOpt = Annotated[
@@ -35,11 +45,12 @@ TokensFileOpt = Annotated[
 
 @commands.command(short_help="Serve pipelines over HTTP (API docs at /docs).")
 def serve(  # one parameter per option: typer reads the signature
-    pipelines: PipelinesArg,
+    pipelines: PipelinesArg = None,
     config: ConfigOpt = None,
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: a free one).")] = 8080,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     tokens_file: TokensFileOpt = None,
+    keys_db: KeysOpt = None,
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Accept requests without a token (local use only).")
     ] = False,
@@ -59,17 +70,19 @@ def serve(  # one parameter per option: typer reads the signature
         int, typer.Option(min=1, help="Larger request bodies are answered 413.")
     ] = 1 << 20,
 ) -> None:
-    """Serve pipelines over HTTP: POST /v1/pipelines/NAME/runs, OpenAPI at /docs.
+    """Serve pipelines over HTTP: POST /v1/pipelines/NAME/runs, OpenAPI at /docs; and
+    the OpenAI-compatible gateway: POST /v1/chat/completions, GET /v1/models.
 
-    Each PIPELINE is served under its DAG's name. Requests need a bearer token from
-    --tokens-file or $FANOUT_SERVICE_TOKENS ('tenant:token' entries), unless --no-auth.
+    Each PIPELINE is served under its DAG's name (and as model pipeline/NAME). Requests
+    need a bearer token from --tokens-file or $FANOUT_SERVICE_TOKENS ('tenant:token'
+    entries) or a virtual key of --keys-db, unless --no-auth.
     With --ray the service runs as a Ray Serve deployment whose replicas share the
     cluster-wide rate limits (needs the ray-serve extra).
     """
     from fanout._extras import require
 
-    if tokens_file is not None and no_auth:
-        fail("--tokens-file and --no-auth contradict each other; pass one")
+    if (tokens_file is not None or keys_db is not None) and no_auth:
+        fail("--tokens-file/--keys-db and --no-auth contradict each other; pass one")
     with bad_input_exits():
         require("fanout serve", "fastapi", "uvicorn", "sse_starlette", "prometheus_client",
                 extra="serve")  # fmt: skip
@@ -78,12 +91,13 @@ def serve(  # one parameter per option: typer reads the signature
         from fanout.service import TenantLimits, TokenStore, build_app, listen, serve_forever
 
         tokens = TokenStore.from_file(tokens_file) if tokens_file else TokenStore.from_env()
-        if tokens is None and not no_auth:
+        if tokens is None and keys_db is None and not no_auth:
             fail(
-                "no bearer tokens: set FANOUT_SERVICE_TOKENS or pass --tokens-file "
-                "(or --no-auth for local use)"
+                "no bearer tokens: set FANOUT_SERVICE_TOKENS, pass --tokens-file or "
+                "--keys-db (or --no-auth for local use)"
             )
-        dags = _load_dags(pipelines)
+        keys = _keys(keys_db)
+        dags = _load_dags(pipelines or [])
         limits = TenantLimits(max_concurrent=tenant_concurrency, budget_usd=tenant_budget_usd)
         trace_dir(traces)
         sock = listen(host, port)  # a port in use is an error before anything is announced
@@ -94,7 +108,7 @@ def serve(  # one parameter per option: typer reads the signature
 
             sock.close()  # Ray Serve's proxy listens itself; the port was free a moment ago
             app = partial(build_app, dags, tokens=tokens, tenant_limits=limits,
-                          max_body_bytes=max_body_bytes)  # fmt: skip
+                          max_body_bytes=max_body_bytes, keys=keys)  # fmt: skip
             run_service(app, load_cfg(config), dags.values(), address=ray_address,
                         replicas=replicas, host=host, port=port, traces=traces)  # fmt: skip
             return
@@ -102,11 +116,23 @@ def serve(  # one parameter per option: typer reads the signature
 
         engine = Engine.from_config(config, traces=traces)
         service = build_app(dags, engine, tokens=tokens, tenant_limits=limits, close_runner=True,
-                            max_body_bytes=max_body_bytes)  # fmt: skip
-    names = ", ".join(sorted(dags))
+                            max_body_bytes=max_body_bytes, keys=keys)  # fmt: skip
+    names = ", ".join([*sorted(dags), "/v1/chat/completions"])
     bound = sock.getsockname()[1]
     typer.echo(f"fanout serve on http://{host}:{bound} ({names}; API docs at /docs)", err=True)
     serve_forever(service, host=host, port=bound, sock=sock)  # until SIGINT/SIGTERM
+
+
+def _keys(path: Path | None) -> str | None:
+    """The key store's path, checked now: a typo would otherwise serve with no keys."""
+    if path is None:
+        return None
+    if not path.exists():
+        fail(f"--keys-db {str(path)!r} does not exist; create a key with `fanout keys create`")
+    from fanout.store import KeyStore
+
+    KeyStore(path)  # a file that is not a key store is an error here
+    return str(path)
 
 
 def _load_dags(pipelines: list[str]) -> dict[str, DAG]:

@@ -28,6 +28,7 @@ with warnings.catch_warnings():  # Ray Serve's own pydantic v1-style Field(...) 
     warnings.simplefilter("ignore", DeprecationWarning)
     from ray import serve
 
+from fanout.budget import Budget
 from fanout.config import Config
 from fanout.dag import DAG, Plan
 from fanout.distributed._cluster import ensure_ray
@@ -36,8 +37,9 @@ from fanout.distributed._engine import _user_modules
 from fanout.distributed._worker import _LeaseKeeper
 from fanout.limits import LimiterState
 from fanout.retry import HedgePolicy
-from fanout.run import Engine, NodeResult, RunResult, TokenEvent
+from fanout.run import ChatResult, Engine, NodeResult, RunResult, TokenEvent
 from fanout.trace import OtelSettings, otel_settings
+from fanout.types import ChatRequest
 
 __all__ = ["LeasedEngine", "deploy_service", "quota_coordinators", "run_service"]
 
@@ -109,6 +111,27 @@ class LeasedEngine:
             on_token=on_token,
             traceparent=traceparent,
         )
+
+    async def complete(
+        self,
+        alias: str,
+        request: ChatRequest,
+        *,
+        budget: Budget | None = None,
+        deadline_s: float | None = None,
+        interactive: bool = True,
+        record_key: str | None = None,
+    ) -> ChatResult:
+        """One gateway call, under this replica's leased share of the provider limits."""
+        await self._ready()
+        return await self.engine.complete(
+            alias, request, budget=budget, deadline_s=deadline_s,
+            interactive=interactive, record_key=record_key,
+        )  # fmt: skip
+
+    @property
+    def config(self) -> Config:
+        return self.engine.config
 
     def limiter_states(self) -> list[LimiterState]:
         return self.engine.limiter_states()
@@ -191,14 +214,21 @@ def deploy_service(
     name: str = "fanout",
     traces: str | Path | None = None,
     route_prefix: str = "/",
+    max_ongoing_requests: int = 512,
 ) -> dict[str, str]:
     """Deploy the service on the connected cluster's Serve (started by the caller with
-    the HTTP host and port); returns the coordinators' names. Non-blocking."""
+    the HTTP host and port); returns the coordinators' names. Non-blocking.
+
+    ``max_ongoing_requests`` per replica: its requests wait at its limiters (the
+    interactive queue first), not in Serve's router; Serve's default of 5 would queue
+    them in front of the replica, where priority and leases do not reach."""
     for dag in dags:  # pipeline files may not be importable on the replicas' nodes
         for module in _user_modules(dag.validate(models=config.models.keys())):
             cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
     coordinators = quota_coordinators(config, name, replicas)
-    app = _ServiceReplica.options(num_replicas=replicas).bind(  # type: ignore[attr-defined]
+    app = _ServiceReplica.options(  # type: ignore[attr-defined]
+        num_replicas=replicas, max_ongoing_requests=max_ongoing_requests
+    ).bind(
         cloudpickle.dumps(factory),  # type: ignore[no-untyped-call]
         config.model_dump_json(),
         coordinators,

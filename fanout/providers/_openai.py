@@ -352,6 +352,7 @@ def completion_usage(usage: dict[str, object]) -> Usage:
 
 def _request_body(request: ChatRequest) -> dict[str, object]:
     body: dict[str, object] = {
+        **(request.options or {}),  # passed through; the fields below are fanout's own
         "model": request.model,
         "messages": request.messages,
         "max_tokens": request.max_tokens,

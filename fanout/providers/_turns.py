@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fanout.types import ChatRequest, ChatResponse, JSONSchema, Message, ToolSpec
+from fanout.types import ChatRequest, ChatResponse, JSONSchema, Message, ToolSpec, text_of
 
 __all__ = ["Turn", "answered", "arguments_of", "output_tool", "system_text", "turns"]
 
@@ -29,16 +29,6 @@ class Turn:
 
     role: str  # "user" or "assistant"
     blocks: list[dict[str, object]] = field(default_factory=list)
-
-
-def text_of(content: object) -> str:
-    """A message's text: the content itself, or its text parts joined (the protocols
-    here take text only: a step sending other parts is refused before any call)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
-    return ""
 
 
 def system_text(messages: list[Message]) -> str:

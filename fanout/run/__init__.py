@@ -1,6 +1,7 @@
 """The async executor of DAG instances, and the ``Engine`` that owns providers and models."""
 
 from fanout.run._cache import ResponseCache
+from fanout.run._chat import ChatResult
 from fanout.run._context import MapOffload
 from fanout.run._engine import Engine, check_inputs
 from fanout.run._journal import (
@@ -19,6 +20,7 @@ from fanout.run._stream import TokenEvent
 
 __all__ = [
     "CallJournal",
+    "ChatResult",
     "Engine",
     "MapOffload",
     "NodeResult",

@@ -28,6 +28,7 @@ from fanout.retry import HedgePolicy
 from fanout.run._approval import PAUSED
 from fanout.run._cache import ResponseCache
 from fanout.run._capabilities import check_media
+from fanout.run._chat import ChatResult, traced_chat
 from fanout.run._context import MapOffload, Router, RunContext
 from fanout.run._escalation import EscalationSink
 from fanout.run._executor import execute, run_items
@@ -53,7 +54,7 @@ from fanout.trace import (
     otel_settings,
     parse_traceparent,
 )
-from fanout.types import RunStatus, Usage
+from fanout.types import ChatRequest, RunStatus, Usage
 
 __all__ = ["Engine", "check_inputs"]
 
@@ -318,7 +319,7 @@ class Engine:
         if budget is None:
             budget = Budget(usd=budget_usd, tokens=budget_tokens)
         ctx = self._context(
-            dag,
+            dag.name,
             budget=budget,
             deadline_s=deadline_s,
             trace_id=trace_id,
@@ -364,6 +365,43 @@ class Engine:
             )
 
         return await hold.close(inputs, result, summarize)
+
+    async def complete(
+        self,
+        alias: str,
+        request: ChatRequest,
+        *,
+        budget: Budget | None = None,
+        deadline_s: float | None = None,
+        interactive: bool = True,
+        record_key: str | None = None,
+        dag_name: str = "gateway",
+    ) -> ChatResult:
+        """One chat call on model alias ``alias``, not a DAG (the OpenAI-compatible
+        gateway's): its fallbacks, retries, hedging and circuit, its limiter (queued as
+        ``interactive`` or batch work), ``budget`` (shared with other calls: a virtual
+        key's for its period) and the job budget, the journal, cache and trace (a run
+        row named ``dag_name`` with ``record_key``). ``request.model`` is replaced by each
+        route's model. Raises :class:`ConfigError` for an unknown alias or a bad
+        deadline (before any call), else the call's last error once nothing is left to try.
+        """
+        if alias not in self.config.models:
+            known = ", ".join(sorted(self.config.models)) or "none"
+            raise ConfigError(f"no model alias {alias!r}; this engine has: {known}")
+        if deadline_s is not None and deadline_s <= 0:
+            raise ConfigError(f"deadline_s must be positive (got {deadline_s})")
+        if self._tracer is None and self._traces is not None:
+            self.open_traces()
+        tracer = self._tracer
+        ctx = self._context(
+            dag_name,
+            budget=budget if budget is not None else Budget(),
+            deadline_s=deadline_s,
+            trace_id=tracer.new_trace_id() if tracer is not None else "",
+            record_key=record_key,
+        )
+        ctx.interactive = interactive
+        return await traced_chat(ctx, tracer, alias, request)
 
     async def resume(
         self,
@@ -500,7 +538,7 @@ class Engine:
             self.open_traces()
         # never spread again from here: these items are the spread
         ctx = self._context(
-            dag,
+            dag.name,
             budget=Budget(usd=budget_usd, tokens=budget_tokens),
             deadline_s=deadline_s,
             trace_id=trace_id,
@@ -513,7 +551,7 @@ class Engine:
 
     def _context(
         self,
-        dag: DAG,
+        dag_name: str,
         *,
         budget: Budget,
         deadline_s: float | None,
@@ -530,7 +568,7 @@ class Engine:
             clock=self.clock,
             deadline_at=self.clock.now() + deadline_s if deadline_s is not None else None,
             request_id=request_id,
-            dag_name=dag.name,
+            dag_name=dag_name,
             escalation=self.escalation,
             tracer=self._tracer if trace_id else None,
             trace_id=trace_id,

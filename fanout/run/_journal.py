@@ -68,6 +68,8 @@ def call_key(provider: str, request: ChatRequest) -> str:
         request.response_schema,
         request.response_schema_name,
     ]
+    if request.options:  # only then: the keys of calls without options stay as they were
+        identity.append(request.options)
     # Not sorted: messages and tool schemas are built in a fixed order, and a key
     # that differed by order would only cost a journal miss, never a wrong answer.
     text = orjson.dumps(identity, default=str, option=orjson.OPT_NON_STR_KEYS)

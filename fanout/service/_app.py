@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 from fastapi import Depends, FastAPI, Request
@@ -29,12 +29,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fanout.budget import Budget
+from fanout.clock import SystemClock
+from fanout.config import Config
 from fanout.dag import DAG, Plan, input_types
 from fanout.errors import ConfigError, ReviewBusy, ReviewNotFound, SessionBusy
 from fanout.limits import LimiterState
 from fanout.retry import HedgePolicy
-from fanout.run import NodeResult, RunResult, TokenEvent
+from fanout.run import ChatResult, NodeResult, RunResult, TokenEvent
 from fanout.service._auth import TokenStore
+from fanout.service._gateway import Gateway, add_gateway_routes
+from fanout.service._keys import KeyGate
 from fanout.service._limits import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_DEPTH,
@@ -54,14 +59,17 @@ from fanout.service._schemas import (
     to_node_out,
     to_response,
 )
-from fanout.store import ReviewStatus, ReviewStore
+from fanout.store import KeyStore, ReviewStatus, ReviewStore
+from fanout.types import ChatRequest
 
 __all__ = ["Runner", "TenantLimits", "build_app"]
 
 
 class Runner(Protocol):
     """What the service runs DAGs on: :class:`fanout.Engine` (or one leasing its limits
-    from the cluster's coordinators, on Ray Serve)."""
+    from the cluster's coordinators, on Ray Serve). A runner that also has ``config``
+    and ``complete(alias, request, ...)`` (both of those do: :class:`ChatRunner`) serves
+    the OpenAI-compatible gateway over its model aliases; another serves no models."""
 
     def validate(self, dag: DAG) -> Plan: ...
 
@@ -83,6 +91,25 @@ class Runner(Protocol):
     def hedges(self) -> dict[str, HedgePolicy]: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ChatRunner(Protocol):
+    """A runner the gateway can call by model alias."""
+
+    @property
+    def config(self) -> Config: ...
+
+    async def complete(
+        self,
+        alias: str,
+        request: ChatRequest,
+        *,
+        budget: Budget | None = None,
+        deadline_s: float | None = None,
+        interactive: bool = True,
+        record_key: str | None = None,
+    ) -> ChatResult: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +156,17 @@ def build_app(
     close_runner: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_depth: int = DEFAULT_MAX_DEPTH,
+    keys: KeyStore | str | None = None,
+    key_cache_s: float = 1.0,
 ) -> FastAPI:
-    """The app serving ``pipelines`` (by name) on ``runner``.
+    """The app serving ``pipelines`` (by name) on ``runner``, and the OpenAI-compatible
+    gateway over the runner's model aliases (:mod:`fanout.service._gateway`).
 
     ``tokens``: the accepted bearer tokens (``None``: no auth, for local use only).
+    ``keys``: the gateway's virtual keys (a :class:`KeyStore` or its path), each with
+    its tenant, budget, limit share and priority; a key is looked up again after
+    ``key_cache_s`` (a revoked one is refused within that long). With neither tokens
+    nor keys, nothing is authenticated.
     ``max_body_bytes``: a larger request body is answered 413 (before it is read whole);
     ``max_depth``: an input nesting deeper is a 400, as is a number JSON cannot carry
     (an integer beyond 64 bits, no finite value). Inputs are validated against the DAG's
@@ -166,24 +200,29 @@ def build_app(
         responses={"4XX": {"model": ErrorBody, "description": "bad request, with the reason"}},
     )
     app.state.fanout = state
+    key_store = KeyStore(keys) if isinstance(keys, str) else keys
+    # one gate for both APIs: a virtual key opens the pipeline API too (as its tenant)
+    gate = KeyGate(key_store, tokens, clock=SystemClock(), cache_s=key_cache_s)
+    add_gateway_routes(app, _gateway(runner, plans, gate, state.metrics))
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    bearer = HTTPBearer(auto_error=False, description="a token from FANOUT_SERVICE_TOKENS")
+    bearer = HTTPBearer(
+        auto_error=False,
+        description="a token from FANOUT_SERVICE_TOKENS, or a virtual key (fanout keys create)",
+    )
 
     async def tenant_of(
         credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
     ) -> str:
-        if state.tokens is None:
-            return "default"
-        tenant = state.tokens.tenant(credentials.credentials if credentials else None)
-        if tenant is None:
+        caller = await gate.caller(credentials.credentials if credentials else None)
+        if caller is None:
             raise _Rejected(
                 401,
                 "unauthorized",
                 "missing or invalid bearer token; send 'Authorization: Bearer TOKEN' with a "
-                "token the service was started with",
+                "token the service was started with, or a virtual key that is not revoked",
                 {"WWW-Authenticate": "Bearer"},
             )
-        return tenant
+        return caller.tenant
 
     _install_errors(app, state)
 
@@ -212,6 +251,21 @@ def build_app(
         )
 
     return app
+
+
+def _gateway(
+    runner: Runner, plans: dict[str, tuple[DAG, Plan]], gate: KeyGate, metrics: ServiceMetrics
+) -> Gateway:
+    """The gateway's view of the runner: each alias's limiter and its configured pace."""
+    models: dict[str, tuple[str, float | None]] = {}
+    if not isinstance(runner, ChatRunner):
+        return Gateway(runner, models, plans, gate, metrics)
+    config = runner.config
+    for alias, model in config.models.items():
+        pcfg = config.providers[model.provider]
+        rpm = model.requests_per_min or pcfg.requests_per_min
+        models[alias] = (f"{model.provider}/{model.model}", rpm)
+    return Gateway(runner, models, plans, gate, metrics)
 
 
 def _add_review_routes(app: FastAPI, state: _State, tenant_of: Callable[..., Any]) -> None:

@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 
 from fanout.limits import LimiterState
 from fanout.retry import HedgePolicy
+from fanout.types import Usage
 
 __all__ = ["CONTENT_TYPE", "ServiceMetrics"]
 
@@ -61,7 +62,41 @@ class ServiceMetrics:
             ["pipeline"],
             registry=self.registry,
         )
+        self.key_requests = Counter(
+            "fanout_gateway_requests",
+            "OpenAI-compatible calls answered, by tenant, virtual key and model.",
+            ["tenant", "key_id", "model"],
+            registry=self.registry,
+        )
+        self.key_cost = Counter(
+            "fanout_gateway_key_cost_usd",
+            "What each virtual key's gateway calls spent, in USD.",
+            ["tenant", "key_id"],
+            registry=self.registry,
+        )
+        self.key_tokens = Counter(
+            "fanout_gateway_key_tokens",
+            "Tokens of each virtual key's gateway calls, by kind (input, output).",
+            ["tenant", "key_id", "kind"],
+            registry=self.registry,
+        )
+        self.key_refusals = Counter(
+            "fanout_gateway_key_refused",
+            "Gateway calls refused for the key's own quota (insufficient_quota, share).",
+            ["tenant", "key_id", "reason"],
+            registry=self.registry,
+        )
         self.registry.register(_EngineCollector(limiters, hedges))
+
+    def key_spend(self, tenant: str, key_id: str, model: str, usage: Usage, cost: float) -> None:
+        """One answered gateway call of ``key_id``: its tokens and cost."""
+        self.key_requests.labels(tenant, key_id, model).inc()
+        self.key_cost.labels(tenant, key_id).inc(cost)
+        self.key_tokens.labels(tenant, key_id, "input").inc(usage.input_tokens)
+        self.key_tokens.labels(tenant, key_id, "output").inc(usage.output_tokens)
+
+    def key_refused(self, tenant: str, key_id: str, reason: str) -> None:
+        self.key_refusals.labels(tenant, key_id, reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

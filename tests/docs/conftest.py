@@ -9,7 +9,12 @@ Sybil parses the Markdown files; each becomes a pytest file whose items are its 
   ``fanout.config.parse_config``; one preceded by ``<!-- toml: fragment -->`` is merged
   onto ``examples/fanout.toml`` first (a ``[models.fast.hedge]`` table alone, say);
 - ``<!-- skip: next "reason" -->`` before a block skips it, visibly, with that reason; it
-  is only for blocks that need what CI cannot have (a real vendor key).
+  is only for blocks that need what CI cannot have (a real vendor key);
+- a block that reads ``FANOUT_GATEWAY_URL`` (or ``FANOUT_SERVICE_URL``) gets a running
+  ``fanout serve`` (in a thread, once per session): ``examples/fanout.toml`` plus the
+  ``gpt-4o-mini`` alias on its simulated provider, the ``map_reduce`` pipeline, and a
+  virtual key in ``FANOUT_API_KEY`` (what ``fanout serve ... --keys-db`` and
+  ``fanout keys create`` give a reader).
 
 Other blocks (bash, console output, SQL) are shown, not run. The session ends with a
 line that counts what ran.
@@ -50,6 +55,8 @@ def sources() -> list[Path]:
 
 
 def run_python(example: Example) -> None:
+    if "FANOUT_GATEWAY_URL" in str(example.parsed) or "FANOUT_SERVICE_URL" in str(example.parsed):
+        start_gateway()
     source = "\n" * (example.line + example.parsed.line_offset) + str(example.parsed)
     code = compile(source, example.path, "exec", dont_inherit=True)
     exec(code, {"__name__": "__main__"})  # a fresh module namespace per block
@@ -104,6 +111,41 @@ class ReasonedSkipParser(SkipParser):
                     '<!-- skip: next "needs OPENAI_API_KEY" -->'
                 )
             yield region
+
+
+# -- a running gateway, for the blocks that call one --------------------------------------
+
+_GATEWAY: list[Any] = []  # the server, once started
+
+
+def start_gateway() -> None:
+    """``fanout serve`` as docs/service.md starts it, in this process (once)."""
+    if _GATEWAY:
+        return
+    from fanout.batch import load_pipeline
+    from fanout.run import Engine
+    from fanout.service import ServiceServer, build_app
+    from fanout.store import KeyStore
+
+    data = tomllib.loads((EXAMPLES / "fanout.toml").read_text())
+    data["models"]["gpt-4o-mini"] = {"provider": "sim", "model": "sim-small"}
+    engine = Engine(parse_config(data, source="docs gateway"))
+    dag = load_pipeline(str(EXAMPLES / "pipelines" / "map_reduce.py") + ":dag")
+    keys = KeyStore(Path(tempfile.mkdtemp(prefix="fanout-docs-keys-")) / "keys.db")
+    _, key = keys.create("docs", budget_usd=5.0, period="day")
+    server = ServiceServer(
+        lambda: build_app({dag.name: dag}, engine, tokens=None, keys=keys),
+        close=engine.aclose,
+    ).start()
+    _GATEWAY.append(server)
+    os.environ["FANOUT_SERVICE_URL"] = server.url
+    os.environ["FANOUT_GATEWAY_URL"] = f"{server.url}/v1"
+    os.environ["FANOUT_API_KEY"] = key
+
+
+def pytest_sessionfinish() -> None:
+    for server in _GATEWAY:
+        server.stop()
 
 
 # -- a fresh working directory per Markdown file ----------------------------------------

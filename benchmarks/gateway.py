@@ -1,0 +1,328 @@
+"""The OpenAI-compatible gateway: a provider limit held across Ray Serve replicas, and the
+latency the gateway adds to a call.
+
+throughput  ``fanout sim-server --rpm 3000`` (one upstream limit: 50 calls/s, its
+            bucket one second deep) behind 2 gateway replicas on Ray Serve (each
+            leasing its share of the limit from the quota coordinator), driven by 4
+            client processes with the openai SDK (a virtual key each, ``--concurrency``
+            calls in flight per process: far more than the limit admits). Over the
+            ``--duration`` window after ``--warmup`` seconds, from the emulator's own
+            per-second counts:
+              target  accepted calls/s >= 0.95 x 50,  upstream 429s <= 1% of calls
+latency     at low load (one call at a time, ``--latency-calls`` of each, interleaved),
+            the openai SDK straight to the emulator vs. through the gateway to it:
+            the gateway's added latency at p50 and p99, for ``fanout serve`` (uvicorn,
+            one process) and for the Ray Serve deployment (its proxy is one more hop).
+              target  added p50 <= 2 ms, p99 <= 10 ms
+
+Run: python benchmarks/gateway.py [--duration 60] [--warmup 10] [--concurrency 24]
+     [--latency-calls 1000] [--parts throughput,latency]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+RPM = 3000
+REPLICAS = 2
+CLIENTS = 4
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            httpx.get(url, timeout=5).raise_for_status()
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or (process is not None and process.poll() is not None):
+                raise SystemExit(f"{url} did not come up") from None
+            time.sleep(0.1)
+
+
+@contextmanager
+def emulator(*args: str) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fanout", "sim-server", "--port", str(port), *args],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/stats", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def config_dict(upstream: str) -> dict[str, object]:
+    return {
+        "providers": {
+            "emu": {"kind": "openai", "base_url": f"{upstream}/v1", "requests_per_min": RPM,
+                    "max_concurrency": 512}
+        },
+        "models": {"gpt-4o-mini": {"provider": "emu", "model": "sim-small",
+                                   "input_usd_per_mtok": 0.15, "output_usd_per_mtok": 0.6}},
+    }  # fmt: skip
+
+
+def config_toml(upstream: str) -> str:
+    return (
+        f'[providers.emu]\nkind = "openai"\nbase_url = "{upstream}/v1"\n'
+        f"requests_per_min = {RPM}\nmax_concurrency = 512\n"
+        '[models."gpt-4o-mini"]\nprovider = "emu"\nmodel = "sim-small"\n'
+        "input_usd_per_mtok = 0.15\noutput_usd_per_mtok = 0.6\n"
+    )
+
+
+def client_process(url: str, key: str, concurrency: int, seconds: float, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    """One client process: ``concurrency`` threads, each calling in a loop for ``seconds``."""
+    import threading
+
+    import openai
+
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=120)
+    counts = {"ok": 0, "error": 0}
+    lock = threading.Lock()
+    ends = time.monotonic() + seconds
+
+    def loop(worker: int) -> None:
+        n = 0
+        while time.monotonic() < ends:
+            n += 1
+            try:
+                client.chat.completions.create(
+                    model="gpt-4o-mini",
+                    messages=[{"role": "user", "content": f"w{worker} call {n}"}],
+                    max_tokens=8,
+                )
+                outcome = "ok"
+            except openai.APIError as exc:
+                outcome = f"error {getattr(exc, 'status_code', type(exc).__name__)}"
+            with lock:
+                counts[outcome] = counts.get(outcome, 0) + 1
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    out.put(counts)
+
+
+def throughput(args: argparse.Namespace) -> dict[str, float]:
+    import ray
+
+    from fanout import parse_config
+    from fanout.distributed.serve import deploy_service, serve
+    from fanout.service import build_app
+    from fanout.store import KeyStore
+
+    with emulator("--rpm", str(RPM), "--latency-ms", str(args.latency_ms)) as upstream:
+        keys_db = Path(tempfile.mkdtemp(prefix="fanout-gw-")) / "keys.db"
+        store = KeyStore(keys_db)
+        keys = [store.create(f"tenant-{i}")[1] for i in range(CLIENTS)]
+        port = free_port()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+        config = parse_config(config_dict(upstream))
+        names = deploy_service(
+            partial(build_app, {}, tokens=None, keys=str(keys_db)), config, [],
+            replicas=REPLICAS, name="gateway-bench",
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_up(f"{url}/healthz")
+            httpx.post(f"{upstream}/stats/reset").raise_for_status()
+            seconds = args.warmup + args.duration
+            queue: mp.Queue = mp.get_context("spawn").Queue()  # type: ignore[type-arg]
+            ctx = mp.get_context("spawn")
+            procs = [
+                ctx.Process(target=client_process, args=(url, k, args.concurrency, seconds, queue))
+                for k in keys
+            ]
+            for proc in procs:
+                proc.start()
+            results = [queue.get(timeout=seconds + 300) for _ in procs]
+            for proc in procs:
+                proc.join()
+            stats = httpx.get(f"{upstream}/stats").json()
+        finally:
+            serve.shutdown()
+            for name in names.values():
+                ray.kill(ray.get_actor(name), no_restart=True)
+            ray.shutdown()
+    window = [s for s in stats["per_second"]
+              if args.warmup <= s["second"] < args.warmup + args.duration]  # fmt: skip
+    accepted = sum(s["accepted"] for s in window)
+    limited = sum(s["limited"] for s in window)
+    ceiling = RPM / 60 * len(window)
+    client_counts: dict[str, int] = {}
+    for counts in results:
+        for name, value in counts.items():
+            client_counts[name] = client_counts.get(name, 0) + value
+    per_s = sorted(s["accepted"] for s in window)
+    return {
+        "window_s": len(window),
+        "accepted_per_s_p10": float(per_s[len(per_s) // 10]) if per_s else 0.0,
+        "accepted_per_s_median": float(per_s[len(per_s) // 2]) if per_s else 0.0,
+        "accepted_per_s": accepted / max(1, len(window)),
+        "ceiling_per_s": RPM / 60,
+        "of_ceiling": accepted / ceiling if ceiling else 0.0,
+        "upstream_429_share": limited / max(1, accepted + limited),
+        "upstream_429": limited,
+        "client_ok": client_counts.get("ok", 0),
+        "client_errors": sum(v for k, v in client_counts.items() if k != "ok"),
+    }
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def timed_calls(targets: dict[str, tuple[str, str, str]], calls: int) -> dict[str, list[float]]:
+    """``calls`` sequential calls to each target (base URL, key, model), interleaved."""
+    import openai
+
+    clients = {
+        name: openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+        for name, (base, key, _) in targets.items()
+    }
+    times: dict[str, list[float]] = {name: [] for name in targets}
+    for i in range(calls + 50):
+        for name, client in clients.items():
+            start = time.perf_counter()
+            client.chat.completions.create(
+                model=targets[name][2], messages=[{"role": "user", "content": f"ping {i}"}],
+                max_tokens=8,
+            )  # fmt: skip
+            if i >= 50:  # warm-up: connections, imports, the limiters' first answers
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def latency(args: argparse.Namespace) -> dict[str, float]:
+    import ray
+
+    from fanout import parse_config
+    from fanout.distributed.serve import deploy_service, serve
+    from fanout.service import build_app
+    from fanout.store import KeyStore
+
+    with emulator("--latency-ms", "0") as upstream:
+        work = Path(tempfile.mkdtemp(prefix="fanout-gw-"))
+        store = KeyStore(work / "keys.db")
+        _, key = store.create("latency")
+        (work / "fanout.toml").write_text(config_toml(upstream).replace(
+            f"requests_per_min = {RPM}\n", ""))  # fmt: skip
+        port = free_port()
+        env = {**os.environ, "FANOUT_KEYS_DB": str(work / "keys.db")}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fanout", "serve", "--config", str(work / "fanout.toml"),
+             "--port", str(port)], env=env, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
+            local = timed_calls(
+                {"direct": (upstream, "sk-none", "sim-small"),
+                 "gateway": (f"http://127.0.0.1:{port}", key, "gpt-4o-mini")},
+                args.latency_calls,
+            )  # fmt: skip
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+        ray_port = free_port()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1",
+                                                             "port": ray_port})  # fmt: skip
+        config = parse_config(config_dict(upstream))
+        names = deploy_service(
+            partial(build_app, {}, tokens=None, keys=str(work / "keys.db")), config, [],
+            replicas=REPLICAS, name="gateway-latency",
+        )  # fmt: skip
+        try:
+            wait_until_up(f"http://127.0.0.1:{ray_port}/healthz")
+            on_ray = timed_calls(
+                {"direct": (upstream, "sk-none", "sim-small"),
+                 "gateway": (f"http://127.0.0.1:{ray_port}", key, "gpt-4o-mini")},
+                args.latency_calls,
+            )  # fmt: skip
+        finally:
+            serve.shutdown()
+            for name in names.values():
+                ray.kill(ray.get_actor(name), no_restart=True)
+            ray.shutdown()
+    out: dict[str, float] = {}
+    for where, times in (("serve", local), ("ray", on_ray)):
+        for q, label in ((0.5, "p50"), (0.99, "p99")):
+            direct, via = quantile(times["direct"], q), quantile(times["gateway"], q)
+            out[f"{where}_direct_{label}_ms"] = direct * 1000
+            out[f"{where}_gateway_{label}_ms"] = via * 1000
+            out[f"{where}_added_{label}_ms"] = (via - direct) * 1000
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--warmup", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=24, help="calls in flight per client")
+    parser.add_argument("--latency-ms", type=float, default=50.0, help="upstream latency")
+    parser.add_argument("--latency-calls", type=int, default=1000)
+    parser.add_argument("--parts", default="throughput,latency")
+    args = parser.parse_args()
+    parts = args.parts.split(",")
+    cpu = platform.processor() or platform.machine()
+    print(f"machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    if "throughput" in parts:
+        t = throughput(args)
+        print(json.dumps({"throughput": t}))
+        print(
+            f"throughput: {t['accepted_per_s']:.2f} calls/s accepted upstream of a "
+            f"{t['ceiling_per_s']:.0f}/s limit = {t['of_ceiling']:.3f} of the ceiling "
+            f"(target >= 0.95); upstream 429s {t['upstream_429']} = "
+            f"{t['upstream_429_share']:.2%} of calls (target <= 1%); {REPLICAS} replicas, "
+            f"{CLIENTS} client processes x {args.concurrency}, {t['window_s']} s window "
+            f"(per second: median {t['accepted_per_s_median']:.0f}, "
+            f"p10 {t['accepted_per_s_p10']:.0f}); "
+            f"clients: {t['client_ok']} ok, {t['client_errors']} errors"
+        )
+    if "latency" in parts:
+        lat = latency(args)
+        print(json.dumps({"latency": lat}))
+        for where, name in (("serve", "fanout serve (uvicorn)"), ("ray", "Ray Serve")):
+            print(
+                f"added latency, {name}: p50 {lat[f'{where}_added_p50_ms']:.2f} ms, p99 "
+                f"{lat[f'{where}_added_p99_ms']:.2f} ms (direct p50 "
+                f"{lat[f'{where}_direct_p50_ms']:.2f} / p99 {lat[f'{where}_direct_p99_ms']:.2f}"
+                f" ms; targets: p50 <= 2 ms, p99 <= 10 ms)"
+            )
+
+
+if __name__ == "__main__":
+    main()
