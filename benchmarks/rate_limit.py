@@ -20,7 +20,10 @@ Scenarios (the emulator's bucket; what the config states):
   C  3,000/min enforced per second (1 s bucket); configured 3,000/min
   D  3,000/min, 60 s bucket; nothing configured (the headers say it all)
   E  3,000/min and tokens/min for 20 requests/s, 60 s buckets; both configured
-Targets: ratio >= 0.97 in every scenario, <= 0.5% 429s, every record correct.
+  F  1,500/min per second, no limit headers; configured 3,000/min (429s teach it)
+  G  3,000/min per second, no limit headers; nothing configured (429s alone)
+Targets (A-E): ratio >= 0.97 in every scenario, <= 0.5% 429s, every record correct.
+F and G (not run by default) measure what 429s alone can teach.
 
 ``--ray N`` runs the same on a local Ray with N workers sharing the limit through the
 quota coordinator (target on A: ratio >= 0.95, <= 1% 429s).
@@ -75,6 +78,7 @@ class Scenario:
     bucket_s: float
     configured_rpm: float | None
     configured_tpm: float | None
+    limit_headers: bool = True  # x-ratelimit-limit-* (F, G: 429s alone teach the limit)
 
 
 def classify_dag() -> DAG:
@@ -107,6 +111,8 @@ def emulator(scenario: Scenario) -> Iterator[str]:
     if scenario.provider_tpm:
         args += ["--tpm", str(scenario.provider_tpm)]
     args += ["--latency-ms", str(LATENCY_MS), "--jitter-sigma", str(JITTER)]
+    if not scenario.limit_headers:
+        args.append("--no-limit-headers")
     proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
     root = f"http://127.0.0.1:{port}"
     try:
@@ -196,12 +202,14 @@ def scenarios() -> dict[str, Scenario]:
         "C": Scenario("C", 3000, None, 1.0, 3000, None),
         "D": Scenario("D", 3000, None, 60.0, None, None),
         "E": Scenario("E", 3000, tpm_e, 60.0, 3000, tpm_e),
+        "F": Scenario("F", 1500, None, 1.0, 3000, None, limit_headers=False),
+        "G": Scenario("G", 3000, None, 1.0, None, None, limit_headers=False),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenarios", default="A,B,C,D,E")
+    parser.add_argument("--scenarios", default="A,B,C,D,E", help="any of A-G")
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--in-flight", type=int, default=256, help="requests in flight at most")
     parser.add_argument("--ray", type=int, metavar="N", help="on local Ray, N workers")
