@@ -150,7 +150,9 @@ async def test_tool_errors_bad_arguments_and_a_hanging_server_go_back_to_the_mod
     tmp_path: Path,
 ) -> None:
     state = tmp_path / "state"
-    server = stdio_server(state, timeout_s=0.5)
+    # long enough that a loaded machine never times out a tool that does answer (then
+    # retried, it would count twice below), short enough for the hanging one
+    server = stdio_server(state, timeout_s=2.0)
     server["retry"] = {"max_attempts": 2, "initial_backoff_s": 0.01}
     script = (
         '[sim:tools=broken({"x": 1});lookup({"key": 5});lookup({"kee": "a"});hang({"seconds": 30})]'
@@ -166,7 +168,7 @@ async def test_tool_errors_bad_arguments_and_a_hanging_server_go_back_to_the_mod
     assert answers[0].startswith("error: Error executing tool broken")
     assert answers[1].startswith("error: invalid arguments for lookup (MCP server 'kv'): key:")
     assert "'key' is a required property" in answers[2]
-    assert answers[3] == ("error: MCP server 'kv': tool 'hang' did not answer within timeout_s=0.5")
+    assert answers[3] == ("error: MCP server 'kv': tool 'hang' did not answer within timeout_s=2.0")
     assert result.nodes["agent"].tool_errors == 4
     assert effects(state) == []  # bad arguments never reached the server
     rows = tool_rows(traces)
