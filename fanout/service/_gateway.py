@@ -36,6 +36,7 @@ from fanout.errors import (
     RateLimited,
     RequestTooLarge,
 )
+from fanout.service._embeddings import embedding_body, embedding_dag, parse_embedding
 from fanout.service._keys import Caller, KeyBudget, KeyGate
 from fanout.service._metrics import ServiceMetrics
 from fanout.service._openai_stream import answer_deltas, sse_chunks
@@ -79,7 +80,7 @@ class Gateway:
 
 
 def add_gateway_routes(app: FastAPI, gw: Gateway) -> None:
-    """``POST /v1/chat/completions``, ``GET /v1/models[/{id}]``; ``/v1/embeddings`` and
+    """``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``GET /v1/models[/{id}]``;
     other OpenAI routes answer a 404 that says what is served."""
 
     @app.exception_handler(OpenAIError)
@@ -102,14 +103,9 @@ def add_gateway_routes(app: FastAPI, gw: Gateway) -> None:
     async def chat(request: Request) -> Response:
         return await _chat(gw, request)
 
-    @app.post("/v1/embeddings", tags=["openai"], include_in_schema=False)
+    @app.post("/v1/embeddings", tags=["openai"])
     async def embeddings(request: Request) -> Response:
-        await _caller(gw, request)
-        raise OpenAIError(
-            404, "embeddings are not served yet (they come with the providers' embeddings "
-            "support); this gateway serves /v1/chat/completions and /v1/models",
-            code="not_implemented",
-        )  # fmt: skip
+        return await _embeddings(gw, request)
 
     for path in ("/v1/completions", "/v1/responses"):
         app.add_api_route(path, _not_served, methods=["POST"], include_in_schema=False)
@@ -201,6 +197,48 @@ async def _chat(gw: Gateway, request: Request) -> Response:
     )
 
 
+async def _embeddings(gw: Gateway, request: Request) -> Response:
+    """A model alias's embeddings: one ``dag.embed`` step through the engine."""
+    caller = await _caller(gw, request)
+    model, texts, dimensions, encoding = parse_embedding(await request.body())
+    if model not in gw.models:
+        raise _unknown_model(gw, model)
+    held = await gw.gate.budget(caller)
+    if held is not None and held.exhausted():
+        raise _quota_spent(gw, held, caller)
+    limiter, rpm = gw.models[model]
+    wait = gw.gate.share_wait_s(caller, limiter, rpm)
+    if wait > 0:
+        raise _share_spent(gw, caller, limiter, wait)
+    try:
+        result = await gw.runner.run(
+            embedding_dag(model, dimensions), {"texts": texts},
+            budget=held.budget if held is not None else None, deadline_s=_deadline_s(request),
+            interactive=caller.interactive, record_key=caller.key_id,
+        )  # fmt: skip
+    except Exception as exc:  # refused before any call: a config or budget error
+        raise _as_openai(gw, exc, caller, held) from None
+    status = str(result.status)
+    if status == "budget_exceeded":
+        raise _as_openai(gw, BudgetExceeded(result.error_message or "budget"), caller, held)
+    if status != "ok":
+        raise OpenAIError(
+            502, f"embeddings ended {status}: {result.error_type}: {result.error_message}",
+            kind="server_error", code=f"embeddings_{status}",
+        )  # fmt: skip
+    vectors = result.outputs["vectors"]
+    assert isinstance(vectors, list)
+    gw.metrics.key_spend(caller.tenant, caller.key_id, model, result.usage, result.cost_usd)
+    spend = BackgroundTask(
+        gw.gate.record, caller, held, result.cost_usd, result.usage.total_tokens
+    )
+    payload = embedding_body(model, vectors, result.usage.input_tokens, encoding)
+    headers = {"x-fanout-model-alias": model, "x-fanout-cost-usd": f"{result.cost_usd:.8f}"}
+    return Response(
+        orjson.dumps(payload), media_type="application/json", headers=headers, background=spend
+    )
+
+
 async def _complete(
     gw: Gateway,
     caller: Caller,
@@ -267,7 +305,8 @@ async def _pipeline(
         held.budget.charge(tokens=result.usage.total_tokens, usd=result.cost_usd)
     if str(result.status) != "ok":
         raise OpenAIError(
-            502, f"pipeline {name!r} ended {result.status}: {result.error or 'see its trace'}",
+            502, f"pipeline {name!r} ended {result.status}: "
+            f"{result.error_message or 'see its trace'}",
             kind="server_error", code=f"pipeline_{result.status}",
         )  # fmt: skip
     outputs = result.outputs

@@ -250,10 +250,27 @@ def test_bad_body_names_the_parameter(gateway: ServiceServer, key: str) -> None:
     assert error["type"] == "invalid_request_error" and error["param"] == "messages.0.role"
 
 
-def test_embeddings_name_the_pending_feature(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.NotFoundError) as caught:
-        client.embeddings.create(model="fast", input="hello")
-    assert "embeddings are not served yet" in str(caught.value)
+def test_embeddings_through_the_engine_as_the_sdk_reads_them(
+    client: openai.OpenAI, emulator: Emulator
+) -> None:
+    before = emulator.stats()["embedding_requests"]
+    texts = ["a chair", "great product, I love it", "arrived broken"]
+    reply = client.embeddings.create(model="fast", input=texts)  # the SDK asks for base64
+    assert [d.index for d in reply.data] == [0, 1, 2]
+    vectors = [d.embedding for d in reply.data]
+    assert len({len(v) for v in vectors}) == 1 and len(vectors[0]) > 8
+    assert reply.usage.prompt_tokens > 0 and reply.model == "fast"
+    floats = client.embeddings.create(model="fast", input=texts, encoding_format="float")
+    for got, want in zip((d.embedding for d in floats.data), vectors, strict=True):
+        assert got == pytest.approx(want, abs=1e-6)  # float32 either way
+    single = client.embeddings.create(model="fast", input="a chair")
+    assert single.data[0].embedding == pytest.approx(vectors[0], abs=1e-6)  # deterministic
+    # the three texts of a request went packed: one upstream request each time
+    assert emulator.stats()["embedding_requests"] - before == 3
+    with pytest.raises(openai.BadRequestError, match="token arrays"):
+        client.embeddings.create(model="fast", input=[[1, 2, 3]])
+    with pytest.raises(openai.NotFoundError, match="does not exist here"):
+        client.embeddings.create(model="nope", input="x")
 
 
 def test_over_budget_key_gets_openai_429(gateway: ServiceServer, keys: KeyStore) -> None:
