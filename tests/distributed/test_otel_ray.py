@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -19,6 +21,18 @@ from fanout import DAG
 from fanout.distributed import RayEngine
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+def _row_spans(receiver: Any, rows: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The spans of the trace's rows (once all arrived) and the waits' spans apart: a
+    worker's limiter may wait for its lease at the start, and a wait is a span of its own."""
+    deadline = time.monotonic() + 30
+    while True:
+        spans = receiver.wait_for(rows)
+        waits = [s for s in spans if "fanout.wait" in s["attributes"]]
+        if len(spans) - len(waits) >= rows or time.monotonic() > deadline:
+            return [s for s in spans if "fanout.wait" not in s["attributes"]], waits
+        time.sleep(0.1)
 
 
 def rate() -> DAG:
@@ -45,10 +59,12 @@ def test_each_ray_worker_exports_its_spans_and_they_match_the_parquet_trace(
 
         asyncio.run(main())
         rows = pq.read_table(tmp_path / "traces").to_pylist()
-        spans = receiver.wait_for(len(rows))
+        spans, waits = _row_spans(receiver, len(rows))
     assert len([r for r in rows if r["record_type"] == "run"]) == 40
     ids = {s["span_id"]: s for s in spans}
-    assert len(ids) == len(spans) == len(rows)  # the sim's limits never wait here
+    assert len(ids) == len(spans) == len(rows)  # one span per row ...
+    attempts = {r["span_id"] for r in rows if r["record_type"] == "attempt"}
+    assert all(w["parent_span_id"] in attempts for w in waits)  # ... and a leased wait's own
     for row in rows:
         span = ids[row["span_id"]]
         assert span["trace_id"] == row["trace_id"]
