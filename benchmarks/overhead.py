@@ -51,6 +51,7 @@ from batch_1m import machine
 from fanout import DAG, Engine, parse_config
 from fanout.batch import run_file
 from fanout.cli._loop import run as cli_run
+from fanout.trace import OtelSettings
 
 PROMPT = "Classify the sentiment of this review as positive, negative or neutral. Review: {text}"
 TEXTS = ["great, I love it", "broken and late, terrible", "it is a chair"]
@@ -207,10 +208,14 @@ def classify() -> DAG:
 
 
 async def engine_loop(
-    base_url: str, seconds: float, concurrency: int, traces: Path | str | None
+    base_url: str,
+    seconds: float,
+    concurrency: int,
+    traces: Path | str | None,
+    otel: OtelSettings | bool = False,
 ) -> int:
     dag = classify()
-    async with Engine(config(base_url, concurrency), traces=traces) as engine:
+    async with Engine(config(base_url, concurrency), traces=traces, otel=otel) as engine:
 
         async def one(w: int, i: int) -> None:
             result = await engine.run(dag, {"text": f"{TEXTS[(w + i) % 3]} #{w}-{i}"})
@@ -230,11 +235,17 @@ async def fanout_run(base_url: str, concurrency: int, source: Path, work: Path) 
 
 
 async def engine_rps(
-    base_url: str, seconds: float, concurrency: int, traces: Path | str | None = None
+    base_url: str,
+    seconds: float,
+    concurrency: int,
+    traces: Path | str | None = None,
+    otel: OtelSettings | bool = False,
 ) -> float:
-    """``Engine.run`` requests/s from ``concurrency`` workers (``benchmarks/traces.py``)."""
+    """``Engine.run`` requests/s from ``concurrency`` workers (``benchmarks/traces.py``);
+    ``otel``: live OpenTelemetry export settings (off by default, whatever OTEL_* says).
+    The time includes closing the engine (the live exporter sends what is queued)."""
     start = time.perf_counter()
-    done = await engine_loop(base_url, seconds, concurrency, traces)
+    done = await engine_loop(base_url, seconds, concurrency, traces, otel)
     return done / (time.perf_counter() - start)
 
 

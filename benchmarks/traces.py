@@ -6,7 +6,10 @@
    the crash-safe log and the roll into Parquet. Target: >= 200,000 spans/s.
    ``emit`` (on the event loop) is timed apart.
 2. With ``--overhead``: ``benchmarks/overhead.py``'s engine against the emulator,
-   with tracing off and on (target: tracing costs <= 5% of requests/s).
+   with tracing off, on (Parquet), and on with live OpenTelemetry export as well (OTLP
+   protobuf over HTTP to a receiver in another process, pinned beside the emulator),
+   rounds interleaved. Targets: tracing costs <= 5% of requests/s; so does live export
+   on top of it.
 
 Run: python benchmarks/traces.py [--spans 1000000] [--overhead]
 """
@@ -15,10 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from statistics import mean
 
@@ -82,6 +89,59 @@ def writer_rate(spans: list[Span], total: int, directory: Path) -> tuple[float, 
     return total / write_s, emit_s / total * 1e6, size, groups
 
 
+@contextlib.contextmanager
+def otlp_sink() -> Iterator[tuple[str, Callable[[], int]]]:
+    """An OTLP/HTTP receiver in its own process (pinned to the last CPU, beside the
+    emulator): answers every export 200 and counts them, decoding nothing."""
+    import overhead
+
+    port = overhead.free_port()
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RECEIVER, str(port)],
+        preexec_fn=lambda: overhead.pin(cpus[-1]),
+        stdout=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    proc.stdout.readline()  # "ready"
+    counted = [0]
+
+    def received() -> int:
+        return counted[0]
+
+    try:
+        yield f"http://127.0.0.1:{port}", received
+    finally:
+        proc.stdin.close()  # the receiver prints its count and exits
+        counted[0] = int(proc.stdout.readline() or 0)
+        proc.wait(timeout=10)
+
+
+_RECEIVER = """
+import sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+count = [0]
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        count[0] += 1
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+print(count[0], flush=True)
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=1_000_000)
@@ -114,15 +174,27 @@ def main() -> None:
     if args.overhead:
         import overhead  # benchmarks/overhead.py, next to this file
 
-        with overhead.emulator() as (root, _), tempfile.TemporaryDirectory() as tmp:
-            base = f"{root}/v1"
-            off, on = [], []
+        from fanout.trace import OtelSettings
+
+        with (
+            overhead.emulator() as (root, _),
+            otlp_sink() as (otlp, received),
+            tempfile.TemporaryDirectory() as tmp,
+        ):
+            base, live = f"{root}/v1", OtelSettings(endpoint=f"{otlp}/v1/traces")
+            off, on, both = [], [], []
             for r in range(args.rounds):
                 off.append(asyncio.run(overhead.engine_rps(base, 5.0, 8)))
                 on.append(asyncio.run(overhead.engine_rps(base, 5.0, 8, f"{tmp}/{r}")))
+                both.append(asyncio.run(overhead.engine_rps(base, 5.0, 8, f"{tmp}/l{r}", live)))
+        posts = received()
         print(f"engine, no trace    {mean(off):12,.0f} requests/s  {[round(x) for x in off]}")
         print(f"engine, traced      {mean(on):12,.0f} requests/s  {[round(x) for x in on]}")
+        print(f"traced + live OTLP  {mean(both):12,.0f} requests/s  {[round(x) for x in both]}"
+              f"  ({posts:,} export requests received)")  # fmt: skip
         print(f"traced / untraced   {mean(on) / mean(off):12.3f}  (target >= 0.95)")
+        print(f"live / traced       {mean(both) / mean(on):12.3f}  (target >= 0.95)")
+        print(f"live / untraced     {mean(both) / mean(off):12.3f}")
 
 
 if __name__ == "__main__":

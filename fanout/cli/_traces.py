@@ -199,9 +199,6 @@ def _when(text: str | None, option: str) -> datetime | None:
 
 
 def _post(directory: Path, endpoint: str, where: SpanFilter) -> int:
-    from fanout._extras import require
-
-    require("fanout traces export --endpoint", "opentelemetry.sdk", extra="otel")
     from fanout.config import TraceConfig
     from fanout.trace import otel_settings, post_otlp
 
@@ -217,10 +214,6 @@ def _write(directory: Path, export_format: str, output: Path | None, where: Span
     from fanout.trace import export_otlp, export_otlp_proto
 
     binary = export_format == "otlp-proto"
-    if binary:
-        from fanout._extras import require
-
-        require("fanout traces export --format otlp-proto", "opentelemetry.sdk", extra="otel")
 
     def run(out: IO[str] | IO[bytes]) -> int:
         if binary:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import duckdb
 
@@ -83,20 +83,23 @@ def _spans(directory: str | Path, where: SpanFilter, batch: int) -> Iterator[lis
 def _requests(
     directory: str | Path, where: SpanFilter, resource: Mapping[str, str], batch: int
 ) -> Iterator[tuple[bytes, int]]:
-    """Serialized ``ExportTraceServiceRequest`` messages, each with its span count."""
-    from fanout._extras import require
+    """Serialized ``ExportTraceServiceRequest`` messages, each with its span count (the
+    live export's encoder: no OpenTelemetry package needed)."""
+    from fanout.trace._otlp_wire import encode_request, encode_spans
 
-    require("fanout traces export (OTLP protobuf)", "opentelemetry.sdk", extra="otel")
-    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-    from fanout.trace._otel import sdk_resource, sdk_scope, to_readable_spans
-
-    sdk, scope = sdk_resource(resource, pid=False), sdk_scope()
+    scope = _scope()
     for spans in _spans(directory, where, batch):
-        readable: list[Any] = []
-        for span in spans:
-            readable.extend(to_readable_spans(span, sdk, scope))
-        yield encode_spans(readable).SerializeToString(), len(readable)
+        encoded = [s for span in spans for s in encode_spans(span)]
+        yield encode_request(encoded, dict(resource), scope), len(encoded)
+
+
+def _scope() -> tuple[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return "fanout", version("fanout")
+    except PackageNotFoundError:
+        return "fanout", None
 
 
 def export_otlp_proto(

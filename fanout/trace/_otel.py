@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -239,11 +240,8 @@ def to_readable_spans(span: Span, resource: Any, scope: Any) -> list[Any]:
     return out
 
 
-def sdk_resource(attributes: Mapping[str, str], *, pid: bool = True) -> Any:
+def sdk_resource(attributes: Mapping[str, str]) -> Any:
     from opentelemetry.sdk.resources import Resource
-
-    if not pid:  # an export of rows other processes made
-        return Resource.create(dict(attributes))
 
     # this process's pid (a Ray worker's spans tell their process); Resource.create adds
     # telemetry.sdk.* and, from OTEL_RESOURCE_ATTRIBUTES, nothing that is not set here
@@ -261,11 +259,33 @@ def sdk_scope() -> Any:
         return InstrumentationScope("fanout")
 
 
-class OtelSink:
-    """``emit(span)``: the row (and its waits) to the SDK's ``BatchSpanProcessor``.
+class _Flags:
+    sampled = True
 
-    ``exporter``: any SDK ``SpanExporter`` (default: OTLP per ``settings``). Thread-safe;
-    :meth:`close` exports what is queued (also at interpreter exit).
+
+class _Context:
+    trace_flags = _Flags()
+
+
+class _Queued:
+    """A row in the SDK's batch queue (which asks only ``context.trace_flags.sampled``):
+    queued as it is, encoded by the exporter on the processor's thread."""
+
+    __slots__ = ("row",)
+    context = _Context()
+
+    def __init__(self, row: Span) -> None:
+        self.row = row
+
+
+class OtelSink:
+    """``emit(span)``: the row to the SDK's ``BatchSpanProcessor``, whose thread encodes
+    and exports it (and its waits): the event loop only queues it.
+
+    ``exporter``: any SDK ``SpanExporter`` taking ``ReadableSpan`` objects (default:
+    OTLP per ``settings``: protobuf over HTTP, encoded by :mod:`fanout.trace._otlp_wire`,
+    or the SDK's gRPC exporter). Thread-safe; :meth:`close` exports what is queued
+    (also at interpreter exit).
     """
 
     def __init__(self, settings: OtelSettings, *, exporter: Any | None = None) -> None:
@@ -275,10 +295,14 @@ class OtelSink:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         self.settings = settings
-        self._resource = sdk_resource(settings.resource)
-        self._scope = sdk_scope()
+        resource = sdk_resource(settings.resource)
+        if exporter is not None:
+            self._exporter: Any = _Readable(exporter, resource, sdk_scope())
+        elif settings.protocol == "grpc":
+            self._exporter = _Readable(_grpc_exporter(settings), resource, sdk_scope())
+        else:
+            self._exporter = _WireExporter(settings, dict(resource.attributes))
         self._bound = round(settings.sample_ratio * (1 << 64))
-        self._exporter = exporter if exporter is not None else _exporter(settings)
         self._processor = BatchSpanProcessor(
             self._exporter,
             max_queue_size=settings.max_queue_size,
@@ -286,9 +310,9 @@ class OtelSink:
             max_export_batch_size=settings.max_export_batch_size,
             export_timeout_millis=settings.timeout_s * 1000,
         )
+        self._on_end: Callable[[Any], None] = self._processor.on_end
         self._lock = threading.Lock()
         self._closed = False
-        self.spans_emitted = 0
         atexit.register(self.close)
 
     def sampled(self, trace_id: str) -> bool:
@@ -300,9 +324,7 @@ class OtelSink:
     def emit(self, span: Span) -> None:
         if self._closed or not self.sampled(span.trace_id):
             return
-        for readable in to_readable_spans(span, self._resource, self._scope):
-            self._processor.on_end(readable)
-            self.spans_emitted += 1
+        self._on_end(_Queued(span))
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         return bool(self._processor.force_flush(int(timeout_s * 1000)))
@@ -322,25 +344,99 @@ class OtelSink:
         return f"OtelSink({self.settings!r})"
 
 
-def _exporter(settings: OtelSettings) -> Any:
-    if settings.protocol == "grpc":
-        from fanout._extras import require
+def _export_result(ok: bool) -> Any:
+    from opentelemetry.sdk.trace.export import SpanExportResult
 
-        require("live trace export over gRPC", "grpc", extra="otel")
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter as GrpcExporter,
-        )
+    return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
-        insecure = settings.endpoint.startswith("http://")
-        return GrpcExporter(
-            endpoint=settings.endpoint, insecure=insecure, headers=dict(settings.headers),
-            timeout=settings.timeout_s,
-        )  # fmt: skip
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
+class _Readable:
+    """An SDK exporter fed ``ReadableSpan`` objects made from the queued rows."""
+
+    def __init__(self, exporter: Any, resource: Any, scope: Any) -> None:
+        self.exporter, self._resource, self._scope = exporter, resource, scope
+
+    def export(self, batch: Iterable[_Queued]) -> Any:
+        spans = [s for q in batch for s in to_readable_spans(q.row, self._resource, self._scope)]
+        return self.exporter.export(spans)
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return bool(self.exporter.force_flush(timeout_millis))
+
+
+_RETRY_STATUS = frozenset({429, 502, 503, 504})
+
+
+class _WireExporter:
+    """OTLP protobuf over HTTP: rows encoded by :mod:`fanout.trace._otlp_wire`, POSTed with
+    httpx; a 429, a 502-504 or a lost connection is tried again (3 tries in all)."""
+
+    def __init__(self, settings: OtelSettings, resource: Mapping[str, Any]) -> None:
+        import httpx
+
+        from fanout.trace._otlp_wire import encode_request, encode_spans
+
+        self._encode_spans, self._encode_request = encode_spans, encode_request
+        self._endpoint = settings.endpoint
+        self._resource = dict(resource)
+        self._scope = _scope_name()
+        headers = {"Content-Type": "application/x-protobuf", **settings.headers}
+        self._client = httpx.Client(timeout=settings.timeout_s, headers=headers)
+        self.exported = self.failed = 0
+
+    def export(self, batch: Iterable[_Queued]) -> Any:
+        import httpx
+
+        spans = [s for q in batch for s in self._encode_spans(q.row)]
+        body = self._encode_request(spans, self._resource, self._scope)
+        for attempt in range(3):
+            try:
+                reply = self._client.post(self._endpoint, content=body)
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                if reply.status_code < 300:
+                    self.exported += len(spans)
+                    return _export_result(True)
+                error = f"HTTP {reply.status_code}"
+                if reply.status_code not in _RETRY_STATUS:
+                    break
+            if attempt < 2:
+                time.sleep(0.5 * 2**attempt)
+        self.failed += len(spans)
+        _log.warning("live trace export to %s failed: %s", self._endpoint, error)
+        return _export_result(False)
+
+    def shutdown(self) -> None:
+        self._client.close()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+def _scope_name() -> tuple[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return "fanout", version("fanout")
+    except PackageNotFoundError:
+        return "fanout", None
+
+
+def _grpc_exporter(settings: OtelSettings) -> Any:
+    from fanout._extras import require
+
+    require("live trace export over gRPC", "grpc", extra="otel")
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    insecure = settings.endpoint.startswith("http://")
     return OTLPSpanExporter(
-        endpoint=settings.endpoint, headers=dict(settings.headers), timeout=settings.timeout_s
-    )
+        endpoint=settings.endpoint, insecure=insecure, headers=dict(settings.headers),
+        timeout=settings.timeout_s,
+    )  # fmt: skip
 
 
 class TeeSink:

@@ -59,6 +59,18 @@ def test_a_missing_extra_is_one_error_line_naming_it(
     assert not (tmp_path / "OUT").exists()  # refused before anything was written
 
 
+def test_live_export_asked_for_without_the_otel_extra_is_one_error_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    args = ["run", CLASSIFY, "-i", str(REVIEWS), "-o", str(tmp_path / "OUT")]
+    code, output = invoke_without(monkeypatch, "opentelemetry.sdk", args)
+    assert code == 2, output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    assert "pip install 'fanout[otel]'" in lines[0]
+
+
 def test_importing_a_package_whose_extra_is_missing_names_the_extra() -> None:
     code = (
         "import sys; sys.modules['ray'] = None\n"
@@ -75,7 +87,8 @@ def test_importing_a_package_whose_extra_is_missing_names_the_extra() -> None:
 
 
 def test_the_core_import_loads_no_extra() -> None:
-    heavy = ["ray", "fastapi", "uvicorn", "starlette", "duckdb", "matplotlib", "sse_starlette"]
+    heavy = ["ray", "fastapi", "uvicorn", "starlette", "duckdb", "matplotlib", "sse_starlette",
+             "opentelemetry"]  # fmt: skip
     imported = f"[m for m in {heavy} if m in sys.modules]"
     code = f"import sys, fanout, fanout.batch, fanout.cli; print({imported})"
     out = subprocess.run(
