@@ -33,7 +33,7 @@ class Verdict(BaseModel):
 
 def test_chain_tools_and_structured_output_run_through_the_engine(tmp_path: Path) -> None:
     traces = tmp_path / "traces"
-    with start_emulator(EmulatorConfig(requests_per_min=RPM, burst_s=0.1)) as emu:
+    with start_emulator(EmulatorConfig(requests_per_min=RPM)) as emu:
         host = EngineHost(config=emulator_config(emu.base_url), traces=traces)
         with host:
             llm = ChatFanout(model="fast", host=host)
