@@ -38,11 +38,11 @@ def test_pipelines_and_component_tools_run_through_the_engine(tmp_path: Path) ->
     with start_emulator(EmulatorConfig(requests_per_min=RPM)) as emu:
         with EngineHost(config=emulator_config(emu.base_url), traces=traces) as host:
             sync = _pipeline(host).run({"prompt": {"text": "great product"}})
-            many = asyncio.run(_run_async(_pipeline(host), 30))  # run_async: FanoutGenerator.run_async
+            many = asyncio.run(_run_async(_pipeline(host), 30))  # FanoutGenerator.run_async
             search = component_tool(InMemoryBM25Retriever(store), name="search",
                                     description="Search the documents.")  # fmt: skip
             dag = DAG("hs-tools")
-            script = dag.input("script")
+            dag.input("script")
             dag.output(answer=dag.llm("fast", "{script} tea?", tools=[search], name="agent"))
             result = host.run(dag, {"script": '[sim:tools=search({"query": "tea"})]'})
         stats = emu.stats()
