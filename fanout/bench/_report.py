@@ -45,7 +45,7 @@ class _Attempt(NamedTuple):
     http_status: int | None
     tokens: int
     attempt: int
-    duration_ms: float  # limiter wait included
+    duration_ms: float  # the call on the wire (the limiter's wait is before its start)
     limiter_wait_ms: float
     error_type: str | None
 
@@ -63,7 +63,7 @@ def _attempts(traces: Path, t0_wall: float) -> list[_Attempt]:
         rows = con.execute(
             f"""
             SELECT coalesce(provider, '?'), coalesce(request_model, '?'),
-                   epoch_us(start_time) / 1e6 + coalesce(limiter_wait_ms, 0) / 1e3 - ?,
+                   epoch_us(start_time) / 1e6 - ?,
                    status, http_status,
                    coalesce(input_tokens, 0) + coalesce(output_tokens, 0),
                    coalesce(attempt, 1), coalesce(duration_ms, 0),
@@ -100,8 +100,7 @@ def _nodes(traces: Path) -> dict[str, Report]:
                 """
                 SELECT n.node_id, sum(coalesce(a.limiter_wait_ms, 0)),
                        sum(coalesce(a.backoff_ms, 0)),
-                       sum(greatest(coalesce(a.duration_ms, 0)
-                                    - coalesce(a.limiter_wait_ms, 0), 0)),
+                       sum(coalesce(a.duration_ms, 0)),
                        count(*)
                 FROM spans a JOIN spans n ON a.parent_span_id = n.span_id
                 WHERE a.record_type = 'attempt' AND n.record_type = 'node'
@@ -262,7 +261,7 @@ def _provider_figures(
                 "utilisation_requests": round(util_rpm, 4) if util_rpm is not None else None,
                 "utilisation_tokens": round(util_tpm, 4) if util_tpm is not None else None,
                 "call_latency_ms": latency_summary(
-                    r.duration_ms - r.limiter_wait_ms for r in accepted
+                    r.duration_ms for r in accepted
                 ),
                 "limiter_wait_ms": latency_summary(r.limiter_wait_ms for r in rows),
             }

@@ -171,7 +171,7 @@ def shape_from_traces(dag: DAG, traces: Path, base: Shape) -> Shape:
         ).fetchall()
         latency = con.execute(
             """
-            SELECT model_alias, avg(duration_ms - coalesce(limiter_wait_ms, 0))
+            SELECT model_alias, avg(duration_ms)
             FROM spans WHERE record_type = 'attempt' AND status = 'ok' AND dag_name = ?
              AND (tool_name IS NULL OR span_name LIKE 'chat%') GROUP BY model_alias
             """,
