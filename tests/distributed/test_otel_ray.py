@@ -45,10 +45,14 @@ def test_each_ray_worker_exports_its_spans_and_they_match_the_parquet_trace(
 
         asyncio.run(main())
         rows = pq.read_table(tmp_path / "traces").to_pylist()
-        spans = receiver.wait_for(len(rows))
+        waits = sum(1 for r in rows if (r["limiter_wait_ms"] or 0) > 0)
+        spans = receiver.wait_for(len(rows) + waits)
     assert len([r for r in rows if r["record_type"] == "run"]) == 40
     ids = {s["span_id"]: s for s in spans}
-    assert len(ids) == len(spans) == len(rows)  # the sim's limits never wait here
+    assert len(ids) == len(spans) == len(rows) + waits  # each row, and a span per wait
+    assert {s["name"] for s in spans if s["span_id"] not in {r["span_id"] for r in rows}} <= {
+        "fanout.limiter_wait"
+    }
     for row in rows:
         span = ids[row["span_id"]]
         assert span["trace_id"] == row["trace_id"]
