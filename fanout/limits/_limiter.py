@@ -29,7 +29,7 @@ from fanout.limits._adaptive import AdaptiveRate
 from fanout.limits._bucket import TokenBucket
 from fanout.limits._headers import RateLimitHeaders
 
-__all__ = ["LeaseReport", "Limiter", "LimiterState", "Permit"]
+__all__ = ["LEASED_BURST_S", "LeaseReport", "Limiter", "LimiterState", "Permit"]
 
 _RATE_WINDOW_S = 2.0
 # Slow start: until the provider first answers, at most this many calls are in flight,
@@ -42,7 +42,7 @@ _INITIAL_WINDOW = 8
 # ... and that, while full, doubles at least this often: a 429 comes back at once even
 # when answers take long (a 30 s generation), so slow answers need not slow the ramp.
 _WINDOW_DOUBLING_S = 1.0
-_LEASED_BURST_S = 0.5
+LEASED_BURST_S = 0.5
 # A bucket window learnt from headers changes only when it moves by more than this share.
 _WINDOW_CHANGE = 0.1
 # While both queues wait, batch work gets one grant for every this many interactive ones.
@@ -256,21 +256,23 @@ class Limiter:
         if now < self._paused_until:
             return False
         req, tok = self._req_bucket, self._tok_bucket
-        return (req is None or self._burst_req >= 1 or req.wait_s(1, now) == 0) and (
-            tok is None or tokens == 0 or self._burst_tok >= tokens or tok.wait_s(tokens, now) == 0
+        return (req is None or req.wait_s(1, now) == 0 or self._burst_req >= 1) and (
+            tok is None or tokens == 0 or tok.wait_s(tokens, now) == 0 or self._burst_tok >= tokens
         )
 
     def _grant(self, tokens: int, now: float, wait_s: float) -> Permit:
         req, tok = self._req_bucket, self._tok_bucket
+        # The paced bucket first, the coordinator's burst grant when it is empty: a
+        # grant spent first would leave the pace's refill to overflow its small bucket.
         if req is not None:
-            if self._burst_req >= 1:  # out of the coordinator's burst grant
-                self._burst_req -= 1
+            if req.wait_s(1, now) > 0 and self._burst_req >= 1:
+                self._burst_req -= 1  # out of the coordinator's burst grant
             else:
                 if req.level > req.rate * self.burst_s:  # out of a burst, not the pace
                     self._burst_seq = self._granted + 1
                 req.take(1, now)
         if tok is not None and tokens:
-            if self._burst_tok >= tokens:
+            if tok.wait_s(tokens, now) > 0 and self._burst_tok >= tokens:
                 self._burst_tok -= tokens
             else:
                 if tok.level > tok.rate * self.burst_s:
@@ -513,7 +515,7 @@ class Limiter:
             self.leased = True
             # Several workers' bursts land on one provider bucket, jittered by the
             # network: half a second of burst each leaves the provider room for that.
-            self.burst_s = min(self.burst_s, _LEASED_BURST_S)
+            self.burst_s = min(self.burst_s, LEASED_BURST_S)
             self._req_window = self._tok_window = self.burst_s
         now = self.clock.now()
         # a share of 0 (the others hold the whole limit for now) is a trickle, not "unlimited"

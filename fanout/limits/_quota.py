@@ -26,13 +26,16 @@ from dataclasses import dataclass
 
 from fanout.clock import Clock
 from fanout.limits._adaptive import AdaptiveRate
-from fanout.limits._limiter import LeaseReport, LimiterState
+from fanout.limits._limiter import LEASED_BURST_S, LeaseReport, LimiterState
 
 __all__ = ["Lease", "QuotaLedger"]
 
 _MIN_WEIGHT = 1.0  # an idle worker keeps a sliver, so its first call need not wait a report
 _SMOOTHING = 0.3  # weight of a report's demand against the worker's previous weight
 _MARGIN = 0.98  # leases add up to this much of the pace: room for leases still in transit
+# Where the provider's bucket is deep (a burst was granted), the pace's own shortfall
+# refills it: a lease in transit draws on that, so a smaller margin holds.
+_DEEP_MARGIN = 0.99
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +182,9 @@ class QuotaLedger:
         window = min(self.window_s, remaining / per_s + reset_s)
         if window <= 2.0:  # a short window: the pace is all there is
             return 0.0
-        return max(0.0, remaining - held - per_s * 1.0)  # a second of pace left for the leases
+        # what the workers' paced buckets may hold (half a second of pace in all) stays
+        # with the leases
+        return max(0.0, remaining - held - per_s * LEASED_BURST_S)
 
     def _burst_for(
         self, worker: _Worker, share: float, pool: float | None, total: float, tokens: bool
@@ -235,8 +240,10 @@ class QuotaLedger:
         unseen = max(0, self.expected_workers - len(self._workers)) * _MIN_WEIGHT
         target = me.weight / (sum(w.weight for w in self._workers.values()) + unseen)
         others = sum(w.share for k, w in self._workers.items() if k != worker_id)
-        share = me.share = max(0.0, min(target * _MARGIN, _MARGIN - others))
-        req, tok = self._requests.rate, self._tokens.rate
+        margin = _DEEP_MARGIN if self._pool_req_total or self._pool_tok_total else _MARGIN
+        share = me.share = max(0.0, min(target * margin, margin - others))
+        req = _full_pace(self._requests, self._pool_req_total)
+        tok = _full_pace(self._tokens, self._pool_tok_total)
         concurrency = None
         if self.max_concurrency is not None:
             concurrency = max(1, int(self.max_concurrency * share))
@@ -263,3 +270,13 @@ class QuotaLedger:
             f"QuotaLedger(rpm={self.requests_per_min}, tpm={self.tokens_per_min}, "
             f"workers={len(self._workers)})"
         )
+
+
+def _full_pace(rate: AdaptiveRate, burst_total: float) -> float | None:
+    """The pace to share: the stated limit itself where the provider's headers showed a
+    bucket deeper than the pace (a burst was there to grant), since its ``remaining``
+    then bounds what the workers hold; otherwise just under it (``rate.safety``)."""
+    stated, pace = rate.stated, rate.rate
+    if burst_total > 0 and stated and pace and abs(pace - stated * rate.safety) < 1e-9:
+        return stated
+    return pace
