@@ -25,7 +25,7 @@ _PACK_D = struct.Struct("<d").pack
 _PACK_Q = struct.Struct("<Q").pack
 _SMALL = [bytes([n]) for n in range(128)]
 _KEYS: dict[str, bytes] = {}  # key -> its KeyValue.key field
-_PAIRS: dict[tuple[str, object], bytes] = {}  # repeated (key, value) -> KeyValue body
+_FIELDS: dict[tuple[bytes, str, object], bytes] = {}  # repeated (tag, key, value) -> field
 _MAX_PAIRS = 8192
 
 
@@ -62,26 +62,37 @@ def _message(tag: bytes, body: bytes) -> bytes:
     return tag + _varint(len(body)) + body
 
 
-def _key_value(key: str, value: AttributeValue) -> bytes:
-    """A KeyValue's body (``key``, then ``value`` as an AnyValue)."""
-    cacheable = isinstance(value, str | bool) and len(str(value)) <= 64
+def _field(tag: bytes, key: str, value: AttributeValue) -> bytes:
+    """One ``KeyValue`` as a whole field of its parent (``tag``, length, key, value).
+
+    A short string or a bool repeats (span kinds, model names, job ids): its field is
+    encoded once per tag. A key's encoding is kept; numbers are encoded inline.
+    """
+    cacheable = (type(value) is str and len(value) <= 64) or type(value) is bool
     if cacheable:
-        found = _PAIRS.get((key, value))
+        found = _FIELDS.get((tag, key, value))
         if found is not None:
             return found
     head = _KEYS.get(key)
     if head is None:
         head = _KEYS[key] = _string(b"\x0a", key)
-    body = head + _message(b"\x12", _any_value(value))
+    if type(value) is int:
+        any_value = b"\x18" + _varint(value & 0xFFFF_FFFF_FFFF_FFFF)
+    elif type(value) is float:
+        any_value = b"\x21" + _PACK_D(value)
+    else:
+        any_value = _any_value(value)
+    body = head + b"\x12" + _varint(len(any_value)) + any_value
+    field = tag + _varint(len(body)) + body
     if cacheable:
-        if len(_PAIRS) >= _MAX_PAIRS:
-            _PAIRS.clear()
-        _PAIRS[(key, value)] = body
-    return body
+        if len(_FIELDS) >= _MAX_PAIRS:
+            _FIELDS.clear()
+        _FIELDS[(tag, key, value)] = field
+    return field
 
 
 def _attributes(tag: bytes, attributes: Mapping[str, AttributeValue]) -> bytes:
-    return b"".join(_message(tag, _key_value(k, v)) for k, v in attributes.items())
+    return b"".join([_field(tag, k, v) for k, v in attributes.items()])
 
 
 def _ns(value: float | datetime | None) -> int:
