@@ -2,9 +2,10 @@
 arrives into a protocol's :class:`StreamDecoder`, and a stream that breaks off as
 :class:`~fanout.errors.StreamCut`.
 
-What the protocols share: Anthropic and Gemini answer with server-sent events, Bedrock
-with AWS event-stream frames; each has its own decoder (``_anthropic_stream.py``,
-``_gemini_stream.py``, ``_bedrock_stream.py``) that hears the body's bytes, tells each
+What the protocols share: Anthropic, Gemini and Azure OpenAI answer with server-sent
+events, Bedrock with AWS event-stream frames; each has its own decoder
+(``_anthropic_stream.py``, ``_gemini_stream.py``, ``_bedrock_stream.py``,
+``_azure_stream.py``) that hears the body's bytes, tells each
 piece of text to ``on_delta``, raises the provider error an error event stands for, and
 puts the whole reply together as the non-streamed path would have given it.
 """
@@ -47,7 +48,8 @@ class StreamDecoder(Protocol):
     a reply is whole once a candidate finished and the body ended); ``chunks``: pieces
     of content heard so far."""
 
-    chunks: int
+    @property
+    def chunks(self) -> int: ...
 
     def feed(self, data: bytes) -> None: ...
 
