@@ -17,8 +17,8 @@ boto3 = pytest.importorskip("boto3")
 
 KEY = "sk-fanout-sdk-0123456789"
 TOOL_PROMPT = '[sim:tools=lookup({"id": 7})] Where is my order?'
-LOOKUP = {"name": "lookup", "description": "Look an order up.",
-          "input_schema": {"type": "object", "properties": {"id": {"type": "integer"}}}}  # fmt: skip
+SCHEMA = {"type": "object", "properties": {"id": {"type": "integer"}}}
+LOOKUP = {"name": "lookup", "description": "Look an order up.", "input_schema": SCHEMA}
 
 
 @pytest.fixture(scope="module")
@@ -65,14 +65,14 @@ def test_anthropics_sdk_streams_text_and_a_tool_call(emulator: Emulator) -> None
 
 def test_anthropics_sdk_raises_the_overloaded_error_sent_mid_stream(emulator: Emulator) -> None:
     emulator.faults(overload_streams=1)
-    with _anthropic(emulator) as client, pytest.raises(
-        anthropic.APIStatusError, match="overloaded_error"
-    ):
-        with client.messages.stream(
-            model="claude-3-5-haiku-latest", max_tokens=64,
-            messages=[{"role": "user", "content": "Summarise: a long enough text here"}],
-        ) as stream:  # fmt: skip
-            stream.get_final_message()
+    asked = {"model": "claude-3-5-haiku-latest", "max_tokens": 64,
+             "messages": [{"role": "user", "content": "Summarise: a long enough text here"}]}
+    with (
+        _anthropic(emulator) as client,
+        pytest.raises(anthropic.APIStatusError, match="overloaded_error"),
+        client.messages.stream(**asked) as stream,
+    ):  # fmt: skip
+        stream.get_final_message()
 
 
 def _bedrock(emulator: Emulator) -> object:
@@ -93,7 +93,7 @@ def test_boto3_reads_converse_stream_text_tool_use_and_usage(emulator: Emulator)
     )
     events = list(reply["stream"])
     tools = {"tools": [{"toolSpec": {"name": "lookup", "description": "Look an order up.",
-                                     "inputSchema": {"json": LOOKUP["input_schema"]}}}]}  # fmt: skip
+                                     "inputSchema": {"json": SCHEMA}}}]}  # fmt: skip
     called = client.converse_stream(  # type: ignore[attr-defined]
         modelId="anthropic.claude-3-haiku-20240307-v1:0", toolConfig=tools,
         messages=[{"role": "user", "content": [{"text": TOOL_PROMPT}]}],
