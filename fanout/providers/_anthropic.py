@@ -162,7 +162,7 @@ class AnthropicProvider(JsonApiProvider):
         body = {**self.body(request), "stream": True}
         decoder = AnthropicStream(on_delta, finish=_FINISH, error=self._error)
         response = await stream_call(
-            self, self._messages_path, orjson.dumps(body), None, decoder, timeout_s
+            self, request, self._messages_path, orjson.dumps(body), None, decoder, timeout_s
         )
         out = output_tool(request)
         return response if out is None else answered(response, out.name)

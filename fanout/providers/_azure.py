@@ -22,15 +22,7 @@ from fanout.providers._azure_stream import AzureStream
 from fanout.providers._jsonapi import JsonApiProvider
 from fanout.providers._jsonstream import stream_call
 from fanout.providers._openai import _request_body, completion_usage
-from fanout.types import (
-    MODALITIES,
-    ChatRequest,
-    ChatResponse,
-    ToolCall,
-    Usage,
-    estimate_prompt_tokens,
-    estimate_text_tokens,
-)
+from fanout.types import MODALITIES, ChatRequest, ChatResponse, ToolCall
 
 if TYPE_CHECKING:
     import httpx
@@ -100,11 +92,8 @@ class AzureOpenAIProvider(JsonApiProvider):
         path = self._completions(request.model)
         body = {**_request_body(request), "stream": True,
                 "stream_options": {"include_usage": True}}  # fmt: skip
-        prompt = estimate_prompt_tokens(request.messages, request.tools)
-        decoder = AzureStream(
-            self.name, on_delta, estimate=lambda text: Usage(prompt, estimate_text_tokens(text))
-        )
-        return await stream_call(self, path, orjson.dumps(body), None, decoder, timeout_s)
+        decoder = AzureStream(self.name, on_delta)
+        return await stream_call(self, request, path, orjson.dumps(body), None, decoder, timeout_s)
 
     def _reply(self, data: object, headers: dict[str, str]) -> ChatResponse:
         assert isinstance(data, dict)

@@ -18,19 +18,15 @@ __all__ = ["AzureStream"]
 
 class AzureStream:
     """Hears an Azure chat completions stream's bytes; ``on_delta`` hears each piece.
+    Without a final usage event (an ``api-version`` older than
+    ``stream_options.include_usage``) the usage is 0, settled by estimate."""
 
-    ``estimate``: the usage to settle by when no final usage event came (an
-    ``api-version`` older than ``stream_options.include_usage``)."""
+    __slots__ = ("_assembler", "_name", "_parser")
 
-    __slots__ = ("_assembler", "_estimate", "_name", "_parser")
-
-    def __init__(
-        self, name: str, on_delta: Callable[[str], None], *, estimate: Callable[[str], Usage]
-    ) -> None:
+    def __init__(self, name: str, on_delta: Callable[[str], None]) -> None:
         self._name = name
         self._assembler = StreamAssembler(on_delta)
         self._parser = SSEParser()
-        self._estimate = estimate
 
     @property
     def chunks(self) -> int:
@@ -50,7 +46,7 @@ class AzureStream:
 
     def response(self, headers: dict[str, str]) -> ChatResponse:
         assembler = self._assembler
-        usage = assembler.usage or self._estimate(assembler.text)
+        usage = assembler.usage or Usage(0, 0)
         response = assembler.response(usage, headers)
         if response.finish_reason == "content_filter" and not response.content and not (
             response.tool_calls

@@ -214,7 +214,7 @@ class BedrockProvider(JsonApiProvider):
         body = orjson.dumps(self.body(request))
         headers = {**self._signed(path, body), "accept": _EVENT_STREAM}
         decoder = BedrockStream(on_delta, finish=_FINISH, error=self._error)
-        response = await stream_call(self, path, body, headers, decoder, timeout_s)
+        response = await stream_call(self, request, path, body, headers, decoder, timeout_s)
         out = output_tool(request)
         return response if out is None else answered(response, out.name)
 

@@ -165,7 +165,7 @@ class GeminiProvider(JsonApiProvider):
             self.name, on_delta, finish=_FINISH, filtered=_FILTERED, error=self._error
         )
         body = orjson.dumps(self.body(request))
-        response = await stream_call(self, path, body, None, decoder, timeout_s)
+        response = await stream_call(self, request, path, body, None, decoder, timeout_s)
         out = output_tool(request) if request.tools else None
         return response if out is None else answered(response, out.name)
 

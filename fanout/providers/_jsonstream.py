@@ -12,6 +12,7 @@ puts the whole reply together as the non-streamed path would have given it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
@@ -27,7 +28,13 @@ from fanout.errors import (
 )
 from fanout.providers._deadline import CallDeadline
 from fanout.providers._http import StreamingTransport, TransportBroken, TransportTimeout
-from fanout.types import ChatResponse
+from fanout.types import (
+    ChatRequest,
+    ChatResponse,
+    Usage,
+    estimate_prompt_tokens,
+    estimate_text_tokens,
+)
 
 if TYPE_CHECKING:
     from fanout.providers._jsonapi import JsonApiProvider
@@ -64,6 +71,7 @@ class StreamDecoder(Protocol):
 
 async def stream_call(
     provider: JsonApiProvider,
+    request: ChatRequest,
     path: str,
     body: bytes,
     headers: Mapping[str, str] | None,
@@ -74,7 +82,9 @@ async def stream_call(
 
     ``timeout_s`` bounds the whole stream, as it bounds a whole non-streamed call. A
     stream that breaks off after its 200 (the connection, or a body that ends before
-    the reply is whole) raises :class:`StreamCut`: retryable, what arrived discarded."""
+    the reply is whole) raises :class:`StreamCut`: retryable, what arrived discarded. A
+    stream that carried no usage (a proxy that drops it) is settled by estimate, as
+    OpenAI's without ``include_usage``."""
     http = provider._http
     name = provider.name
     if not isinstance(http, StreamingTransport):
@@ -118,7 +128,14 @@ async def stream_call(
         ) from None
     if not decoder.complete:
         raise _cut(name, decoder, "the body ended before the reply's last event")
-    return decoder.response(kept)
+    response = decoder.response(kept)
+    if response.usage.total_tokens == 0:
+        estimated = Usage(
+            estimate_prompt_tokens(request.messages, request.tools),
+            estimate_text_tokens(response.content or ""),
+        )
+        response = dataclasses.replace(response, usage=estimated)
+    return response
 
 
 def _cut(name: str, decoder: StreamDecoder, why: str) -> StreamCut:

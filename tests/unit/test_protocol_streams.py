@@ -333,3 +333,12 @@ def test_every_native_provider_is_a_streaming_provider() -> None:
         lambda: AzureOpenAIProvider("az", endpoint="https://x.example", api_key=KEY),
     ]
     assert all(isinstance(make(), StreamingProvider) for make in made)
+
+
+async def test_a_stream_that_carried_no_usage_is_settled_by_estimate() -> None:
+    bare = {"candidates": [{"content": {"parts": [{"text": "Hello world"}]},
+                            "finishReason": "STOP"}]}  # fmt: skip
+    provider = GeminiProvider("g", api_key=KEY, transport=mock([], gemini_chunks(bare)))
+    reply = await provider.stream(REQUEST, on_delta=lambda _: None)
+    assert reply.content == "Hello world"
+    assert reply.usage.input_tokens > 0 and reply.usage.output_tokens > 0
