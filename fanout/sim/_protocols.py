@@ -1,7 +1,8 @@
 """The emulator's routes for the other wire protocols, and its prompt cache.
 
 Anthropic ``/v1/messages``, Azure ``/openai/deployments/{d}/chat/completions``, Bedrock
-``/model/{id}/converse`` and Gemini ``/v1beta/models/{m}:generateContent`` answer from
+``/model/{id}/converse`` (``/converse-stream``) and Gemini
+``/v1beta/models/{m}:generateContent`` (``:streamGenerateContent``) answer from
 the same simulated provider and the same per (key, model) buckets as the OpenAI route,
 each with its protocol's credentials, rate-limit headers and errors (:mod:`._dialect`).
 Bedrock's credential is a SigV4 ``Authorization`` header, checked for its form (the

@@ -292,3 +292,17 @@ def _toml(value: object) -> str:
     if isinstance(value, str):
         return f'"{value}"'
     return str(value)
+
+
+@pytest.mark.parametrize("protocol", ["anthropic", "azure"])
+async def test_a_streamed_replys_headers_teach_the_limiter(protocol: str) -> None:
+    limited = EmulatorConfig(api_key=KEY, requests_per_min=600, burst_s=10)
+    with start_emulator(limited) as emulator:
+        async with Engine(config(protocol, emulator)) as engine:
+            for n in range(3):
+                result = await engine.run(summary_dag(stream=True), {"text": f"review {n}"})
+                assert result.status == "ok", result.error_message
+            (state,) = engine.limiter_states()
+        assert emulator.stats()["streams"] == 3
+
+    assert state.requests_per_min == pytest.approx(594.0)  # 99% of the stated 600/min
