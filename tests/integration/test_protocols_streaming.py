@@ -306,3 +306,22 @@ async def test_a_streamed_replys_headers_teach_the_limiter(protocol: str) -> Non
         assert emulator.stats()["streams"] == 3
 
     assert state.requests_per_min == pytest.approx(594.0)  # 99% of the stated 600/min
+
+
+@pytest.mark.parametrize("protocol", ["anthropic", "gemini", "azure"])
+async def test_a_rejected_key_on_a_stream_is_in_no_error_log_or_trace(
+    protocol: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    wrong = "sk-wrong-stream-9876543210-SECRET"
+    monkeypatch.setenv("FANOUT_STREAM_KEY", wrong)
+    caplog.set_level(logging.DEBUG)
+    sink = ListSink()
+    async with Engine(config(protocol, emulator), traces=sink) as engine:
+        result = await engine.run(summary_dag(stream=True), {"text": TEXT})
+
+    node = result.nodes["summary"]
+    assert node.error_type == "ProviderHTTPError" and "401" in (node.error_message or "")
+    assert emulator.stats()["streams"] == 0  # refused before any stream began
+    everything = [caplog.text, str(result), *(repr(s) for s in sink.spans)]
+    assert not [text for text in everything if wrong in text or "9876543210" in text]
