@@ -128,14 +128,18 @@ async def stream_call(
         ) from None
     if not decoder.complete:
         raise _cut(name, decoder, "the body ended before the reply's last event")
-    response = decoder.response(kept)
-    if response.usage.total_tokens == 0:
-        estimated = Usage(
-            estimate_prompt_tokens(request.messages, request.tools),
-            estimate_text_tokens(response.content or ""),
-        )
-        response = dataclasses.replace(response, usage=estimated)
-    return response
+    return _settled(decoder.response(kept), request)
+
+
+def _settled(response: ChatResponse, request: ChatRequest) -> ChatResponse:
+    """``response``, its usage estimated if the stream carried none."""
+    if response.usage.total_tokens:
+        return response
+    estimated = Usage(
+        estimate_prompt_tokens(request.messages, request.tools),
+        estimate_text_tokens(response.content or ""),
+    )
+    return dataclasses.replace(response, usage=estimated)
 
 
 def _cut(name: str, decoder: StreamDecoder, why: str) -> StreamCut:
