@@ -29,8 +29,8 @@ Anthropic, Azure
 OpenAI, Bedrock Converse and Gemini are :mod:`fanout.sim._protocols` (same sim, same
 buckets, their own credentials, headers and errors), each streamed as its vendor streams
 (:mod:`fanout.sim._stream_routes`); ``overload_streams``: that many of their streamed
-replies end half-way on the protocol's overloaded error event. A long system prompt is reported
-as cached (``prompt_tokens_details.cached_tokens``) from its second call on.
+replies end half-way on the protocol's overloaded error event. A long system prompt is
+reported as cached (``prompt_tokens_details.cached_tokens``) from its second call on.
 """
 
 from __future__ import annotations
