@@ -1,5 +1,6 @@
 """The vendors' own SDKs read the emulator's streamed replies: Anthropic's Python SDK its
-server-sent events, boto3 its ConverseStream event-stream frames. fanout's clients and
+server-sent events, Google's ``google-genai`` its ``streamGenerateContent`` chunks,
+boto3 its ConverseStream event-stream frames. fanout's clients and
 its emulator share no code, and these parsers share none with either, so an event shape
 both fanout sides got wrong the same way fails here."""
 
@@ -14,6 +15,7 @@ from fanout.sim.server import EmulatorConfig
 
 anthropic = pytest.importorskip("anthropic")
 boto3 = pytest.importorskip("boto3")
+genai = pytest.importorskip("google.genai")
 
 KEY = "sk-fanout-sdk-0123456789"
 TOOL_PROMPT = '[sim:tools=lookup({"id": 7})] Where is my order?'
@@ -130,3 +132,40 @@ def test_boto3_raises_the_exception_frame_sent_mid_stream(emulator: Emulator) ->
     reply["stream"].close()  # the connection a failed stream leaves open
     client.close()  # type: ignore[attr-defined]
     assert raised.value.response["Error"]["Code"] == "serviceUnavailableException"
+
+
+def _gemini(emulator: Emulator) -> object:
+    options = genai.types.HttpOptions(base_url=emulator.root, api_version="v1beta")
+    return genai.Client(api_key=KEY, http_options=options)
+
+
+def test_googles_sdk_streams_text_usage_and_a_function_call(emulator: Emulator) -> None:
+    client = _gemini(emulator)
+    chunks = list(client.models.generate_content_stream(  # type: ignore[attr-defined]
+        model="gemini-2.0-flash", contents="Sentiment of: it is a chair"))  # fmt: skip
+    lookup = genai.types.FunctionDeclaration(
+        name="lookup", description="Look an order up.", parameters_json_schema=SCHEMA
+    )
+    tools = genai.types.GenerateContentConfig(
+        tools=[genai.types.Tool(function_declarations=[lookup])]
+    )
+    called = list(client.models.generate_content_stream(  # type: ignore[attr-defined]
+        model="gemini-2.0-flash", contents=TOOL_PROMPT, config=tools))  # fmt: skip
+    client.close()  # type: ignore[attr-defined]
+
+    assert "".join(c.text or "" for c in chunks) == "neutral"
+    last = chunks[-1]
+    assert last.candidates[0].finish_reason == genai.types.FinishReason.STOP
+    assert last.usage_metadata.candidates_token_count > 0
+    (call,) = [p.function_call for c in called for p in c.candidates[0].content.parts
+               if p.function_call]  # fmt: skip
+    assert (call.name, call.args) == ("lookup", {"id": 7})
+
+
+def test_googles_sdk_raises_the_error_chunk_sent_mid_stream(emulator: Emulator) -> None:
+    emulator.faults(overload_streams=1)
+    client = _gemini(emulator)
+    with pytest.raises(genai.errors.ServerError, match="UNAVAILABLE"):
+        list(client.models.generate_content_stream(  # type: ignore[attr-defined]
+            model="gemini-2.0-flash", contents="Summarise: a long enough text here"))  # fmt: skip
+    client.close()  # type: ignore[attr-defined]
