@@ -85,6 +85,14 @@ def sim_server(  # one parameter per option: typer reads the signature
     cut_streams: Annotated[
         int, typer.Option(min=0, help="This many streamed replies break off half-way.")
     ] = 0,
+    overload_streams: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="This many streamed Anthropic, Gemini or Bedrock replies end half-way on "
+            "the protocol's overloaded error event.",
+        ),
+    ] = 0,
 ) -> None:
     """Run the provider emulator (limits, latency, faults) on loopback.
 
@@ -93,7 +101,9 @@ def sim_server(  # one parameter per option: typer reads the signature
     /v1/batches: validating -> in_progress -> finalizing -> completed, or failed,
     expired, cancelled), with the --batch-* options; Anthropic's /v1/messages, Azure
     OpenAI's /openai/deployments/D/chat/completions, Bedrock's /model/M/converse and
-    Gemini's /v1beta/models/M:generateContent.
+    Gemini's /v1beta/models/M:generateContent, each streamed as its vendor streams it
+    (Anthropic's "stream": true, Bedrock's /converse-stream, Gemini's
+    :streamGenerateContent?alt=sse).
     """
     rates = {"error": error_rate, "truncate": truncate_rate, "hang": hang_rate, "tail": tail_rate}
     rates |= {"overloaded": overloaded_rate, "throttle": throttle_rate}
@@ -132,6 +142,7 @@ def sim_server(  # one parameter per option: typer reads the signature
         max_body_bytes=max_body_bytes,
         proxy_headers=proxy_headers,
         cut_streams=cut_streams,
+        overload_streams=overload_streams,
         overloaded_rate=overloaded_rate,
         throttle_rate=throttle_rate,
         cache_min_tokens=cache_min_tokens,

@@ -16,12 +16,14 @@ The ``anthropic-ratelimit-*`` headers feed the limiter; a 429 ``rate_limit_error
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import orjson
 
+from fanout.providers._anthropic_stream import AnthropicStream
 from fanout.providers._jsonapi import JsonApiProvider
+from fanout.providers._jsonstream import stream_call
 from fanout.providers._turns import answered, output_tool, system_text, turns
 from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
 
@@ -145,6 +147,23 @@ class AnthropicProvider(JsonApiProvider):
         self, request: ChatRequest, *, timeout_s: float | None = None
     ) -> ChatResponse:
         response = await super().complete(request, timeout_s=timeout_s)
+        out = output_tool(request)
+        return response if out is None else answered(response, out.name)
+
+    async def stream(
+        self,
+        request: ChatRequest,
+        *,
+        on_delta: Callable[[str], None],
+        timeout_s: float | None = None,
+    ) -> ChatResponse:
+        """The reply as server-sent events (``"stream": true``;
+        :mod:`fanout.providers._anthropic_stream`)."""
+        body = {**self.body(request), "stream": True}
+        decoder = AnthropicStream(on_delta, finish=_FINISH, error=self._error)
+        response = await stream_call(
+            self, request, self._messages_path, orjson.dumps(body), None, decoder, timeout_s
+        )
         out = output_tool(request)
         return response if out is None else answered(response, out.name)
 

@@ -12,13 +12,15 @@ carry ``retry-after``/``retry-after-ms`` and its responses ``x-ratelimit-remaini
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import orjson
 
 from fanout.errors import ContentFiltered
+from fanout.providers._azure_stream import AzureStream
 from fanout.providers._jsonapi import JsonApiProvider
+from fanout.providers._jsonstream import stream_call
 from fanout.providers._openai import _request_body, completion_usage
 from fanout.types import MODALITIES, ChatRequest, ChatResponse, ToolCall
 
@@ -65,14 +67,33 @@ class AzureOpenAIProvider(JsonApiProvider):
         self._paths: dict[str, str] = {}
 
     def _request(self, request: ChatRequest) -> tuple[str, bytes, dict[str, str] | None]:
-        path = self._paths.get(request.model)
+        return self._completions(request.model), orjson.dumps(_request_body(request)), None
+
+    def _completions(self, model: str) -> str:
+        """The chat completions path of deployment ``model``, with its query."""
+        path = self._paths.get(model)
         if path is None:
-            deployment = urllib.parse.quote(request.model, safe="")
-            path = self._paths[request.model] = self._path(
+            deployment = urllib.parse.quote(model, safe="")
+            path = self._paths[model] = self._path(
                 f"/openai/deployments/{deployment}/chat/completions",
                 {"api-version": self.api_version},
             )
-        return path, orjson.dumps(_request_body(request)), None
+        return path
+
+    async def stream(
+        self,
+        request: ChatRequest,
+        *,
+        on_delta: Callable[[str], None],
+        timeout_s: float | None = None,
+    ) -> ChatResponse:
+        """The reply as OpenAI's server-sent events, the usage from the final event
+        (``stream_options.include_usage``; :mod:`fanout.providers._azure_stream`)."""
+        path = self._completions(request.model)
+        body = {**_request_body(request), "stream": True,
+                "stream_options": {"include_usage": True}}  # fmt: skip
+        decoder = AzureStream(self.name, on_delta)
+        return await stream_call(self, request, path, orjson.dumps(body), None, decoder, timeout_s)
 
     def _reply(self, data: object, headers: dict[str, str]) -> ChatResponse:
         assert isinstance(data, dict)

@@ -16,15 +16,17 @@ the ``x-amzn-ErrorType`` header: ``ThrottlingException`` and
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from fanout._extras import require
 from fanout.errors import ConfigError, ProviderError, ProviderHTTPError, RateLimited
+from fanout.providers._bedrock_stream import BedrockStream
 from fanout.providers._errors import KEPT_HEADERS, error_detail, error_for
 from fanout.providers._jsonapi import JsonApiProvider
+from fanout.providers._jsonstream import stream_call
 from fanout.providers._turns import answered, output_tool, system_text, turns
 from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
 
@@ -45,6 +47,7 @@ _FINISH = {
 }
 _THROTTLED = frozenset({"ThrottlingException", "ServiceQuotaExceededException"})
 _SIGNED = ("authorization", "x-amz-date", "x-amz-security-token")
+_EVENT_STREAM = "application/vnd.amazon.eventstream"
 _CACHE_POINT: dict[str, object] = {"cachePoint": {"type": "default"}}
 
 
@@ -194,6 +197,24 @@ class BedrockProvider(JsonApiProvider):
         self, request: ChatRequest, *, timeout_s: float | None = None
     ) -> ChatResponse:
         response = await super().complete(request, timeout_s=timeout_s)
+        out = output_tool(request)
+        return response if out is None else answered(response, out.name)
+
+    async def stream(
+        self,
+        request: ChatRequest,
+        *,
+        on_delta: Callable[[str], None],
+        timeout_s: float | None = None,
+    ) -> ChatResponse:
+        """The reply as ConverseStream's event-stream frames (``/converse-stream``;
+        :mod:`fanout.providers._bedrock_stream`)."""
+        model = urllib.parse.quote(request.model, safe="")
+        path = self._path(f"/model/{model}/converse-stream")
+        body = orjson.dumps(self.body(request))
+        headers = {**self._signed(path, body), "accept": _EVENT_STREAM}
+        decoder = BedrockStream(on_delta, finish=_FINISH, error=self._error)
+        response = await stream_call(self, request, path, body, headers, decoder, timeout_s)
         out = output_tool(request)
         return response if out is None else answered(response, out.name)
 

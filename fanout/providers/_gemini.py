@@ -15,14 +15,16 @@ Structured output without tools is Gemini's own (``responseMimeType`` JSON with
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import orjson
 
 from fanout.errors import ContentFiltered, ProviderError, RateLimited
 from fanout.limits import parse_duration_s
+from fanout.providers._gemini_stream import GeminiStream
 from fanout.providers._jsonapi import JsonApiProvider
+from fanout.providers._jsonstream import stream_call
 from fanout.providers._turns import answered, output_tool, system_text, turns
 from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
 
@@ -145,6 +147,25 @@ class GeminiProvider(JsonApiProvider):
         self, request: ChatRequest, *, timeout_s: float | None = None
     ) -> ChatResponse:
         response = await super().complete(request, timeout_s=timeout_s)
+        out = output_tool(request) if request.tools else None
+        return response if out is None else answered(response, out.name)
+
+    async def stream(
+        self,
+        request: ChatRequest,
+        *,
+        on_delta: Callable[[str], None],
+        timeout_s: float | None = None,
+    ) -> ChatResponse:
+        """The reply as server-sent events (``streamGenerateContent?alt=sse``;
+        :mod:`fanout.providers._gemini_stream`)."""
+        model = urllib.parse.quote(request.model.removeprefix("models/"), safe="")
+        path = self._path(f"/models/{model}:streamGenerateContent", {"alt": "sse"})
+        decoder = GeminiStream(
+            self.name, on_delta, finish=_FINISH, filtered=_FILTERED, error=self._error
+        )
+        body = orjson.dumps(self.body(request))
+        response = await stream_call(self, request, path, body, None, decoder, timeout_s)
         out = output_tool(request) if request.tools else None
         return response if out is None else answered(response, out.name)
 

@@ -1,7 +1,8 @@
 """The emulator's routes for the other wire protocols, and its prompt cache.
 
 Anthropic ``/v1/messages``, Azure ``/openai/deployments/{d}/chat/completions``, Bedrock
-``/model/{id}/converse`` and Gemini ``/v1beta/models/{m}:generateContent`` answer from
+``/model/{id}/converse`` (``/converse-stream``) and Gemini
+``/v1beta/models/{m}:generateContent`` (``:streamGenerateContent``) answer from
 the same simulated provider and the same per (key, model) buckets as the OpenAI route,
 each with its protocol's credentials, rate-limit headers and errors (:mod:`._dialect`).
 Bedrock's credential is a SigV4 ``Authorization`` header, checked for its form (the
@@ -34,6 +35,7 @@ from starlette.types import Receive, Scope, Send
 
 from fanout.errors import ProviderError
 from fanout.sim._dialect import Dialect, Parsed
+from fanout.sim._stream_routes import send_stream, wants_stream
 from fanout.sim._text import MARKER, last_user_text
 from fanout.sim._wire import read_body, respond, unless_gone
 from fanout.sim._wire_anthropic import Anthropic
@@ -55,6 +57,10 @@ _AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
 _MAX_CACHED = 100_000
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (Anthropic(), Azure(), Bedrock(), Gemini())}
 """The emulator's other protocols, by name."""
+_STREAM_PATHS = (
+    ("/model/", "/converse-stream", "bedrock"),
+    ("/v1beta/models/", ":streamGenerateContent", "gemini"),
+)
 
 
 def dialect_of(path: str) -> tuple[Dialect, str] | None:
@@ -68,6 +74,9 @@ def dialect_of(path: str) -> tuple[Dialect, str] | None:
         return DIALECTS["bedrock"], urllib.parse.unquote(path[len("/model/") : -len("/converse")])
     if path.startswith("/v1beta/models/") and path.endswith(":generateContent"):
         return DIALECTS["gemini"], path[len("/v1beta/models/") : -len(":generateContent")]
+    for prefix, suffix, name in _STREAM_PATHS:  # streamed (fanout.sim._stream_routes)
+        if path.startswith(prefix) and path.endswith(suffix):
+            return DIALECTS[name], urllib.parse.unquote(path[len(prefix) : -len(suffix)])
     return None
 
 
@@ -133,7 +142,8 @@ class ProtocolRoutes:
             return
         raw = await read_body(receive)
         try:
-            parsed = dialect.parse(orjson.loads(raw), model)
+            data = orjson.loads(raw)
+            parsed = dialect.parse(data, model)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             await self._error(send, dialect, "bad_request", f"bad request body: {exc}")
             return
@@ -141,7 +151,8 @@ class ProtocolRoutes:
             return
         em.stats.accepted += 1
         em.stats.count(ok=True)
-        await self._answer(dialect, key, parsed, receive, send)
+        stream = wants_stream(dialect.name, scope["path"], data)
+        await self._answer(dialect, key, parsed, receive, send, stream=stream)
 
     def _credential(
         self, protocol: str, headers: dict[str, str], query: dict[str, list[str]]
@@ -190,8 +201,9 @@ class ProtocolRoutes:
         return False
 
     async def _answer(
-        self, dialect: Dialect, key: str, parsed: Parsed, receive: Receive, send: Send
-    ) -> None:
+        self, dialect: Dialect, key: str, parsed: Parsed, receive: Receive, send: Send,
+        *, stream: bool = False,
+    ) -> None:  # fmt: skip
         em, cfg, chat = self.emulator, self.emulator.config, parsed.chat
         prompt = last_user_text(chat.messages)
         if cfg.overloaded_rate and em.rng.random() < cfg.overloaded_rate:
@@ -235,6 +247,10 @@ class ProtocolRoutes:
         marked = None if dialect.automatic_cache else parsed.cacheable
         usage = em.prompt_cache.usage(key or "anonymous", chat, reply.usage, marked=marked)
         em.stats.tokens += usage.total_tokens
+        if stream:
+            headers = self._limit_headers(dialect, req, tok)
+            await send_stream(em, dialect.name, send, parsed, reply, usage, headers)
+            return
         body = dialect.reply(parsed, reply, usage, em.stats.accepted)
         await respond(send, 200, body, self._limit_headers(dialect, req, tok))
 

@@ -27,8 +27,10 @@ off half-way. ``POST /v1/embeddings`` answers hash-seeded unit vectors
 (:mod:`fanout.sim._embed`) with usage, under the same buckets.
 Anthropic, Azure
 OpenAI, Bedrock Converse and Gemini are :mod:`fanout.sim._protocols` (same sim, same
-buckets, their own credentials, headers and errors). A long system prompt is reported
-as cached (``prompt_tokens_details.cached_tokens``) from its second call on.
+buckets, their own credentials, headers and errors), each streamed as its vendor streams
+(:mod:`fanout.sim._stream_routes`); ``overload_streams``: that many of their streamed
+replies end half-way on the protocol's overloaded error event. A long system prompt is
+reported as cached (``prompt_tokens_details.cached_tokens``) from its second call on.
 """
 
 from __future__ import annotations
@@ -109,6 +111,9 @@ class EmulatorConfig:
     cache_min_tokens: int = 1024  # a system prompt this long is cached (every protocol)
     batch: BatchEmulatorConfig = field(default_factory=BatchEmulatorConfig)  # /v1/batches
     cut_streams: int = 0  # this many streamed replies break off half-way (then none)
+    # this many streamed Anthropic, Gemini or Bedrock replies end half-way on the
+    # protocol's overloaded error event (after cut_streams' cuts; fanout.sim._stream_routes)
+    overload_streams: int = 0
     embedding_dimensions: int = DEFAULT_DIMENSIONS  # vector size when a request names none
     max_embedding_inputs: int = 2048  # inputs one embeddings request may carry (OpenAI's)
 
@@ -143,6 +148,7 @@ class _Emulator:
         self.buckets: dict[tuple[str, str], tuple[TokenBucket | None, TokenBucket | None]] = {}
         self.stats = _Stats()
         self.cuts_left = config.cut_streams
+        self.overloads_left = config.overload_streams
         self.prompt_cache = PromptCache(config.cache_min_tokens)
 
     def _buckets(self, key: str, model: str) -> tuple[TokenBucket | None, TokenBucket | None]:
@@ -472,6 +478,8 @@ class _Emulator:
         }
         if "cut_streams" in changes:  # a count, not a rate
             self.cuts_left = int(changes.pop("cut_streams"))
+        if "overload_streams" in changes:
+            self.overloads_left = int(changes.pop("overload_streams"))
         unknown = set(changes) - allowed
         if unknown:
             return _error(400, "invalid_request_error", f"unknown fields {sorted(unknown)}")
