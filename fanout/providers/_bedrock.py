@@ -23,6 +23,7 @@ import orjson
 
 from fanout._extras import require
 from fanout.errors import ConfigError, ProviderError, ProviderHTTPError, RateLimited
+from fanout.providers._bedrock_parts import BedrockParts, bedrock_block
 from fanout.providers._errors import KEPT_HEADERS, error_detail, error_for
 from fanout.providers._jsonapi import JsonApiProvider
 from fanout.providers._turns import answered, output_tool, system_text, turns
@@ -48,7 +49,7 @@ _SIGNED = ("authorization", "x-amz-date", "x-amz-security-token")
 _CACHE_POINT: dict[str, object] = {"cachePoint": {"type": "default"}}
 
 
-class BedrockProvider(JsonApiProvider):
+class BedrockProvider(BedrockParts, JsonApiProvider):
     """Bedrock Converse in ``region`` (or at ``base_url``, a VPC endpoint).
 
     ``credentials``: a botocore credentials object (default: the AWS chain's, for
@@ -135,7 +136,9 @@ class BedrockProvider(JsonApiProvider):
         body: dict[str, object] = {
             "messages": [
                 {"role": t.role, "content": t.blocks}
-                for t in turns(request.messages, text=_text, call=_call, result=_result)
+                for t in turns(
+                    request.messages, text=_text, call=_call, result=_result, part=bedrock_block
+                )
             ],
             "inferenceConfig": {
                 "maxTokens": request.max_tokens,
