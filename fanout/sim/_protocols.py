@@ -23,6 +23,7 @@ it as cached input tokens), and where the request marks it (``cache_control``,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 import urllib.parse
@@ -141,6 +142,7 @@ class ProtocolRoutes:
             return
         em.stats.accepted += 1
         em.stats.count(ok=True)
+        em.stats.media.update(parsed.media)
         await self._answer(dialect, key, parsed, receive, send)
 
     def _credential(
@@ -234,6 +236,11 @@ class ProtocolRoutes:
             return
         marked = None if dialect.automatic_cache else parsed.cacheable
         usage = em.prompt_cache.usage(key or "anonymous", chat, reply.usage, marked=marked)
+        if parsed.media_tokens:  # images and audio, counted the vendor's way
+            em.stats.media_tokens += parsed.media_tokens
+            usage = dataclasses.replace(
+                usage, input_tokens=usage.input_tokens + parsed.media_tokens
+            )
         em.stats.tokens += usage.total_tokens
         body = dialect.reply(parsed, reply, usage, em.stats.accepted)
         await respond(send, 200, body, self._limit_headers(dialect, req, tok))

@@ -127,6 +127,8 @@ class _Stats:
     streams_cut: int = 0  # ... of them broken off half-way
     embedding_requests: int = 0
     embedding_inputs: int = 0
+    media: Counter[str] = field(default_factory=Counter)  # image and audio blocks by kind
+    media_tokens: int = 0  # ... and their prompt tokens, counted the vendor's way
     by_second: dict[int, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     prompts: Counter[str] = field(default_factory=Counter)  # with record_prompts
 
@@ -449,6 +451,8 @@ class _Emulator:
                 "streams_cut": s.streams_cut,
                 "embedding_requests": s.embedding_requests,
                 "embedding_inputs": s.embedding_inputs,
+                "media": dict(s.media),
+                "media_tokens": s.media_tokens,
                 "per_second": per_second,
             }
         )
