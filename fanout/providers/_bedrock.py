@@ -23,9 +23,9 @@ import orjson
 
 from fanout._extras import require
 from fanout.errors import ConfigError, ProviderError, ProviderHTTPError, RateLimited
+from fanout.providers._bedrock_embed import TOKEN_COUNT_HEADER, BedrockEmbeddings
 from fanout.providers._bedrock_parts import BedrockParts, bedrock_block
 from fanout.providers._errors import KEPT_HEADERS, error_detail, error_for
-from fanout.providers._jsonapi import JsonApiProvider
 from fanout.providers._turns import answered, output_tool, system_text, turns
 from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
 
@@ -49,7 +49,7 @@ _SIGNED = ("authorization", "x-amz-date", "x-amz-security-token")
 _CACHE_POINT: dict[str, object] = {"cachePoint": {"type": "default"}}
 
 
-class BedrockProvider(BedrockParts, JsonApiProvider):
+class BedrockProvider(BedrockParts, BedrockEmbeddings):
     """Bedrock Converse in ``region`` (or at ``base_url``, a VPC endpoint).
 
     ``credentials``: a botocore credentials object (default: the AWS chain's, for
@@ -57,7 +57,7 @@ class BedrockProvider(BedrockParts, JsonApiProvider):
     """
 
     protocol = "bedrock"
-    keep = (*KEPT_HEADERS, "x-amzn-errortype")
+    keep = (*KEPT_HEADERS, "x-amzn-errortype", TOKEN_COUNT_HEADER)
 
     def __init__(
         self,

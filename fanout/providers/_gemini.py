@@ -22,8 +22,8 @@ import orjson
 
 from fanout.errors import ContentFiltered, ProviderError, RateLimited
 from fanout.limits import parse_duration_s
+from fanout.providers._gemini_embed import GeminiEmbeddings
 from fanout.providers._gemini_parts import GeminiParts, gemini_part
-from fanout.providers._jsonapi import JsonApiProvider
 from fanout.providers._turns import answered, output_tool, system_text, turns
 from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
 
@@ -41,7 +41,7 @@ _FILTERED = frozenset(
 _RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 
 
-class GeminiProvider(GeminiParts, JsonApiProvider):
+class GeminiProvider(GeminiParts, GeminiEmbeddings):
     """The Gemini API at ``base_url`` (``https://generativelanguage.googleapis.com/v1beta``)."""
 
     protocol = "gemini"

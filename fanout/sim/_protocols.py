@@ -128,7 +128,7 @@ class ProtocolRoutes:
         em = self.emulator
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        key, refusal = self._credential(dialect.name, headers, query)
+        key, refusal = self.credential(dialect.name, headers, query)
         if refusal is not None:
             await self._error(send, dialect, *refusal)
             return
@@ -145,7 +145,7 @@ class ProtocolRoutes:
         em.stats.media.update(parsed.media)
         await self._answer(dialect, key, parsed, receive, send)
 
-    def _credential(
+    def credential(
         self, protocol: str, headers: dict[str, str], query: dict[str, list[str]]
     ) -> tuple[str, tuple[str, str] | None]:
         """``(key, refusal)``: the caller's key, or why it is refused (kind, message)."""

@@ -62,6 +62,7 @@ except ImportError as exc:  # one clear error naming the extra, not a deep Impor
 from fanout.limits import TokenBucket
 from fanout.sim._batches import BatchEmulator, BatchEmulatorConfig
 from fanout.sim._embed import DEFAULT_DIMENSIONS, sim_embeddings
+from fanout.sim._embed_routes import EmbedRoutes, embed_route_of
 from fanout.sim._protocols import PromptCache, ProtocolRoutes, dialect_of
 from fanout.sim._provider import SimProvider
 from fanout.sim._stream import stream_reply
@@ -536,6 +537,7 @@ def build_app(config: EmulatorConfig) -> ASGIApp:
     )
 
     protocols = ProtocolRoutes(emulator)
+    embeddings = EmbedRoutes(emulator, protocols)  # Azure's, Gemini's and Bedrock's
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/v1/chat/completions":
@@ -549,6 +551,10 @@ def build_app(config: EmulatorConfig) -> ASGIApp:
                 await emulator.embeddings(scope, receive, send)
             else:
                 await respond_error(send, 405, "method_not_allowed", "POST only")
+            return
+        embed = embed_route_of(scope["path"]) if scope["type"] == "http" else None
+        if embed is not None and scope["method"] == "POST":
+            await embeddings.handle(*embed, scope, receive, send)
             return
         other = dialect_of(scope["path"]) if scope["type"] == "http" else None
         if other is not None and scope["method"] == "POST":
