@@ -27,7 +27,10 @@ off half-way. ``POST /v1/embeddings`` answers hash-seeded unit vectors
 (:mod:`fanout.sim._embed`) with usage, under the same buckets.
 Anthropic, Azure
 OpenAI, Bedrock Converse and Gemini are :mod:`fanout.sim._protocols` (same sim, same
-buckets, their own credentials, headers and errors). A long system prompt is reported
+buckets, their own credentials, headers and errors), their image blocks checked and
+counted by :mod:`fanout.sim._media_blocks`, and their embeddings (Azure, Gemini
+``batchEmbedContents``, Bedrock Titan and Cohere) :mod:`fanout.sim._embed_routes`. A long
+system prompt is reported
 as cached (``prompt_tokens_details.cached_tokens``) from its second call on.
 """
 
