@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support import Emulator, start_emulator
+from support import Emulator, ListSink, start_emulator
 from support_protocols import SECRETS, aws_env, one_model
 
 from fanout import DAG, Engine
@@ -146,3 +147,24 @@ def test_a_bedrock_model_with_no_embeddings_body_is_refused_before_any_call(
     with pytest.raises(ConfigError, match=r"Amazon Titan .* or Cohere .* is neither"):
         engine.validate(embed_dag())
     assert emulator.stats()["accepted"] == 0
+
+
+@pytest.mark.parametrize("case", ["azure", "gemini"])
+async def test_a_rejected_key_is_in_no_embedding_error_log_or_trace(
+    case: str,
+    emulator: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    wrong = "sk-fanout-wrong-0123456789-NOTME"  # the emulator echoes it in its 401
+    monkeypatch.setenv("FANOUT_PARTS_KEY", wrong)
+    protocol, model, dims, _ = CASES[case]
+    sink = ListSink()
+    caplog.set_level(logging.DEBUG)
+    async with Engine(one_model(protocol, emulator.root, model), traces=sink) as engine:
+        result = await engine.run(embed_dag(dims), {"text": "a chair"})
+    assert result.status != "ok"
+    node = result.nodes["embed"]
+    assert node.error_type == "ProviderHTTPError" and "401" in node.error_message
+    everything = [node.error_message, caplog.text, str(result), *(repr(s) for s in sink.spans)]
+    assert all(wrong not in text for text in everything)
