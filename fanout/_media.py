@@ -98,7 +98,8 @@ def data_uri_b64(url: str) -> tuple[str, str] | None:
     header, comma, payload = url[5:].partition(",")
     if not comma or not header.endswith(";base64") or not payload:
         return None
-    return header.removesuffix(";base64").lower(), payload
+    media_type = header.removesuffix(";base64").lower()
+    return ("image/jpeg" if media_type == "image/jpg" else media_type), payload
 
 
 def data_uri(url: str) -> tuple[str, bytes] | None:

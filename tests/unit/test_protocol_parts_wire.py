@@ -156,3 +156,12 @@ async def test_bedrock_titan_and_cohere_invoke_bodies_and_token_counts() -> None
     assert cohere.max_inputs_for("cohere.embed-english-v3") == 96
     assert cohere.embed_problem("us.cohere.embed-english-v3") is None
     assert "neither" in str(cohere.embed_problem("anthropic.claude-3-haiku-20240307-v1:0"))
+
+
+def test_an_image_jpg_data_uri_goes_as_jpeg() -> None:
+    jpg: Message = {"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/jpg;base64,/9j/4AAQ"}}]}  # fmt: skip
+    request = ChatRequest(model="m", messages=[jpg])
+    block = bedrock([], {}).body(request)["messages"][0]["content"][0]  # type: ignore[index]
+    assert block == {"image": {"format": "jpeg", "source": {"bytes": "/9j/4AAQ"}}}
+    assert part_problem(bedrock([], {}), request) is None
