@@ -154,7 +154,7 @@ async def test_anthropic_sends_an_image_url_as_a_url_source(emulator: Emulator) 
     assert emulator.stats()["media"] == {"anthropic:url": 1}  # type: ignore[comparator-overlap]
 
 
-@pytest.mark.parametrize("protocol", ["anthropic", "gemini"])
+@pytest.mark.parametrize("protocol", ["anthropic", "bedrock", "gemini", "azure"])
 async def test_a_model_flagged_text_only_refuses_an_image_before_any_call(
     protocol: str, emulator: Emulator
 ) -> None:
