@@ -9,7 +9,8 @@ routes:
   Gemini API);
 - Bedrock ``POST /model/{id}/invoke`` (SigV4): Amazon Titan Text Embeddings
   (``inputText``; ``dimensions`` 256, 512 or 1024; ``inputTextTokenCount`` back) and
-  Cohere Embed (``texts``, at most 96, and ``input_type``; the token count in the
+  Cohere Embed (``texts``, at most 96, and ``input_type``; ``output_dimension`` on
+  Embed v4 only; 1,024 floats a vector unless asked otherwise; the token count in the
   ``X-Amzn-Bedrock-Input-Token-Count`` header). Keys the model does not know are refused
   as Bedrock refuses them ("extraneous key").
 """
@@ -86,19 +87,22 @@ def _gemini(body: dict[str, Any], model: str, dims: int) -> EmbedRequest:
     return EmbedRequest(model, _texts(texts, 100, "requests"), int(size) if size else dims)
 
 
-def _bedrock(body: dict[str, Any], model: str, dims: int) -> EmbedRequest:
+def _bedrock(body: dict[str, Any], model: str) -> EmbedRequest:
+    """Titan's or Cohere's body; both models' vectors are 1,024 floats unless asked."""
     if "amazon.titan-embed" in model:
         _extraneous(body, _TITAN_KEYS)
         size = body.get("dimensions")
         if size is not None and size not in (256, 512, 1024):
             raise ValueError("dimensions must be one of 256, 512, 1024")
-        return EmbedRequest(model, _texts([body.get("inputText")], 1, "inputText"), size or dims)
+        return EmbedRequest(model, _texts([body.get("inputText")], 1, "inputText"), size or 1024)
     if "cohere.embed" in model:
         _extraneous(body, _COHERE_KEYS)
         if body.get("input_type") not in _INPUT_TYPES:
             raise ValueError(f"input_type must be one of {sorted(_INPUT_TYPES)}")
         size = body.get("output_dimension")
-        return EmbedRequest(model, _texts(body.get("texts"), 96, "texts"), size or dims)
+        if size is not None and "embed-v4" not in model:
+            raise ValueError(f"output_dimension is not supported by {model} (Embed v4 only)")
+        return EmbedRequest(model, _texts(body.get("texts"), 96, "texts"), size or 1024)
     raise ValueError(f"the model {model} does not support embeddings through InvokeModel")
 
 
@@ -139,7 +143,7 @@ class EmbedRoutes:
         if protocol == "gemini":
             return _gemini(body, model, dims)
         if protocol == "bedrock":
-            return _bedrock(body, model, dims)
+            return _bedrock(body, model)
         from fanout.sim.server import _embed_request  # the OpenAI body (no import cycle)
 
         return _embed_request({**body, "model": model}, self.emulator.config)
