@@ -1,5 +1,6 @@
 """Content parts' sizes: image dimensions from data URIs, and the token estimates of
-images (OpenAI's published tile formula) and audio, for reservations before a call."""
+images (OpenAI's, Anthropic's and Gemini's published formulas) and audio, for
+reservations before a call."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ import math
 import struct
 
 __all__ = [
+    "CLAUDE_MAX_IMAGE_TOKENS",
+    "GEMINI_UNKNOWN_IMAGE_TOKENS",
     "UNKNOWN_IMAGE_TOKENS",
     "audio_tokens",
+    "claude_image_tokens",
     "data_uri",
+    "data_uri_b64",
+    "gemini_image_tokens",
     "image_size",
     "image_tokens",
 ]
@@ -26,6 +32,18 @@ _SHORT_PX = 768  # then its shortest side to 768
 # is never short; the provider's reported usage settles the difference.
 UNKNOWN_IMAGE_TOKENS = _BASE_TOKENS + _TILE_TOKENS * 8
 _AUDIO_TOKENS_PER_S = 10  # gpt-4o audio input: about 600 tokens a minute
+# Anthropic: an image whose long edge passes 1568 px is scaled down to it, and one of more
+# than ~1,600 tokens (about 1.15 megapixels) is scaled down to that; tokens = w * h / 750
+_CLAUDE_EDGE_PX = 1568
+_CLAUDE_PX_PER_TOKEN = 750
+CLAUDE_MAX_IMAGE_TOKENS = 1600
+# Gemini (2.0 on): an image within 384 x 384 is 258 tokens; a larger one is cut into
+# 768 x 768 tiles of 258 tokens each
+_GEMINI_TILE_TOKENS = 258
+_GEMINI_SMALL_PX = 384
+_GEMINI_TILE_PX = 768
+# an image of unknown size (a URI Gemini fetches): four tiles, settled by the usage
+GEMINI_UNKNOWN_IMAGE_TOKENS = 4 * _GEMINI_TILE_TOKENS
 _AUDIO_BYTES_PER_S = 2_000  # a pessimistic 16 kbit/s for a compressed format
 
 
@@ -46,6 +64,42 @@ def image_tokens(width: int | None, height: int | None, detail: str = "auto") ->
         w, h = w * scale, h * scale
     tiles = math.ceil(w / _TILE_PX) * math.ceil(h / _TILE_PX)
     return _BASE_TOKENS + _TILE_TOKENS * tiles
+
+
+def claude_image_tokens(width: int | None, height: int | None) -> int:
+    """Prompt tokens of one image as Anthropic counts them: scaled to a long edge of at
+    most 1568 px, then ``width * height / 750``, at most ~1,600 (a larger image is scaled
+    down to that). Unknown size: the most, 1,600."""
+    if not width or not height:
+        return CLAUDE_MAX_IMAGE_TOKENS
+    w, h = float(width), float(height)
+    if max(w, h) > _CLAUDE_EDGE_PX:
+        scale = _CLAUDE_EDGE_PX / max(w, h)
+        w, h = w * scale, h * scale
+    return min(CLAUDE_MAX_IMAGE_TOKENS, max(1, math.ceil(w * h / _CLAUDE_PX_PER_TOKEN)))
+
+
+def gemini_image_tokens(width: int | None, height: int | None) -> int:
+    """Prompt tokens of one image as Gemini counts them: 258 within 384 x 384, else 258
+    per 768 x 768 tile. Unknown size: four tiles (1,032)."""
+    if not width or not height:
+        return GEMINI_UNKNOWN_IMAGE_TOKENS
+    if width <= _GEMINI_SMALL_PX and height <= _GEMINI_SMALL_PX:
+        return _GEMINI_TILE_TOKENS
+    tiles = math.ceil(width / _GEMINI_TILE_PX) * math.ceil(height / _GEMINI_TILE_PX)
+    return _GEMINI_TILE_TOKENS * tiles
+
+
+def data_uri_b64(url: str) -> tuple[str, str] | None:
+    """``(media_type, base64 payload)`` of a base64 ``data:`` URI, not decoded (a protocol
+    that wants base64 sends it on as it is); ``None`` for any other URL."""
+    if not url.startswith("data:"):
+        return None
+    header, comma, payload = url[5:].partition(",")
+    if not comma or not header.endswith(";base64") or not payload:
+        return None
+    media_type = header.removesuffix(";base64").lower()
+    return ("image/jpeg" if media_type == "image/jpg" else media_type), payload
 
 
 def data_uri(url: str) -> tuple[str, bytes] | None:
@@ -112,9 +166,10 @@ def _webp_size(raw: bytes) -> tuple[int, int] | None:
     return None
 
 
-def audio_tokens(data_b64: str, fmt: str) -> int:
+def audio_tokens(data_b64: str, fmt: str, tokens_per_s: float = _AUDIO_TOKENS_PER_S) -> int:
     """Prompt tokens of an ``input_audio`` part, estimated from its duration (a WAV's
-    header; other formats at a pessimistic 16 kbit/s), 10 tokens a second."""
+    header; other formats at a pessimistic 16 kbit/s), ``tokens_per_s`` a second
+    (OpenAI's 10 by default; Gemini counts 32)."""
     size = len(data_b64) * 3 // 4
     seconds = size / _AUDIO_BYTES_PER_S
     if fmt == "wav":
@@ -125,4 +180,4 @@ def audio_tokens(data_b64: str, fmt: str) -> int:
                 seconds = size / byte_rate
         except (binascii.Error, struct.error, ValueError):
             pass
-    return max(1, math.ceil(seconds * _AUDIO_TOKENS_PER_S))
+    return max(1, math.ceil(seconds * tokens_per_s))

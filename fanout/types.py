@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Required, TypedDict
@@ -326,15 +327,21 @@ def media_tokens(content: Content | None) -> int:
     return sum(_part_tokens(part)[1] for part in content)
 
 
-def estimate_prompt_tokens(messages: list[Message], tools: tuple[ToolSpec, ...] = ()) -> int:
+def estimate_prompt_tokens(
+    messages: list[Message],
+    tools: tuple[ToolSpec, ...] = (),
+    media: Callable[[ContentPart], int] | None = None,
+) -> int:
     """A cheap, slightly pessimistic prompt-token estimate (chars/4 plus framing; images
-    by OpenAI's tile formula, audio by its length).
+    by OpenAI's tile formula, audio by its length, or each image and audio part by
+    ``media``: a protocol's own formula).
 
     Used to reserve rate-limit and budget capacity before a call; the provider's
     reported usage settles the difference afterwards.
     """
+    own = media
     chars = 0
-    media = 0
+    media_total = 0
     for message in messages:
         content = message.get("content")
         if content:
@@ -342,15 +349,18 @@ def estimate_prompt_tokens(messages: list[Message], tools: tuple[ToolSpec, ...] 
                 chars += len(content)
             else:
                 for part in content:
+                    if own is not None and part.get("type") != "text":
+                        media_total += own(part)
+                        continue
                     part_chars, part_tokens = _part_tokens(part)
                     chars += part_chars
-                    media += part_tokens
+                    media_total += part_tokens
         calls = message.get("tool_calls")
         if calls:
             chars += len(json.dumps(calls))
     for tool in tools:
         chars += len(tool.name) + len(tool.description) + len(json.dumps(tool.parameters))
-    return -(-chars // _CHARS_PER_TOKEN) + media + _TOKENS_PER_MESSAGE * len(messages) + 2
+    return -(-chars // _CHARS_PER_TOKEN) + media_total + _TOKENS_PER_MESSAGE * len(messages) + 2
 
 
 def text_of(content: object) -> str:

@@ -25,6 +25,7 @@ from fanout.providers._openai import OpenAIProvider
 from fanout.providers._openai_batch import OpenAIBatchAPI
 from fanout.providers._parts import ImageSource, image_source, parts_of
 from fanout.providers._propagate import CALL_HEADERS
+from fanout.providers._seams import embed_max_inputs, embed_refusal, media_estimator, part_problem
 from fanout.providers._sse import SSEParser
 
 __all__ = [
@@ -47,6 +48,10 @@ __all__ = [
     "StreamingProvider",
     "accepted_modalities",
     "build_http_provider",
+    "embed_max_inputs",
+    "embed_refusal",
     "image_source",
+    "media_estimator",
+    "part_problem",
     "parts_of",
 ]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from fanout.providers._anthropic_parts import AnthropicParts, anthropic_block
 from fanout.providers._anthropic_stream import AnthropicStream
 from fanout.providers._jsonapi import JsonApiProvider
 from fanout.providers._jsonstream import stream_call
@@ -45,7 +46,7 @@ _FINISH = {
 _EPHEMERAL = {"type": "ephemeral"}
 
 
-class AnthropicProvider(JsonApiProvider):
+class AnthropicProvider(AnthropicParts, JsonApiProvider):
     """Anthropic's Messages API at ``base_url`` (``https://api.anthropic.com/v1``).
 
     ``cache_prompt``: mark the system prompt and the tools cacheable
@@ -90,7 +91,9 @@ class AnthropicProvider(JsonApiProvider):
             "temperature": request.temperature,
             "messages": [
                 {"role": t.role, "content": t.blocks}
-                for t in turns(request.messages, text=_text, call=_call, result=_result)
+                for t in turns(
+                    request.messages, text=_text, call=_call, result=_result, part=anthropic_block
+                )
             ],
         }
         system = system_text(request.messages)

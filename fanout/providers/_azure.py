@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import orjson
 
 from fanout.errors import ContentFiltered
+from fanout.providers._azure_embed import AzureEmbeddings
 from fanout.providers._azure_stream import AzureStream
-from fanout.providers._jsonapi import JsonApiProvider
 from fanout.providers._jsonstream import stream_call
 from fanout.providers._openai import _request_body, completion_usage
 from fanout.types import MODALITIES, ChatRequest, ChatResponse, ToolCall
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["AzureOpenAIProvider"]
 
 
-class AzureOpenAIProvider(JsonApiProvider):
+class AzureOpenAIProvider(AzureEmbeddings):
     """Azure OpenAI at ``endpoint`` (``https://NAME.openai.azure.com``)."""
 
     accepts = frozenset(MODALITIES)  # the OpenAI body, content parts as they are

@@ -21,7 +21,10 @@ class Provider(Protocol):
 
     A provider may also have ``accepts``, the set of content kinds it takes
     (``"text"``, ``"image"``, ``"audio"``: see :func:`accepted_modalities`); a message
-    with a part of another kind is refused before any call.
+    with a part of another kind is refused before any call. Beside it, optionally:
+    ``media_tokens(part) -> int``, the protocol's own token estimate of an image or audio
+    part (else OpenAI's formulas), and ``part_problem(part) -> str | None``, why a part of
+    a kind it takes cannot go as it is (an image URL to a protocol that reads bytes).
     """
 
     name: str
@@ -57,7 +60,9 @@ class StreamingProvider(Protocol):
 @runtime_checkable
 class EmbeddingProvider(Protocol):
     """A provider with an embeddings endpoint: one vector per input, in order, and the
-    request's usage. ``max_inputs`` caps the inputs one request may carry."""
+    request's usage. ``max_inputs`` caps the inputs one request may carry; a protocol
+    whose models differ may also have ``max_inputs_for(model) -> int``, and
+    ``embed_problem(model) -> str | None`` to refuse a model when a run starts."""
 
     name: str
     max_inputs: int

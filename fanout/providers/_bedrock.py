@@ -23,9 +23,10 @@ import orjson
 
 from fanout._extras import require
 from fanout.errors import ConfigError, ProviderError, ProviderHTTPError, RateLimited
+from fanout.providers._bedrock_embed import TOKEN_COUNT_HEADER, BedrockEmbeddings
+from fanout.providers._bedrock_parts import BedrockParts, bedrock_block
 from fanout.providers._bedrock_stream import BedrockStream
 from fanout.providers._errors import KEPT_HEADERS, error_detail, error_for
-from fanout.providers._jsonapi import JsonApiProvider
 from fanout.providers._jsonstream import stream_call
 from fanout.providers._turns import answered, output_tool, system_text, turns
 from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
@@ -51,7 +52,7 @@ _EVENT_STREAM = "application/vnd.amazon.eventstream"
 _CACHE_POINT: dict[str, object] = {"cachePoint": {"type": "default"}}
 
 
-class BedrockProvider(JsonApiProvider):
+class BedrockProvider(BedrockParts, BedrockEmbeddings):
     """Bedrock Converse in ``region`` (or at ``base_url``, a VPC endpoint).
 
     ``credentials``: a botocore credentials object (default: the AWS chain's, for
@@ -59,7 +60,7 @@ class BedrockProvider(JsonApiProvider):
     """
 
     protocol = "bedrock"
-    keep = (*KEPT_HEADERS, "x-amzn-errortype")
+    keep = (*KEPT_HEADERS, "x-amzn-errortype", TOKEN_COUNT_HEADER)
 
     def __init__(
         self,
@@ -138,7 +139,9 @@ class BedrockProvider(JsonApiProvider):
         body: dict[str, object] = {
             "messages": [
                 {"role": t.role, "content": t.blocks}
-                for t in turns(request.messages, text=_text, call=_call, result=_result)
+                for t in turns(
+                    request.messages, text=_text, call=_call, result=_result, part=bedrock_block
+                )
             ],
             "inferenceConfig": {
                 "maxTokens": request.max_tokens,

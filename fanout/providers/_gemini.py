@@ -22,8 +22,9 @@ import orjson
 
 from fanout.errors import ContentFiltered, ProviderError, RateLimited
 from fanout.limits import parse_duration_s
+from fanout.providers._gemini_embed import GeminiEmbeddings
+from fanout.providers._gemini_parts import GeminiParts, gemini_part
 from fanout.providers._gemini_stream import GeminiStream
-from fanout.providers._jsonapi import JsonApiProvider
 from fanout.providers._jsonstream import stream_call
 from fanout.providers._turns import answered, output_tool, system_text, turns
 from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
@@ -42,7 +43,7 @@ _FILTERED = frozenset(
 _RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 
 
-class GeminiProvider(JsonApiProvider):
+class GeminiProvider(GeminiParts, GeminiEmbeddings):
     """The Gemini API at ``base_url`` (``https://generativelanguage.googleapis.com/v1beta``)."""
 
     protocol = "gemini"
@@ -81,7 +82,9 @@ class GeminiProvider(JsonApiProvider):
         body: dict[str, object] = {
             "contents": [
                 {"role": "model" if t.role == "assistant" else "user", "parts": t.blocks}
-                for t in turns(request.messages, text=_text, call=_call, result=_result)
+                for t in turns(
+                    request.messages, text=_text, call=_call, result=_result, part=gemini_part
+                )
             ],
             "generationConfig": generation,
         }

@@ -16,7 +16,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fanout.types import ChatRequest, ChatResponse, JSONSchema, Message, ToolSpec, text_of
+from fanout.types import (
+    ChatRequest,
+    ChatResponse,
+    ContentPart,
+    JSONSchema,
+    Message,
+    ToolSpec,
+    text_of,
+)
 
 __all__ = ["Turn", "answered", "arguments_of", "output_tool", "system_text", "turns"]
 
@@ -56,11 +64,14 @@ def turns(
     text: Callable[[str], dict[str, object]],
     call: Callable[[str, str, dict[str, object]], dict[str, object]],
     result: Callable[[str, str, str], dict[str, object]],
+    part: Callable[[ContentPart], dict[str, object]] | None = None,
 ) -> list[Turn]:
     """The conversation less its system messages, as alternating turns of blocks.
 
     ``text(content)``, ``call(id, name, arguments)`` and ``result(call id, tool name,
-    content)`` make a protocol's blocks; a tool result is a user turn's block."""
+    content)`` make a protocol's blocks; a tool result is a user turn's block. With
+    ``part``, a user message's content parts become a block each (images, audio);
+    without, their text is joined into one text block."""
     names: dict[str, str] = {}
     out: list[Turn] = []
     for message in messages:
@@ -73,6 +84,8 @@ def turns(
             call_id = message.get("tool_call_id", "")
             name = message.get("name") or names.get(call_id, "tool")
             blocks.append(result(call_id, name, text_of(content)))
+        elif part is not None and role == "user" and isinstance(content, list):
+            blocks.extend(part(p) for p in content)
         else:
             if content:
                 blocks.append(text(text_of(content)))

@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING
 from fanout.config import Config, ModelConfig
 from fanout.dag import LLMNode, MapNode, Plan
 from fanout.errors import ConfigError
-from fanout.providers import BatchingProvider, Provider, StreamingProvider, accepted_modalities
+from fanout.providers import (
+    BatchingProvider,
+    Provider,
+    StreamingProvider,
+    accepted_modalities,
+    part_problem,
+)
 from fanout.types import ChatRequest, modalities_of
 
 if TYPE_CHECKING:
@@ -80,6 +86,12 @@ def refused_content(route: ModelRoute, request: ChatRequest) -> ConfigError | No
             f"model {route.alias!r} (provider {route.config.provider!r}) cannot take "
             f"content parts of kind {missing}: it takes {takes}; send those parts to a "
             "model that takes them, or set its modalities in the config"
+        )
+    problem = part_problem(route.provider, request) if kinds else None
+    if problem:
+        return ConfigError(
+            f"model {route.alias!r} (provider {route.config.provider!r}) cannot take this "
+            f"content part: {problem}; send it in a form the protocol takes"
         )
     if request.stream and not isinstance(route.provider, StreamingProvider):
         return ConfigError(

@@ -29,6 +29,7 @@ from fanout.providers import (
     EmbeddingProvider,
     Provider,
     StreamingProvider,
+    media_estimator,
 )
 from fanout.retry import CircuitBreaker, HedgePolicy, RetryPolicy, provider_fault
 from fanout.run._cache import ResponseCache
@@ -185,7 +186,8 @@ class Router:
             if not isinstance(provider, EmbeddingProvider):
                 raise ConfigError(
                     f"model {alias!r}: provider {model.provider!r} has no embeddings endpoint; "
-                    "embed with a model of a provider that has one (kind openai, sim)"
+                    "embed with a model of a provider that has one "
+                    "(kind openai, azure, gemini, bedrock or sim)"
                 )
             packer = self._packers[key] = EmbedPacker(
                 provider=provider, model=model.model, limiter=route.limiter,
@@ -705,7 +707,9 @@ class RunContext:
                 provider=route.config.provider,
                 cause=cause,
             )
-        estimate_in = estimate_prompt_tokens(request.messages, request.tools)
+        estimate_in = estimate_prompt_tokens(
+            request.messages, request.tools, media_estimator(route.provider)
+        )
         estimate = Usage(estimate_in, request.max_tokens)
         budget, job = self.budget, self.job_budget
         worst_usd = route.cost_usd(estimate)

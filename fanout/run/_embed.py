@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from fanout.clock import Clock
 from fanout.errors import CircuitOpen, ProviderError, RateLimited
 from fanout.limits import Limiter, Permit
-from fanout.providers import EmbeddingProvider
+from fanout.providers import EmbeddingProvider, embed_max_inputs
 from fanout.retry import CircuitBreaker, RetryPolicy
 from fanout.types import EmbedRequest, EmbedResponse, Usage, estimate_text_tokens
 
@@ -83,7 +83,7 @@ class EmbedPacker:
         self.retry = retry
         self.clock = clock
         self.timeout_s = timeout_s
-        self.max_inputs = max(1, min(max_inputs, provider.max_inputs))
+        self.max_inputs = max(1, min(max_inputs, embed_max_inputs(provider, model)))
         self.max_tokens = max_tokens
         self.linger_s = linger_s
         self._verdict = verdict

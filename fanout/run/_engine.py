@@ -30,6 +30,7 @@ from fanout.run._cache import ResponseCache
 from fanout.run._capabilities import check_media
 from fanout.run._chat import ChatResult, traced_chat
 from fanout.run._context import MapOffload, Router, RunContext
+from fanout.run._embed_check import check_embeds
 from fanout.run._escalation import EscalationSink
 from fanout.run._executor import execute, run_items
 from fanout.run._journal import CallJournal, Spend
@@ -226,6 +227,7 @@ class Engine:
         if checked is None or checked.plan is not plan:
             plan.check_models(self.config.models.keys())
             check_media(plan, self.config, self.providers)
+            check_embeds(plan, self.config, self.providers)
             if len(self._plans) >= 64:
                 self._plans.clear()
             mcp = check_sources(plan, self.config.mcp)  # the extra, the servers named

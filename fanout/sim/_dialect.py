@@ -44,11 +44,15 @@ class Parsed:
     """A request as the simulated provider takes it, and how its reply is to be written.
 
     ``output_tool``: answer JSON content as a call of this tool; ``cacheable``: the
-    request marked its system prompt for caching (Anthropic, Bedrock)."""
+    request marked its system prompt for caching (Anthropic, Bedrock); ``media`` and
+    ``media_tokens``: its image and audio blocks' kinds and tokens (:mod:`._media_blocks`),
+    counted apart from the text the simulated provider reads."""
 
     chat: ChatRequest
     output_tool: str | None = None
     cacheable: bool = False
+    media: tuple[str, ...] = ()
+    media_tokens: int = 0
 
 
 class Dialect:

@@ -24,6 +24,7 @@ it as cached input tokens), and where the request marks it (``cache_control``,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 import urllib.parse
@@ -136,7 +137,7 @@ class ProtocolRoutes:
         em = self.emulator
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        key, refusal = self._credential(dialect.name, headers, query)
+        key, refusal = self.credential(dialect.name, headers, query)
         if refusal is not None:
             await self._error(send, dialect, *refusal)
             return
@@ -151,10 +152,11 @@ class ProtocolRoutes:
             return
         em.stats.accepted += 1
         em.stats.count(ok=True)
+        em.stats.media.update(parsed.media)
         stream = wants_stream(dialect.name, scope["path"], data)
         await self._answer(dialect, key, parsed, receive, send, stream=stream)
 
-    def _credential(
+    def credential(
         self, protocol: str, headers: dict[str, str], query: dict[str, list[str]]
     ) -> tuple[str, tuple[str, str] | None]:
         """``(key, refusal)``: the caller's key, or why it is refused (kind, message)."""
@@ -246,6 +248,11 @@ class ProtocolRoutes:
             return
         marked = None if dialect.automatic_cache else parsed.cacheable
         usage = em.prompt_cache.usage(key or "anonymous", chat, reply.usage, marked=marked)
+        if parsed.media_tokens:  # images and audio, counted the vendor's way
+            em.stats.media_tokens += parsed.media_tokens
+            usage = dataclasses.replace(
+                usage, input_tokens=usage.input_tokens + parsed.media_tokens
+            )
         em.stats.tokens += usage.total_tokens
         if stream:
             headers = self._limit_headers(dialect, req, tok)

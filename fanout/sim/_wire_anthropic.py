@@ -18,6 +18,7 @@ from fanout.sim._dialect import (
     forced,
     rfc3339,
 )
+from fanout.sim._media_blocks import anthropic_media
 from fanout.types import ChatResponse, Message, ToolSpec, Usage
 
 __all__ = ["Anthropic"]
@@ -49,7 +50,8 @@ class Anthropic(Dialect):
         offered, schema, output = forced(tools, choice.get("type"), choice.get("name"))
         chat = chat_of(str(body["model"]), messages, body.get("max_tokens"),
                      body.get("temperature"), offered, schema)  # fmt: skip
-        return Parsed(chat, output, cacheable)
+        media = anthropic_media(body["messages"])
+        return Parsed(chat, output, cacheable, tuple(media.kinds), media.tokens)
 
     def reply(self, parsed: Parsed, reply: ChatResponse, usage: Usage, serial: int) -> bytes:
         content: list[dict[str, object]] = []

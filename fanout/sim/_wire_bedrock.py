@@ -16,6 +16,7 @@ from fanout.sim._dialect import (
     chat_of,
     forced,
 )
+from fanout.sim._media_blocks import bedrock_media
 from fanout.types import ChatResponse, Message, ToolSpec, Usage
 
 __all__ = ["Bedrock"]
@@ -49,7 +50,8 @@ class Bedrock(Dialect):
         inference = body.get("inferenceConfig") or {}
         chat = chat_of(model, messages, inference.get("maxTokens"),
                      inference.get("temperature"), offered, schema)  # fmt: skip
-        return Parsed(chat, output, cacheable)
+        media = bedrock_media(body["messages"])
+        return Parsed(chat, output, cacheable, tuple(media.kinds), media.tokens)
 
     def reply(self, parsed: Parsed, reply: ChatResponse, usage: Usage, serial: int) -> bytes:
         content: list[dict[str, object]] = []

@@ -16,6 +16,7 @@ from fanout.sim._dialect import (
     chat_of,
     forced,
 )
+from fanout.sim._media_blocks import gemini_media
 from fanout.types import ChatResponse, Message, ToolSpec, Usage
 
 __all__ = ["Gemini"]
@@ -47,7 +48,8 @@ class Gemini(Dialect):
             schema = generation.get("responseJsonSchema") or generation.get("responseSchema")
         chat = chat_of(model, messages, generation.get("maxOutputTokens"),
                      generation.get("temperature"), offered, schema)  # fmt: skip
-        return Parsed(chat, output)
+        media = gemini_media(body["contents"])
+        return Parsed(chat, output, media=tuple(media.kinds), media_tokens=media.tokens)
 
     def reply(self, parsed: Parsed, reply: ChatResponse, usage: Usage, serial: int) -> bytes:
         parts: list[dict[str, object]] = []

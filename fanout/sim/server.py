@@ -28,9 +28,12 @@ off half-way. ``POST /v1/embeddings`` answers hash-seeded unit vectors
 Anthropic, Azure
 OpenAI, Bedrock Converse and Gemini are :mod:`fanout.sim._protocols` (same sim, same
 buckets, their own credentials, headers and errors), each streamed as its vendor streams
-(:mod:`fanout.sim._stream_routes`); ``overload_streams``: that many of their streamed
-replies end half-way on the protocol's overloaded error event. A long system prompt is
-reported as cached (``prompt_tokens_details.cached_tokens``) from its second call on.
+(:mod:`fanout.sim._stream_routes`), their image blocks checked and counted by
+:mod:`fanout.sim._media_blocks`, and their embeddings (Azure, Gemini
+``batchEmbedContents``, Bedrock Titan and Cohere) :mod:`fanout.sim._embed_routes`;
+``overload_streams``: that many of their streamed replies end half-way on the
+protocol's overloaded error event. A long system prompt is reported as cached
+(``prompt_tokens_details.cached_tokens``) from its second call on.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ except ImportError as exc:  # one clear error naming the extra, not a deep Impor
 from fanout.limits import TokenBucket
 from fanout.sim._batches import BatchEmulator, BatchEmulatorConfig
 from fanout.sim._embed import DEFAULT_DIMENSIONS, sim_embeddings
+from fanout.sim._embed_routes import EmbedRoutes, embed_route_of
 from fanout.sim._protocols import PromptCache, ProtocolRoutes, dialect_of
 from fanout.sim._provider import SimProvider
 from fanout.sim._stream import stream_reply
@@ -132,6 +136,8 @@ class _Stats:
     streams_cut: int = 0  # ... of them broken off half-way
     embedding_requests: int = 0
     embedding_inputs: int = 0
+    media: Counter[str] = field(default_factory=Counter)  # image and audio blocks by kind
+    media_tokens: int = 0  # ... and their prompt tokens, counted the vendor's way
     by_second: dict[int, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     prompts: Counter[str] = field(default_factory=Counter)  # with record_prompts
 
@@ -455,6 +461,8 @@ class _Emulator:
                 "streams_cut": s.streams_cut,
                 "embedding_requests": s.embedding_requests,
                 "embedding_inputs": s.embedding_inputs,
+                "media": dict(s.media),
+                "media_tokens": s.media_tokens,
                 "per_second": per_second,
             }
         )
@@ -540,6 +548,7 @@ def build_app(config: EmulatorConfig) -> ASGIApp:
     )
 
     protocols = ProtocolRoutes(emulator)
+    embeddings = EmbedRoutes(emulator, protocols)  # Azure's, Gemini's and Bedrock's
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/v1/chat/completions":
@@ -553,6 +562,10 @@ def build_app(config: EmulatorConfig) -> ASGIApp:
                 await emulator.embeddings(scope, receive, send)
             else:
                 await respond_error(send, 405, "method_not_allowed", "POST only")
+            return
+        embed = embed_route_of(scope["path"]) if scope["type"] == "http" else None
+        if embed is not None and scope["method"] == "POST":
+            await embeddings.handle(*embed, scope, receive, send)
             return
         other = dialect_of(scope["path"]) if scope["type"] == "http" else None
         if other is not None and scope["method"] == "POST":
