@@ -13,9 +13,12 @@ rest ``canceled``). As Anthropic's, ``request_counts`` shows every line ``proces
 until the batch ends, and ``results_url`` (JSON Lines, in no particular order) exists
 only then.
 
-``GET /stats/messages/batches`` counts batches created and by ``processing_status``,
-how ended ones ended, lines by result, lines submitted and the distinct requests among
-them (a request submitted twice shows as ``lines > distinct``) and the usage billed.
+``GET /stats/messages/batches`` counts batches created, by status (``in_progress`` or
+``canceling``, and for ended ones how they ended: ``completed``, ``expired``,
+``cancelled``, as the OpenAI emulation names them) and by ``processing_status``, lines
+by result, lines submitted and the distinct requests among them (a request submitted
+twice shows as ``lines > distinct``) and the usage billed (input tokens including the
+cache's reads and writes, as fanout counts them).
 """
 
 from __future__ import annotations
@@ -226,9 +229,10 @@ class MessageBatchEmulator:
             self._advance(batch, now)
         return JSONResponse({
             **self.stats,
-            "batches_by_status": dict(Counter(b.status for b in self.batches.values())),
-            "batches_ended_as": dict(Counter(b.ended_as for b in self.batches.values()
-                                             if b.ended_as)),
+            "batches_by_status": dict(Counter(b.ended_as or b.status
+                                              for b in self.batches.values())),
+            "batches_by_processing_status": dict(Counter(b.status
+                                                         for b in self.batches.values())),
             "lines_submitted": sum(self.requests.values()),
             "distinct_requests": len(self.requests),
         })  # fmt: skip
@@ -245,11 +249,14 @@ class MessageBatchEmulator:
         return batch
 
     def _denied(self, request: Request) -> tuple[str, Response | None]:
-        key = request.headers.get("x-api-key", "")
+        # x-api-key, as the API documents it; a bearer token, as newer official SDKs send it
+        bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        key = request.headers.get("x-api-key") or bearer
         if "anthropic-version" not in request.headers:
             return key, _bad("anthropic-version: header is required")
         if self.api_key is not None and key != self.api_key:
-            return key, _error(401, "authentication_error", "invalid x-api-key")
+            # echoed, as the emulator's other 401s: the client must keep it out of its errors
+            return key, _error(401, "authentication_error", f"invalid x-api-key: {key}")
         return key, None
 
     # -- answers and the lifecycle -------------------------------------------------------
