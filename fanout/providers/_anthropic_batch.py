@@ -46,7 +46,7 @@ from fanout.types import ChatRequest, ChatResponse
 __all__ = ["AnthropicBatchAPI", "batch_status"]
 
 _KEY_LIKE = re.compile(r"\b(sk-ant|sk|key)-[A-Za-z0-9_\-*]{6,}")
-_PAGE = 100
+_PAGE = 1000  # the most a page of the list may hold
 _ENVELOPE = 64  # bytes of '{"requests":[' ... ']}' around the lines, with room to spare
 # an errored line's error type and the HTTP status the same error has online
 _STATUS_OF = {
