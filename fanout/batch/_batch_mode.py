@@ -149,8 +149,5 @@ def use_batch_mode(
 def default_api(name: str, cfg: BatchCapable) -> BatchAPI:
     """The Batch API client of a provider, by its kind."""
     if isinstance(cfg, AnthropicProviderConfig):
-        return AnthropicBatchAPI.from_env(
-            name, base_url=cfg.base_url, api_key_env=cfg.api_key_env,
-            anthropic_version=cfg.anthropic_version, cache_prompt=cfg.cache_prompt,
-        )  # fmt: skip
+        return AnthropicBatchAPI.from_config(name, cfg)
     return OpenAIBatchAPI.from_env(name, base_url=cfg.base_url, api_key_env=cfg.api_key_env)

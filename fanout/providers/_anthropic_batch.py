@@ -30,8 +30,8 @@ from typing import Any
 import httpx
 import orjson
 
+from fanout.config import AnthropicProviderConfig
 from fanout.errors import (
-    ConfigError,
     InvalidResponse,
     ProviderConnectionError,
     ProviderError,
@@ -39,6 +39,7 @@ from fanout.errors import (
 )
 from fanout.providers._anthropic import message_response, messages_body
 from fanout.providers._batch_api import BatchStatus, LineResult
+from fanout.providers._build import env_secret, secret_values
 from fanout.providers._errors import error_for, response_headers
 from fanout.providers._turns import answered, output_tool
 from fanout.types import ChatRequest, ChatResponse
@@ -82,41 +83,45 @@ class AnthropicBatchAPI:
         base_url: str = "https://api.anthropic.com/v1",
         anthropic_version: str = "2023-06-01",
         cache_prompt: bool = False,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+        secrets: tuple[str, ...] = (),
         timeout_s: float = 300.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.cache_prompt = cache_prompt
-        self._api_key = api_key
+        self._secrets = tuple(s for s in (api_key, *secrets) if s)
+        sent = {"x-api-key": api_key, "anthropic-version": anthropic_version, **(headers or {})}
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
-            headers={"x-api-key": api_key, "anthropic-version": anthropic_version},
+            headers=sent,
+            params=dict(query or {}),
             timeout=httpx.Timeout(timeout_s, connect=10.0),  # bodies of up to 256 MB
             transport=transport,
         )
 
     @classmethod
-    def from_env(
+    def from_config(
         cls,
         name: str,
+        cfg: AnthropicProviderConfig,
         *,
-        base_url: str,
-        api_key_env: str,
-        anthropic_version: str = "2023-06-01",
-        cache_prompt: bool = False,
         environ: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> AnthropicBatchAPI:
+        """The Batch API of the provider ``cfg`` describes, with the online provider's
+        key, version, headers and query (secrets read from the environment here)."""
         env = os.environ if environ is None else environ
-        key = env.get(api_key_env)
-        if not key:
-            raise ConfigError(
-                f"providers.{name}.api_key_env = {api_key_env!r}, but that environment "
-                "variable is not set; export it (the key never goes in the config file)"
-            )
+        secrets: list[str] = []
+        headers = secret_values(name, "headers", cfg.headers, env, secrets)
+        query = secret_values(name, "query", cfg.query, env, secrets)
         return cls(
-            name, api_key=key, base_url=base_url, anthropic_version=anthropic_version,
-            cache_prompt=cache_prompt,
+            name, api_key=env_secret(name, "api_key_env", cfg.api_key_env, env),
+            base_url=cfg.base_url, anthropic_version=cfg.anthropic_version,
+            cache_prompt=cfg.cache_prompt, headers=headers, query=query, secrets=tuple(secrets),
+            transport=transport,
         )  # fmt: skip
 
     def encode(self, custom_id: str, request: ChatRequest) -> bytes:
@@ -273,7 +278,8 @@ class AnthropicBatchAPI:
         return response.content
 
     def _scrub(self, text: str) -> str:
-        text = text.replace(self._api_key, "***")
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
         return _KEY_LIKE.sub("***", text)
 
     async def aclose(self) -> None:

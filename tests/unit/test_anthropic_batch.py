@@ -176,3 +176,42 @@ def test_processing_status_maps_onto_the_neutral_states(
     status: BatchStatus = batch_status(batch)
     assert status.state == state
     assert status.ended == (processing == "ended")
+
+
+async def test_from_config_sends_the_providers_headers_and_scrubs_their_secrets() -> None:
+    from fanout import parse_config
+    from fanout.config import AnthropicProviderConfig
+
+    config = parse_config({
+        "providers": {"claude": {"kind": "anthropic", "base_url": BASE, "api_key_env": "K",
+                                 "headers": {"anthropic-beta": "b1",
+                                             "x-gateway-token": {"env": "GATEWAY"}},
+                                 "query": {"tenant": "t1"}}},
+        "models": {"m": {"provider": "claude", "model": "claude-x"}},
+    })  # fmt: skip
+    cfg = config.providers["claude"]
+    assert isinstance(cfg, AnthropicProviderConfig)
+    gateway = "gw-secret-token-value-42"
+    seen: list[httpx.Request] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        echo = f"token {request.headers['x-gateway-token']} refused"
+        return httpx.Response(403, json={"type": "error", "error": {
+            "type": "permission_error", "message": echo}})  # fmt: skip
+
+    api = AnthropicBatchAPI.from_config(
+        "claude", cfg, environ={"K": KEY, "GATEWAY": gateway},
+        transport=httpx.MockTransport(refuse),
+    )  # fmt: skip
+    with pytest.raises(ProviderHTTPError) as caught:
+        await api.poll("msgbatch_1")
+    sent = seen[0]
+    assert sent.headers["anthropic-beta"] == "b1" and sent.headers["x-api-key"] == KEY
+    assert sent.url.params["tenant"] == "t1"
+    assert caught.value.status_code == 403 and gateway not in str(caught.value)
+    from fanout.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'GATEWAY'"):
+        AnthropicBatchAPI.from_config("claude", cfg, environ={"K": KEY})
+    await api.aclose()
