@@ -1,7 +1,8 @@
 """Batch jobs in batch mode on a kind = "anthropic" provider, through the emulator's Message
 Batches API: the same rows as online (structured output too), cost at the batch prices of
 the billed usage, errored lines retried then error-rowed, an expired batch's answers kept,
-a lost submit found not repeated, the key in no log, trace, file or error, and a clear
+online fallback, --detach, a lost submit found not repeated, the key in no log, trace, file
+or error, and a clear
 exit 2 for a provider kind without a Batch API."""
 
 from __future__ import annotations
@@ -172,6 +173,45 @@ async def test_an_expired_batch_keeps_its_answers_and_sends_the_rest_again(
     assert resent == counts["lines_expired"] - stats.errors  # no answered line went again
     assert counts["lines_completed"] == stats.ok
     assert stats.ok > n // 2 and stats.ok + stats.errors == n
+
+
+async def test_a_line_still_failing_goes_online_with_online_fallback(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": "r0", "text": "a flaky note [sim:fail-once]"}) + "\n")
+    sink = ListSink()
+    async with Engine(config(emulator, max_attempts=1), traces=sink) as engine:
+        await run_file(engine, one_step(), source, tmp_path / "out", key="id", online_fallback=True)
+    assert rows(tmp_path / "out")[0]["status"] == "ok"
+    attempts = sorted(
+        (s for s in sink.spans if s.record_type == "attempt"), key=lambda s: s.fallback_index or 0
+    )
+    assert [(s.fallback_index, s.status, bool(s.batch_id)) for s in attempts] == [
+        (0, "error", True),  # the batch line errored...
+        (1, "ok", False),  # ... and the same model answered online, on /v1/messages
+    ]
+    assert emulator.stats()["accepted"] == 1
+
+
+@pytest.mark.parametrize("emulator", [BatchEmulatorConfig(delay_s=1.0)], indirect=True)
+async def test_detach_leaves_batches_running_and_the_next_run_collects_them(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    n = 50
+    source = write_records(tmp_path / "in.jsonl", n, "note {i}")
+    out = tmp_path / "out"
+    async with Engine(config(emulator)) as engine:
+        first = await run_file(engine, two_step(), source, out, key="id", detach=True)
+    assert first.detached and first.records == 0
+    assert first.batches is not None and first.batches.lines_submitted == n
+    assert emulator.batch_stats("anthropic")["batches_created"] == 1
+    async with Engine(config(emulator)) as engine:
+        second = await run_file(engine, two_step(), source, out, key="id")
+    assert second.ok == n and not second.detached
+    counts = emulator.batch_stats("anthropic")
+    assert counts["lines_submitted"] == counts["distinct_requests"] == 2 * n
+    assert counts["batches_created"] == 2  # the first run's batch collected, not sent again
 
 
 async def test_a_submit_whose_answer_was_lost_is_found_not_repeated(
