@@ -2,8 +2,7 @@
 Batches API: the same rows as online (structured output too), cost at the batch prices of
 the billed usage, errored lines retried then error-rowed, an expired batch's answers kept,
 online fallback, --detach, a lost submit found not repeated, the key in no log, trace, file
-or error, and a clear
-exit 2 for a provider kind without a Batch API."""
+or error, and a clear exit 2 for a provider kind without a Batch API."""
 
 from __future__ import annotations
 
