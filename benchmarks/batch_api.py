@@ -2,14 +2,16 @@
 
 Each mode is a real ``fanout run`` process against ``fanout sim-server`` (its own
 process): online under the emulator's requests/min limit and latency, batch mode
-through its ``/v1/batches`` with a completion delay per batch (a real Batch API
-answers within 24 h; the delay is a stand-in, printed with the figures). The cost is
+through its ``/v1/batches`` (``--kind anthropic``: its Messages API online and its
+Message Batches, ``/v1/messages/batches``) with a completion delay per batch (a real
+Batch API answers within 24 h; the delay is a stand-in, printed with the figures). The cost is
 the results' ``cost_usd`` summed (online prices online, half of them in batch mode),
 checked against the usage the emulator billed. Peak RSS is the ``fanout run``
 process's own (``wait4``).
 
 Run: python benchmarks/batch_api.py [--records 100000] [--steps 1] [--rpm 30000]
                                     [--latency-ms 300] [--batch-delay-s 120]
+                                    [--kind openai|anthropic]
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ else:
 """
 CONFIG = """
 [providers.emu]
-kind = "openai"
+kind = "{kind}"
 base_url = "{base_url}"
+{key}
 max_concurrency = 2048
 timeout_s = 120
 
@@ -59,6 +62,8 @@ input_usd_per_mtok = 0.15
 output_usd_per_mtok = 0.60
 """
 IN_USD, OUT_USD = 0.15, 0.60
+KEY_ENV = "FANOUT_BENCH_KEY"  # an anthropic provider must have a key; the emulator takes any
+STATS = {"openai": "/stats/batches", "anthropic": "/stats/messages/batches"}
 
 
 def _free_port() -> int:
@@ -118,7 +123,8 @@ def _job(work: Path, name: str, extra: list[str]) -> dict[str, float]:
         *extra,
     ]
     start = time.monotonic()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {**os.environ, KEY_ENV: "sk-ant-bench"}
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - start
     if status != 0:
@@ -140,13 +146,16 @@ def main() -> None:
     parser.add_argument("--rpm", type=float, default=30_000.0)
     parser.add_argument("--latency-ms", type=float, default=300.0)
     parser.add_argument("--batch-delay-s", type=float, default=120.0)
+    parser.add_argument("--kind", choices=tuple(STATS), default="openai")
     args = parser.parse_args()
     emulator, root = _emulator(args)
     try:
         with tempfile.TemporaryDirectory(prefix="fanout-batch-api-") as tmp:
             work = Path(tmp)
             (work / "pipeline.py").write_text(f"STEPS = {args.steps}\n{PIPELINE}", "utf-8")
-            (work / "fanout.toml").write_text(CONFIG.format(base_url=f"{root}/v1"), "utf-8")
+            key = f'api_key_env = "{KEY_ENV}"' if args.kind == "anthropic" else ""
+            config = CONFIG.format(kind=args.kind, base_url=f"{root}/v1", key=key)
+            (work / "fanout.toml").write_text(config, "utf-8")
             texts = ("Great product, I love it.", "It arrived broken. Terrible.", "A kettle.")
             with (work / "in.jsonl").open("w", encoding="utf-8") as f:
                 for i in range(args.records):
@@ -155,7 +164,7 @@ def main() -> None:
             online = _job(work, "online", ["--max-in-flight", "1000"])
             online_usage = httpx.get(f"{root}/stats").json()
             batch = _job(work, "batch", ["--provider-batch", "--max-in-flight", window])
-            billed = httpx.get(f"{root}/stats/batches").json()
+            billed = httpx.get(f"{root}{STATS[args.kind]}").json()
     finally:
         emulator.terminate()
         emulator.wait(timeout=10)
@@ -163,7 +172,8 @@ def main() -> None:
         billed["billed_input_tokens"] * IN_USD / 2 + billed["billed_output_tokens"] * OUT_USD / 2
     ) / 1e6
     print(
-        f"batch_api: {args.records:,} records x {args.steps} llm step(s) on the emulator "
+        f"batch_api: {args.records:,} records x {args.steps} llm step(s) on the emulator, "
+        f"provider kind {args.kind} "
         f"(online: {args.rpm:,.0f} rpm, {args.latency_ms:g} ms a call; batch mode: "
         f"{args.batch_delay_s:g} s per batch)"
     )

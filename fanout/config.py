@@ -134,10 +134,12 @@ class BatchProviderConfig(_Frozen):
         default=60.0, gt=0, description="... or once its first call has waited this long"
     )
     max_requests: int | None = Field(
-        default=None, gt=0, description="requests per batch (default: the API's, 50,000)"
+        default=None, gt=0,
+        description="requests per batch (default: the API's: OpenAI 50,000, Anthropic 100,000)",
     )
     max_bytes: int | None = Field(
-        default=None, gt=0, description="bytes per batch file (default: the API's, 200 MB)"
+        default=None, gt=0,
+        description="bytes per batch (default: the API's: OpenAI 200 MB, Anthropic 256 MB)",
     )
 
 
@@ -196,6 +198,7 @@ class AnthropicProviderConfig(_HttpProviderBase):
         default=False,
         description="mark the system prompt and tools cacheable (cache_control: ephemeral)",
     )
+    batch: BatchProviderConfig = Field(default_factory=BatchProviderConfig)
 
 
 class AzureProviderConfig(_HttpProviderBase):

@@ -73,9 +73,11 @@ class Emulator:
         data: dict[str, int] = httpx.get(f"{self.root}/stats").json()
         return data
 
-    def batch_stats(self) -> dict[str, Any]:
-        """The Batch API's counters: files, batches by status, lines, billed usage."""
-        data: dict[str, Any] = httpx.get(f"{self.root}/stats/batches").json()
+    def batch_stats(self, api: str = "openai") -> dict[str, Any]:
+        """A Batch API's counters (``api``: ``openai``, ``/v1/batches``; ``anthropic``,
+        ``/v1/messages/batches``): batches by status, lines, billed usage."""
+        path = "/stats/messages/batches" if api == "anthropic" else "/stats/batches"
+        data: dict[str, Any] = httpx.get(f"{self.root}{path}").json()
         return data
 
     def prompts(self) -> dict[str, int]:
@@ -135,15 +137,20 @@ class _Remote:
         self.base_url = base_url
 
 
-def batch_config(base_url: str, *, max_attempts: int = 3, **batch: object) -> Config:
+def batch_config(
+    base_url: str, *, max_attempts: int = 3, kind: str = "openai", **batch: object
+) -> Config:
     """``fast`` (sim-small) on the emulator at ``base_url`` in batch mode, polled briskly;
-    ``batch`` sets ``[models.fast.batch]`` keys (``enabled`` defaults to true)."""
+    ``batch`` sets ``[models.fast.batch]`` keys (``enabled`` defaults to true). ``kind``
+    ``anthropic``: its Messages and Message Batches APIs, the key in ``FANOUT_TEST_KEY``."""
+    wire: dict[str, object] = {"kind": kind, "base_url": base_url}
+    if kind == "anthropic":
+        wire["api_key_env"] = "FANOUT_TEST_KEY"
     return parse_config(
         {
             "providers": {
                 "emu": {
-                    "kind": "openai",
-                    "base_url": base_url,
+                    **wire,
                     "retry": {"max_attempts": max_attempts, "initial_backoff_s": 0.01},
                     "batch": {"poll_initial_s": 0.05, "poll_max_s": 0.2, "flush_idle_s": 0.1},
                 }

@@ -1,7 +1,8 @@
 """Turning a batch job's engine to batch mode: which models batch, and their Batch API clients.
 
 ``--provider-batch`` turns batch mode on for every model whose provider has a Batch
-API (kind ``openai``); ``[models.NAME.batch] enabled = true`` does it per model. Each
+API (kind ``openai``: ``/v1/batches``; kind ``anthropic``: Message Batches);
+``[models.NAME.batch] enabled = true`` does it per model. Each
 such provider is wrapped in a :class:`BatchClient` journaling into
 ``OUTPUT/batches/PROVIDER``; the engine then routes those models' calls through it
 (:class:`fanout.run.Engine.use_providers`).
@@ -18,16 +19,30 @@ from pathlib import Path
 from fanout.batch._batch_lines import BatchStats
 from fanout.batch._batch_log import BATCHES_DIR, BatchLog
 from fanout.batch._batching import BatchClient
-from fanout.config import Config, OpenAIProviderConfig
+from fanout.config import (
+    AnthropicProviderConfig,
+    Config,
+    OpenAIProviderConfig,
+    ProviderConfig,
+)
 from fanout.errors import ConfigError
-from fanout.providers import BatchAPI, OpenAIBatchAPI, Provider
+from fanout.providers import AnthropicBatchAPI, BatchAPI, OpenAIBatchAPI, Provider
 from fanout.run import Engine
 
-__all__ = ["BatchMode", "batch_config", "use_batch_mode"]
+__all__ = ["BatchMode", "batch_config", "default_api", "has_batch_api", "use_batch_mode"]
 
 _log = logging.getLogger(__name__)
 
-ApiFactory = Callable[[str, OpenAIProviderConfig], BatchAPI]
+BatchCapable = OpenAIProviderConfig | AnthropicProviderConfig
+ApiFactory = Callable[[str, BatchCapable], BatchAPI]
+_NO_BATCH_API = (
+    "kinds 'openai' and 'anthropic' have one; the emulator, `fanout sim-server`, serves both"
+)
+
+
+def has_batch_api(provider: ProviderConfig) -> bool:
+    """Whether fanout can send this provider's calls through a Batch API."""
+    return isinstance(provider, OpenAIProviderConfig | AnthropicProviderConfig)
 
 
 def batch_config(config: Config, *, all_models: bool, online_fallback: bool) -> Config:
@@ -37,12 +52,12 @@ def batch_config(config: Config, *, all_models: bool, online_fallback: bool) -> 
     models = {}
     for alias, model in config.models.items():
         provider = config.providers[model.provider]
-        capable = isinstance(provider, OpenAIProviderConfig)
+        capable = has_batch_api(provider)
         if model.batch.enabled and not capable:
             raise ConfigError(
                 f"models.{alias}.batch.enabled: provider {model.provider!r} (kind "
-                f"{provider.kind!r}) has no Batch API; use a kind = 'openai' provider (the "
-                "emulator, `fanout sim-server`, has one) or drop the setting"
+                f"{provider.kind!r}) has no Batch API fanout can use ({_NO_BATCH_API}); "
+                "drop the setting or route the model to such a provider"
             )
         wanted = model.batch.enabled or (all_models and capable)
         batch = model.batch.model_copy(
@@ -54,9 +69,9 @@ def batch_config(config: Config, *, all_models: bool, online_fallback: bool) -> 
         models[alias] = model.model_copy(update={"batch": batch})
     if all_models and not any(m.batch.enabled for m in models.values()):
         raise ConfigError(
-            "--provider-batch: no model's provider has a Batch API (only kind = 'openai' "
-            "providers do; the embedded default is the in-process simulator); pass a --config "
-            "with one, e.g. pointing at `fanout sim-server`"
+            f"--provider-batch: no model's provider has a Batch API ({_NO_BATCH_API}; the "
+            "embedded default is the in-process simulator); pass a --config with one, e.g. "
+            "pointing at `fanout sim-server`"
         )
     return config.model_copy(update={"models": models})
 
@@ -97,19 +112,19 @@ def use_batch_mode(
 ) -> BatchMode | None:
     """Put ``engine`` in batch mode for this job (``None``: no model batches).
 
-    ``api_factory`` builds each provider's :class:`BatchAPI` (default: OpenAI's, from the
-    provider's ``base_url`` and key).
+    ``api_factory`` builds each provider's :class:`BatchAPI` (default: by its kind,
+    OpenAI's or Anthropic's, from the provider's ``base_url`` and key).
     """
     config = batch_config(engine.config, all_models=all_models, online_fallback=online_fallback)
     names = sorted({m.provider for m in config.models.values() if m.batch.enabled})
     if not names:
         return None
-    factory = api_factory or _openai_api
+    factory = api_factory or default_api
     wrapped: dict[str, Provider] = {}
     clients = []
     for name in names:
         pcfg = config.providers[name]
-        assert isinstance(pcfg, OpenAIProviderConfig)  # batch_config checked it
+        assert isinstance(pcfg, BatchCapable)  # batch_config checked it
         limits = {
             m.model: m.batch.enqueued_tokens
             for m in config.models.values()
@@ -131,5 +146,8 @@ def use_batch_mode(
     return BatchMode(clients)
 
 
-def _openai_api(name: str, cfg: OpenAIProviderConfig) -> BatchAPI:
+def default_api(name: str, cfg: BatchCapable) -> BatchAPI:
+    """The Batch API client of a provider, by its kind."""
+    if isinstance(cfg, AnthropicProviderConfig):
+        return AnthropicBatchAPI.from_config(name, cfg)
     return OpenAIBatchAPI.from_env(name, base_url=cfg.base_url, api_key_env=cfg.api_key_env)

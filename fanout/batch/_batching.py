@@ -101,7 +101,7 @@ class BatchClient:
         key = call_key(self.name, request)[:KEY_CHARS]
         line = self._claim(key)
         if line is not None and line.answer is not None:  # an earlier run's, never handed out
-            return self._delivered(line, line.answer)
+            return self._delivered(line, self.api.answer(request, line.answer))
         if line is None:
             line = self._new_line(key, request)
         future = line.future = asyncio.get_running_loop().create_future()
@@ -110,7 +110,7 @@ class BatchClient:
         except asyncio.CancelledError:
             self._abandon(line)
             raise
-        return self._delivered(line, response)
+        return self._delivered(line, self.api.answer(request, response))
 
     async def aclose(self) -> None:
         """Stop polling (batches in flight stay journaled for the next run) and close."""
@@ -349,7 +349,9 @@ class BatchClient:
                 try:
                     status = None
                     if uncertain:
-                        status = await self.api.find(sent.label, since=opened_at - _FIND_MARGIN_S)
+                        status = await self.api.find(
+                            sent.label, since=opened_at - _FIND_MARGIN_S, payload=payload
+                        )
                     if status is None:
                         status = await self.api.submit(payload, label=sent.label)
                     break

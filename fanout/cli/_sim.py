@@ -80,7 +80,11 @@ def sim_server(  # one parameter per option: typer reads the signature
         typer.Option(min=1, help="Batch API: enqueued prompt tokens allowed per model."),
     ] = None,
     batch_max_requests: Annotated[
-        int, typer.Option(min=1, help="Batch API: requests one batch may hold.")
+        int,
+        typer.Option(
+            min=1, help="Batch API: requests one /v1/batches batch may hold (Message Batches: "
+            "100,000)."
+        ),
     ] = 50_000,
     cut_streams: Annotated[
         int, typer.Option(min=0, help="This many streamed replies break off half-way.")
@@ -99,7 +103,8 @@ def sim_server(  # one parameter per option: typer reads the signature
     It serves OpenAI's /v1/chat/completions (streamed for "stream": true),
     /v1/embeddings (hash-seeded vectors) and the Files and Batch APIs (/v1/files,
     /v1/batches: validating -> in_progress -> finalizing -> completed, or failed,
-    expired, cancelled), with the --batch-* options; Anthropic's /v1/messages, Azure
+    expired, cancelled), with the --batch-* options; Anthropic's /v1/messages and
+    Message Batches (/v1/messages/batches, the same --batch-* options), Azure
     OpenAI's /openai/deployments/D/chat/completions, Bedrock's /model/M/converse and
     Gemini's /v1beta/models/M:generateContent, each streamed as its vendor streams it
     (Anthropic's "stream": true, Bedrock's /converse-stream, Gemini's

@@ -1,9 +1,10 @@
 """Provider clients: the ``Provider`` protocol (and its optional seams: streaming,
 embeddings, content kinds), one client per wire protocol (OpenAI-compatible, Anthropic,
 Azure OpenAI, Bedrock Converse, Gemini) over one HTTP transport (aiohttp), and the
-Batch API seam with its OpenAI backend."""
+Batch API seam with its OpenAI and Anthropic backends."""
 
 from fanout.providers._anthropic import AnthropicProvider
+from fanout.providers._anthropic_batch import AnthropicBatchAPI
 from fanout.providers._azure import AzureOpenAIProvider
 from fanout.providers._base import (
     EmbeddingProvider,
@@ -31,6 +32,7 @@ from fanout.providers._sse import SSEParser
 __all__ = [
     "CALL_HEADERS",
     "ENDED_STATES",
+    "AnthropicBatchAPI",
     "AnthropicProvider",
     "AzureOpenAIProvider",
     "BatchAPI",

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from fanout.providers._http import HttpTransport
 
-__all__ = ["AnthropicProvider"]
+__all__ = ["AnthropicProvider", "message_response", "messages_body"]
 
 _FINISH = {
     "end_turn": "stop",
@@ -85,66 +85,10 @@ class AnthropicProvider(AnthropicParts, JsonApiProvider):
 
     def body(self, request: ChatRequest) -> dict[str, object]:
         """The Messages API body of ``request``."""
-        body: dict[str, object] = {
-            "model": request.model,
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-            "messages": [
-                {"role": t.role, "content": t.blocks}
-                for t in turns(
-                    request.messages, text=_text, call=_call, result=_result, part=anthropic_block
-                )
-            ],
-        }
-        system = system_text(request.messages)
-        if system:
-            block: dict[str, object] = {"type": "text", "text": system}
-            if self.cache_prompt:
-                block["cache_control"] = _EPHEMERAL
-            body["system"] = [block]
-        out = output_tool(request)
-        specs = [*request.tools, *((out,) if out is not None else ())]
-        if specs:
-            tools: list[dict[str, object]] = [
-                {"name": t.name, "description": t.description, "input_schema": t.parameters}
-                for t in specs
-            ]
-            if self.cache_prompt:
-                tools[-1] = {**tools[-1], "cache_control": _EPHEMERAL}
-            body["tools"] = tools
-        if out is not None:  # the model must answer through the output tool (or a tool)
-            body["tool_choice"] = (
-                {"type": "any"} if request.tools else {"type": "tool", "name": out.name}
-            )
-        return body
+        return messages_body(request, cache_prompt=self.cache_prompt)
 
     def _reply(self, data: object, headers: dict[str, str]) -> ChatResponse:
-        assert isinstance(data, dict)
-        usage = data["usage"]
-        read = int(usage.get("cache_read_input_tokens") or 0)
-        written = int(usage.get("cache_creation_input_tokens") or 0)
-        texts: list[str] = []
-        calls: list[ToolCall] = []
-        for block in data["content"]:
-            if block["type"] == "text":
-                texts.append(str(block["text"]))
-            elif block["type"] == "tool_use":
-                arguments = orjson.dumps(block.get("input") or {}).decode()
-                calls.append(ToolCall(str(block["id"]), str(block["name"]), arguments))
-        finish = _FINISH.get(str(data.get("stop_reason")), "stop")
-        return ChatResponse(
-            content="".join(texts) if texts else None,
-            usage=Usage(
-                int(usage["input_tokens"]) + read + written,
-                int(usage.get("output_tokens") or 0),
-                read,
-                written,
-            ),
-            finish_reason=finish,
-            tool_calls=tuple(calls),
-            model=str(data.get("model") or ""),
-            headers=headers,
-        )
+        return message_response(data, headers)
 
     async def complete(
         self, request: ChatRequest, *, timeout_s: float | None = None
@@ -169,6 +113,75 @@ class AnthropicProvider(AnthropicParts, JsonApiProvider):
         )
         out = output_tool(request)
         return response if out is None else answered(response, out.name)
+
+
+def messages_body(request: ChatRequest, *, cache_prompt: bool = False) -> dict[str, object]:
+    """The Messages API body of ``request`` (online, and as a Message Batches request's
+    ``params``); ``cache_prompt`` marks the system prompt and tools cacheable."""
+    body: dict[str, object] = {
+        "model": request.model,
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "messages": [
+            {"role": t.role, "content": t.blocks}
+            for t in turns(
+                request.messages, text=_text, call=_call, result=_result, part=anthropic_block
+            )
+        ],
+    }
+    system = system_text(request.messages)
+    if system:
+        block: dict[str, object] = {"type": "text", "text": system}
+        if cache_prompt:
+            block["cache_control"] = _EPHEMERAL
+        body["system"] = [block]
+    out = output_tool(request)
+    specs = [*request.tools, *((out,) if out is not None else ())]
+    if specs:
+        tools: list[dict[str, object]] = [
+            {"name": t.name, "description": t.description, "input_schema": t.parameters}
+            for t in specs
+        ]
+        if cache_prompt:
+            tools[-1] = {**tools[-1], "cache_control": _EPHEMERAL}
+        body["tools"] = tools
+    if out is not None:  # the model must answer through the output tool (or a tool)
+        body["tool_choice"] = (
+            {"type": "any"} if request.tools else {"type": "tool", "name": out.name}
+        )
+    return body
+
+
+def message_response(data: object, headers: dict[str, str] | None = None) -> ChatResponse:
+    """A Messages API reply (a ``message`` object) as a :class:`ChatResponse`; raises
+    ``KeyError``/``TypeError``/``ValueError`` on one that is not what the API promises."""
+    assert isinstance(data, dict)
+    usage = data["usage"]
+    read = int(usage.get("cache_read_input_tokens") or 0)
+    written = int(usage.get("cache_creation_input_tokens") or 0)
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for block in data["content"]:
+        if block["type"] == "text":
+            texts.append(str(block["text"]))
+        elif block["type"] == "tool_use":
+            arguments = orjson.dumps(block.get("input") or {}).decode()
+            calls.append(ToolCall(str(block["id"]), str(block["name"]), arguments))
+    finish = _FINISH.get(str(data.get("stop_reason")), "stop")
+    return ChatResponse(
+        content="".join(texts) if texts else None,
+        usage=Usage(
+            int(usage["input_tokens"]) + read + written,
+            int(usage.get("output_tokens") or 0),
+            read,
+            written,
+        ),
+        finish_reason=finish,
+        tool_calls=tuple(calls),
+        model=str(data.get("model") or ""),
+        id=str(data.get("id") or ""),
+        headers=headers or {},
+    )
 
 
 def _text(content: str) -> dict[str, object]:

@@ -4,7 +4,8 @@ A provider's Batch API (OpenAI ``/v1/batches``, Anthropic Message Batches) runs 
 requests asynchronously at a discount and answers within a window (24 h). Behind
 :class:`BatchAPI` each vendor is one small class: it encodes a request as a line of
 its batch payload, submits a payload under a label (so a submit whose answer was
-lost can be found again, and never made twice), reports a batch's state in the
+lost can be found again, and never made twice; an API without labels, Anthropic's,
+matches the payload's requests instead), reports a batch's state in the
 provider-neutral :class:`BatchStatus`, and turns its results into one
 :class:`LineResult` per request. :class:`BatchingProvider` marks a
 :class:`~fanout.providers.Provider` whose calls go through such an API, so the
@@ -82,9 +83,10 @@ class BatchAPI(Protocol):
         """Submit the lines in ``payload`` as one batch tagged ``label``."""
         ...
 
-    async def find(self, label: str, *, since: float) -> BatchStatus | None:
-        """The batch submitted with ``label`` no earlier than ``since`` (epoch s), if any:
-        how a submit whose answer was lost (a kill mid-call) is recovered, not repeated."""
+    async def find(self, label: str, *, since: float, payload: bytes) -> BatchStatus | None:
+        """The batch submitted with ``label`` (and ``payload``) no earlier than ``since``
+        (epoch s), if any: how a submit whose answer was lost (a kill mid-call) is
+        recovered, not repeated. An API without labels matches on the payload."""
         ...
 
     async def poll(self, batch_id: str) -> BatchStatus: ...
@@ -94,6 +96,11 @@ class BatchAPI(Protocol):
         ...
 
     async def cancel(self, batch_id: str) -> BatchStatus: ...
+
+    def answer(self, request: ChatRequest, response: ChatResponse) -> ChatResponse:
+        """A line's reply as the call that sent ``request`` gets it (Anthropic: a
+        structured answer given through its output tool becomes the content)."""
+        ...
 
     async def aclose(self) -> None: ...
 

@@ -21,7 +21,7 @@ from fanout.providers._base import Provider
 from fanout.providers._gemini import GeminiProvider
 from fanout.providers._openai import OpenAIProvider
 
-__all__ = ["build_http_provider"]
+__all__ = ["build_http_provider", "env_secret", "secret_values"]
 
 
 def build_http_provider(
@@ -31,8 +31,8 @@ def build_http_provider(
     :class:`ConfigError` naming the variable (never its value)."""
     env = os.environ if environ is None else environ
     secrets: list[str] = []
-    headers = _values(name, "headers", cfg.headers, env, secrets)
-    query = _values(name, "query", cfg.query, env, secrets)
+    headers = secret_values(name, "headers", cfg.headers, env, secrets)
+    query = secret_values(name, "query", cfg.query, env, secrets)
     common: dict[str, object] = {
         "headers": headers,
         "query": query,
@@ -42,26 +42,26 @@ def build_http_provider(
         "connect_timeout_s": cfg.connect_timeout_s,
     }
     if isinstance(cfg, OpenAIProviderConfig):
-        key = _env(name, "api_key_env", cfg.api_key_env, env) if cfg.api_key_env else None
+        key = env_secret(name, "api_key_env", cfg.api_key_env, env) if cfg.api_key_env else None
         return OpenAIProvider(name, base_url=cfg.base_url, api_key=key, **common)  # type: ignore[arg-type]
     if isinstance(cfg, AnthropicProviderConfig):
         return AnthropicProvider(
-            name, api_key=_env(name, "api_key_env", cfg.api_key_env, env),
+            name, api_key=env_secret(name, "api_key_env", cfg.api_key_env, env),
             base_url=cfg.base_url, anthropic_version=cfg.anthropic_version,
             cache_prompt=cfg.cache_prompt, **common,  # type: ignore[arg-type]
         )  # fmt: skip
     if isinstance(cfg, AzureProviderConfig):
-        token = _env(name, "token_env", cfg.token_env, env) if cfg.token_env else None
+        token = env_secret(name, "token_env", cfg.token_env, env) if cfg.token_env else None
         key = None
         if token is None and cfg.api_key_env:
-            key = _env(name, "api_key_env", cfg.api_key_env, env)
+            key = env_secret(name, "api_key_env", cfg.api_key_env, env)
         return AzureOpenAIProvider(
             name, endpoint=cfg.endpoint, api_version=cfg.api_version, api_key=key,
             token=token, **common,  # type: ignore[arg-type]
         )  # fmt: skip
     if isinstance(cfg, GeminiProviderConfig):
         return GeminiProvider(
-            name, api_key=_env(name, "api_key_env", cfg.api_key_env, env),
+            name, api_key=env_secret(name, "api_key_env", cfg.api_key_env, env),
             base_url=cfg.base_url, **common,  # type: ignore[arg-type]
         )  # fmt: skip
     assert isinstance(cfg, BedrockProviderConfig)
@@ -73,7 +73,8 @@ def build_http_provider(
     )  # fmt: skip
 
 
-def _env(provider: str, key: str, variable: str, env: Mapping[str, str]) -> str:
+def env_secret(provider: str, key: str, variable: str, env: Mapping[str, str]) -> str:
+    """The value of ``variable``; a :class:`ConfigError` naming it when it is unset."""
     value = env.get(variable)
     if not value:
         raise ConfigError(
@@ -83,7 +84,7 @@ def _env(provider: str, key: str, variable: str, env: Mapping[str, str]) -> str:
     return value
 
 
-def _values(
+def secret_values(
     provider: str,
     what: str,
     values: Mapping[str, str | FromEnv],
@@ -94,7 +95,7 @@ def _values(
     out: dict[str, str] = {}
     for key, value in values.items():
         if isinstance(value, FromEnv):
-            out[key] = _env(provider, f"{what}.{key}.env", value.env, env)
+            out[key] = env_secret(provider, f"{what}.{key}.env", value.env, env)
             secrets.append(out[key])
         else:
             out[key] = value

@@ -62,7 +62,8 @@ _LINE_TIMEOUT_S = 1.0  # a hung line ([sim:timeout]) fails after this, not an ho
 
 @dataclass(frozen=True, slots=True)
 class BatchEmulatorConfig:
-    """How the emulated Batch API behaves (the limits default to OpenAI's documented ones)."""
+    """How the emulated Batch APIs behave (the limits default to the documented ones).
+    The timing and fault knobs apply to OpenAI's and Anthropic's alike."""
 
     validate_s: float = 0.05
     delay_s: float = 1.0  # in_progress: the lines complete evenly over this long
@@ -72,6 +73,9 @@ class BatchEmulatorConfig:
     line_error_rate: float = 0.0  # share of lines answered 500, drawn per line
     max_requests: int = 50_000
     max_bytes: int = 200 * 1024 * 1024
+    # Anthropic's Message Batches (fanout.sim._message_batches): its documented limits
+    anthropic_max_requests: int = 100_000
+    anthropic_max_bytes: int = 256 * 1024 * 1024
     queue_tokens: int | None = None  # enqueued prompt tokens allowed per model
     seed: int = 0
 

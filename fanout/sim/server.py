@@ -19,7 +19,8 @@ as LiteLLM's proxy forwards them (``llm_provider-retry-after-ms``, ...).
 (``GET /stats/prompts``: calls answered per prompt, with ``record_prompts``);
 ``POST /stats/reset`` clears them and the buckets; ``POST /admin/faults`` with
 ``{"error_rate": 0.5, ...}`` changes fault rates while running. The Files and Batch
-APIs (``/v1/files``, ``/v1/batches``) are :mod:`fanout.sim._batches`.
+APIs (``/v1/files``, ``/v1/batches``) are :mod:`fanout.sim._batches`, Anthropic's
+Message Batches (``/v1/messages/batches``) :mod:`fanout.sim._message_batches`.
 ``"stream": true`` answers as OpenAI streams (:mod:`fanout.sim._stream`): the first
 event after ``latency_ms``, then a piece of text per event, ``latency_per_token_ms``
 apart; ``cut_streams`` (config or ``/admin/faults``): that many streamed replies break
@@ -68,6 +69,7 @@ from fanout.limits import TokenBucket
 from fanout.sim._batches import BatchEmulator, BatchEmulatorConfig
 from fanout.sim._embed import DEFAULT_DIMENSIONS, sim_embeddings
 from fanout.sim._embed_routes import EmbedRoutes, embed_route_of
+from fanout.sim._message_batches import MessageBatchEmulator
 from fanout.sim._protocols import PromptCache, ProtocolRoutes, dialect_of
 from fanout.sim._provider import SimProvider
 from fanout.sim._stream import stream_reply
@@ -113,7 +115,8 @@ class EmulatorConfig:
     overloaded_rate: float = 0.0  # refused as overloaded (Anthropic's 529, a 503 elsewhere)
     throttle_rate: float = 0.0  # refused as rate limited whatever the buckets hold
     cache_min_tokens: int = 1024  # a system prompt this long is cached (every protocol)
-    batch: BatchEmulatorConfig = field(default_factory=BatchEmulatorConfig)  # /v1/batches
+    # /v1/batches and /v1/messages/batches
+    batch: BatchEmulatorConfig = field(default_factory=BatchEmulatorConfig)
     cut_streams: int = 0  # this many streamed replies break off half-way (then none)
     # this many streamed Anthropic, Gemini or Bedrock replies end half-way on the
     # protocol's overloaded error event (after cut_streams' cuts; fanout.sim._stream_routes)
@@ -536,9 +539,13 @@ def build_app(config: EmulatorConfig) -> ASGIApp:
     """The emulator's ASGI app: completions straight to their handler, the rest via starlette."""
     emulator = _Emulator(config)
     batches = BatchEmulator(config.batch, emulator.sim, chat_request, api_key=config.api_key)
+    message_batches = MessageBatchEmulator(
+        config.batch, emulator.sim, api_key=config.api_key, cache=lambda: emulator.prompt_cache
+    )
     rest = Starlette(
         routes=[
             *batches.routes(),
+            *message_batches.routes(),
             Route("/v1/models", emulator.models, methods=["GET"]),
             Route("/stats", emulator.get_stats, methods=["GET"]),
             Route("/stats/reset", emulator.reset_stats, methods=["POST"]),

@@ -1,6 +1,7 @@
 """``fanout run --provider-batch`` killed with SIGKILL while its batches run, then run again:
 the second run polls the batches the first submitted, submits no call twice (the
-emulator's counters) and completes every record."""
+emulator's counters) and completes every record; through OpenAI's Batch API and
+Anthropic's Message Batches alike."""
 
 from __future__ import annotations
 
@@ -28,11 +29,11 @@ dag.output(summary=summary, label=label)
 """
 
 
-def _config(path: Path, base_url: str) -> Path:
+def _config(path: Path, base_url: str, kind: str) -> Path:
     path.write_text(
         f"""
 [providers.emu]
-kind = "openai"
+kind = "{kind}"
 base_url = "{base_url}"
 api_key_env = "FANOUT_TEST_KEY"
 
@@ -64,8 +65,9 @@ def _submitted(log: Path) -> list[str]:
     return [e["batch_id"] for e in events if e.get("e") == "submitted"]
 
 
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
 def test_killed_while_batches_run_then_rerun_submits_nothing_twice(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     n = 400
     source = write_records(tmp_path / "in.jsonl", n, "review {i}: great value")
@@ -76,7 +78,7 @@ def test_killed_while_batches_run_then_rerun_submits_nothing_twice(
     monkeypatch.setenv("FANOUT_TEST_KEY", "sk-test-batch-resume")  # the emulator's too
     env = dict(os.environ)
     with emulator_process("--batch-delay-s", "3", "--api-key-env", "FANOUT_TEST_KEY") as emu:
-        config = _config(tmp_path / "fanout.toml", emu.base_url)
+        config = _config(tmp_path / "fanout.toml", emu.base_url, kind)
         command = [
             sys.executable, "-m", "fanout", "run", f"{pipeline}:dag", "-i", str(source),
             "-o", str(out), "-c", str(config), "--key", "id", "--provider-batch",
@@ -92,14 +94,14 @@ def test_killed_while_batches_run_then_rerun_submits_nothing_twice(
             proc.send_signal(signal.SIGKILL)
             proc.communicate(timeout=30)
         assert proc.returncode == -signal.SIGKILL
-        before = emu.batch_stats()
+        before = emu.batch_stats(kind)
         assert before["batches_created"] >= 1 and before["lines_completed"] < 2 * n
         assert not (out / "results").exists() or not list((out / "results").glob("*.parquet"))
 
         resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
         assert resumed.returncode == 0, resumed.stderr
         assert "provider batches" in resumed.stdout
-        after = emu.batch_stats()
+        after = emu.batch_stats(kind)
 
     # every request went out once: the first run's batch was polled, not sent again
     assert after["lines_submitted"] == after["distinct_requests"] == 2 * n

@@ -51,8 +51,11 @@ class MemoryBatchAPI:
         self.submitted.set()
         return BatchStatus(batch_id, "validating")
 
-    async def find(self, label: str, *, since: float) -> BatchStatus | None:
+    async def find(self, label: str, *, since: float, payload: bytes) -> BatchStatus | None:
         return None
+
+    def answer(self, request: ChatRequest, response: ChatResponse) -> ChatResponse:
+        return response
 
     async def poll(self, batch_id: str) -> BatchStatus:
         if self.poll_failures:
