@@ -199,7 +199,9 @@ def otel_env(phoenix: Phoenix, project: str) -> dict[str, str]:
     }
 
 
-def config_toml(path: Path, base_url: str, model: str) -> Path:
+def config_toml(
+    path: Path, base_url: str, model: str, usd: tuple[float, float] = (INPUT_USD, OUTPUT_USD)
+) -> Path:
     path.write_text(
         f"""
 [providers.emu]
@@ -211,14 +213,14 @@ retry = {{ max_attempts = 3, initial_backoff_s = 0.05 }}
 [models.fast]
 provider = "emu"
 model = "{model}"
-input_usd_per_mtok = {INPUT_USD}
-output_usd_per_mtok = {OUTPUT_USD}
+input_usd_per_mtok = {usd[0]}
+output_usd_per_mtok = {usd[1]}
 
 [models.smart]
 provider = "emu"
 model = "{model}"
-input_usd_per_mtok = {INPUT_USD}
-output_usd_per_mtok = {OUTPUT_USD}
+input_usd_per_mtok = {usd[0]}
+output_usd_per_mtok = {usd[1]}
 """,
         encoding="utf-8",
     )
@@ -368,3 +370,28 @@ def test_a_service_request_reaches_phoenix_under_its_callers_trace(
         assert attrs["llm.cost.total"] == pytest.approx(row["cost_usd"]) and row["cost_usd"] > 0
         summary = costs[row["span_id"]]  # tokens counted, no price: no cost of Phoenix's
         assert summary is None or summary["total"]["cost"] is None, summary
+
+
+def test_a_model_in_phoenixs_own_table_is_priced_by_phoenix_as_fanout_prices_it(
+    phoenix: Phoenix, emulator: Emulator, tmp_path: Path
+) -> None:
+    """gpt-4o-mini (the emulator answers any model name) is in Phoenix's built-in table:
+    with fanout's config at the same list price, Phoenix's cost is fanout's, no setup."""
+    project = "fanout-listed-model"
+    config = config_toml(tmp_path / "fanout.toml", emulator.base_url, "gpt-4o-mini", (0.15, 0.6))
+    records = tmp_path / "in.jsonl"
+    records.write_text("".join(json.dumps({"text": f"review {i}"}) + "\n" for i in range(3)))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "fanout", "run", CLASSIFY, "-i", str(records), "-o",
+               str(out), "-c", str(config)]  # fmt: skip
+    done = subprocess.run(
+        command, env=otel_env(phoenix, project), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = pq.read_table(out / "traces").to_pylist()
+    report = phoenix.spans(project, len(expected_spans(rows)), tmp_path)
+    spans = {s["span_id"]: s for s in report["spans"]}
+    check_tree(spans, rows)
+    total, costs = phoenix.costs(project)
+    check_attempts(spans, rows, costs)
+    assert total == pytest.approx(sum(r["cost_usd"] or 0.0 for r in rows))
