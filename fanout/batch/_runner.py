@@ -410,8 +410,12 @@ class _Window:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._tally.in_flight -= 1
-        if self._failure is None and not task.cancelled():
-            self._failure = task.exception()  # None when it ended well
+        if not task.cancelled():
+            # read every task's exception, not only the first: the others would be
+            # reported as never retrieved when their tasks are freed
+            failure = task.exception()  # None when it ended well
+            if self._failure is None:
+                self._failure = failure
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import pickle
+from pathlib import Path
 
 import pytest
-from support import sim_config
+from support import sim_config, write_records
 
 from fanout import DAG, Engine, ProviderOutage, RunStatus
+from fanout.batch import run_file
 from fanout.errors import CircuitOpen, ProviderConnectionError
 from fanout.retry import CircuitBreaker, CircuitState
 from fanout.run._outage import is_outage, outage_of, wait_until_up
@@ -138,3 +141,27 @@ async def test_a_batch_call_waits_out_an_outage_and_then_succeeds(clock: FakeClo
         await healer
     assert all(r.ok for r in results), [r.error_message for r in results]
     assert clock.now() >= 20.0
+
+
+async def test_a_job_stopped_by_an_outage_leaves_no_exception_unretrieved(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """Every record in flight hits the outage; the job raises the first and must still
+    collect the others' (asyncio reports an exception nobody read when its task dies:
+    "Task exception was never retrieved")."""
+    reported: list[str] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context["message"]))
+    try:
+        async with Engine(dead_provider_config(), clock=clock) as engine:  # type: ignore[arg-type]
+            records = write_records(tmp_path / "in.jsonl", 20)
+            with pytest.raises(ProviderOutage):
+                await run_file(
+                    engine, one_call(), records, tmp_path / "out", max_in_flight=8,
+                    max_outage_s=30,
+                )  # fmt: skip
+        gc.collect()  # a finished task's unread exception is reported when it is freed
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []
