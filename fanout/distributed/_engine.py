@@ -42,7 +42,7 @@ from fanout.distributed._coordinator import BudgetCoordinator, QuotaCoordinator
 from fanout.distributed._worker import FanoutWorker, WorkerJob, WorkItem
 from fanout.errors import ConfigError, RunError
 from fanout.limits import LimiterState
-from fanout.run import Outage, RunResult, Spend, check_inputs
+from fanout.run import Outage, RunResult, Spend, check_capabilities, check_inputs
 from fanout.trace import otel_settings
 
 Handle = Any  # a Ray actor handle (Ray types them loosely)
@@ -158,6 +158,7 @@ class RayEngine:
         self.num_cpus = num_cpus
         self.worker_cpus = worker_cpus
         self.journal = Path(journal).resolve() if journal is not None else None
+        self._capable: dict[int, Plan] = {}  # plans whose capabilities were checked
         if (job_budget_usd is not None and job_budget_usd < 0) or (
             job_budget_tokens is not None and job_budget_tokens < 0
         ):
@@ -195,7 +196,15 @@ class RayEngine:
     # -- the engine interface (what batch jobs and services call) -----------------
 
     def validate(self, dag: DAG) -> Plan:
-        return dag.validate(models=self.config.models.keys())
+        """Check ``dag`` as :meth:`Engine.validate` does (model names, each step's media
+        and embed steps against their protocols) on the driver, before any worker runs it."""
+        plan = dag.validate(models=self.config.models.keys())
+        if self._capable.get(id(plan)) is not plan:
+            check_capabilities(plan, self.config)
+            if len(self._capable) >= 64:
+                self._capable.clear()
+            self._capable[id(plan)] = plan
+        return plan
 
     def use_journal(self, directory: str | Path) -> None:
         """Have the workers record completed calls in ``directory`` (reachable from every

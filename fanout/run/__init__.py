@@ -3,7 +3,7 @@
 from fanout.run._cache import ResponseCache
 from fanout.run._chat import ChatResult
 from fanout.run._context import MapOffload
-from fanout.run._engine import Engine, check_inputs
+from fanout.run._engine import Engine, check_capabilities, check_inputs
 from fanout.run._journal import (
     CallJournal,
     Spend,
@@ -30,6 +30,7 @@ __all__ = [
     "Spend",
     "TokenEvent",
     "call_key",
+    "check_capabilities",
     "check_inputs",
     "compact_journal",
     "journal_spend",

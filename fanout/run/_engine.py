@@ -733,6 +733,16 @@ def _cache(cache: ResponseCache | str | Path | None, config: Config) -> Response
     return cache
 
 
+def check_capabilities(plan: Plan, config: Config) -> None:
+    """What :meth:`Engine.validate` checks beyond model names, for an engine that builds
+    no providers of its own (a Ray driver): each step's media and each embed step against
+    what its model's protocol takes. Raises :class:`ConfigError` before any call."""
+    clock = SystemClock()
+    providers = {name: _build_provider(name, cfg, clock) for name, cfg in config.providers.items()}
+    check_media(plan, config, providers)
+    check_embeds(plan, config, providers)
+
+
 def _build_provider(name: str, cfg: ProviderConfig, clock: Clock) -> Provider:
     if isinstance(cfg, SimProviderConfig):
         return SimProvider.from_config(name, cfg, clock=clock)

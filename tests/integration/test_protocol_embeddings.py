@@ -152,6 +152,17 @@ def test_a_bedrock_model_with_no_embeddings_body_is_refused_before_any_call(
     assert emulator.stats()["accepted"] == 0
 
 
+def test_the_ray_driver_refuses_it_too_before_any_worker_starts(emulator: Emulator) -> None:
+    """``RayEngine.validate`` runs the same checks on the driver (no Ray session needed)."""
+    pytest.importorskip("ray")
+    from fanout.distributed import RayEngine
+
+    engine = RayEngine(one_model("anthropic", emulator.root, "claude-3-5-haiku-latest"))
+    with pytest.raises(ConfigError, match="no embeddings API"):
+        engine.validate(embed_dag())
+    assert emulator.stats()["accepted"] == 0
+
+
 @pytest.mark.parametrize("case", ["azure", "gemini"])
 async def test_a_rejected_key_is_in_no_embedding_error_log_or_trace(
     case: str,
