@@ -121,12 +121,13 @@ class LeasedEngine:
         deadline_s: float | None = None,
         interactive: bool = True,
         record_key: str | None = None,
+        on_token: Callable[[TokenEvent], None] | None = None,
     ) -> ChatResult:
         """One gateway call, under this replica's leased share of the provider limits."""
         await self._ready()
         return await self.engine.complete(
             alias, request, budget=budget, deadline_s=deadline_s,
-            interactive=interactive, record_key=record_key,
+            interactive=interactive, record_key=record_key, on_token=on_token,
         )  # fmt: skip
 
     @property

@@ -9,6 +9,7 @@ from fanout.providers._base import (
     EmbeddingProvider,
     Provider,
     StreamingProvider,
+    ToolCallListener,
     accepted_modalities,
 )
 from fanout.providers._batch_api import (
@@ -45,6 +46,7 @@ __all__ = [
     "Provider",
     "SSEParser",
     "StreamingProvider",
+    "ToolCallListener",
     "accepted_modalities",
     "build_http_provider",
     "image_source",
