@@ -24,7 +24,8 @@ APIs (``/v1/files``, ``/v1/batches``) are :mod:`fanout.sim._batches`.
 event after ``latency_ms``, then a piece of text per event, ``latency_per_token_ms``
 apart; ``cut_streams`` (config or ``/admin/faults``): that many streamed replies break
 off half-way (``cut_at_piece``: after that many pieces of text instead; 0, before the
-first). ``GET /stats`` counts ``streams_open``: streamed replies still being sent. ``POST /v1/embeddings`` answers hash-seeded unit vectors
+first). ``GET /stats`` counts ``streams_open``: streamed replies still being sent.
+``POST /v1/embeddings`` answers hash-seeded unit vectors
 (:mod:`fanout.sim._embed`) with usage, under the same buckets.
 Anthropic, Azure
 OpenAI, Bedrock Converse and Gemini are :mod:`fanout.sim._protocols` (same sim, same
