@@ -14,9 +14,15 @@ latency     at low load (one call at a time, ``--latency-calls`` of each, interl
             the gateway's added latency at p50 and p99, for ``fanout serve`` (uvicorn,
             one process) and for the Ray Serve deployment (its proxy is one more hop).
               target  added p50 <= 2 ms, p99 <= 10 ms
+ttft        streamed calls (``stream=True``, one at a time, ``--ttft-calls`` of each,
+            interleaved) to an emulator that sends a piece of text every
+            ``--per-token-ms`` a token after ``--ttft-latency-ms``: the time to the
+            first content chunk, straight to the emulator vs. through ``fanout serve``
+            (one process), and the whole stream's time (what the first token waited
+            for when the gateway built its stream from the completed answer).
 
 Run: python benchmarks/gateway.py [--duration 60] [--warmup 10] [--concurrency 24]
-     [--latency-calls 1000] [--parts throughput,latency]
+     [--latency-calls 1000] [--ttft-calls 200] [--parts throughput,latency,ttft]
 """
 
 from __future__ import annotations
@@ -287,6 +293,73 @@ def latency(args: argparse.Namespace) -> dict[str, float]:
     return out
 
 
+def streamed_calls(
+    targets: dict[str, tuple[str, str, str]], calls: int
+) -> dict[str, tuple[list[float], list[float]]]:
+    """``calls`` streamed calls to each target, interleaved: (first-token, whole) times."""
+    import openai
+
+    clients = {
+        name: openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+        for name, (base, key, _) in targets.items()
+    }
+    times: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in targets}
+    for i in range(calls + 10):
+        for name, client in clients.items():
+            start = time.perf_counter()
+            first = None
+            stream = client.chat.completions.create(
+                model=targets[name][2], stream=True, max_tokens=40,
+                messages=[{"role": "user", "content": f"tell a story {i}"}],
+            )  # fmt: skip
+            for chunk in stream:
+                if first is None and chunk.choices and chunk.choices[0].delta.content:
+                    first = time.perf_counter() - start
+            whole = time.perf_counter() - start
+            if i >= 10 and first is not None:  # warm-up: connections, the limiters
+                times[name][0].append(first)
+                times[name][1].append(whole)
+    return times
+
+
+def ttft(args: argparse.Namespace) -> dict[str, float]:
+    from fanout.store import KeyStore
+
+    with emulator(
+        "--latency-ms", str(args.ttft_latency_ms), "--latency-per-token-ms",
+        str(args.per_token_ms),
+    ) as upstream:  # fmt: skip
+        work = Path(tempfile.mkdtemp(prefix="fanout-gw-"))
+        _, key = KeyStore(work / "keys.db").create("ttft")
+        (work / "fanout.toml").write_text(config_toml(upstream).replace(
+            f"requests_per_min = {RPM}\n", ""))  # fmt: skip
+        port = free_port()
+        env = {**os.environ, "FANOUT_KEYS_DB": str(work / "keys.db")}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fanout", "serve", "--config", str(work / "fanout.toml"),
+             "--port", str(port)], env=env, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
+            times = streamed_calls(
+                {"direct": (upstream, "sk-none", "sim-small"),
+                 "gateway": (f"http://127.0.0.1:{port}", key, "gpt-4o-mini")},
+                args.ttft_calls,
+            )  # fmt: skip
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+    out: dict[str, float] = {"calls": float(len(times["gateway"][0]))}
+    for name, (firsts, wholes) in times.items():
+        for q, label in ((0.5, "p50"), (0.99, "p99")):
+            out[f"{name}_ttft_{label}_ms"] = quantile(firsts, q) * 1000
+            out[f"{name}_whole_{label}_ms"] = quantile(wholes, q) * 1000
+    for label in ("p50", "p99"):
+        via, direct = out[f"gateway_ttft_{label}_ms"], out[f"direct_ttft_{label}_ms"]
+        out[f"added_ttft_{label}_ms"] = via - direct
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=60.0)
@@ -294,7 +367,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=24, help="calls in flight per client")
     parser.add_argument("--latency-ms", type=float, default=50.0, help="upstream latency")
     parser.add_argument("--latency-calls", type=int, default=1000)
-    parser.add_argument("--parts", default="throughput,latency")
+    parser.add_argument("--ttft-calls", type=int, default=200)
+    parser.add_argument("--ttft-latency-ms", type=float, default=20.0, help="to the first piece")
+    parser.add_argument("--per-token-ms", type=float, default=5.0, help="between pieces")
+    parser.add_argument("--parts", default="throughput,latency,ttft")
     args = parser.parse_args()
     parts = args.parts.split(",")
     cpu = platform.processor() or platform.machine()
@@ -322,6 +398,19 @@ def main() -> None:
                 f"{lat[f'{where}_direct_p50_ms']:.2f} / p99 {lat[f'{where}_direct_p99_ms']:.2f}"
                 f" ms; targets: p50 <= 2 ms, p99 <= 10 ms)"
             )
+
+    if "ttft" in parts:
+        t = ttft(args)
+        print(json.dumps({"ttft": t}))
+        print(
+            f"time to first token, {t['calls']:.0f} streamed calls each: direct p50 "
+            f"{t['direct_ttft_p50_ms']:.2f} / p99 {t['direct_ttft_p99_ms']:.2f} ms; through "
+            f"fanout serve p50 {t['gateway_ttft_p50_ms']:.2f} / p99 "
+            f"{t['gateway_ttft_p99_ms']:.2f} ms (added p50 {t['added_ttft_p50_ms']:.2f}, p99 "
+            f"{t['added_ttft_p99_ms']:.2f} ms); the whole stream: direct p50 "
+            f"{t['direct_whole_p50_ms']:.1f} ms, through the gateway p50 "
+            f"{t['gateway_whole_p50_ms']:.1f} ms"
+        )
 
 
 if __name__ == "__main__":

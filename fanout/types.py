@@ -28,6 +28,7 @@ __all__ = [
     "RunStatus",
     "TextPart",
     "ToolCall",
+    "ToolCallDelta",
     "ToolSpec",
     "Usage",
     "content_text",
@@ -118,6 +119,18 @@ class ToolCall:
             "type": "function",
             "function": {"name": self.name, "arguments": self.arguments},
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call, as OpenAI's chunks carry it: the call's position
+    in the reply (``index``), its ``id`` and ``name`` (on its first piece; ``None`` on
+    the others) and a fragment of its ``arguments`` (the pieces joined are the JSON)."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
 
 
 @dataclass(frozen=True, slots=True)

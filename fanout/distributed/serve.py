@@ -121,12 +121,13 @@ class LeasedEngine:
         deadline_s: float | None = None,
         interactive: bool = True,
         record_key: str | None = None,
+        on_token: Callable[[TokenEvent], None] | None = None,
     ) -> ChatResult:
         """One gateway call, under this replica's leased share of the provider limits."""
         await self._ready()
         return await self.engine.complete(
             alias, request, budget=budget, deadline_s=deadline_s,
-            interactive=interactive, record_key=record_key,
+            interactive=interactive, record_key=record_key, on_token=on_token,
         )  # fmt: skip
 
     @property
@@ -215,19 +216,23 @@ def deploy_service(
     traces: str | Path | None = None,
     route_prefix: str = "/",
     max_ongoing_requests: int = 512,
+    logging_config: Mapping[str, object] | None = None,
 ) -> dict[str, str]:
     """Deploy the service on the connected cluster's Serve (started by the caller with
     the HTTP host and port); returns the coordinators' names. Non-blocking.
 
     ``max_ongoing_requests`` per replica: its requests wait at its limiters (the
     interactive queue first), not in Serve's router; Serve's default of 5 would queue
-    them in front of the replica, where priority and leases do not reach."""
+    them in front of the replica, where priority and leases do not reach.
+    ``logging_config``: Serve's for the replicas (``ray.serve.schema.LoggingConfig``'s
+    fields, e.g. ``{"enable_access_log": False}``); ``None``: Serve's default."""
     for dag in dags:  # pipeline files may not be importable on the replicas' nodes
         for module in _user_modules(dag.validate(models=config.models.keys())):
             cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
     coordinators = quota_coordinators(config, name, replicas)
+    extra = {"logging_config": dict(logging_config)} if logging_config is not None else {}
     app = _ServiceReplica.options(  # type: ignore[attr-defined]
-        num_replicas=replicas, max_ongoing_requests=max_ongoing_requests
+        num_replicas=replicas, max_ongoing_requests=max_ongoing_requests, **extra
     ).bind(
         cloudpickle.dumps(factory),  # type: ignore[no-untyped-call]
         config.model_dump_json(),

@@ -10,6 +10,7 @@ from fanout.providers._base import (
     EmbeddingProvider,
     Provider,
     StreamingProvider,
+    ToolCallListener,
     accepted_modalities,
 )
 from fanout.providers._batch_api import (
@@ -48,6 +49,7 @@ __all__ = [
     "Provider",
     "SSEParser",
     "StreamingProvider",
+    "ToolCallListener",
     "accepted_modalities",
     "build_http_provider",
     "embed_max_inputs",

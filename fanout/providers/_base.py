@@ -6,9 +6,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from fanout.types import MODALITIES, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse
+from fanout.types import (
+    MODALITIES,
+    ChatRequest,
+    ChatResponse,
+    EmbedRequest,
+    EmbedResponse,
+    ToolCallDelta,
+)
 
-__all__ = ["EmbeddingProvider", "Provider", "StreamingProvider", "accepted_modalities"]
+__all__ = [
+    "EmbeddingProvider",
+    "Provider",
+    "StreamingProvider",
+    "ToolCallListener",
+    "accepted_modalities",
+]
 
 
 @runtime_checkable
@@ -44,6 +57,11 @@ class StreamingProvider(Protocol):
     A stream that breaks off before its end raises :class:`fanout.errors.StreamCut`
     (retryable; what arrived is discarded by the caller). Usage comes from the
     protocol's final event (OpenAI: ``stream_options.include_usage``).
+
+    Tool calls may stream too: when ``on_delta`` is a :class:`ToolCallListener` (it has
+    a ``tool_call`` method), a provider that reads tool calls piece by piece passes each
+    piece to it as a :class:`fanout.types.ToolCallDelta`. A provider that does not lets
+    them come whole in the reply it returns; its callers handle both.
     """
 
     name: str
@@ -55,6 +73,16 @@ class StreamingProvider(Protocol):
         on_delta: Callable[[str], None],
         timeout_s: float | None = None,
     ) -> ChatResponse: ...
+
+
+@runtime_checkable
+class ToolCallListener(Protocol):
+    """An ``on_delta`` that also hears tool calls as they stream (see
+    :class:`StreamingProvider`)."""
+
+    def __call__(self, text: str) -> None: ...
+
+    def tool_call(self, piece: ToolCallDelta) -> None: ...
 
 
 @runtime_checkable

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from fanout.types import ChatResponse, ToolCall, Usage
+from fanout.providers._base import ToolCallListener
+from fanout.types import ChatResponse, ToolCall, ToolCallDelta, Usage
 
 __all__ = ["StreamAssembler"]
 
@@ -21,18 +22,20 @@ class _Call:
 
 
 class StreamAssembler:
-    """Accumulates one choice's deltas; ``on_delta`` hears each piece of text as it comes.
+    """Accumulates one choice's deltas; ``on_delta`` hears each piece of text as it comes
+    (and, a :class:`ToolCallListener`, each piece of a tool call).
 
     ``done`` is set by the ``[DONE]`` event; ``usage`` by the final chunk that
     ``stream_options.include_usage`` asks for (its ``choices`` is empty). A chunk that
     is not JSON raises ``ValueError``.
     """
 
-    __slots__ = ("_calls", "_on_delta", "_text", "chunks", "done", "finish_reason", "id", "model",
-                 "usage")  # fmt: skip
+    __slots__ = ("_calls", "_on_delta", "_on_tool", "_text", "chunks", "done", "finish_reason",
+                 "id", "model", "usage")  # fmt: skip
 
     def __init__(self, on_delta: Callable[[str], None] | None) -> None:
         self._on_delta = on_delta
+        self._on_tool = on_delta.tool_call if isinstance(on_delta, ToolCallListener) else None
         self._text: list[str] = []
         self._calls: dict[int, _Call] = {}
         self.chunks = 0  # content chunks received
@@ -71,14 +74,25 @@ class StreamAssembler:
                 if self._on_delta is not None:
                     self._on_delta(text)
             for fragment in delta.get("tool_calls") or ():
-                call = self._calls.setdefault(int(fragment.get("index", 0)), _Call())
-                call.id = fragment.get("id") or call.id
-                function = fragment.get("function") or {}
-                call.name = function.get("name") or call.name
-                if function.get("arguments"):
-                    call.arguments.append(function["arguments"])
+                self._tool_piece(fragment)
             if choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
+
+    def _tool_piece(self, fragment: dict[str, object]) -> None:
+        index = int(fragment.get("index", 0))  # type: ignore[call-overload]
+        call = self._calls.setdefault(index, _Call())
+        function = fragment.get("function")
+        function = function if isinstance(function, dict) else {}
+        id_, name = fragment.get("id") or None, function.get("name") or None
+        arguments = str(function.get("arguments") or "")
+        call.id = str(id_ or call.id)
+        call.name = str(name or call.name)
+        if arguments:
+            call.arguments.append(arguments)
+        if self._on_tool is not None:
+            piece = ToolCallDelta(index, str(id_) if id_ else None, str(name) if name else None,
+                                  arguments)  # fmt: skip
+            self._on_tool(piece)
 
     @property
     def text(self) -> str:

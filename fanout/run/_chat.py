@@ -5,6 +5,10 @@ budget's reservation, the circuit, the (provider, model) limiter and its priorit
 queue, retries with back-off, hedging, the call journal and cache, trace rows; and the
 alias's fallbacks in order, as :func:`fanout.run._llm.run_llm` tries them. Nothing here
 is a second way to reach a provider.
+
+A request with ``stream`` streams on each route whose provider can (its pieces go to the
+context's ``on_token``); a route whose provider cannot answers whole, so a fallback of
+another protocol still answers a streamed call.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from fanout.errors import BudgetExceeded, DeadlineExceeded, ProviderError, ProviderOutage
+from fanout.providers import StreamingProvider
 from fanout.run._context import NodeStats, RunContext
 from fanout.run._tracing import CallSite, Tracer
 from fanout.types import ChatRequest, ChatResponse, Usage
@@ -46,7 +51,8 @@ async def complete_chat(
         site = None
         if ctx.tracer is not None:
             site = CallSite(ctx.trace_id, "chat", stats.span_id, None, position)
-        call = dataclasses.replace(request, model=route.config.model)
+        stream = request.stream and isinstance(route.provider, StreamingProvider)
+        call = dataclasses.replace(request, model=route.config.model, stream=stream)
         try:
             response = await ctx.call(route, call, stats, site, last=last)
         except ProviderOutage:

@@ -569,7 +569,9 @@ class RunContext:
             caller.cancel()  # the duplicate answered first: stop the first attempt
 
         def fire() -> None:
-            if race.first_done or not hedge.try_hedge():
+            # a stream that has begun is answering: its pieces are already the caller's
+            streaming = race.tap is not None and race.tap.chunks > 0
+            if race.first_done or streaming or not hedge.try_hedge():
                 return
             target = self.router.route(route.hedge_to or route.alias)
             duplicate = request
@@ -587,7 +589,7 @@ class RunContext:
         cancelling = caller.cancelling()
         try:
             try:
-                response = await self._attempt(route, request, stats, site, 1, 0.0)
+                response = await self._attempt(route, request, stats, site, 1, 0.0, race=race)
             finally:
                 race.first_done = True
                 timer.cancel()
@@ -624,14 +626,18 @@ class RunContext:
         *,
         hedged: bool = False,
         hedge_delay_s: float | None = None,
+        race: _Race | None = None,
     ) -> ChatResponse:
         """One attempt; traced, its row's time is the call on the wire (from the request
-        going out, once the budget and the limiter let it, to the answer)."""
+        going out, once the budget and the limiter let it, to the answer). ``race``: the
+        hedge this first attempt may be raced by (it sees whether the stream began)."""
         tap = None
         if request.stream:
             listener = None if hedged else self.on_token
             node_id, index = (site.node_id, site.map_index) if site is not None else ("", None)
             tap = TokenTap(self.clock, listener, node_id, index, number)
+            if race is not None:
+                race.tap = tap
         if self.tracer is None or site is None:
             try:
                 return await self._attempt_untraced(route, request, stats, None, tap)
@@ -828,12 +834,13 @@ def _verdict(route: ModelRoute, exc: BaseException, permit: Permit) -> None:
 class _Race:
     """A hedged call's state: the duplicate's task, and who answered first."""
 
-    __slots__ = ("first_done", "task", "won")
+    __slots__ = ("first_done", "tap", "task", "won")
 
     def __init__(self) -> None:
         self.first_done = False  # the first attempt ended (answered or failed)
         self.won = False  # the duplicate answered while the first was still out
         self.task: asyncio.Task[ChatResponse] | None = None
+        self.tap: TokenTap | None = None  # the first attempt's, when it streams
 
 
 class _AttemptNote:

@@ -378,6 +378,7 @@ class Engine:
         interactive: bool = True,
         record_key: str | None = None,
         dag_name: str = "gateway",
+        on_token: Callable[[TokenEvent], None] | None = None,
     ) -> ChatResult:
         """One chat call on model alias ``alias``, not a DAG (the OpenAI-compatible
         gateway's): its fallbacks, retries, hedging and circuit, its limiter (queued as
@@ -386,6 +387,10 @@ class Engine:
         row named ``dag_name`` with ``record_key``). ``request.model`` is replaced by each
         route's model. Raises :class:`ConfigError` for an unknown alias or a bad
         deadline (before any call), else the call's last error once nothing is left to try.
+
+        With ``request.stream``, the reply streams where the route's provider can, and
+        ``on_token`` hears each piece as it arrives (and word that an attempt's pieces
+        are void when it fails and the call goes on: :class:`TokenEvent`).
         """
         if alias not in self.config.models:
             known = ", ".join(sorted(self.config.models)) or "none"
@@ -403,6 +408,7 @@ class Engine:
             record_key=record_key,
         )
         ctx.interactive = interactive
+        ctx.on_token = on_token
         return await traced_chat(ctx, tracer, alias, request)
 
     async def resume(

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fanout.clock import Clock
+from fanout.types import ToolCallDelta
 
 __all__ = ["TokenEvent", "TokenTap"]
 
@@ -15,13 +16,16 @@ __all__ = ["TokenEvent", "TokenTap"]
 class TokenEvent:
     """A piece of a streamed reply as it arrived, or (``discard``) word that the
     attempt's pieces so far are void: it failed (a cut stream, a timeout) and the call
-    is tried again, or lost to a hedge. ``attempt`` counts per model of the chain."""
+    is tried again, or lost to a hedge. ``attempt`` counts per model of the chain.
+    ``tool_call``: a piece of a tool call (``text`` is then empty), from a provider that
+    streams them; others give their tool calls whole, in the reply."""
 
     node_id: str
     text: str
     attempt: int
     map_index: int | None = None
     discard: bool = False
+    tool_call: ToolCallDelta | None = None
 
 
 class TokenTap:
@@ -53,6 +57,15 @@ class TokenTap:
         self.chunks += 1
         if self._listener is not None:
             self._listener(TokenEvent(self.node_id, text, self.attempt, self.map_index))
+
+    def tool_call(self, piece: ToolCallDelta) -> None:
+        """A piece of a tool call (the tap is a :class:`fanout.providers.ToolCallListener`)."""
+        if self.first_at is None:
+            self.first_at = self._clock.now()
+        self.chunks += 1
+        if self._listener is not None:
+            event = TokenEvent(self.node_id, "", self.attempt, self.map_index, tool_call=piece)
+            self._listener(event)
 
     def discard(self) -> None:
         """The attempt failed: what it passed on is void."""

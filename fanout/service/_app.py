@@ -109,6 +109,7 @@ class ChatRunner(Protocol):
         deadline_s: float | None = None,
         interactive: bool = True,
         record_key: str | None = None,
+        on_token: Callable[[TokenEvent], None] | None = None,
     ) -> ChatResult: ...
 
 
@@ -515,7 +516,8 @@ async def _events(
             else:
                 node = queue.get_nowait()
             if isinstance(node, TokenEvent):
-                yield _token_event(node)
+                if node.tool_call is None:  # tool calls reach the pipeline's caller whole
+                    yield _token_event(node)
                 continue
             reported.add(node.node_id)
             yield ServerSentEvent(to_node_out(node).model_dump_json(), event="node")

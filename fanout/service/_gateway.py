@@ -10,15 +10,21 @@ priority at the limiters. A provider's 429 is never passed through: the limiter 
 calls under the limit, retries wait and fallbacks answer within the caller's timeout
 (``x-stainless-read-timeout``, as the openai SDK sends it, or ``x-fanout-deadline-ms``);
 only when all of that ran out is it a 503 with ``retry-after``.
+
+``stream: true`` on a model alias streams the upstream's tokens as they arrive
+(:mod:`fanout.service._gateway_stream`: retries and fallbacks before the first token,
+an error chunk if the upstream breaks off after it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import math
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request
@@ -36,7 +42,9 @@ from fanout.errors import (
     RateLimited,
     RequestTooLarge,
 )
+from fanout.run import TokenEvent
 from fanout.service._embeddings import embedding_body, embedding_dag, parse_embedding
+from fanout.service._gateway_stream import Answer, Relay
 from fanout.service._keys import Caller, KeyBudget, KeyGate
 from fanout.service._metrics import ServiceMetrics
 from fanout.service._openai_stream import answer_deltas, sse_chunks
@@ -54,15 +62,8 @@ from fanout.types import ChatRequest, ChatResponse, Usage, text_of
 __all__ = ["PIPELINE_PREFIX", "Gateway", "add_gateway_routes"]
 
 PIPELINE_PREFIX = "pipeline/"
+T = TypeVar("T")
 _MAX_WAIT_S = 600.0
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    answers: list[ChatResponse]
-    usage: Usage
-    cost_usd: float
-    alias: str
 
 
 @dataclass(slots=True)
@@ -171,7 +172,9 @@ async def _chat(gw: Gateway, request: Request) -> Response:
         wait = gw.gate.share_wait_s(caller, limiter, rpm)
         if wait > 0:
             raise _share_spent(gw, caller, limiter, wait)
-        work: Awaitable[_Answer] = _complete(gw, caller, body, call, held, deadline_s)
+        if body.stream:
+            return await _stream(gw, request, caller, body, call, held, deadline_s)
+        work: Awaitable[Answer] = _complete(gw, caller, body, call, held, deadline_s)
     elif body.model.removeprefix(PIPELINE_PREFIX) in gw.pipelines:
         work = _pipeline(gw, caller, body, call, held, deadline_s)
     else:
@@ -194,6 +197,58 @@ async def _chat(gw: Gateway, request: Request) -> Response:
     payload = completion_body(body.model, answer.answers, answer.usage, id_=id_, created=created)
     return Response(
         orjson.dumps(payload), media_type="application/json", headers=headers, background=spend
+    )
+
+
+async def _stream(
+    gw: Gateway,
+    request: Request,
+    caller: Caller,
+    body: ChatCompletionIn,
+    call: ChatRequest,
+    held: KeyBudget | None,
+    deadline_s: float | None,
+) -> Response:
+    """A model alias's reply as its tokens arrive: the response starts at the first one
+    (an error before it is an HTTP status); see :mod:`fanout.service._gateway_stream`."""
+    relay = Relay(body.n)
+    streamed = dataclasses.replace(call, stream=True)
+    work = asyncio.ensure_future(
+        _complete(gw, caller, body, streamed, held, deadline_s, relay.listener)
+    )
+    try:
+        started = await _unless_gone(request, relay.started(work), gw, caller, held)
+    except BaseException:
+        work.cancel()
+        raise
+    if started is None:  # nobody is listening
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        return Response(status_code=499)
+    failed = None if started else work.exception()
+    if failed is not None:  # before any token: an HTTP status, as for a call that does not stream
+        raise _as_openai(gw, failed, caller, held)
+
+    async def settle() -> None:  # the key's spend, once the stream went out whole
+        answer = relay.answer
+        if answer is not None:
+            gw.metrics.key_spend(
+                caller.tenant, caller.key_id, body.model, answer.usage, answer.cost_usd
+            )
+            await asyncio.to_thread(
+                gw.gate.record, caller, held, answer.cost_usd, answer.usage.total_tokens
+            )
+
+    usage = None
+    if body.include_usage:
+        usage = lambda: relay.answer.usage if relay.answer is not None else Usage()  # noqa: E731
+    fail = functools.partial(_as_openai, gw, caller=caller, held=held)
+    chunks = sse_chunks(
+        relay.deltas(work, fail), id_=completion_id(), model=body.model, created=now_s(),
+        usage=usage,
+    )  # fmt: skip
+    return StreamingResponse(
+        chunks, media_type="text/event-stream", background=BackgroundTask(settle)
     )
 
 
@@ -246,10 +301,12 @@ async def _complete(
     call: ChatRequest,
     held: KeyBudget | None,
     deadline_s: float | None,
-) -> _Answer:
-    """``n`` calls of the alias at once (each a sample of its own), through the engine."""
+    listen: Callable[[int], Callable[[TokenEvent], None]] | None = None,
+) -> Answer:
+    """``n`` calls of the alias at once (each a sample of its own), through the engine;
+    ``listen(i)``: the ``on_token`` of choice ``i``'s call (a streamed call)."""
 
-    async def one() -> Any:
+    async def one(index: int) -> Any:
         return await gw.runner.complete(
             body.model,
             call,
@@ -257,12 +314,13 @@ async def _complete(
             deadline_s=deadline_s,
             interactive=caller.interactive,
             record_key=caller.key_id,
+            **({"on_token": listen(index)} if listen is not None else {}),
         )
 
     if body.n == 1:
-        results = [await one()]
+        results = [await one(0)]
     else:
-        done = await asyncio.gather(*(one() for _ in range(body.n)), return_exceptions=True)
+        done = await asyncio.gather(*(one(i) for i in range(body.n)), return_exceptions=True)
         failed = [r for r in done if isinstance(r, BaseException)]
         if failed:
             raise failed[0]
@@ -270,7 +328,7 @@ async def _complete(
     usage = Usage()
     for result in results:
         usage = usage + result.usage
-    return _Answer(
+    return Answer(
         [r.response for r in results], usage, sum(r.cost_usd for r in results), results[0].alias
     )
 
@@ -282,7 +340,7 @@ async def _pipeline(
     call: ChatRequest,
     held: KeyBudget | None,
     deadline_s: float | None,
-) -> _Answer:
+) -> Answer:
     """A pipeline as a model: the last user message is its one input (or a JSON object of
     its inputs); its one output is the reply (several: a JSON object of them)."""
     name = body.model.removeprefix(PIPELINE_PREFIX)
@@ -313,7 +371,7 @@ async def _pipeline(
     value = next(iter(outputs.values())) if len(outputs) == 1 else outputs
     content = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
     answer = ChatResponse(content=content, usage=result.usage, model=body.model)
-    return _Answer([answer] * body.n, result.usage, result.cost_usd, body.model)
+    return Answer([answer] * body.n, result.usage, result.cost_usd, body.model)
 
 
 def _pipeline_inputs(name: str, plan: Plan, text: str) -> dict[str, object]:
@@ -333,11 +391,11 @@ def _pipeline_inputs(name: str, plan: Plan, text: str) -> dict[str, object]:
 
 async def _unless_gone(
     request: Request,
-    work: Awaitable[_Answer],
+    work: Awaitable[T],
     gw: Gateway,
     caller: Caller,
     held: KeyBudget | None,
-) -> _Answer | None:
+) -> T | None:
     """``work``'s answer, or ``None`` if the client hung up first (the calls are then
     cancelled, their budget released); errors as OpenAI's."""
     task = asyncio.ensure_future(work)
@@ -366,7 +424,7 @@ async def _disconnected(request: Request) -> None:
 
 def _as_openai(
     gw: Gateway, exc: BaseException, caller: Caller, held: KeyBudget | None
-) -> Exception:
+) -> OpenAIError:
     """What the caller is told of an error the engine raised."""
     if isinstance(exc, BudgetExceeded) and held is not None:
         return _quota_spent(gw, held, caller, detail=str(exc))

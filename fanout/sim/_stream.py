@@ -30,9 +30,11 @@ async def stream_reply(
     include_usage: bool,
     per_token_s: float,
     cut: bool,
+    cut_at: int | None = None,
 ) -> None:
     """Send ``reply`` as server-sent events, waiting ``per_token_s`` a token between
-    pieces; ``cut``: stop after half the pieces and break the connection."""
+    pieces; ``cut``: stop after half the pieces (``cut_at``: after that many) and break
+    the connection."""
     raw = [(k.encode(), v.encode()) for k, v in headers.items()]
     raw.append((b"content-type", b"text/event-stream"))
     raw.append((b"cache-control", b"no-cache"))
@@ -55,7 +57,7 @@ async def stream_reply(
                        "finish_reason": None}]))  # fmt: skip
     pieces = _PIECE.findall(reply.content or "")
     if cut:
-        pieces = pieces[: max(1, len(pieces) // 2)]
+        pieces = pieces[: max(1, len(pieces) // 2) if cut_at is None else cut_at]
     for piece in pieces:
         if per_token_s > 0:
             await asyncio.sleep(per_token_s * token_count(piece))

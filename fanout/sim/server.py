@@ -24,7 +24,9 @@ Message Batches (``/v1/messages/batches``) :mod:`fanout.sim._message_batches`.
 ``"stream": true`` answers as OpenAI streams (:mod:`fanout.sim._stream`): the first
 event after ``latency_ms``, then a piece of text per event, ``latency_per_token_ms``
 apart; ``cut_streams`` (config or ``/admin/faults``): that many streamed replies break
-off half-way. ``POST /v1/embeddings`` answers hash-seeded unit vectors
+off half-way (``cut_at_piece``: after that many pieces of text instead; 0, before the
+first). ``GET /stats`` counts ``streams_open``: streamed replies still being sent.
+``POST /v1/embeddings`` answers hash-seeded unit vectors
 (:mod:`fanout.sim._embed`) with usage, under the same buckets.
 Anthropic, Azure
 OpenAI, Bedrock Converse and Gemini are :mod:`fanout.sim._protocols` (same sim, same
@@ -121,6 +123,7 @@ class EmulatorConfig:
     # this many streamed Anthropic, Gemini or Bedrock replies end half-way on the
     # protocol's overloaded error event (after cut_streams' cuts; fanout.sim._stream_routes)
     overload_streams: int = 0
+    cut_at_piece: int | None = None  # ... after this many pieces of text (None: half-way)
     embedding_dimensions: int = DEFAULT_DIMENSIONS  # vector size when a request names none
     max_embedding_inputs: int = 2048  # inputs one embeddings request may carry (OpenAI's)
 
@@ -137,6 +140,7 @@ class _Stats:
     tokens: int = 0
     streams: int = 0  # streamed replies begun
     streams_cut: int = 0  # ... of them broken off half-way
+    streams_open: int = 0  # ... still being sent
     embedding_requests: int = 0
     embedding_inputs: int = 0
     media: Counter[str] = field(default_factory=Counter)  # image and audio blocks by kind
@@ -324,11 +328,17 @@ class _Emulator:
             self.cuts_left -= 1
             self.stats.streams_cut += 1
         options = payload.get("stream_options") or {}
-        await stream_reply(
-            send, reply, headers, model=chat.model, reply_id=f"chatcmpl-{self.stats.accepted}",
-            include_usage=bool(options.get("include_usage")),
-            per_token_s=self.config.latency_per_token_ms / 1000, cut=cut,
-        )  # fmt: skip
+        self.stats.streams_open += 1
+        try:
+            await stream_reply(
+                send, reply, headers, model=chat.model,
+                reply_id=f"chatcmpl-{self.stats.accepted}",
+                include_usage=bool(options.get("include_usage")),
+                per_token_s=self.config.latency_per_token_ms / 1000,
+                cut=cut, cut_at=self.config.cut_at_piece,
+            )  # fmt: skip
+        finally:
+            self.stats.streams_open -= 1
 
     async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST /v1/embeddings``: a vector per input, usage, the buckets' 429s."""
@@ -462,6 +472,7 @@ class _Emulator:
                 "tokens": s.tokens,
                 "streams": s.streams,
                 "streams_cut": s.streams_cut,
+                "streams_open": s.streams_open,
                 "embedding_requests": s.embedding_requests,
                 "embedding_inputs": s.embedding_inputs,
                 "media": dict(s.media),
@@ -491,6 +502,11 @@ class _Emulator:
             self.cuts_left = int(changes.pop("cut_streams"))
         if "overload_streams" in changes:
             self.overloads_left = int(changes.pop("overload_streams"))
+        if "cut_at_piece" in changes:  # a position (or null: half-way)
+            at = changes.pop("cut_at_piece")
+            self.config = dataclasses.replace(
+                self.config, cut_at_piece=None if at is None else int(at)
+            )
         unknown = set(changes) - allowed
         if unknown:
             return _error(400, "invalid_request_error", f"unknown fields {sorted(unknown)}")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 
-from fanout.service._openai_stream import answer_deltas, sse_chunks
+from fanout.service._openai_stream import Delta, answer_deltas, sse_chunks
 from fanout.service._openai_wire import OpenAIError, parse_chat, to_chat_request
-from fanout.types import ChatResponse, ToolCall, Usage
+from fanout.types import ChatResponse, ToolCall, ToolCallDelta, Usage
 
 
 def chat(**body: object) -> bytes:
@@ -86,3 +87,29 @@ def test_the_stream_is_role_content_tools_finish_usage_done() -> None:
     ]  # fmt: skip
     assert all(c["usage"] is None for c in chunks[:-1])
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 12
+
+
+def test_tool_call_pieces_and_an_error_chunk_on_the_wire() -> None:
+    async def deltas() -> AsyncIterator[Delta | OpenAIError]:
+        yield Delta(0, role="assistant", content="")
+        yield Delta(0, tool_calls=(ToolCallDelta(0, "c1", "f", ""),))
+        yield Delta(0, tool_calls=(ToolCallDelta(0, None, None, '{"a": '),))
+        yield OpenAIError(502, "cut", kind="server_error", code="stream_cut")
+        yield Delta(0, content="never sent")
+
+    async def collect() -> list[bytes]:
+        stream = sse_chunks(deltas(), id_="chatcmpl-1", model="fast", created=1,
+                            usage=lambda: Usage(1, 1))  # fmt: skip
+        return [chunk async for chunk in stream]
+
+    raw = b"".join(asyncio.run(collect())).decode()
+    events = [json.loads(e.removeprefix("data: ")) for e in raw.split("\n\n") if e]
+    pieces = [e["choices"][0]["delta"]["tool_calls"][0] for e in events[1:3]]
+    assert pieces == [
+        {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": ""}},
+        {"index": 0, "function": {"arguments": '{"a": '}},
+    ]
+    # the error ends the stream: no usage chunk, no [DONE]
+    assert events[-1] == {"error": {"message": "cut", "type": "server_error", "param": None,
+                                    "code": "stream_cut"}}  # fmt: skip
+    assert len(events) == 4

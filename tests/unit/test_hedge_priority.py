@@ -4,6 +4,7 @@ on a fake clock: virtual time, so ratios are exact and nothing waits."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -346,3 +347,54 @@ async def test_hedged_attempts_are_marked_in_the_parquet_trace(tmp_path: Path) -
     assert hedges > 0
     assert sum(1 for r in attempts if r["hedged"]) == hedges
     assert all(r["hedged"] is None for r in rows if r["record_type"] != "attempt")
+
+
+class ScriptedStream(Scripted):
+    """A streaming provider: its n-th call sends one piece after ``script[n][0]`` seconds,
+    then ends ``script[n][1]`` seconds later."""
+
+    def __init__(self, clock: FakeClock, script: list[tuple[float, float]]) -> None:
+        super().__init__(clock, [])
+        self.pieces = script
+
+    async def stream(
+        self,
+        request: ChatRequest,
+        *,
+        on_delta: Callable[[str], None],
+        timeout_s: float | None = None,
+    ) -> ChatResponse:
+        first_s, rest_s = self.pieces[min(self.calls, len(self.pieces) - 1)]
+        self.calls += 1
+        try:
+            await self.clock.sleep(first_s)
+            on_delta(f"piece {self.calls}")
+            await self.clock.sleep(rest_s)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return ChatResponse(content=f"piece {self.calls}", usage=Usage(1, 1), model=request.model)
+
+
+@pytest.mark.parametrize(("first_s", "hedges"), [(0.05, 0), (0.5, 1)])
+async def test_a_stream_that_has_begun_is_not_hedged(first_s: float, hedges: int) -> None:
+    clock = FakeClock(autojump=True)
+    config = parse_config(
+        {
+            "providers": {"sim": {"kind": "sim", "retry": {"max_attempts": 1}}},
+            "models": {"fast": {"provider": "sim", "model": "sim-small",
+                                "hedge": {"quantile": 0.5, "max_extra": 1.0, "min_samples": 1}}},
+        }
+    )  # fmt: skip
+    # the first call teaches a delay of 0.1 s; the second's first piece comes before it
+    # (its pieces are the caller's: no duplicate) or after it (hedged as any slow call)
+    provider = ScriptedStream(clock, [(0.05, 0.05), (first_s, 1.0), (0.05, 0.05)])
+    engine = Engine(config, clock=clock, providers={"sim": provider})
+    dag = DAG("one")
+    reply = dag.llm("fast", "Say {n}", n=dag.input("n"), max_tokens=5, stream=True, name="reply")
+    dag.output(reply=reply)
+    await engine.run(dag, {"n": 0})
+    result = await engine.run(dag, {"n": 1})
+    await clock.aclose()
+    assert result.ok and result.nodes["reply"].hedges == hedges
+    assert provider.calls == 2 + hedges

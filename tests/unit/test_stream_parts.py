@@ -15,10 +15,22 @@ import pytest
 
 from fanout._media import UNKNOWN_IMAGE_TOKENS, audio_tokens, image_size, image_tokens
 from fanout.errors import StreamCut
-from fanout.providers import OpenAIProvider, SSEParser, image_source, parts_of
+from fanout.providers import (
+    OpenAIProvider,
+    SSEParser,
+    ToolCallListener,
+    image_source,
+    parts_of,
+)
 from fanout.providers._openai_stream import StreamAssembler
 from fanout.run._embed import shares
-from fanout.types import ChatRequest, estimate_prompt_tokens, modalities_of
+from fanout.types import (
+    ChatRequest,
+    ToolCallDelta,
+    Usage,
+    estimate_prompt_tokens,
+    modalities_of,
+)
 
 
 def test_sse_events_split_anywhere_and_any_line_ending() -> None:
@@ -61,6 +73,43 @@ def test_a_streamed_reply_is_put_together_with_its_tool_calls() -> None:
     assert reply.tool_calls[0].name == "lookup"
     assert reply.tool_calls[0].parsed_arguments() == {"q": "x"}
     assert (reply.usage.input_tokens, reply.usage.output_tokens) == (9, 4)
+
+
+class _Listener:
+    """An ``on_delta`` that hears tool calls too (a ToolCallListener)."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.tools: list[ToolCallDelta] = []
+
+    def __call__(self, text: str) -> None:
+        self.text.append(text)
+
+    def tool_call(self, piece: ToolCallDelta) -> None:
+        self.tools.append(piece)
+
+
+def test_a_tool_call_listener_hears_each_piece_of_a_tool_call() -> None:
+    heard = _Listener()
+    assert isinstance(heard, ToolCallListener)
+    assembler = StreamAssembler(heard)
+    opening = {"index": 0, "id": "call_1", "type": "function",
+               "function": {"name": "lookup", "arguments": ""}}  # fmt: skip
+    assembler.event(chunk({"tool_calls": [opening]}))
+    assembler.event(chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"q": '}}]}))
+    assembler.event(chunk({"tool_calls": [{"index": 1, "id": "call_2",
+                                            "function": {"name": "time"}}]}))  # fmt: skip
+    assembler.event(chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"x"}'}}]}))
+    assert heard.text == []
+    assert heard.tools == [
+        ToolCallDelta(0, "call_1", "lookup", ""),
+        ToolCallDelta(0, None, None, '{"q": '),
+        ToolCallDelta(1, "call_2", "time", ""),
+        ToolCallDelta(0, None, None, '"x"}'),
+    ]
+    reply = assembler.response(Usage(1, 1), {})
+    assert [c.name for c in reply.tool_calls] == ["lookup", "time"]
+    assert reply.tool_calls[0].parsed_arguments() == {"q": "x"}
 
 
 class _Breaking(httpx.AsyncByteStream):
