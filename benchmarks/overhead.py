@@ -12,6 +12,8 @@ round in one run, at the same concurrency (``--concurrency``, 200):
                 the results, the call journal and the trace (run, node and attempt rows
                 with the default content HMACs) written; every record must be ok
   Engine.run    N workers calling ``Engine.run`` of the same DAG, traced (a service's path)
+  Engine.run anth  the same over the Anthropic Messages protocol (the emulator's
+                /v1/messages): the per-call cost of a second protocol against OpenAI's
   long reply    ``Engine.run`` of a summary step (a ~35-token reply), traced, not streamed
   long streamed the same step with ``stream=True``: the emulator sends a piece of text per
                 server-sent event and the client parses each (time to first token traced)
@@ -19,8 +21,9 @@ round in one run, at the same concurrency (``--concurrency``, 200):
 and prints requests/s (records/s for ``fanout run``), the client's CPU µs per request,
 and the emulator's CPU share while each ran: the emulator must stay well under one
 core, or it (not the client) is what the figures measure. The ratio printed is
-``fanout run`` over bare aiohttp, the best round of each (target >= 0.5); and the
-streamed path's client CPU per output token against the same reply not streamed.
+``fanout run`` over bare aiohttp, the best round of each (target >= 0.5); the Anthropic
+protocol's client CPU a call against OpenAI's; and the streamed path's client CPU per
+output token against the same reply not streamed.
 
 Run: python benchmarks/overhead.py [--seconds 4] [--records 20000] [--concurrency 200]
      [--rounds 3]
@@ -156,12 +159,14 @@ async def bare_httpx(base_url: str, seconds: float, concurrency: int) -> int:
         return await workers(concurrency, seconds, one)
 
 
-def config(base_url: str, concurrency: int) -> Any:
+def config(base_url: str, concurrency: int, kind: str = "openai") -> Any:
+    provider: dict[str, object] = {"kind": kind, "base_url": base_url}
+    provider["max_concurrency"] = concurrency
+    if kind == "anthropic":
+        provider["api_key_env"] = "OVERHEAD_BENCH_KEY"  # the emulator takes any key
     return parse_config(
         {
-            "providers": {
-                "emu": {"kind": "openai", "base_url": base_url, "max_concurrency": concurrency}
-            },
+            "providers": {"emu": provider},
             "models": {"fast": {"provider": "emu", "model": "sim-small"}},
         }
     )
@@ -213,9 +218,11 @@ async def engine_loop(
     concurrency: int,
     traces: Path | str | None,
     otel: OtelSettings | bool = False,
+    kind: str = "openai",
 ) -> int:
     dag = classify()
-    async with Engine(config(base_url, concurrency), traces=traces, otel=otel) as engine:
+    cfg = config(base_url, concurrency, kind)
+    async with Engine(cfg, traces=traces, otel=otel) as engine:
 
         async def one(w: int, i: int) -> None:
             result = await engine.run(dag, {"text": f"{TEXTS[(w + i) % 3]} #{w}-{i}"})
@@ -291,11 +298,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("FANOUT_TRACE_KEY", "benchmark-key")
+    os.environ.setdefault("OVERHEAD_BENCH_KEY", "sk-overhead-bench")
     n, s = args.concurrency, args.seconds
     rows = {
         label: Row(label, [], [], [])
         for label in ("bare aiohttp", "bare httpx", "fanout run", "Engine.run",
-                      "long reply", "long streamed")
+                      "Engine.run anth", "long reply", "long streamed")
     }  # fmt: skip
     tokens = {"long reply": [0, 0], "long streamed": [0, 0]}  # output tokens, replies
     with emulator() as (root, pid), tempfile.TemporaryDirectory() as tmp:
@@ -310,6 +318,8 @@ def main() -> None:
                 "bare httpx": lambda: asyncio.run(bare_httpx(url, min(s, 2), n)),
                 "fanout run": lambda: cli_run(fanout_run(url, n, source, work)),  # noqa: B023  # called at once
                 "Engine.run": lambda: cli_run(engine_loop(url, s, n, work / "traces-e")),  # noqa: B023
+                "Engine.run anth": lambda: cli_run(engine_loop(  # the Anthropic protocol
+                    url, s, n, work / "traces-a", kind="anthropic")),  # noqa: B023
                 "long reply": lambda: cli_run(stream_loop(
                     url, s, n, work / "traces-l", stream=False, tokens=tokens["long reply"])),  # noqa: B023
                 "long streamed": lambda: cli_run(stream_loop(
@@ -331,6 +341,8 @@ def main() -> None:
     print(f"ratio fanout run / bare aiohttp  {ratio:.2f} (target >= 0.5)")
     print(f"ratio Engine.run / bare aiohttp  {rows['Engine.run'].best() / ceiling:.2f}")
     print(f"ratio bare httpx / bare aiohttp  {rows['bare httpx'].best() / ceiling:.2f}")
+    anth, oai = min(rows["Engine.run anth"].cpu_us), min(rows["Engine.run"].cpu_us)
+    print(f"Anthropic protocol: {anth:.0f} µs client CPU a call, {anth / oai:.2f}x OpenAI's")
     plain, streamed = rows["long reply"], rows["long streamed"]
     done, replies = tokens["long streamed"]
     mean_tokens = done / max(1, replies)
