@@ -12,6 +12,7 @@ import pytest
 from support import start_emulator
 from typer.testing import CliRunner
 
+from fanout.bench import replay_arrivals
 from fanout.cli import app
 from fanout.sim.server import EmulatorConfig
 from fanout.trace import connect
@@ -169,7 +170,15 @@ def test_replay_sends_the_recorded_arrivals_and_inputs(tmp_path: Path) -> None:
     one = json.loads((first / "report.json").read_text(encoding="utf-8"))
     two = json.loads((again / "report.json").read_text(encoding="utf-8"))
     assert one["requests"]["offered"] == two["requests"]["offered"] == 10
-    assert two["timeline"]["offered"][:2] == [5, 5]  # two bursts of five, a second apart
+    # the replay offers at the first run's recorded start times (two bursts of five a
+    # second apart, each run started when the loaded machine got to it): per second, the
+    # same counts as those times
+    recorded = [a.at_s for a in replay_arrivals(first / "traces") if a.at_s is not None]
+    expected = [0] * (int(max(recorded)) + 1)
+    for at in recorded:
+        expected[int(at)] += 1
+    assert sum(expected) == 10
+    assert two["timeline"]["offered"][: len(expected)] == expected
     assert two["setup"]["inputs"] == f"replay of {first / 'traces'}"
     assert two["tokens"] == one["tokens"]  # the same inputs, so the same prompts
 
