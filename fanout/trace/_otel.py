@@ -224,7 +224,6 @@ class OtelSink:
         backend = self._process or self._thread
         assert backend is not None
         self._put: Callable[[Any], None] = backend.put
-        self._as_item: Callable[[Span], Any] = _values if self._process is not None else _same
         self.stats = ExportStats()
         self._lock = threading.Lock()
         self._closed = False
@@ -244,7 +243,7 @@ class OtelSink:
     def emit(self, span: Span) -> None:
         if self._closed or not self.sampled(span.trace_id):
             return
-        self._put(self._as_item(span))
+        self._put(span)
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Export what is queued now; ``False`` if it did not all go out in time."""
@@ -277,14 +276,6 @@ class OtelSink:
 
     def __repr__(self) -> str:
         return f"OtelSink({self.settings!r})"
-
-
-def _values(span: Span) -> dict[str, Any]:
-    return span.__dict__  # a row made by new_span holds only its set columns
-
-
-def _same(span: Span) -> Span:
-    return span
 
 
 class _InThread:

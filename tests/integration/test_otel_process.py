@@ -22,6 +22,7 @@ from support_otlp import otlp_receiver
 
 from fanout.config import TraceConfig
 from fanout.trace import OtelSettings, OtelSink, otel_settings
+from fanout.trace._otel_child import NICE
 from fanout.trace._span import Span, new_span
 
 SECRET = "sk-otlp-process-secret-0123456789"
@@ -56,6 +57,7 @@ def test_rows_go_out_from_a_process_of_their_own_with_this_processs_identity() -
         for row in rows(300):
             sink.emit(row)
         assert sink.flush(10)
+        assert nice(sink.pid) == nice(os.getpid()) + NICE  # below the job's priority
         assert len(rx.spans) == 300  # a flush waits for the export itself
         sink.close()
     assert sink.stats.exported == 300 and sink.stats.failed == 0 and sink.stats.dropped == 0
@@ -147,6 +149,10 @@ def test_rows_handed_on_are_exported_when_the_job_process_dies_without_closing()
             break
         time.sleep(0.1)
     assert not running(child)
+
+
+def nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
 def running(pid: int) -> bool:
