@@ -5,13 +5,18 @@
    ``TraceWriter`` again and again; the writer's clock covers conversion to Arrow,
    the crash-safe log and the roll into Parquet. Target: >= 200,000 spans/s.
    ``emit`` (on the event loop) is timed apart.
-2. With ``--overhead``: ``benchmarks/overhead.py``'s engine against the emulator,
-   with tracing off, on (Parquet), and on with live OpenTelemetry export as well (OTLP
-   protobuf over HTTP to a receiver in another process, pinned beside the emulator),
-   rounds interleaved. Targets: tracing costs <= 5% of requests/s; so does live export
-   on top of it.
+2. With ``--overhead``: ``benchmarks/overhead.py``'s engine (32 workers) against the
+   emulator, the engine pinned to the first CPU, the emulator to the last, rounds
+   interleaved: tracing off; on (Parquet); on with live OpenTelemetry export as well
+   (OTLP protobuf over HTTP to a receiver in another process, on the last CPU), its
+   exporter process placed on the last CPU ("live") and, as a second row, left on the
+   engine's CPU ("live, same core": what a one-core machine pays). Targets: tracing
+   costs <= 5% of requests/s; so does live export on top of it. Each mode's CPU a
+   request is the engine process's (all its threads); the hand-off thread's share of
+   it and the exporter process's CPU a span (the mapping, encoding and HTTP) are
+   printed as well.
 
-Run: python benchmarks/traces.py [--spans 1000000] [--overhead]
+Run: python benchmarks/traces.py [--spans 1000000] [--overhead [--workers 32] [--seconds 5]]
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
+from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -142,15 +150,94 @@ print(count[0], flush=True)
 """
 
 
+@dataclass
+class Mode:
+    """One way of running the engine, and what each round of it measured."""
+
+    label: str
+    traced: bool = False
+    live: bool = False
+    exporter_cpu: int | None = None  # live: where the exporter process runs (None: stays)
+    rates: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # the engine process's, a request
+    export_us: list[float] = field(default_factory=list)  # the exporter's, a span
+    handoff_us: list[float] = field(default_factory=list)  # the hand-off thread's, a request
+
+    def row(self) -> str:
+        extra = ""
+        if self.export_us:
+            extra = (
+                f"\n{'':<20}of which the hand-off thread {mean(self.handoff_us):.1f} µs; "
+                f"the exporter process {mean(self.export_us):.1f} µs CPU a span"
+            )
+        return (
+            f"{self.label:<19} {mean(self.rates):9,.0f} requests/s "
+            f"{[round(x) for x in self.rates]}, {mean(self.cpu_us):6.1f} µs CPU a request"
+            f"{extra}"
+        )
+
+
+async def engine_round(base_url: str, seconds: float, workers: int, mode: Mode, work: Path,
+                       otel: Any) -> None:  # fmt: skip
+    """``workers`` loops of ``Engine.run`` (``benchmarks/overhead.py``'s DAG) for
+    ``seconds``; the time includes closing the engine (the live exporter sends what is
+    queued); the CPU is this process's (all its threads), not the exporter process's."""
+    import overhead
+
+    from fanout.trace import OtelSink
+
+    dag, cfg = overhead.classify(), overhead.config(base_url, workers, "openai")
+    start, cpu = time.perf_counter(), time.process_time()
+    traces = work if mode.traced else None
+    async with Engine(cfg, traces=traces, otel=otel if mode.live else False) as engine:
+        engine.open_traces()
+        sink = engine.otel_sink
+        if mode.exporter_cpu is not None and sink is not None and sink.pid is not None:
+            os.sched_setaffinity(sink.pid, {mode.exporter_cpu})
+
+        async def one(w: int, i: int) -> None:
+            result = await engine.run(dag, {"text": f"{overhead.TEXTS[(w + i) % 3]} #{w}-{i}"})
+            assert result.ok, result.error_message
+
+        handoff = _thread_cpu("fanout-otel-handoff")
+        done = await overhead.workers(workers, seconds, one)
+        handoff = _thread_cpu("fanout-otel-handoff") - handoff
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    mode.rates.append(done / wall)
+    mode.cpu_us.append(cpu / done * 1e6)
+    if isinstance(sink, OtelSink):
+        if sink.stats.failed or sink.stats.dropped:
+            raise SystemExit(f"live export lost spans: {sink.stats}")
+        mode.export_us.append(sink.stats.cpu_s / max(1, sink.stats.exported) * 1e6)
+        mode.handoff_us.append(handoff / done * 1e6)
+
+
+def _thread_cpu(name: str) -> float:
+    """CPU seconds the thread ``name`` of this process has used (Linux /proc; 0 if none)."""
+    for thread in threading.enumerate():
+        if thread.name == name and thread.native_id is not None:
+            with open(f"/proc/self/task/{thread.native_id}/stat", encoding="utf-8") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def _pin(cpus: set[int]) -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cpus)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=1_000_000)
     parser.add_argument("--records", type=int, default=2_000, help="demo records to trace")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--overhead", action="store_true", help="also run the engine overhead")
+    parser.add_argument("--workers", type=int, default=32, help="engine workers (--overhead)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="a round (--overhead)")
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, writer thread too
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    _pin({cpus[0]})  # one core, writer thread too
     os.environ.setdefault("FANOUT_TRACE_KEY", "benchmark-key")
     spans = asyncio.run(real_spans(args.records))
     kinds = {k: sum(s.record_type == k for s in spans) for k in ("run", "node", "attempt")}
@@ -176,25 +263,37 @@ def main() -> None:
 
         from fanout.trace import OtelSettings
 
+        _pin(set(cpus))  # the emulator and the receiver go to the last CPU, then
         with (
             overhead.emulator() as (root, _),
             otlp_sink() as (otlp, received),
             tempfile.TemporaryDirectory() as tmp,
         ):
+            _pin({cpus[0]})  # the engine to the first
             base, live = f"{root}/v1", OtelSettings(endpoint=f"{otlp}/v1/traces")
-            off, on, both = [], [], []
-            for r in range(args.rounds):
-                off.append(asyncio.run(overhead.engine_rps(base, 5.0, 8)))
-                on.append(asyncio.run(overhead.engine_rps(base, 5.0, 8, f"{tmp}/{r}")))
-                both.append(asyncio.run(overhead.engine_rps(base, 5.0, 8, f"{tmp}/l{r}", live)))
-        posts = received()
-        print(f"engine, no trace    {mean(off):12,.0f} requests/s  {[round(x) for x in off]}")
-        print(f"engine, traced      {mean(on):12,.0f} requests/s  {[round(x) for x in on]}")
-        print(f"traced + live OTLP  {mean(both):12,.0f} requests/s  {[round(x) for x in both]}"
-              f"  ({posts:,} export requests received)")  # fmt: skip
-        print(f"traced / untraced   {mean(on) / mean(off):12.3f}  (target >= 0.95)")
-        print(f"live / traced       {mean(both) / mean(on):12.3f}  (target >= 0.95)")
-        print(f"live / untraced     {mean(both) / mean(off):12.3f}")
+            modes = [
+                Mode("engine, no trace"),
+                Mode("engine, traced", traced=True),
+                Mode("traced + live OTLP", traced=True, live=True, exporter_cpu=cpus[-1]),
+                Mode("  live, same core", traced=True, live=True),
+            ]
+            for r in range(args.rounds):  # each round in another order: no mode always first
+                for m in range(len(modes)):
+                    mode = modes[(m + r) % len(modes)]
+                    work = Path(tmp, f"{r}-{m}")
+                    asyncio.run(engine_round(base, args.seconds, args.workers, mode, work, live))
+        off, on, both, same = modes
+        print(f"engine: {args.workers} workers on CPU {cpus[0]}; emulator, OTLP receiver and"
+              f" (unless 'same core') the exporter process on CPU {cpus[-1]}")  # fmt: skip
+        for mode in modes:
+            print(mode.row())
+        print(f"{received():,} export requests received")
+        rate = mean(on.rates) / mean(off.rates)
+        print(f"traced / untraced   {rate:12.3f} requests/s  (target >= 0.95)")
+        for label, mode in (("live / traced", both), ("same core / traced", same)):
+            rate, cpu = mean(mode.rates) / mean(on.rates), mean(on.cpu_us) / mean(mode.cpu_us)
+            target = "  (target >= 0.95)" if mode is both else ""
+            print(f"{label:<19} {rate:12.3f} requests/s, {cpu:.3f} CPU a request{target}")
 
 
 if __name__ == "__main__":

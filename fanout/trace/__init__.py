@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from fanout.trace._content import ContentMode, ContentPolicy, Redactor
 from fanout.trace._files import TraceFiles, read_segment, trace_files
-from fanout.trace._otel import OtelSettings, OtelSink, TeeSink, otel_settings
+from fanout.trace._otel import ExportStats, OtelSettings, OtelSink, TeeSink, otel_settings
 from fanout.trace._propagation import (
     TraceParent,
     current_parent,
@@ -84,6 +84,7 @@ __all__ = [
     "CallStats",
     "ContentMode",
     "ContentPolicy",
+    "ExportStats",
     "JobSummary",
     "ModelSummary",
     "NodeSummary",

@@ -3,9 +3,9 @@
 A sink beside the Parquet writer, fed the same :class:`Span` objects: each row becomes
 one OpenTelemetry span with the row's own trace and span ids (so the backend's tree is
 the Parquet tree), plus one span per wait before an attempt's call (the limiter's, a
-hedge's delay, the retry back-off: :func:`fanout.trace._semconv.wait_spans`). The
-OpenTelemetry SDK's ``BatchSpanProcessor`` queues them and its thread exports them
-(OTLP protobuf over HTTP, or gRPC): ``emit`` does no I/O.
+hedge's delay, the retry back-off: :func:`fanout.trace._semconv.wait_spans`). ``emit``
+only queues the row: an exporter process of the sink's own maps, encodes and sends it
+(OTLP protobuf over HTTP, or gRPC; :mod:`fanout.trace._otel_process`).
 
 Settings come from the standard ``OTEL_*`` environment and the config's ``[traces]``
 section (:func:`otel_settings`); they are a plain value, so a Ray driver resolves them
@@ -21,21 +21,20 @@ import logging
 import os
 import re
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fanout.errors import ConfigError
-from fanout.trace._semconv import otel_attributes, otel_kind, wait_spans
+from fanout.trace._otel_process import Batcher, ExporterProcess, ExportStats
 from fanout.trace._span import Span
 
 if TYPE_CHECKING:
     from fanout.config import TraceConfig
+    from fanout.trace._otel_exporters import RowExporter
 
-__all__ = ["OtelSettings", "OtelSink", "otel_settings", "to_readable_spans"]
+__all__ = ["ExportStats", "OtelSettings", "OtelSink", "TeeSink", "otel_settings"]
 
 _log = logging.getLogger(__name__)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -193,127 +192,47 @@ def _sample_ratio(env: Mapping[str, str]) -> float:
     return ratio
 
 
-# -- rows as OpenTelemetry spans ------------------------------------------------------
-
-
-def _ns(value: float | datetime | None) -> int | None:
-    if value is None:
-        return None
-    seconds = value.timestamp() if isinstance(value, datetime) else float(value)
-    return round(seconds * 1e9)
-
-
-def to_readable_spans(span: Span, resource: Any, scope: Any) -> list[Any]:
-    """The row as OpenTelemetry SDK spans: itself, then its waits (an attempt's)."""
-    from opentelemetry.sdk.trace import ReadableSpan
-    from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
-
-    trace_id = int(span.trace_id, 16)
-    flags = TraceFlags(TraceFlags.SAMPLED)
-    context = SpanContext(trace_id, int(span.span_id, 16), False, flags)
-    parent = None
-    if span.parent_span_id:
-        parent = SpanContext(trace_id, int(span.parent_span_id, 16), True, flags)
-    if span.status == "ok":
-        status = Status(StatusCode.OK)
-    elif span.status in ("error", "cancelled", "max_steps_exceeded"):
-        status = Status(StatusCode.ERROR, span.error_message or span.error_type or span.status)
-    else:
-        status = Status(StatusCode.UNSET)
-    start, end = _ns(span.start_time), _ns(span.end_time)
-    kind = SpanKind.CLIENT if otel_kind(span) == 3 else SpanKind.INTERNAL
-    out = [
-        ReadableSpan(
-            span.span_name, context, parent, resource, otel_attributes(span),
-            kind=kind, status=status, start_time=start, end_time=end if end else start,
-            instrumentation_scope=scope,
-        )
-    ]  # fmt: skip
-    for wait in wait_spans(span):
-        out.append(
-            ReadableSpan(
-                wait.name, SpanContext(trace_id, int(wait.span_id, 16), False, flags), parent,
-                resource, wait.attributes, kind=SpanKind.INTERNAL, status=Status(StatusCode.OK),
-                start_time=_ns(wait.start), end_time=_ns(wait.end), instrumentation_scope=scope,
-            )
-        )  # fmt: skip
-    return out
-
-
-def sdk_resource(attributes: Mapping[str, str]) -> Any:
-    from opentelemetry.sdk.resources import Resource
-
-    # this process's pid (a Ray worker's spans tell their process); Resource.create adds
-    # telemetry.sdk.* and, from OTEL_RESOURCE_ATTRIBUTES, nothing that is not set here
-    return Resource.create({"process.pid": os.getpid(), **attributes})
-
-
-def sdk_scope() -> Any:
-    from importlib.metadata import PackageNotFoundError, version
-
-    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-
-    try:
-        return InstrumentationScope("fanout", version("fanout"))
-    except PackageNotFoundError:
-        return InstrumentationScope("fanout")
-
-
-class _Flags:
-    sampled = True
-
-
-class _Context:
-    trace_flags = _Flags()
-
-
-class _Queued:
-    """A row in the SDK's batch queue (which asks only ``context.trace_flags.sampled``):
-    queued as it is, encoded by the exporter on the processor's thread."""
-
-    __slots__ = ("row",)
-    context = _Context()
-
-    def __init__(self, row: Span) -> None:
-        self.row = row
+# -- the sink ----------------------------------------------------------------------
 
 
 class OtelSink:
-    """``emit(span)``: the row to the SDK's ``BatchSpanProcessor``, whose thread encodes
-    and exports it (and its waits): the event loop only queues it.
+    """``emit(span)``: the row to the live export; the event loop only queues it.
 
-    ``exporter``: any SDK ``SpanExporter`` taking ``ReadableSpan`` objects (default:
-    OTLP per ``settings``: protobuf over HTTP, encoded by :mod:`fanout.trace._otlp_wire`,
-    or the SDK's gRPC exporter). Thread-safe; :meth:`close` exports what is queued
-    (also at interpreter exit).
+    By default the export runs in a process of its own (:mod:`fanout.trace._otel_process`:
+    OTLP protobuf over HTTP encoded by :mod:`fanout.trace._otlp_wire`, or the SDK's gRPC
+    exporter). ``exporter``: any OpenTelemetry SDK ``SpanExporter`` instead, fed
+    ``ReadableSpan`` objects on a thread of this process. Thread-safe; :meth:`close`
+    exports what is queued (also at interpreter exit) and leaves the counts in
+    :attr:`stats`.
     """
 
     def __init__(self, settings: OtelSettings, *, exporter: Any | None = None) -> None:
         from fanout._extras import require
 
         require("live trace export (OTLP)", "opentelemetry.sdk", extra="otel")
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
         self.settings = settings
-        resource = sdk_resource(settings.resource)
-        if exporter is not None:
-            self._exporter: Any = _Readable(exporter, resource, sdk_scope())
-        elif settings.protocol == "grpc":
-            self._exporter = _Readable(_grpc_exporter(settings), resource, sdk_scope())
-        else:
-            self._exporter = _WireExporter(settings, dict(resource.attributes))
         self._bound = round(settings.sample_ratio * (1 << 64))
-        self._processor = BatchSpanProcessor(
-            self._exporter,
-            max_queue_size=settings.max_queue_size,
-            schedule_delay_millis=settings.schedule_delay_ms,
-            max_export_batch_size=settings.max_export_batch_size,
-            export_timeout_millis=settings.timeout_s * 1000,
-        )
-        self._on_end: Callable[[Any], None] = self._processor.on_end
+        self._process: ExporterProcess | None = None
+        self._thread: _InThread | None = None
+        if exporter is None:
+            try:
+                self._process = ExporterProcess(settings)
+            except OSError as exc:  # no process to be had: export from a thread here
+                _log.warning("live trace export: no exporter process (%s); using a thread", exc)
+        if self._process is None:
+            self._thread = _InThread(settings, exporter)
+        backend = self._process or self._thread
+        assert backend is not None
+        self._put: Callable[[Any], None] = backend.put
+        self.stats = ExportStats()
         self._lock = threading.Lock()
         self._closed = False
         atexit.register(self.close)
+
+    @property
+    def pid(self) -> int | None:
+        """The exporter process's id (``None`` when the export runs on a thread)."""
+        return self._process.pid if self._process is not None else None
 
     def sampled(self, trace_id: str) -> bool:
         """The trace-id-ratio choice (the SDK's rule: the id's low 64 bits under a bound)."""
@@ -324,119 +243,71 @@ class OtelSink:
     def emit(self, span: Span) -> None:
         if self._closed or not self.sampled(span.trace_id):
             return
-        self._on_end(_Queued(span))
+        self._put(span)
 
     def flush(self, timeout_s: float = 30.0) -> bool:
-        return bool(self._processor.force_flush(int(timeout_s * 1000)))
+        """Export what is queued now; ``False`` if it did not all go out in time."""
+        if self._process is not None:
+            return self._process.flush(timeout_s)
+        assert self._thread is not None
+        return self._thread.flush()
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 30.0) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
         atexit.unregister(self.close)
         try:
-            self._processor.shutdown()  # type: ignore[no-untyped-call]  # exports the queue
+            if self._process is not None:
+                self.stats = self._process.close(timeout_s)
+            else:
+                assert self._thread is not None
+                self.stats = self._thread.close(timeout_s)
         except Exception as exc:  # an unreachable collector must not fail the job
             _log.warning("live trace export: shutting down failed: %s", exc)
+        if self.stats.failed or self.stats.dropped:
+            _log.warning(
+                "live trace export to %s: %d spans exported, %d failed, %d rows dropped "
+                "(the queue of %d was full, or the exporter ended)",
+                self.settings.endpoint, self.stats.exported, self.stats.failed,
+                self.stats.dropped, self.settings.max_queue_size,
+            )  # fmt: skip
 
     def __repr__(self) -> str:
         return f"OtelSink({self.settings!r})"
 
 
-def _export_result(ok: bool) -> Any:
-    from opentelemetry.sdk.trace.export import SpanExportResult
+class _InThread:
+    """The export on a thread of this process: a :class:`Batcher` feeding an exporter
+    (the caller's SDK exporter, or, with no process to be had, the configured one)."""
 
-    return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+    def __init__(self, settings: OtelSettings, exporter: Any | None) -> None:
+        from fanout.trace._otel_exporters import SdkExporter, build_exporter, sdk_resource
 
+        if exporter is not None:
+            self.exporter: RowExporter = SdkExporter(exporter, sdk_resource(settings.resource))
+        else:
+            self.exporter = build_exporter(settings, os.getpid())
+        self._batcher = Batcher(
+            self.exporter.export,
+            max_queue=settings.max_queue_size,
+            batch=settings.max_export_batch_size,
+            delay_s=settings.schedule_delay_ms / 1000,
+            name="fanout-otel-export",
+        )
+        self.put = self._batcher.put
 
-class _Readable:
-    """An SDK exporter fed ``ReadableSpan`` objects made from the queued rows."""
+    def flush(self) -> bool:
+        failed = self.exporter.failed
+        self._batcher.drain()
+        return self.exporter.failed == failed
 
-    def __init__(self, exporter: Any, resource: Any, scope: Any) -> None:
-        self.exporter, self._resource, self._scope = exporter, resource, scope
-
-    def export(self, batch: Iterable[_Queued]) -> Any:
-        spans = [s for q in batch for s in to_readable_spans(q.row, self._resource, self._scope)]
-        return self.exporter.export(spans)
-
-    def shutdown(self) -> None:
+    def close(self, timeout_s: float) -> ExportStats:
+        self._batcher.stop(timeout_s)
+        self._batcher.drain()
         self.exporter.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return bool(self.exporter.force_flush(timeout_millis))
-
-
-_RETRY_STATUS = frozenset({429, 502, 503, 504})
-
-
-class _WireExporter:
-    """OTLP protobuf over HTTP: rows encoded by :mod:`fanout.trace._otlp_wire`, POSTed with
-    httpx; a 429, a 502-504 or a lost connection is tried again (3 tries in all)."""
-
-    def __init__(self, settings: OtelSettings, resource: Mapping[str, Any]) -> None:
-        import httpx
-
-        from fanout.trace._otlp_wire import encode_request, encode_spans
-
-        self._encode_spans, self._encode_request = encode_spans, encode_request
-        self._endpoint = settings.endpoint
-        self._resource = dict(resource)
-        self._scope = _scope_name()
-        headers = {"Content-Type": "application/x-protobuf", **settings.headers}
-        self._client = httpx.Client(timeout=settings.timeout_s, headers=headers)
-        self.exported = self.failed = 0
-
-    def export(self, batch: Iterable[_Queued]) -> Any:
-        import httpx
-
-        spans = [s for q in batch for s in self._encode_spans(q.row)]
-        body = self._encode_request(spans, self._resource, self._scope)
-        for attempt in range(3):
-            try:
-                reply = self._client.post(self._endpoint, content=body)
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            else:
-                if reply.status_code < 300:
-                    self.exported += len(spans)
-                    return _export_result(True)
-                error = f"HTTP {reply.status_code}"
-                if reply.status_code not in _RETRY_STATUS:
-                    break
-            if attempt < 2:
-                time.sleep(0.5 * 2**attempt)
-        self.failed += len(spans)
-        _log.warning("live trace export to %s failed: %s", self._endpoint, error)
-        return _export_result(False)
-
-    def shutdown(self) -> None:
-        self._client.close()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True
-
-
-def _scope_name() -> tuple[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return "fanout", version("fanout")
-    except PackageNotFoundError:
-        return "fanout", None
-
-
-def _grpc_exporter(settings: OtelSettings) -> Any:
-    from fanout._extras import require
-
-    require("live trace export over gRPC", "grpc", extra="otel")
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-    insecure = settings.endpoint.startswith("http://")
-    return OTLPSpanExporter(
-        endpoint=settings.endpoint, insecure=insecure, headers=dict(settings.headers),
-        timeout=settings.timeout_s,
-    )  # fmt: skip
+        return ExportStats(self.exporter.exported, self.exporter.failed, self._batcher.dropped)
 
 
 class TeeSink:
