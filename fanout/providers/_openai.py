@@ -150,13 +150,19 @@ class OpenAIProvider:
         self, request: ChatRequest, *, timeout_s: float | None = None
     ) -> ChatResponse:
         body = orjson.dumps(_request_body(request))
-        async with self._guarded(timeout_s) as (_timeout, backstop):
-            reply = await self._http.post(
-                self._completions,
-                body,
-                timeout_s=backstop,
-                headers=CALL_HEADERS.get(),  # a traceparent, where the run sends one
-            )
+        # what _guarded does, inline: the per-call path pays no generator-based context
+        timeout = timeout_s if timeout_s is not None else self.timeout_s
+        connect = min(self.connect_timeout_s, timeout)
+        try:
+            async with CallDeadline(connect + timeout):
+                reply = await self._http.post(
+                    self._completions,
+                    body,
+                    timeout_s=2 * (connect + timeout) + 1.0,  # a backstop: the deadline decides
+                    headers=CALL_HEADERS.get(),  # a traceparent, where the run sends one
+                )
+        except (TimeoutError, TransportTimeout, TransportBroken) as exc:
+            raise self._transport_error(exc, timeout) from None
         if reply.status != 200:
             raise self._http_error(reply.status, reply.body, reply.headers)
         return self._parse(reply.body, reply.headers)
@@ -174,17 +180,21 @@ class OpenAIProvider:
                 # can move to (twice its limit), so the deadline decides: a timer of the
                 # transport's, late after a busy loop, would throw an arrived answer away.
                 yield timeout, 2 * (connect + timeout) + 1.0
-        except (TimeoutError, TransportTimeout) as exc:
-            raise ProviderTimeout(
-                f"{self.name}: no answer within {timeout:.1f}s",
-                provider=self.name,
-                # a connect that timed out sent nothing: the provider cannot have billed it
-                sent=not (isinstance(exc, TransportTimeout) and not exc.sent),
-            ) from None
-        except TransportBroken as exc:
-            raise ProviderConnectionError(
+        except (TimeoutError, TransportTimeout, TransportBroken) as exc:
+            raise self._transport_error(exc, timeout) from None
+
+    def _transport_error(self, exc: Exception, timeout: float) -> ProviderError:
+        """A transport's failure (or the deadline's) as the provider error it is."""
+        if isinstance(exc, TransportBroken):
+            return ProviderConnectionError(
                 f"{self.name}: connection failed: {self._scrub(str(exc))}", provider=self.name
-            ) from None
+            )
+        return ProviderTimeout(
+            f"{self.name}: no answer within {timeout:.1f}s",
+            provider=self.name,
+            # a connect that timed out sent nothing: the provider cannot have billed it
+            sent=not (isinstance(exc, TransportTimeout) and not exc.sent),
+        )
 
     async def stream(
         self,

@@ -87,7 +87,8 @@ class _Run:
         self.stats: dict[str, NodeStats] = {}
         self.times: dict[str, tuple[float, float | None]] = {}
         self.items: dict[str, tuple[int, int]] = {}
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # set when the run stops; made only if the caller's task must wait for others
+        self.done: asyncio.Future[None] | None = None
         self.stop_status: RunStatus | None = None
         self.stop_error: BaseException | None = None
         self.budget_hit = False  # some call was refused by the budget (even in a map item)
@@ -127,7 +128,8 @@ class _Run:
                     step = None
                 finally:
                     self.inline_running = False
-            if self.unfinished:
+            if self.unfinished and self.stop_status is None:  # else _stop already ran
+                self.done = asyncio.get_running_loop().create_future()
                 await self.done
         except asyncio.CancelledError:
             self.stop_status = self.stop_status or RunStatus.CANCELLED
@@ -146,7 +148,7 @@ class _Run:
         if self.stop_status is None:
             self.stop_status = status
             self.stop_error = error
-        if not self.done.done():
+        if self.done is not None and not self.done.done():
             self.done.set_result(None)
         if self.inline_running and not self.cancelled_inline and self.caller is not None:
             self.cancelled_inline = True
