@@ -9,10 +9,14 @@ throughput  ``fanout sim-server --rpm 3000`` (one upstream limit: 50 calls/s, it
             ``--duration`` window after ``--warmup`` seconds, from the emulator's own
             per-second counts:
               target  accepted calls/s >= 0.95 x 50,  upstream 429s <= 1% of calls
-latency     at low load (one call at a time, ``--latency-calls`` of each, interleaved),
-            the openai SDK straight to the emulator vs. through the gateway to it:
-            the gateway's added latency at p50 and p99, for ``fanout serve`` (uvicorn,
-            one process) and for the Ray Serve deployment (its proxy is one more hop).
+latency     at low load (one call at a time, ``--latency-calls`` of each, interleaved,
+            a round every 1/``--latency-rate`` s: 20 gateway calls/s, 40% of the same
+            3,000/min limit), the openai SDK straight to the emulator vs. through the
+            gateway to it: the gateway's added latency at p50 and p99, for ``fanout
+            serve`` (uvicorn, one process) and for the Ray Serve deployment (through
+            ``--serve-ingress``: HAProxy, as ``fanout serve --ray`` starts it, or Serve's
+            Python proxy). Unpaced, one call at a time would offer more than the limit
+            and time the limiter's pacing, not the gateway.
               target  added p50 <= 2 ms, p99 <= 10 ms
 ttft        streamed calls (``stream=True``, one at a time, ``--ttft-calls`` of each,
             interleaved) to an emulator that sends a piece of text every
@@ -21,8 +25,11 @@ ttft        streamed calls (``stream=True``, one at a time, ``--ttft-calls`` of 
             (one process), and the whole stream's time (what the first token waited
             for when the gateway built its stream from the completed answer).
 
+Both Ray parts run Serve with ``--serve-ingress`` (default haproxy).
+
 Run: python benchmarks/gateway.py [--duration 60] [--warmup 10] [--concurrency 24]
-     [--latency-calls 1000] [--ttft-calls 200] [--parts throughput,latency,ttft]
+     [--latency-calls 1000] [--latency-rate 20] [--ttft-calls 200]
+     [--serve-ingress haproxy|proxy] [--parts throughput,latency,ttft]
 """
 
 from __future__ import annotations
@@ -211,8 +218,11 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
-def timed_calls(targets: dict[str, tuple[str, str, str]], calls: int) -> dict[str, list[float]]:
-    """``calls`` sequential calls to each target (base URL, key, model), interleaved."""
+def timed_calls(
+    targets: dict[str, tuple[str, str, str]], calls: int, rate: float = 0.0
+) -> dict[str, list[float]]:
+    """``calls`` sequential calls to each target (base URL, key, model), interleaved; a
+    round of them every 1/``rate`` s (0: back to back)."""
     import openai
 
     clients = {
@@ -220,7 +230,11 @@ def timed_calls(targets: dict[str, tuple[str, str, str]], calls: int) -> dict[st
         for name, (base, key, _) in targets.items()
     }
     times: dict[str, list[float]] = {name: [] for name in targets}
+    due = time.perf_counter()
     for i in range(calls + 50):
+        if rate > 0:
+            due += 1 / rate
+            time.sleep(max(0.0, due - time.perf_counter()))
         for name, client in clients.items():
             start = time.perf_counter()
             client.chat.completions.create(
@@ -244,8 +258,7 @@ def latency(args: argparse.Namespace) -> dict[str, float]:
         work = Path(tempfile.mkdtemp(prefix="fanout-gw-"))
         store = KeyStore(work / "keys.db")
         _, key = store.create("latency")
-        (work / "fanout.toml").write_text(config_toml(upstream).replace(
-            f"requests_per_min = {RPM}\n", ""))  # fmt: skip
+        (work / "fanout.toml").write_text(config_toml(upstream))  # the limit Ray Serve has
         port = free_port()
         env = {**os.environ, "FANOUT_KEYS_DB": str(work / "keys.db")}
         proc = subprocess.Popen(
@@ -257,7 +270,7 @@ def latency(args: argparse.Namespace) -> dict[str, float]:
             local = timed_calls(
                 {"direct": (upstream, "sk-none", "sim-small"),
                  "gateway": (f"http://127.0.0.1:{port}", key, "gpt-4o-mini")},
-                args.latency_calls,
+                args.latency_calls, args.latency_rate,
             )  # fmt: skip
         finally:
             proc.terminate()
@@ -276,7 +289,7 @@ def latency(args: argparse.Namespace) -> dict[str, float]:
             on_ray = timed_calls(
                 {"direct": (upstream, "sk-none", "sim-small"),
                  "gateway": (f"http://127.0.0.1:{ray_port}", key, "gpt-4o-mini")},
-                args.latency_calls,
+                args.latency_calls, args.latency_rate,
             )  # fmt: skip
         finally:
             serve.shutdown()
@@ -367,6 +380,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=24, help="calls in flight per client")
     parser.add_argument("--latency-ms", type=float, default=50.0, help="upstream latency")
     parser.add_argument("--latency-calls", type=int, default=1000)
+    parser.add_argument("--latency-rate", type=float, default=20.0,
+                        help="rounds of latency calls a second (0: back to back)")  # fmt: skip
+    parser.add_argument("--serve-ingress", choices=("haproxy", "proxy"), default="haproxy")
     parser.add_argument("--ttft-calls", type=int, default=200)
     parser.add_argument("--ttft-latency-ms", type=float, default=20.0, help="to the first piece")
     parser.add_argument("--per-token-ms", type=float, default=5.0, help="between pieces")
@@ -375,6 +391,12 @@ def main() -> None:
     parts = args.parts.split(",")
     cpu = platform.processor() or platform.machine()
     print(f"machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    if args.serve_ingress == "haproxy":  # before any Ray starts: Serve reads it then
+        from fanout.distributed.serve import use_haproxy_ingress
+
+        if not use_haproxy_ingress():
+            raise SystemExit("no HAProxy binary for Ray Serve here; pass --serve-ingress proxy")
+    print(f"Ray Serve ingress: {args.serve_ingress}")
     if "throughput" in parts:
         t = throughput(args)
         print(json.dumps({"throughput": t}))
@@ -391,7 +413,10 @@ def main() -> None:
     if "latency" in parts:
         lat = latency(args)
         print(json.dumps({"latency": lat}))
-        for where, name in (("serve", "fanout serve (uvicorn)"), ("ray", "Ray Serve")):
+        for where, name in (
+            ("serve", "fanout serve (uvicorn)"),
+            ("ray", f"Ray Serve ({args.serve_ingress})"),
+        ):
             print(
                 f"added latency, {name}: p50 {lat[f'{where}_added_p50_ms']:.2f} ms, p99 "
                 f"{lat[f'{where}_added_p99_ms']:.2f} ms (direct p50 "

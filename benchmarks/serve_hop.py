@@ -4,7 +4,9 @@ the Serve settings a user can choose.
 
 Each variant runs in a fresh Ray (its ``RAY_SERVE_*`` environment is read when Serve's
 processes start) and times, one call at a time with the openai SDK (keep-alive on, as
-the SDK's pool does), ``--calls`` calls of each, interleaved:
+the SDK's pool does), ``--calls`` calls of each, interleaved, a round every 1/``--rate``
+s (default 20: the gateway's calls at 40% of its 3,000/min limit; back to back, the
+rounds would offer more than the limit and time the limiter's pacing):
 
   direct        the SDK straight to the emulator (no latency)
   const         a constant chat completion from plain uvicorn (no Ray): the HTTP floor
@@ -17,7 +19,7 @@ the SDK's pool does), ``--calls`` calls of each, interleaved:
 Serve's hop is serve-const - const; the gateway's added latency on Serve is
 serve-gw - direct (what benchmarks/gateway.py reports).
 
-Run: python benchmarks/serve_hop.py [--calls 500] [--variants default,no-access-log,...]
+Run: python benchmarks/serve_hop.py [--calls 500] [--rate 20] [--variants default,...]
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ VARIANTS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
         {"logging_config": QUIET_LOGS},
     ),
     "throughput-optimized": (
-        {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}, {"logging_config": QUIET_LOGS}
+        {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+        {"logging_config": QUIET_LOGS},
     ),
     "haproxy": (
         {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
@@ -91,7 +94,7 @@ async def constant_route(request: Any) -> Any:
     return Response(COMPLETION, media_type="application/json")
 
 
-def timed(targets: dict[str, tuple[str, str]], calls: int) -> dict[str, list[float]]:
+def timed(targets: dict[str, tuple[str, str]], calls: int, rate: float) -> dict[str, list[float]]:
     import openai
 
     clients = {
@@ -100,7 +103,11 @@ def timed(targets: dict[str, tuple[str, str]], calls: int) -> dict[str, list[flo
     }
     models = {"serve-gw": "gpt-4o-mini", "direct": "sim-small"}
     times: dict[str, list[float]] = {n: [] for n in targets}
+    due = time.perf_counter()
     for i in range(calls + 30):
+        if rate > 0:
+            due += 1 / rate
+            time.sleep(max(0.0, due - time.perf_counter()))
         for name, client in clients.items():
             start = time.perf_counter()
             client.chat.completions.create(
@@ -165,7 +172,7 @@ def child(args: argparse.Namespace) -> None:
             {"direct": (f"{args.upstream}/v1", ""), "const": (f"{args.const}/v1", ""),
              "serve-const": (f"{base}/const/v1", ""), "serve-asgi": (f"{base}/asgi/v1", ""),
              "serve-gw": (f"{base}/v1", key)},
-            args.calls,
+            args.calls, args.rate,
         )  # fmt: skip
     finally:
         serve.shutdown()
@@ -177,11 +184,12 @@ def child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def run_variant(name: str, upstream: str, const: str, calls: int) -> dict[str, float]:
-    env = {**os.environ, **VARIANTS[name][0]}
+def run_variant(name: str, upstream: str, const: str, calls: int, rate: float) -> dict[str, float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
+    env.update(VARIANTS[name][0])
     done = subprocess.run(
         [sys.executable, __file__, "--child", name, "--upstream", upstream, "--const", const,
-         "--calls", str(calls)],
+         "--calls", str(calls), "--rate", str(rate)],
         env=env, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     for line in done.stdout.splitlines():
@@ -194,6 +202,7 @@ def run_variant(name: str, upstream: str, const: str, calls: int) -> dict[str, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--rate", type=float, default=20.0, help="rounds a second (0: no pause)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
@@ -216,7 +225,9 @@ def main() -> None:
         with emulator("--latency-ms", "0") as upstream:
             wait_until_up(f"http://127.0.0.1:{const_port}/v1/models", const)
             for name in args.variants.split(","):
-                r = run_variant(name, upstream, f"http://127.0.0.1:{const_port}", args.calls)
+                r = run_variant(
+                    name, upstream, f"http://127.0.0.1:{const_port}", args.calls, args.rate
+                )
                 print(json.dumps({name: r}), flush=True)
                 print(
                     f"{name}: Serve's hop (serve-const - const) p50 "

@@ -66,6 +66,14 @@ def serve(  # one parameter per option: typer reads the signature
     ] = None,
     ray_address: RayOpt = None,
     replicas: Annotated[int, typer.Option(min=1, help="Ray Serve replicas, with --ray.")] = 2,
+    serve_ingress: Annotated[
+        str,
+        typer.Option(
+            help="With --ray: haproxy (requests straight to the replicas, in a Ray this "
+            "command starts) or proxy (Serve's Python proxy: one more hop a call).",
+            metavar="haproxy|proxy",
+        ),
+    ] = "haproxy",
     max_body_bytes: Annotated[
         int, typer.Option(min=1, help="Larger request bodies are answered 413.")
     ] = 1 << 20,
@@ -110,7 +118,8 @@ def serve(  # one parameter per option: typer reads the signature
             app = partial(build_app, dags, tokens=tokens, tenant_limits=limits,
                           max_body_bytes=max_body_bytes, keys=keys)  # fmt: skip
             run_service(app, load_cfg(config), dags.values(), address=ray_address,
-                        replicas=replicas, host=host, port=port, traces=traces)  # fmt: skip
+                        replicas=replicas, host=host, port=port, traces=traces,
+                        ingress=serve_ingress)  # fmt: skip
             return
         from fanout.run import Engine
 

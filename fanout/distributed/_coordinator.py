@@ -61,6 +61,7 @@ class QuotaCoordinator:
             "tokens_per_min": self.ledger.tokens_per_min,
             "rate_limited": self.ledger.rate_limited,
             "burst_granted_requests": self.ledger.burst_granted_requests,
+            "workers": self.ledger.workers,
             "pid": os.getpid(),
         }
 

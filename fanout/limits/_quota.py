@@ -107,6 +107,11 @@ class QuotaLedger:
     def tokens_per_min(self) -> float | None:
         return self._tokens.rate * 60 if self._tokens.rate is not None else None
 
+    @property
+    def workers(self) -> int:
+        """Workers holding a lease (reported within its ttl, or not yet pruned)."""
+        return len(self._workers)
+
     def state(self, name: str) -> LimiterState:
         """The shared limit as one limiter's snapshot (progress output on the driver)."""
         req, tok = self._requests.configured, self._tokens.configured

