@@ -241,21 +241,6 @@ async def fanout_run(base_url: str, concurrency: int, source: Path, work: Path) 
     return stats.ok
 
 
-async def engine_rps(
-    base_url: str,
-    seconds: float,
-    concurrency: int,
-    traces: Path | str | None = None,
-    otel: OtelSettings | bool = False,
-) -> float:
-    """``Engine.run`` requests/s from ``concurrency`` workers (``benchmarks/traces.py``);
-    ``otel``: live OpenTelemetry export settings (off by default, whatever OTEL_* says).
-    The time includes closing the engine (the live exporter sends what is queued)."""
-    start = time.perf_counter()
-    done = await engine_loop(base_url, seconds, concurrency, traces, otel)
-    return done / (time.perf_counter() - start)
-
-
 def write_records(path: Path, count: int) -> Path:
     with path.open("wb") as out:
         for i in range(count):
