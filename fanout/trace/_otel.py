@@ -212,18 +212,8 @@ class OtelSink:
         require("live trace export (OTLP)", "opentelemetry.sdk", extra="otel")
         self.settings = settings
         self._bound = round(settings.sample_ratio * (1 << 64))
-        self._process: ExporterProcess | None = None
-        self._thread: _InThread | None = None
-        if exporter is None:
-            try:
-                self._process = ExporterProcess(settings)
-            except OSError as exc:  # no process to be had: export from a thread here
-                _log.warning("live trace export: no exporter process (%s); using a thread", exc)
-        if self._process is None:
-            self._thread = _InThread(settings, exporter)
-        backend = self._process or self._thread
-        assert backend is not None
-        self._put: Callable[[Any], None] = backend.put
+        self._backend = _backend(settings, exporter)
+        self._put: Callable[[Span], None] = self._backend.put
         self.stats = ExportStats()
         self._lock = threading.Lock()
         self._closed = False
@@ -232,7 +222,7 @@ class OtelSink:
     @property
     def pid(self) -> int | None:
         """The exporter process's id (``None`` when the export runs on a thread)."""
-        return self._process.pid if self._process is not None else None
+        return self._backend.pid
 
     def sampled(self, trace_id: str) -> bool:
         """The trace-id-ratio choice (the SDK's rule: the id's low 64 bits under a bound)."""
@@ -247,10 +237,7 @@ class OtelSink:
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Export what is queued now; ``False`` if it did not all go out in time."""
-        if self._process is not None:
-            return self._process.flush(timeout_s)
-        assert self._thread is not None
-        return self._thread.flush()
+        return self._backend.flush(timeout_s)
 
     def close(self, timeout_s: float = 30.0) -> None:
         with self._lock:
@@ -259,11 +246,7 @@ class OtelSink:
             self._closed = True
         atexit.unregister(self.close)
         try:
-            if self._process is not None:
-                self.stats = self._process.close(timeout_s)
-            else:
-                assert self._thread is not None
-                self.stats = self._thread.close(timeout_s)
+            self.stats = self._backend.close(timeout_s)
         except Exception as exc:  # an unreachable collector must not fail the job
             _log.warning("live trace export: shutting down failed: %s", exc)
         if self.stats.failed or self.stats.dropped:
@@ -278,9 +261,20 @@ class OtelSink:
         return f"OtelSink({self.settings!r})"
 
 
+def _backend(settings: OtelSettings, exporter: Any | None) -> ExporterProcess | _InThread:
+    if exporter is None:
+        try:
+            return ExporterProcess(settings)
+        except OSError as exc:  # no process to be had: export from a thread here
+            _log.warning("live trace export: no exporter process (%s); using a thread", exc)
+    return _InThread(settings, exporter)
+
+
 class _InThread:
     """The export on a thread of this process: a :class:`Batcher` feeding an exporter
     (the caller's SDK exporter, or, with no process to be had, the configured one)."""
+
+    pid: int | None = None  # no process of its own
 
     def __init__(self, settings: OtelSettings, exporter: Any | None) -> None:
         from fanout.trace._otel_exporters import SdkExporter, build_exporter, sdk_resource
@@ -298,7 +292,7 @@ class _InThread:
         )
         self.put = self._batcher.put
 
-    def flush(self) -> bool:
+    def flush(self, timeout_s: float) -> bool:  # the drain runs here, to its end
         failed = self.exporter.failed
         self._batcher.drain()
         return self.exporter.failed == failed

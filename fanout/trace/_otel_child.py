@@ -9,23 +9,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import signal
 import sys
 import time
-from typing import IO, Any
+from typing import Any
 
-from fanout.trace._otel_process import HEAD, read_frame
+from fanout.trace._otel_process import pickled, read_frame, write_frame
 
 __all__ = ["NICE", "main"]
 
 NICE = 5  # a nice-5 process gets a quarter of a core that a nice-0 one keeps busy
-
-
-def _write_frame(out: IO[bytes], message: tuple[Any, ...]) -> None:
-    data = b"P" + pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    out.write(HEAD.pack(len(data)) + data)
-    out.flush()
 
 
 def main() -> None:
@@ -59,9 +52,9 @@ def main() -> None:
                 for i in range(0, len(rows), batch):
                     exporter.export(rows[i : i + batch])
             elif message[0] == "flush":
-                _write_frame(out, stats())
+                write_frame(out, pickled(stats()))
             elif message[0] == "close":
-                _write_frame(out, stats())
+                write_frame(out, pickled(stats()))
                 break
     finally:
         exporter.shutdown()

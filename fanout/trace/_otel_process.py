@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from fanout.trace._otel import OtelSettings
     from fanout.trace._span import Span
 
-__all__ = ["Batcher", "ExportStats", "ExporterProcess", "read_frame"]
+__all__ = ["Batcher", "ExportStats", "ExporterProcess", "pickled", "read_frame", "write_frame"]
 
 _log = logging.getLogger("fanout.trace.otel")
 HEAD = struct.Struct("<I")
@@ -151,8 +151,7 @@ class ExporterProcess:
         if self._pipe.closed:
             return False
         try:
-            self._pipe.write(HEAD.pack(len(data)) + data)
-            self._pipe.flush()
+            write_frame(self._pipe, data)
         except (BrokenPipeError, OSError, ValueError):
             if not self._pipe.closed:
                 _log.warning("live trace export: the exporter process (pid %s) ended", self.pid)
@@ -177,7 +176,7 @@ class ExporterProcess:
         self._write(b"R[" + b",".join(rows) + b"]")
 
     def _send(self, message: tuple[Any, ...]) -> bool:
-        return self._write(b"P" + pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        return self._write(pickled(message))
 
     def flush(self, timeout_s: float) -> bool:
         """Hand on what is queued and wait until the child has exported it."""
@@ -214,6 +213,17 @@ class ExporterProcess:
         # have sent some of them: counted as dropped all the same)
         self.stats.dropped = self._batcher.dropped + self._sent - self._taken
         return self.stats
+
+
+def pickled(message: tuple[Any, ...]) -> bytes:
+    """A ``P`` frame's payload."""
+    return b"P" + pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def write_frame(out: IO[bytes], payload: bytes) -> None:
+    """One frame: the payload's length, then the payload."""
+    out.write(HEAD.pack(len(payload)) + payload)
+    out.flush()
 
 
 def _widen(fd: int) -> None:
