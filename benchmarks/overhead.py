@@ -6,11 +6,13 @@ round in one run, at the same concurrency (``--concurrency``, 200):
 
   bare aiohttp  the ceiling: an ``aiohttp.ClientSession`` on uvloop posting the same
                 chat-completion body from N workers, orjson in and out, checking each reply
+  bare reqwest  the same loop over one pyreqwest ``Client`` (Rust's reqwest and hyper)
   bare httpx    the same loop with one ``httpx.AsyncClient`` of N connections (asyncio)
   fanout run    what ``fanout run`` does (``fanout.batch.run_file``, on the CLI's event
                 loop): the ``classify`` example over ``--records`` records, N in flight,
                 the results, the call journal and the trace (run, node and attempt rows
                 with the default content HMACs) written; every record must be ok
+  fanout reqwest  the same ``fanout run`` with the provider's ``http_client = "reqwest"``
   Engine.run    N workers calling ``Engine.run`` of the same DAG, traced (a service's path)
   Engine.run anth  the same over the Anthropic Messages protocol (the emulator's
                 /v1/messages): the per-call cost of a second protocol against OpenAI's
@@ -148,6 +150,22 @@ async def bare_aiohttp(base_url: str, seconds: float, concurrency: int) -> int:
         return await workers(concurrency, seconds, one)
 
 
+async def bare_reqwest(base_url: str, seconds: float, concurrency: int) -> int:
+    from pyreqwest.client import ClientBuilder
+
+    url = f"{base_url}/chat/completions"
+    builder = ClientBuilder().max_connections(concurrency).http1_only()
+    async with builder.build() as client:
+
+        async def one(w: int, i: int) -> None:
+            request = client.post(url).header("content-type", "application/json")
+            response = await request.body_bytes(orjson.dumps(body(w, i))).build().send()
+            data = orjson.loads(bytes(await response.bytes()))
+            assert data["choices"][0]["message"]["content"]
+
+        return await workers(concurrency, seconds, one)
+
+
 async def bare_httpx(base_url: str, seconds: float, concurrency: int) -> int:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
@@ -159,8 +177,11 @@ async def bare_httpx(base_url: str, seconds: float, concurrency: int) -> int:
         return await workers(concurrency, seconds, one)
 
 
-def config(base_url: str, concurrency: int, kind: str = "openai") -> Any:
+def config(
+    base_url: str, concurrency: int, kind: str = "openai", http_client: str = "aiohttp"
+) -> Any:
     provider: dict[str, object] = {"kind": kind, "base_url": base_url}
+    provider["http_client"] = http_client
     provider["max_concurrency"] = concurrency
     if kind == "anthropic":
         provider["api_key_env"] = "OVERHEAD_BENCH_KEY"  # the emulator takes any key
@@ -231,8 +252,10 @@ async def engine_loop(
         return await workers(concurrency, seconds, one)
 
 
-async def fanout_run(base_url: str, concurrency: int, source: Path, work: Path) -> int:
-    engine = Engine(config(base_url, concurrency), traces=work / "traces")
+async def fanout_run(
+    base_url: str, concurrency: int, source: Path, work: Path, http_client: str = "aiohttp"
+) -> int:
+    engine = Engine(config(base_url, concurrency, http_client=http_client), traces=work / "traces")
     async with engine:
         stats = await run_file(engine, classify(), source, work, key="id",
                                max_in_flight=concurrency)  # fmt: skip
@@ -287,7 +310,8 @@ def main() -> None:
     n, s = args.concurrency, args.seconds
     rows = {
         label: Row(label, [], [], [])
-        for label in ("bare aiohttp", "bare httpx", "fanout run", "Engine.run",
+        for label in ("bare aiohttp", "bare reqwest", "bare httpx", "fanout run",
+                      "fanout reqwest", "Engine.run",
                       "Engine.run anth", "long reply", "long streamed")
     }  # fmt: skip
     tokens = {"long reply": [0, 0], "long streamed": [0, 0]}  # output tokens, replies
@@ -300,8 +324,11 @@ def main() -> None:
             work = Path(tmp) / f"run-{r}"
             runs: dict[str, Callable[[], int]] = {
                 "bare aiohttp": lambda: uvloop_run(bare_aiohttp(url, s, n)),
+                "bare reqwest": lambda: uvloop_run(bare_reqwest(url, s, n)),
                 "bare httpx": lambda: asyncio.run(bare_httpx(url, min(s, 2), n)),
                 "fanout run": lambda: cli_run(fanout_run(url, n, source, work)),  # noqa: B023  # called at once
+                "fanout reqwest": lambda: cli_run(fanout_run(  # http_client = "reqwest"
+                    url, n, source, work / "reqwest", "reqwest")),  # noqa: B023
                 "Engine.run": lambda: cli_run(engine_loop(url, s, n, work / "traces-e")),  # noqa: B023
                 "Engine.run anth": lambda: cli_run(engine_loop(  # the Anthropic protocol
                     url, s, n, work / "traces-a", kind="anthropic")),  # noqa: B023
@@ -324,6 +351,9 @@ def main() -> None:
     ceiling = rows["bare aiohttp"].best()
     ratio = rows["fanout run"].best() / ceiling
     print(f"ratio fanout run / bare aiohttp  {ratio:.2f} (target >= 0.5)")
+    reqwest = rows["fanout reqwest"].best()
+    print(f"ratio fanout run (http_client = reqwest) / bare aiohttp  {reqwest / ceiling:.2f}")
+    print(f"ratio fanout run (reqwest) / bare reqwest  {reqwest / rows['bare reqwest'].best():.2f}")
     print(f"ratio Engine.run / bare aiohttp  {rows['Engine.run'].best() / ceiling:.2f}")
     print(f"ratio bare httpx / bare aiohttp  {rows['bare httpx'].best() / ceiling:.2f}")
     anth, oai = min(rows["Engine.run anth"].cpu_us), min(rows["Engine.run"].cpu_us)

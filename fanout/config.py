@@ -152,6 +152,12 @@ class FromEnv(_Frozen):
 
 class _HttpProviderBase(_ProviderBase):
     connect_timeout_s: float = Field(default=5.0, gt=0, description="time limit to connect")
+    http_client: Literal["aiohttp", "reqwest"] = Field(
+        default="aiohttp",
+        description="the HTTP client of the calls: aiohttp, or reqwest (pyreqwest, the "
+        "reqwest extra: about a third of aiohttp's client CPU a call; a call cancelled "
+        "before its answer arrived runs on in the background to its answer or timeout)",
+    )
     headers: dict[str, str | FromEnv] = Field(
         default_factory=dict,
         description='extra request headers; a secret one as {env = "VAR"}, read from the '

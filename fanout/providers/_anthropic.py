@@ -31,7 +31,7 @@ from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
 if TYPE_CHECKING:
     import httpx
 
-    from fanout.providers._http import HttpTransport
+    from fanout.providers._http import HttpClient, HttpTransport
 
 __all__ = ["AnthropicProvider", "message_response", "messages_body"]
 
@@ -69,7 +69,7 @@ class AnthropicProvider(AnthropicParts, JsonApiProvider):
         max_connections: int = 256,
         timeout_s: float = 60.0,
         connect_timeout_s: float = 5.0,
-        transport: httpx.AsyncBaseTransport | HttpTransport | None = None,
+        transport: httpx.AsyncBaseTransport | HttpTransport | HttpClient | None = None,
     ) -> None:
         sent = {"x-api-key": api_key, "anthropic-version": anthropic_version, **(headers or {})}
         super().__init__(

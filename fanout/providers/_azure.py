@@ -27,7 +27,7 @@ from fanout.types import MODALITIES, ChatRequest, ChatResponse, ToolCall
 if TYPE_CHECKING:
     import httpx
 
-    from fanout.providers._http import HttpTransport
+    from fanout.providers._http import HttpClient, HttpTransport
 
 __all__ = ["AzureOpenAIProvider"]
 
@@ -53,7 +53,7 @@ class AzureOpenAIProvider(AzureEmbeddings):
         max_connections: int = 256,
         timeout_s: float = 60.0,
         connect_timeout_s: float = 5.0,
-        transport: httpx.AsyncBaseTransport | HttpTransport | None = None,
+        transport: httpx.AsyncBaseTransport | HttpTransport | HttpClient | None = None,
     ) -> None:
         auth = {"api-key": api_key} if api_key else {}
         if token:

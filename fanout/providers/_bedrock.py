@@ -34,7 +34,7 @@ from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
 if TYPE_CHECKING:
     import httpx
 
-    from fanout.providers._http import HttpTransport
+    from fanout.providers._http import HttpClient, HttpTransport
 
 __all__ = ["BedrockProvider"]
 
@@ -77,7 +77,7 @@ class BedrockProvider(BedrockParts, BedrockEmbeddings):
         max_connections: int = 256,
         timeout_s: float = 60.0,
         connect_timeout_s: float = 5.0,
-        transport: httpx.AsyncBaseTransport | HttpTransport | None = None,
+        transport: httpx.AsyncBaseTransport | HttpTransport | HttpClient | None = None,
     ) -> None:
         require('AWS Bedrock (kind = "bedrock")', "botocore", extra="bedrock")
         import botocore.session

@@ -40,6 +40,7 @@ def build_http_provider(
         "max_connections": cfg.max_concurrency,
         "timeout_s": cfg.timeout_s,
         "connect_timeout_s": cfg.connect_timeout_s,
+        "transport": cfg.http_client,
     }
     if isinstance(cfg, OpenAIProviderConfig):
         key = env_secret(name, "api_key_env", cfg.api_key_env, env) if cfg.api_key_env else None

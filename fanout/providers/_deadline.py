@@ -11,9 +11,14 @@ clock (the loop schedules the timer; an injected clock could not).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-__all__ = ["CallDeadline"]
+if TYPE_CHECKING:
+    from fanout.providers._http import HttpTransport, Reply
+
+__all__ = ["CallDeadline", "post_within"]
 
 # A timer this late means the loop was busy, not that the provider was slow.
 _LATE_S = 0.05
@@ -72,3 +77,19 @@ class CallDeadline:
 
     def expired(self) -> bool:
         return self._scope.expired()
+
+
+async def post_within(
+    http: HttpTransport,
+    path: str,
+    body: bytes,
+    timeout_s: float,
+    headers: Mapping[str, str] | None,
+) -> Reply:
+    """``http.post`` bounded by ``timeout_s``: by the transport alone where it keeps time
+    off the event loop (``times_off_loop``: a busy loop cannot make its timer late), else
+    by a :class:`CallDeadline`, the transport's own timeout then only a backstop."""
+    if getattr(http, "times_off_loop", False):
+        return await http.post(path, body, timeout_s=timeout_s, headers=headers)
+    async with CallDeadline(timeout_s):
+        return await http.post(path, body, timeout_s=2 * timeout_s + 1.0, headers=headers)

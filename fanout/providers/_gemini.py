@@ -32,7 +32,7 @@ from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
 if TYPE_CHECKING:
     import httpx
 
-    from fanout.providers._http import HttpTransport
+    from fanout.providers._http import HttpClient, HttpTransport
 
 __all__ = ["GeminiProvider"]
 
@@ -60,7 +60,7 @@ class GeminiProvider(GeminiParts, GeminiEmbeddings):
         max_connections: int = 256,
         timeout_s: float = 60.0,
         connect_timeout_s: float = 5.0,
-        transport: httpx.AsyncBaseTransport | HttpTransport | None = None,
+        transport: httpx.AsyncBaseTransport | HttpTransport | HttpClient | None = None,
     ) -> None:
         super().__init__(
             name, base_url=base_url, headers={"x-goog-api-key": api_key, **(headers or {})},

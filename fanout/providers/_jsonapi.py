@@ -22,9 +22,15 @@ from fanout.errors import (
     ProviderError,
     ProviderTimeout,
 )
-from fanout.providers._deadline import CallDeadline
+from fanout.providers._deadline import post_within
 from fanout.providers._errors import KEPT_HEADERS, error_for
-from fanout.providers._http import HttpTransport, TransportBroken, TransportTimeout
+from fanout.providers._http import (
+    HttpClient,
+    HttpTransport,
+    TransportBroken,
+    TransportTimeout,
+    make_transport,
+)
 from fanout.types import ChatRequest, ChatResponse
 
 if TYPE_CHECKING:
@@ -61,7 +67,7 @@ class JsonApiProvider:
         max_connections: int = 256,
         timeout_s: float = 60.0,
         connect_timeout_s: float = 5.0,
-        transport: httpx.AsyncBaseTransport | HttpTransport | None = None,
+        transport: httpx.AsyncBaseTransport | HttpTransport | HttpClient | None = None,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
@@ -69,7 +75,7 @@ class JsonApiProvider:
         self.connect_timeout_s = connect_timeout_s
         self._secrets = tuple(s for s in secrets if s)
         self._query = urllib.parse.urlencode(dict(query or {}))
-        self._http = _transport(
+        self._http = make_transport(
             self.base_url, dict(headers or {}), self.keep, max_connections, connect_timeout_s,
             transport,
         )  # fmt: skip
@@ -98,10 +104,7 @@ class JsonApiProvider:
         timeout = timeout_s if timeout_s is not None else self.timeout_s
         connect = min(self.connect_timeout_s, timeout)
         try:
-            async with CallDeadline(connect + timeout):  # as OpenAIProvider: it decides
-                reply = await self._http.post(
-                    path, body, timeout_s=2 * (connect + timeout) + 1.0, headers=call_headers
-                )
+            reply = await post_within(self._http, path, body, connect + timeout, call_headers)
         except (TimeoutError, TransportTimeout) as exc:
             raise ProviderTimeout(
                 f"{self.name}: no answer within {timeout:.1f}s",
@@ -137,34 +140,3 @@ class JsonApiProvider:
 
 def malformed(provider: str, what: str) -> InvalidResponse:
     return InvalidResponse(f"{provider}: malformed response: {what}", provider=provider)
-
-
-def _transport(
-    base_url: str,
-    headers: dict[str, str],
-    keep: tuple[str, ...],
-    max_connections: int,
-    connect_timeout_s: float,
-    transport: httpx.AsyncBaseTransport | HttpTransport | None,
-) -> HttpTransport:
-    if transport is None:
-        from fanout.providers._aiohttp import AiohttpTransport
-
-        return AiohttpTransport(
-            base_url,
-            headers=headers,
-            keep=keep,
-            max_connections=max_connections,
-            connect_timeout_s=connect_timeout_s,
-        )
-    if hasattr(transport, "handle_async_request"):  # an httpx transport
-        from fanout.providers._httpx import HttpxTransport
-
-        return HttpxTransport(
-            base_url,
-            headers=headers,
-            keep=keep,
-            connect_timeout_s=connect_timeout_s,
-            transport=transport,  # type: ignore[arg-type]  # checked above
-        )
-    return transport

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from fanout.errors import ProviderConnectionError, ProviderTimeout
-from fanout.providers._deadline import CallDeadline
+from fanout.providers._deadline import post_within
 from fanout.providers._http import TransportBroken, TransportTimeout
 from fanout.providers._jsonapi import malformed
 
@@ -33,10 +33,7 @@ async def post_json(
     timeout = timeout_s if timeout_s is not None else provider.timeout_s
     connect = min(provider.connect_timeout_s, timeout)
     try:
-        async with CallDeadline(connect + timeout):
-            reply = await provider._http.post(
-                path, body, timeout_s=2 * (connect + timeout) + 1.0, headers=headers
-            )
+        reply = await post_within(provider._http, path, body, connect + timeout, headers)
     except (TimeoutError, TransportTimeout) as exc:
         raise ProviderTimeout(
             f"{name}: no answer within {timeout:.1f}s",

@@ -20,13 +20,15 @@ from fanout.errors import (
     ProviderTimeout,
     StreamCut,
 )
-from fanout.providers._deadline import CallDeadline
+from fanout.providers._deadline import CallDeadline, post_within
 from fanout.providers._errors import KEPT_HEADERS, error_for
 from fanout.providers._http import (
+    HttpClient,
     HttpTransport,
     StreamingTransport,
     TransportBroken,
     TransportTimeout,
+    make_transport,
 )
 from fanout.providers._openai_stream import StreamAssembler
 from fanout.providers._propagate import CALL_HEADERS
@@ -82,7 +84,7 @@ class OpenAIProvider:
         max_connections: int = 256,
         timeout_s: float = 60.0,
         connect_timeout_s: float = 5.0,
-        transport: httpx.AsyncBaseTransport | HttpTransport | None = None,
+        transport: httpx.AsyncBaseTransport | HttpTransport | HttpClient | None = None,
         headers: Mapping[str, str] | None = None,
         query: Mapping[str, str] | None = None,
         secrets: tuple[str, ...] = (),
@@ -101,28 +103,9 @@ class OpenAIProvider:
             **(headers or {}),
         }
         self._http: HttpTransport
-        if transport is None:
-            from fanout.providers._aiohttp import AiohttpTransport
-
-            self._http = AiohttpTransport(
-                self.base_url,
-                headers=headers,
-                keep=KEPT_HEADERS,
-                max_connections=max_connections,
-                connect_timeout_s=connect_timeout_s,
-            )
-        elif hasattr(transport, "handle_async_request"):  # an httpx transport
-            from fanout.providers._httpx import HttpxTransport
-
-            self._http = HttpxTransport(
-                self.base_url,
-                headers=headers,
-                keep=KEPT_HEADERS,
-                connect_timeout_s=connect_timeout_s,
-                transport=transport,  # type: ignore[arg-type]  # checked above
-            )
-        else:
-            self._http = transport
+        self._http = make_transport(
+            self.base_url, headers, KEPT_HEADERS, max_connections, connect_timeout_s, transport
+        )
 
     @classmethod
     def from_env(
@@ -154,13 +137,9 @@ class OpenAIProvider:
         timeout = timeout_s if timeout_s is not None else self.timeout_s
         connect = min(self.connect_timeout_s, timeout)
         try:
-            async with CallDeadline(connect + timeout):
-                reply = await self._http.post(
-                    self._completions,
-                    body,
-                    timeout_s=2 * (connect + timeout) + 1.0,  # a backstop: the deadline decides
-                    headers=CALL_HEADERS.get(),  # a traceparent, where the run sends one
-                )
+            reply = await post_within(  # with a traceparent, where the run sends one
+                self._http, self._completions, body, connect + timeout, CALL_HEADERS.get()
+            )
         except (TimeoutError, TransportTimeout, TransportBroken) as exc:
             raise self._transport_error(exc, timeout) from None
         if reply.status != 200:

@@ -1,4 +1,5 @@
-"""The providers' aiohttp hot path over loopback: pooling, keep-alive, errors, loops, traps."""
+"""The providers' hot paths over loopback (aiohttp, and pyreqwest with ``http_client =
+reqwest``): pooling, keep-alive, errors, loops, traps, streaming."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from support import Emulator, start_emulator
 
 from fanout import ChatRequest, ProviderConnectionError, ProviderTimeout
 from fanout.providers import OpenAIProvider
-from fanout.providers._http import env_proxy
+from fanout.providers._http import HttpClient, env_proxy
 from fanout.sim.server import EmulatorConfig
 
 KEY = "sk-transport-test-0123456789-SECRET"
@@ -34,6 +35,13 @@ REPLY = orjson.dumps(
 def emulator() -> Iterator[Emulator]:
     with start_emulator(EmulatorConfig(api_key=KEY)) as running:
         yield running
+
+
+@pytest.fixture(params=["aiohttp", "reqwest"])
+def client(request: pytest.FixtureRequest) -> HttpClient:
+    """Each test runs over both hot paths."""
+    name: HttpClient = request.param
+    return name
 
 
 class _CountingServer:
@@ -84,10 +92,10 @@ async def counting() -> AsyncIterator[tuple[_CountingServer, str]]:
 
 
 async def test_connections_are_capped_and_kept_alive(
-    counting: tuple[_CountingServer, str],
+    counting: tuple[_CountingServer, str], client: HttpClient
 ) -> None:
     counts, url = counting
-    provider = OpenAIProvider("cap", base_url=url, max_connections=4)
+    provider = OpenAIProvider("cap", base_url=url, max_connections=4, transport=client)
     replies = await asyncio.gather(*(provider.complete(REQUEST, timeout_s=10) for _ in range(40)))
     await provider.aclose()
     assert all(r.content == "ok" for r in replies)
@@ -96,21 +104,27 @@ async def test_connections_are_capped_and_kept_alive(
     assert counts.accepted == 4  # ... and each reused (keep-alive), not reopened per call
 
 
-async def test_refused_connection_is_a_connection_error_without_the_key() -> None:
+async def test_refused_connection_is_a_connection_error_without_the_key(
+    client: HttpClient,
+) -> None:
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    provider = OpenAIProvider("down", base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY)
+    provider = OpenAIProvider(
+        "down", base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, transport=client
+    )
     with pytest.raises(ProviderConnectionError, match="connection failed") as info:
         await provider.complete(REQUEST, timeout_s=5)
     await provider.aclose()
     assert KEY not in str(info.value) and KEY not in repr(provider)
 
 
-async def test_a_hang_is_a_timeout_within_the_call_deadline(emulator: Emulator) -> None:
+async def test_a_hang_is_a_timeout_within_the_call_deadline(
+    emulator: Emulator, client: HttpClient
+) -> None:
     emulator.reset()
     emulator.faults(hang_rate=1.0)
-    provider = OpenAIProvider("hang", base_url=emulator.base_url, api_key=KEY)
+    provider = OpenAIProvider("hang", base_url=emulator.base_url, api_key=KEY, transport=client)
     try:
         with pytest.raises(ProviderTimeout, match=r"no answer within 0\.2s"):
             await provider.complete(REQUEST, timeout_s=0.2)
@@ -120,10 +134,10 @@ async def test_a_hang_is_a_timeout_within_the_call_deadline(emulator: Emulator) 
     assert emulator.stats()["accepted"] == 1
 
 
-def test_one_provider_serves_two_event_loops(emulator: Emulator) -> None:
+def test_one_provider_serves_two_event_loops(emulator: Emulator, client: HttpClient) -> None:
     """An engine may outlive its loop (``run_sync`` twice): the session is made anew."""
     emulator.reset()
-    provider = OpenAIProvider("loops", base_url=emulator.base_url, api_key=KEY)
+    provider = OpenAIProvider("loops", base_url=emulator.base_url, api_key=KEY, transport=client)
     first = asyncio.run(provider.complete(REQUEST, timeout_s=5))
 
     async def again() -> str | None:
@@ -149,8 +163,10 @@ class _ImportCounter(importlib.abc.MetaPathFinder):
         return None
 
 
-async def test_the_hot_path_imports_nothing_per_call(emulator: Emulator) -> None:
-    provider = OpenAIProvider("traps", base_url=emulator.base_url, api_key=KEY)
+async def test_the_hot_path_imports_nothing_per_call(
+    emulator: Emulator, client: HttpClient
+) -> None:
+    provider = OpenAIProvider("traps", base_url=emulator.base_url, api_key=KEY, transport=client)
     await provider.complete(REQUEST, timeout_s=5)  # the first call may import what it needs
     counter = _ImportCounter()
     sys.meta_path.insert(0, counter)
@@ -172,3 +188,40 @@ def test_proxies_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert env_proxy("https://api.vendor.example/v1") == "http://proxy.internal:3128"
     assert env_proxy("http://api.vendor.example/v1") is None  # no HTTP_PROXY
     assert env_proxy("https://127.0.0.1:8000/v1") is None  # NO_PROXY
+
+
+async def test_a_stream_reaches_the_caller_while_the_server_still_sends(
+    client: HttpClient,
+) -> None:
+    """Each server-sent event as it arrives, not the body buffered (pyreqwest holds a
+    streamed body back until 64 KiB arrived unless told not to)."""
+    with start_emulator(EmulatorConfig(latency_ms=1, latency_per_token_ms=10)) as emu:
+        provider = OpenAIProvider("sse", base_url=emu.base_url, transport=client)
+        open_at: list[int] = []
+
+        def on_delta(piece: str) -> None:
+            if piece and not open_at:
+                open_at.append(emu.stats()["streams_open"])
+
+        story = ChatRequest(
+            model="sim-small",
+            messages=[{"role": "user", "content": "Tell a long story about a lighthouse"}],
+            max_tokens=40,
+            stream=True,
+        )
+        try:
+            reply = await provider.stream(story, on_delta=on_delta, timeout_s=10)
+        finally:
+            await provider.aclose()
+    assert reply.usage.output_tokens > 10
+    assert open_at == [1]  # the first piece was read while the server's stream was open
+
+
+async def test_the_configured_client_is_the_hot_path(client: HttpClient) -> None:
+    provider = OpenAIProvider(
+        "which", base_url="http://127.0.0.1:9/v1", api_key=KEY, transport=client
+    )
+    name = type(provider._http).__name__
+    await provider.aclose()
+    assert name == {"aiohttp": "AiohttpTransport", "reqwest": "ReqwestTransport"}[client]
+    assert KEY not in repr(provider._http)

@@ -1,0 +1,204 @@
+"""``ReqwestTransport``: the providers' hot path over pyreqwest (Rust's reqwest and hyper).
+
+A request's HTTP work (connection pool, HTTP/1.1 framing, TLS, decoding) runs in
+pyreqwest's Tokio runtime, in Rust: about a third of aiohttp's client CPU a request
+(``_http.py`` has the figures). The seam is the same as ``AiohttpTransport``'s: one
+POST, the headers asked for, :class:`TransportTimeout` and :class:`TransportBroken`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from datetime import timedelta
+
+from pyreqwest.client import Client, ClientBuilder
+from pyreqwest.exceptions import (
+    ConnectTimeoutError,
+    PoolTimeoutError,
+    PyreqwestError,
+    RequestTimeoutError,
+)
+from pyreqwest.http import HeaderMap
+from pyreqwest.proxy import ProxyBuilder
+from pyreqwest.response import Response
+
+from fanout.providers._http import (
+    JSON,
+    Reply,
+    Streamed,
+    TransportBroken,
+    TransportTimeout,
+    env_proxy,
+)
+
+__all__ = ["ReqwestTransport"]
+
+
+class ReqwestTransport:
+    """One pyreqwest ``Client`` per event loop, with a pool of up to ``max_connections``
+    keep-alive HTTP/1.1 connections (one request at a time on each, never pipelined).
+
+    As ``AiohttpTransport``: the client is made at the first call in the running loop
+    and again if the loop changes; no cookies, no redirects followed, no decompression
+    asked for; the proxy comes from the environment once (``HTTPS_PROXY``, ``NO_PROXY``).
+    Every header but the content types is marked sensitive: it holds the key, and
+    pyreqwest masks such values in any repr. Only headers whose names start with one of
+    ``keep`` are returned.
+    """
+
+    times_off_loop = True  # reqwest's timer runs in its runtime: a busy loop cannot delay it
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        headers: dict[str, str],
+        keep: tuple[str, ...],
+        max_connections: int,
+        connect_timeout_s: float,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._headers = {"content-type": JSON, "accept": JSON, **headers}
+        self._keep = keep
+        self._max_connections = max_connections
+        self.connect_timeout_s = connect_timeout_s
+        self._urls: dict[str, str] = {}
+        self._timeouts: dict[float, timedelta] = {}
+        self._client: Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closer: AsyncGenerator[None, None] | None = None
+
+    async def _current(self) -> Client:
+        """The client of the running loop (made at the first call, or anew in a new loop)."""
+        loop = asyncio.get_running_loop()
+        old = self._client
+        if old is not None:
+            if self._loop is loop:
+                return old
+            if self._loop is not None and self._loop.is_closed():
+                await old.close()  # its loop ended without asyncio.run's clean-up
+        builder = (
+            ClientBuilder()
+            .max_connections(self._max_connections)
+            .connect_timeout(timedelta(seconds=self.connect_timeout_s))
+            .default_headers(_sensitive(self._headers))
+            .follow_redirects(False)
+            .default_cookie_store(False)
+            .http1_only()
+            .no_proxy()
+        )
+        proxy = env_proxy(self._base_url)
+        if proxy:
+            builder = builder.proxy(ProxyBuilder.all(proxy))
+        self._client = client = builder.build()
+        self._loop = loop
+        self._closer = _closed_with_loop(client)
+        await anext(self._closer)
+        return client
+
+    def _timeout(self, timeout_s: float) -> timedelta:
+        timeout = self._timeouts.get(timeout_s)
+        if timeout is None:
+            if len(self._timeouts) > 64:  # deadlines that shrink per call: no unbounded cache
+                self._timeouts.clear()
+            timeout = self._timeouts[timeout_s] = timedelta(seconds=timeout_s)
+        return timeout
+
+    def _kept(self, response: Response) -> dict[str, str]:
+        keep = self._keep
+        return {name: value for name, value in response.headers.items() if name.startswith(keep)}
+
+    async def post(
+        self, path: str, body: bytes, *, timeout_s: float, headers: Mapping[str, str] | None = None
+    ) -> Reply:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self._base_url + path
+        client = self._client
+        if client is None or self._loop is not asyncio.get_running_loop():
+            client = await self._current()
+        request = client.post(url).body_bytes(body).timeout(self._timeout(timeout_s))
+        if headers:
+            request = request.headers(_sensitive(headers))
+        try:
+            response = await request.build().send()
+            raw = bytes(await response.bytes())
+        except PyreqwestError as exc:
+            raise _translated(exc) from None
+        return Reply(response.status, self._kept(response), raw)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, path: str, body: bytes, *, timeout_s: float, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[Streamed]:
+        """POST ``body`` and yield the answer while its body is still arriving."""
+        client = self._client
+        if client is None or self._loop is not asyncio.get_running_loop():
+            client = await self._current()
+        request = (
+            client.post(self._base_url + path)
+            .body_bytes(body)
+            .timeout(self._timeout(timeout_s))
+            .headers(_sensitive(_SSE if headers is None else {**_SSE, **headers}))
+            # pyreqwest's default (64 KiB) holds the answer back until that much arrived:
+            # a stream of small events would reach the caller only as it ended
+            .streamed_read_buffer_limit(1)
+            .build_streamed()
+        )
+        try:
+            response = await request.__aenter__()
+        except PyreqwestError as exc:
+            raise _translated(exc) from None
+        try:
+            yield Streamed(response.status, self._kept(response), _chunks(response))
+        finally:
+            await request.__aexit__(None, None, None)  # an unread body is dropped, not pooled
+
+    async def aclose(self) -> None:
+        if self._closer is not None:
+            await self._closer.aclose()  # closes the client
+            self._client = self._closer = None
+
+    def __repr__(self) -> str:
+        return f"ReqwestTransport({self._base_url!r})"  # never the headers: they hold the key
+
+
+_SSE = {"accept": "text/event-stream"}
+
+
+_PLAIN = frozenset({"content-type", "accept"})
+
+
+def _sensitive(headers: Mapping[str, str]) -> HeaderMap:
+    """``headers`` with every value but the content types masked in reprs."""
+    marked = HeaderMap()
+    for name, value in headers.items():
+        marked.insert(name, value, is_sensitive=name.lower() not in _PLAIN)
+    return marked
+
+
+def _translated(exc: PyreqwestError) -> Exception:
+    """pyreqwest's error as the seam's: a connect that timed out was never sent."""
+    if isinstance(exc, ConnectTimeoutError | PoolTimeoutError):
+        return TransportTimeout(sent=False)
+    if isinstance(exc, RequestTimeoutError):
+        return TransportTimeout()
+    return TransportBroken(f"{type(exc).__name__}: {exc}")
+
+
+async def _chunks(response: Response) -> AsyncIterator[bytes]:
+    reader = response.body_reader
+    try:
+        while (chunk := await reader.read_chunk()) is not None:
+            yield bytes(chunk)
+    except PyreqwestError as exc:
+        raise _translated(exc) from None
+
+
+async def _closed_with_loop(client: Client) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        await client.close()
