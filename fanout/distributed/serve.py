@@ -15,9 +15,11 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -61,10 +63,14 @@ AppFactory = Callable[["LeasedEngine"], Any]  # -> an ASGI app (the service's bu
 _LEASE_TTL_S = 3.0
 # Ray Serve's HAProxy ingress (Ray >= 2.55): HAProxy in front, each replica its own HTTP
 # server, so a request no longer crosses the Python proxy actor (which the replica calls
-# back to read the body: ~10 ms on 2 cores). Read when Serve's processes start.
+# back to read the body: ~10 ms on 2 cores). Read when Serve's processes start. A replica
+# that stops stays reachable for the drain period so load balancers can drop it (Ray's
+# default: 30 s, each Ctrl-C's wait); the balancer here is the node's own HAProxy, which
+# Serve reloads within ~0.1 s, and which retries a refused connection on another replica.
 HAPROXY_ENV: Mapping[str, str] = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
 }
 INGRESSES = ("haproxy", "proxy")
 # HAProxy's two listeners besides the gateway's port (Ray's defaults 8404 and 9101: a second
@@ -380,7 +386,10 @@ def run_service(
     if ingress not in INGRESSES:
         raise ConfigError(f"unknown Serve ingress {ingress!r}; use one of {', '.join(INGRESSES)}")
     haproxy = ingress == "haproxy" and use_haproxy_ingress()
-    with haproxy_places() if haproxy else contextlib.nullcontext() as places:
+    with (
+        _terminate_as_interrupt(),
+        haproxy_places() if haproxy else contextlib.nullcontext() as places,
+    ):
         joined = ensure_ray(address)
         serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
         coordinators: dict[str, str] = {}
@@ -403,6 +412,24 @@ def run_service(
             for name in coordinators.values():  # detached: they would outlive this process
                 with contextlib.suppress(ValueError):
                     ray.kill(ray.get_actor(name), no_restart=True)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``docker stop``, systemd) stops the server as Ctrl-C does: Serve shut
+    down, HAProxy with it; killed outright, the process would leave HAProxy listening."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 async def _forever() -> None:
