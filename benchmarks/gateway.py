@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -391,12 +391,18 @@ def main() -> None:
     parts = args.parts.split(",")
     cpu = platform.processor() or platform.machine()
     print(f"machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    if args.serve_ingress == "haproxy":  # before any Ray starts: Serve reads it then
-        from fanout.distributed.serve import use_haproxy_ingress
+    with ExitStack() as stack:
+        if args.serve_ingress == "haproxy":  # before any Ray starts: Serve reads it then
+            from fanout.distributed.serve import haproxy_places, use_haproxy_ingress
 
-        if not use_haproxy_ingress():
-            raise SystemExit("no HAProxy binary for Ray Serve here; pass --serve-ingress proxy")
-    print(f"Ray Serve ingress: {args.serve_ingress}")
+            if not use_haproxy_ingress():
+                raise SystemExit("no HAProxy binary for Ray Serve here; pass --serve-ingress proxy")
+            stack.enter_context(haproxy_places())  # its own ports and files, as fanout serve's
+        print(f"Ray Serve ingress: {args.serve_ingress}")
+        run_parts(args, parts)
+
+
+def run_parts(args: argparse.Namespace, parts: list[str]) -> None:
     if "throughput" in parts:
         t = throughput(args)
         print(json.dumps({"throughput": t}))
