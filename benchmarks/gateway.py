@@ -25,11 +25,13 @@ ttft        streamed calls (``stream=True``, one at a time, ``--ttft-calls`` of 
             (one process), and the whole stream's time (what the first token waited
             for when the gateway built its stream from the completed answer).
 
-Both Ray parts run Serve with ``--serve-ingress`` (default haproxy).
+Both Ray parts run Serve with ``--serve-ingress`` (default haproxy). ``--replica-direct``
+(haproxy): the latency part also calls one replica's own HTTP server, interleaved with
+the others: the gateway on Serve without HAProxy's hop.
 
 Run: python benchmarks/gateway.py [--duration 60] [--warmup 10] [--concurrency 24]
      [--latency-calls 1000] [--latency-rate 20] [--ttft-calls 200]
-     [--serve-ingress haproxy|proxy] [--parts throughput,latency,ttft]
+     [--serve-ingress haproxy|proxy] [--replica-direct] [--parts throughput,latency,ttft]
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -286,11 +288,11 @@ def latency(args: argparse.Namespace) -> dict[str, float]:
         )  # fmt: skip
         try:
             wait_until_up(f"http://127.0.0.1:{ray_port}/healthz")
-            on_ray = timed_calls(
-                {"direct": (upstream, "sk-none", "sim-small"),
-                 "gateway": (f"http://127.0.0.1:{ray_port}", key, "gpt-4o-mini")},
-                args.latency_calls, args.latency_rate,
-            )  # fmt: skip
+            targets = {"direct": (upstream, "sk-none", "sim-small"),
+                       "gateway": (f"http://127.0.0.1:{ray_port}", key, "gpt-4o-mini")}  # fmt: skip
+            if args.replica_direct:  # HAProxy's hop apart: one replica's own HTTP server
+                targets["replica"] = (one_replica(), key, "gpt-4o-mini")
+            on_ray = timed_calls(targets, args.latency_calls, args.latency_rate)
         finally:
             serve.shutdown()
             for name in names.values():
@@ -303,7 +305,23 @@ def latency(args: argparse.Namespace) -> dict[str, float]:
             out[f"{where}_direct_{label}_ms"] = direct * 1000
             out[f"{where}_gateway_{label}_ms"] = via * 1000
             out[f"{where}_added_{label}_ms"] = (via - direct) * 1000
+            if "replica" in times:
+                out[f"{where}_replica_added_{label}_ms"] = (
+                    quantile(times["replica"], q) - direct
+                ) * 1000
     return out
+
+
+def one_replica() -> str:
+    """The base URL of a replica's own HTTP server, from the config Serve wrote for HAProxy
+    (in the directory ``haproxy_places`` gave it)."""
+    import re
+
+    files = Path(os.environ["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]).parent
+    (config,) = files.glob("*/haproxy.cfg")  # DIR/NODE_ID/haproxy.cfg: one node
+    servers = re.findall(r"^\s*server SERVE_REPLICA\S* (\S+):(\d+)", config.read_text(), re.M)
+    host, port = servers[0]
+    return f"http://{host}:{port}"
 
 
 def streamed_calls(
@@ -383,20 +401,30 @@ def main() -> None:
     parser.add_argument("--latency-rate", type=float, default=20.0,
                         help="rounds of latency calls a second (0: back to back)")  # fmt: skip
     parser.add_argument("--serve-ingress", choices=("haproxy", "proxy"), default="haproxy")
+    parser.add_argument("--replica-direct", action="store_true",
+                        help="latency: also call one replica straight (haproxy)")  # fmt: skip
     parser.add_argument("--ttft-calls", type=int, default=200)
     parser.add_argument("--ttft-latency-ms", type=float, default=20.0, help="to the first piece")
     parser.add_argument("--per-token-ms", type=float, default=5.0, help="between pieces")
     parser.add_argument("--parts", default="throughput,latency,ttft")
     args = parser.parse_args()
     parts = args.parts.split(",")
+    if args.replica_direct and args.serve_ingress != "haproxy":
+        raise SystemExit("--replica-direct needs --serve-ingress haproxy (replicas' own ports)")
     cpu = platform.processor() or platform.machine()
     print(f"machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    if args.serve_ingress == "haproxy":  # before any Ray starts: Serve reads it then
-        from fanout.distributed.serve import use_haproxy_ingress
+    with ExitStack() as stack:
+        if args.serve_ingress == "haproxy":  # before any Ray starts: Serve reads it then
+            from fanout.distributed.serve import haproxy_places, use_haproxy_ingress
 
-        if not use_haproxy_ingress():
-            raise SystemExit("no HAProxy binary for Ray Serve here; pass --serve-ingress proxy")
-    print(f"Ray Serve ingress: {args.serve_ingress}")
+            if not use_haproxy_ingress():
+                raise SystemExit("no HAProxy binary for Ray Serve here; pass --serve-ingress proxy")
+            stack.enter_context(haproxy_places())  # its own ports and files, as fanout serve's
+        print(f"Ray Serve ingress: {args.serve_ingress}")
+        run_parts(args, parts)
+
+
+def run_parts(args: argparse.Namespace, parts: list[str]) -> None:
     if "throughput" in parts:
         t = throughput(args)
         print(json.dumps({"throughput": t}))
@@ -422,6 +450,12 @@ def main() -> None:
                 f"{lat[f'{where}_added_p99_ms']:.2f} ms (direct p50 "
                 f"{lat[f'{where}_direct_p50_ms']:.2f} / p99 {lat[f'{where}_direct_p99_ms']:.2f}"
                 f" ms; targets: p50 <= 2 ms, p99 <= 10 ms)"
+            )
+        if "ray_replica_added_p50_ms" in lat:
+            print(
+                f"added latency, straight to one replica's port (no HAProxy): p50 "
+                f"{lat['ray_replica_added_p50_ms']:.2f} ms, p99 "
+                f"{lat['ray_replica_added_p99_ms']:.2f} ms"
             )
 
     if "ttft" in parts:

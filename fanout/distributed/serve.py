@@ -14,10 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import signal
+import socket
 import sys
+import tempfile
+import threading
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +50,10 @@ from fanout.types import ChatRequest
 
 __all__ = [
     "HAPROXY_ENV",
+    "HAProxyPlaces",
     "LeasedEngine",
     "deploy_service",
+    "haproxy_places",
     "quota_coordinators",
     "run_service",
     "use_haproxy_ingress",
@@ -55,12 +63,30 @@ AppFactory = Callable[["LeasedEngine"], Any]  # -> an ASGI app (the service's bu
 _LEASE_TTL_S = 3.0
 # Ray Serve's HAProxy ingress (Ray >= 2.55): HAProxy in front, each replica its own HTTP
 # server, so a request no longer crosses the Python proxy actor (which the replica calls
-# back to read the body: ~10 ms on 2 cores). Read when Serve's processes start.
+# back to read the body: ~10 ms on 2 cores). Read when Serve's processes start. A replica
+# that stops stays reachable for the drain period so load balancers can drop it (Ray's
+# default: 30 s, each Ctrl-C's wait); the balancer here is the node's own HAProxy, which
+# Serve reloads within ~0.1 s, and which retries a refused connection on another replica.
 HAPROXY_ENV: Mapping[str, str] = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
 }
 INGRESSES = ("haproxy", "proxy")
+# HAProxy's two listeners besides the gateway's port (Ray's defaults 8404 and 9101: a second
+# server on the machine would fail to bind them), and its files: config, admin and metrics
+# sockets, server state (Ray's default /tmp/haproxy-serve/NODE_ID/ outlives the server).
+_PORTS_ENV = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+_FILES_ENV: Mapping[str, str] = {
+    "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": "haproxy.cfg",
+    "RAY_SERVE_HAPROXY_SOCKET_PATH": "admin.sock",
+    "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": "metrics.sock",
+    "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": "server-state",
+    "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": "",
+}
+# HAProxy's limit on its log socket's path (metrics.sock), which Ray puts in DIR/NODE_ID/
+_SOCKET_PATH_MAX = 97
+_FILES_PREFIX = "fanout-hap-"
 
 
 class LeasedEngine:
@@ -285,6 +311,59 @@ def use_haproxy_ingress() -> bool:
     return os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
 
 
+@dataclass(frozen=True)
+class HAProxyPlaces:
+    """Where the HAProxy of a Ray this process starts listens besides the gateway's port,
+    and keeps its files (``None``: where the environment said; not this process's)."""
+
+    stats_port: int
+    metrics_port: int
+    files: Path | None
+
+
+@contextlib.contextmanager
+def haproxy_places() -> Iterator[HAProxyPlaces]:
+    """Give the HAProxy of the Ray started inside this block its own stats and metrics
+    ports (free ones) and its own directory (removed on exit), so two servers on one
+    machine do not collide; a variable already set keeps its value. Ray Serve binds both
+    ports on all interfaces: its HAProxy template has no host for them."""
+    names = [*_PORTS_ENV, *_FILES_ENV]
+    saved = {name: os.environ.get(name) for name in names}
+    files: Path | None = None
+    try:
+        for name in _PORTS_ENV:
+            os.environ.setdefault(name, str(_free_port()))
+        if not any(saved[name] for name in _FILES_ENV):
+            files = _files_dir()
+            for name, leaf in _FILES_ENV.items():
+                os.environ[name] = str(files / leaf) if leaf else str(files)
+        yield HAProxyPlaces(int(os.environ[_PORTS_ENV[0]]), int(os.environ[_PORTS_ENV[1]]), files)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if files is not None:
+            shutil.rmtree(files, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:  # HAProxy binds these on all interfaces: so does the probe
+        sock.bind(("", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _files_dir() -> Path:
+    """A new directory short enough for HAProxy's sockets under DIR/NODE_ID/ (56 hex)."""
+    base = tempfile.gettempdir()
+    leaf = f"/{_FILES_PREFIX}XXXXXXXX/{'0' * 56}/metrics.sock"  # mkdtemp: 8 characters
+    if len(base) + len(leaf) > _SOCKET_PATH_MAX:
+        base = "/tmp"  # a long TMPDIR: where Ray's own default is
+    return Path(tempfile.mkdtemp(prefix=_FILES_PREFIX, dir=base))
+
+
 def run_service(
     factory: AppFactory,
     config: Config,
@@ -300,30 +379,57 @@ def run_service(
     """``fanout serve --ray``: join or start Ray, deploy, and serve until interrupted.
 
     ``ingress="haproxy"``: a Ray this process starts runs Serve's HAProxy ingress
-    (:func:`use_haproxy_ingress`); a cluster joined keeps the ingress its nodes were
-    started with. ``"proxy"``: Serve's Python proxy, as Ray starts it by default."""
+    (:func:`use_haproxy_ingress`), its stats and metrics on ports of its own and its
+    files in a directory of its own (:func:`haproxy_places`); a cluster joined keeps the
+    ingress its nodes were started with. ``"proxy"``: Serve's Python proxy, as Ray
+    starts it by default."""
     if ingress not in INGRESSES:
         raise ConfigError(f"unknown Serve ingress {ingress!r}; use one of {', '.join(INGRESSES)}")
     haproxy = ingress == "haproxy" and use_haproxy_ingress()
-    joined = ensure_ray(address)
-    serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
-    coordinators: dict[str, str] = {}
+    with (
+        _terminate_as_interrupt(),
+        haproxy_places() if haproxy else contextlib.nullcontext() as places,
+    ):
+        joined = ensure_ray(address)
+        serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
+        coordinators: dict[str, str] = {}
+        try:
+            coordinators = deploy_service(factory, config, dags, replicas=replicas, traces=traces)
+            front = "Serve's ingress"
+            if places is not None and "local" in joined:
+                front = (f"HAProxy; its stats on port {places.stats_port}, metrics on "
+                         f"{places.metrics_port}")  # fmt: skip
+            print(
+                f"fanout serve on Ray Serve at http://{host}:{port} ({replicas} replicas, "
+                f"{front}; on {joined})",
+                file=sys.stderr,
+            )
+            asyncio.run(_forever())
+        except KeyboardInterrupt:
+            pass
+        finally:
+            serve.shutdown()  # type: ignore[no-untyped-call]
+            for name in coordinators.values():  # detached: they would outlive this process
+                with contextlib.suppress(ValueError):
+                    ray.kill(ray.get_actor(name), no_restart=True)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``docker stop``, systemd) stops the server as Ctrl-C does: Serve shut
+    down, HAProxy with it; killed outright, the process would leave HAProxy listening."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        coordinators = deploy_service(factory, config, dags, replicas=replicas, traces=traces)
-        front = "HAProxy" if haproxy and "local" in joined else "Serve's ingress"
-        print(
-            f"fanout serve on Ray Serve at http://{host}:{port} ({replicas} replicas, "
-            f"{front}; on {joined})",
-            file=sys.stderr,
-        )
-        asyncio.run(_forever())
-    except KeyboardInterrupt:
-        pass
+        yield
     finally:
-        serve.shutdown()  # type: ignore[no-untyped-call]
-        for name in coordinators.values():  # detached: they would outlive this process
-            with contextlib.suppress(ValueError):
-                ray.kill(ray.get_actor(name), no_restart=True)
+        signal.signal(signal.SIGTERM, previous)
 
 
 async def _forever() -> None:

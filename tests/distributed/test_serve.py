@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,7 +18,9 @@ from support import sim_config
 from fanout.batch import load_pipeline
 from fanout.distributed.serve import (  # serve: imported without its warnings
     HAPROXY_ENV,
+    HAProxyPlaces,
     deploy_service,
+    haproxy_places,
     serve,
     use_haproxy_ingress,
 )
@@ -109,3 +113,49 @@ def test_without_a_haproxy_binary_serve_keeps_its_python_proxy(
     no_serve_env.setattr("ray.serve._private.haproxy.get_haproxy_binary", missing)
     assert use_haproxy_ingress() is False
     assert not any(name in os.environ for name in HAPROXY_ENV)
+
+
+def test_haproxy_gets_ports_and_a_directory_of_its_own_for_the_ray_started_inside(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+                 "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "RAY_SERVE_HAPROXY_SOCKET_PATH"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    with haproxy_places() as places, haproxy_places() as other:
+        assert places.stats_port != 8404 and places.metrics_port != 9101  # Ray's fixed ones
+        assert os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] == str(places.stats_port)
+        assert places.files is not None and places.files.is_dir()
+        assert os.environ["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"] == str(places.files / "haproxy.cfg")
+        # a block inside keeps what the outer one set: one server, one set of places
+        assert other == HAProxyPlaces(places.stats_port, places.metrics_port, None)
+    assert not places.files.exists()
+    assert "RAY_SERVE_HAPROXY_STATS_PORT" not in os.environ
+    assert "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC" not in os.environ
+
+
+def test_haproxy_places_set_by_the_caller_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "18404")
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_SOCKET_PATH", "/run/hap/admin.sock")
+    with haproxy_places() as places:
+        assert places.stats_port == 18404
+        assert places.files is None  # the caller chose where the files go
+        assert "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC" not in os.environ
+    assert os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] == "18404"
+
+
+def test_haproxy_files_stay_short_enough_for_its_sockets(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    deep = tmp_path / ("d" * 60)
+    deep.mkdir()
+    monkeypatch.setenv("TMPDIR", str(deep))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    for name in ("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "RAY_SERVE_HAPROXY_SOCKET_PATH",
+                 "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH", "RAY_SERVE_HAPROXY_SERVER_STATE_FILE",
+                 "RAY_SERVE_HAPROXY_SERVER_STATE_BASE"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    with haproxy_places() as places:
+        assert places.files is not None
+        # Ray puts HAProxy's log socket in DIR/NODE_ID/metrics.sock; HAProxy takes <= 97
+        assert len(f"{places.files}/{'0' * 56}/metrics.sock") <= 97
+        assert not places.files.is_relative_to(deep)
