@@ -12,7 +12,7 @@ import itertools
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import orjson
 
@@ -20,7 +20,7 @@ from fanout.budget import Budget
 from fanout.clock import Clock
 from fanout.dag import render_value
 from fanout.errors import ProviderError
-from fanout.trace import ContentPolicy, Span, new_span
+from fanout.trace import ContentPolicy, Span, new_span, span_of
 from fanout.types import BatchRef, ChatRequest, ChatResponse, ToolSpec
 
 if TYPE_CHECKING:
@@ -55,9 +55,9 @@ def _tools_json(tools: tuple[ToolSpec, ...]) -> str:
     return text
 
 
-@dataclass(frozen=True, slots=True)
-class CallSite:
-    """Where a provider or tool call comes from, for its attempt rows."""
+class CallSite(NamedTuple):
+    """Where a provider or tool call comes from, for its attempt rows (a named tuple: built
+    once or twice a call, a third of a frozen dataclass's cost)."""
 
     trace_id: str
     node_id: str
@@ -134,27 +134,36 @@ class Tracer:
         back-off before that (``backoff_s``) and a hedge's delay are columns of their
         own (a live exporter shows them as spans of their own, ending where the call
         starts): an LLM span's latency is the provider's."""
-        span = self._attempt_span(
-            site,
-            f"chat {request.model}",
-            dag_name,
-            record_key,
-            start,
-            end,
-            attempt=attempt,
-            fallback_index=site.fallback_index,
-            model_alias=model_alias,
-            limiter_wait_ms=limiter_wait_s * 1000,
-            backoff_ms=backoff_s * 1000,
-            provider=provider,
-            request_model=request.model,
-            estimated_input_tokens=estimated_input_tokens,
-            budget_limit_usd=budget.usd,
-            budget_spent_usd=budget.spent_usd,
-            request_max_tokens=request.max_tokens,
-            request_temperature=request.temperature,
-            span_id=span_id,
-        )
+        wall0 = self._wall0 - self._mono0
+        span = span_of(
+            {
+                "trace_id": site.trace_id,
+                "span_id": span_id if span_id is not None else self.new_span_id(),
+                "parent_span_id": site.parent_span_id,
+                "record_type": "attempt",
+                "span_name": f"chat {request.model}",
+                "job_id": self.job_id,
+                "dag_name": dag_name,
+                "node_id": site.node_id,
+                "map_index": site.map_index,
+                "record_key": record_key,
+                "start_time": wall0 + start,
+                "end_time": wall0 + end,
+                "duration_ms": (end - start) * 1000,
+                "attempt": attempt,
+                "fallback_index": site.fallback_index,
+                "model_alias": model_alias,
+                "limiter_wait_ms": limiter_wait_s * 1000,
+                "backoff_ms": backoff_s * 1000,
+                "provider": provider,
+                "request_model": request.model,
+                "estimated_input_tokens": estimated_input_tokens,
+                "budget_limit_usd": budget.usd,
+                "budget_spent_usd": budget.spent_usd,
+                "request_max_tokens": request.max_tokens,
+                "request_temperature": request.temperature,
+            }
+        )  # one dict, the span's own: no keyword arguments packed and unpacked twice
         if wire is not None:
             span.provider_name = wire.provider_name
             if wire.server_address is not None:
