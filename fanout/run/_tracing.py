@@ -12,7 +12,7 @@ import itertools
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import orjson
 
@@ -20,7 +20,7 @@ from fanout.budget import Budget
 from fanout.clock import Clock
 from fanout.dag import render_value
 from fanout.errors import ProviderError
-from fanout.trace import ContentPolicy, Span, new_span
+from fanout.trace import ContentPolicy, Span, new_span, span_of
 from fanout.types import BatchRef, ChatRequest, ChatResponse, ToolSpec
 
 if TYPE_CHECKING:
@@ -55,9 +55,9 @@ def _tools_json(tools: tuple[ToolSpec, ...]) -> str:
     return text
 
 
-@dataclass(frozen=True, slots=True)
-class CallSite:
-    """Where a provider or tool call comes from, for its attempt rows."""
+class CallSite(NamedTuple):
+    """Where a provider or tool call comes from, for its attempt rows (a named tuple: built
+    once or twice a call, a third of a frozen dataclass's cost)."""
 
     trace_id: str
     node_id: str
@@ -84,8 +84,8 @@ class Tracer:
         self.job_id = job_id
         self.content = content
         self._clock = clock
-        self._wall0 = clock.wall().timestamp()
-        self._mono0 = clock.now()
+        # a clock reading plus this: seconds since the epoch (one formula for every row)
+        self._wall_offset = clock.wall().timestamp() - clock.now()
         self._rng = random.Random()
         # span ids: a random 32-bit prefix per tracer and a counter (unique, and cheap)
         self._span_prefix = self._rng.getrandbits(32) << 32
@@ -99,7 +99,7 @@ class Tracer:
 
     def wall(self, mono: float) -> float:
         """A clock reading as seconds since the epoch."""
-        return self._wall0 + (mono - self._mono0)
+        return self._wall_offset + mono
 
     def attempt(
         self,
@@ -134,27 +134,36 @@ class Tracer:
         back-off before that (``backoff_s``) and a hedge's delay are columns of their
         own (a live exporter shows them as spans of their own, ending where the call
         starts): an LLM span's latency is the provider's."""
-        span = self._attempt_span(
-            site,
-            f"chat {request.model}",
-            dag_name,
-            record_key,
-            start,
-            end,
-            attempt=attempt,
-            fallback_index=site.fallback_index,
-            model_alias=model_alias,
-            limiter_wait_ms=limiter_wait_s * 1000,
-            backoff_ms=backoff_s * 1000,
-            provider=provider,
-            request_model=request.model,
-            estimated_input_tokens=estimated_input_tokens,
-            budget_limit_usd=budget.usd,
-            budget_spent_usd=budget.spent_usd,
-            request_max_tokens=request.max_tokens,
-            request_temperature=request.temperature,
-            span_id=span_id,
-        )
+        wall0 = self._wall_offset
+        span = span_of(
+            {
+                "trace_id": site.trace_id,
+                "span_id": span_id if span_id is not None else self.new_span_id(),
+                "parent_span_id": site.parent_span_id,
+                "record_type": "attempt",
+                "span_name": f"chat {request.model}",
+                "job_id": self.job_id,
+                "dag_name": dag_name,
+                "node_id": site.node_id,
+                "map_index": site.map_index,
+                "record_key": record_key,
+                "start_time": wall0 + start,
+                "end_time": wall0 + end,
+                "duration_ms": (end - start) * 1000,
+                "attempt": attempt,
+                "fallback_index": site.fallback_index,
+                "model_alias": model_alias,
+                "limiter_wait_ms": limiter_wait_s * 1000,
+                "backoff_ms": backoff_s * 1000,
+                "provider": provider,
+                "request_model": request.model,
+                "estimated_input_tokens": estimated_input_tokens,
+                "budget_limit_usd": budget.usd,
+                "budget_spent_usd": budget.spent_usd,
+                "request_max_tokens": request.max_tokens,
+                "request_temperature": request.temperature,
+            }
+        )  # one dict, the span's own: no keyword arguments packed and unpacked twice
         if wire is not None:
             span.provider_name = wire.provider_name
             if wire.server_address is not None:
@@ -397,21 +406,25 @@ class Tracer:
         queue_wait_s: float | None,
         model_alias: str | None,
     ) -> None:
-        span = new_span(
-            trace_id=trace_id,
-            span_id=span_id,
-            parent_span_id=parent_span_id,
-            record_type="node",
-            span_name=f"{kind} {node_id}",
-            job_id=self.job_id,
-            dag_name=dag_name,
-            node_id=node_id,
-            record_key=record_key,
-            model_alias=model_alias,
-            start_time=self.wall(start) if start is not None else None,
-            end_time=self.wall(end) if end is not None else None,
-            duration_ms=(end - start) * 1000 if start is not None and end is not None else None,
-            queue_wait_ms=queue_wait_s * 1000 if queue_wait_s is not None else None,
+        span = span_of(
+            {
+                "trace_id": trace_id,
+                "span_id": span_id,
+                "parent_span_id": parent_span_id,
+                "record_type": "node",
+                "span_name": f"{kind} {node_id}",
+                "job_id": self.job_id,
+                "dag_name": dag_name,
+                "node_id": node_id,
+                "record_key": record_key,
+                "model_alias": model_alias,
+                "start_time": self.wall(start) if start is not None else None,
+                "end_time": self.wall(end) if end is not None else None,
+                "duration_ms": (
+                    (end - start) * 1000 if start is not None and end is not None else None
+                ),
+                "queue_wait_ms": queue_wait_s * 1000 if queue_wait_s is not None else None,
+            }
         )
         self._fail(span, error)
         span.status = status
@@ -436,23 +449,26 @@ class Tracer:
     ) -> None:
         """The run's row; ``parent_span_id``: the caller's span it runs under (an incoming
         ``traceparent``, or the OpenTelemetry span current around ``engine.run``)."""
-        span = new_span(
-            trace_id=trace_id,
-            span_id=span_id,
-            parent_span_id=parent_span_id,
-            record_type="run",
-            span_name=f"run {dag_name}",
-            job_id=self.job_id,
-            dag_name=dag_name,
-            record_key=record_key,
-            start_time=self.wall(start),
-            end_time=self.wall(end),
-            duration_ms=(end - start) * 1000,
-            status=status,
-            error_type=error_type,
-            error_message=self.content.scrub(error_message),
-            budget_limit_usd=budget.usd,
-            budget_spent_usd=budget.spent_usd,
+        wall0 = self._wall_offset
+        span = span_of(
+            {
+                "trace_id": trace_id,
+                "span_id": span_id,
+                "parent_span_id": parent_span_id,
+                "record_type": "run",
+                "span_name": f"run {dag_name}",
+                "job_id": self.job_id,
+                "dag_name": dag_name,
+                "record_key": record_key,
+                "start_time": wall0 + start,
+                "end_time": wall0 + end,
+                "duration_ms": (end - start) * 1000,
+                "status": status,
+                "error_type": error_type,
+                "error_message": self.content.scrub(error_message),
+                "budget_limit_usd": budget.usd,
+                "budget_spent_usd": budget.spent_usd,
+            }
         )
         if session_id is not None:
             span.session_id = session_id

@@ -25,6 +25,7 @@ from fanout.trace._span import (
     SpanKind,
     new_span,
     span_columns,
+    span_of,
 )
 from fanout.trace._writer import TraceWriter, recover_segments, spans_to_batch
 
@@ -116,6 +117,7 @@ __all__ = [
     "read_segment",
     "recover_segments",
     "span_columns",
+    "span_of",
     "spans_to_batch",
     "summarize",
     "trace_files",

@@ -1,9 +1,11 @@
 """``TraceWriter``: spans buffered in memory, logged every flush, rolled into Parquet parts.
 
-``emit`` is a deque append, safe from any thread and cheap on the event loop. A
-background thread wakes every ``flush_interval_s``, turns the buffered spans into
-one Arrow record batch and appends it to the open log segment (an Arrow IPC
-stream: a process killed at any moment leaves every complete batch readable).
+``emit`` appends a span's values to its kind's flat list (no object per row the garbage
+collector would track), safe from any thread and cheap on the event loop. A background
+thread wakes every ``flush_interval_s``, turns the buffered rows into an Arrow record
+batch per kind (a column is a strided slice of the list) and appends them to the open
+log segment (an Arrow IPC stream: a process killed at any moment leaves every complete
+batch readable).
 When the segment holds ``row_group_rows`` rows, or is ``roll_interval_s`` old,
 it is rewritten as one zstd Parquet part with row groups of ``row_group_rows``
 (never one row group per flush: small groups make files bigger and scans slower)
@@ -22,7 +24,6 @@ import os
 import secrets
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,24 +44,23 @@ __all__ = ["TraceWriter", "recover_segments", "spans_to_batch"]
 _log = logging.getLogger(__name__)
 _COLUMNS = span_columns()
 _TIMESTAMPS = frozenset(i for i, f in enumerate(SPAN_SCHEMA) if pa.types.is_timestamp(f.type))
-_KIND_GETTERS = {
-    kind: (
-        tuple(i for i, name in enumerate(_COLUMNS) if name in names),
-        operator.attrgetter(*(name for name in _COLUMNS if name in names)),
+_WRITER_ID = _COLUMNS.index("writer_id")
+_SEQ_NO = _COLUMNS.index("seq_no")
+_SET_BY_WRITER = frozenset({_WRITER_ID, _SEQ_NO})
+
+
+def _carried(names: frozenset[str]) -> tuple[tuple[int, ...], Callable[[Span], tuple[object, ...]]]:
+    """The columns a kind's rows carry (table order; the writer's own two left out) and
+    the getter reading them off a span as one tuple."""
+    indexes = tuple(
+        i for i, name in enumerate(_COLUMNS) if name in names and i not in _SET_BY_WRITER
     )
-    for kind, names in KIND_COLUMNS.items()
-}
-# per kind, the struct its row tuples convert to (timestamps arrive as float seconds)
-_KIND_STRUCTS = {
-    kind: pa.struct(
-        [
-            pa.field(f.name, pa.float64() if pa.types.is_timestamp(f.type) else f.type)
-            for i, f in enumerate(SPAN_SCHEMA)
-            if i in indexes
-        ]
-    )
-    for kind, (indexes, _) in _KIND_GETTERS.items()
-}
+    return indexes, operator.attrgetter(*(_COLUMNS[i] for i in indexes))
+
+
+_KIND_GETTERS = {kind: _carried(names) for kind, names in KIND_COLUMNS.items()}
+# the type each carried column converts to (timestamps arrive as float seconds)
+_CARRIED_TYPES = [pa.float64() if pa.types.is_timestamp(f.type) else f.type for f in SPAN_SCHEMA]
 # Parquet: dictionary pages where values repeat (ids and digests would only grow them);
 # min/max statistics where queries filter (time ranges, kinds, jobs): both cut write time.
 _DICTIONARY_COLUMNS = [
@@ -72,27 +72,14 @@ _STATISTICS_COLUMNS = [
     "start_time", "end_time", "record_type", "job_id", "dag_name", "node_id", "status",
     "http_status", "model_alias", "seq_no",
 ]  # fmt: skip
-_WRITER_ID = _COLUMNS.index("writer_id")
-_SEQ_NO = _COLUMNS.index("seq_no")
 
 
 def spans_to_batch(spans: list[Span], writer_id: str, first_seq: int) -> pa.RecordBatch:
     """Spans as one record batch of :data:`SPAN_SCHEMA` (grouped by kind, in order of kinds)."""
-    rows: dict[str, list[tuple[object, ...]]] = {}
+    flat: dict[str, list[object]] = {kind: [] for kind in _KIND_GETTERS}
     for span in spans:
-        rows.setdefault(span.record_type, []).append(_KIND_GETTERS[span.record_type][1](span))
-    return _rows_to_batch(rows, writer_id, first_seq)
-
-
-def _rows_to_batch(
-    rows: dict[str, list[tuple[object, ...]]], writer_id: str, first_seq: int
-) -> pa.RecordBatch:
-    batches = []
-    seq = first_seq
-    for kind, group in rows.items():
-        if group:
-            batches.append(_kind_batch(group, kind, writer_id, seq))
-            seq += len(group)
+        flat[span.record_type].extend(_KIND_GETTERS[span.record_type][1](span))
+    batches = _kind_batches(flat, writer_id, first_seq)
     if len(batches) == 1:
         return batches[0]
     if not batches:
@@ -100,18 +87,31 @@ def _rows_to_batch(
     return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
-def _kind_batch(
-    rows: list[tuple[object, ...]], kind: str, writer_id: str, first_seq: int
-) -> pa.RecordBatch:
-    """Rows of one kind (the values of its :data:`KIND_COLUMNS`, in table order).
+def _kind_batches(
+    flat: dict[str, list[object]], writer_id: str, first_seq: int
+) -> list[pa.RecordBatch]:
+    """A record batch per kind that has rows, numbered from ``first_seq`` in kind order."""
+    batches = []
+    seq = first_seq
+    for kind, values in flat.items():
+        if values:
+            batch = _kind_batch(values, kind, writer_id, seq)
+            batches.append(batch)
+            seq += batch.num_rows
+    return batches
 
-    Converted in one pass by Arrow's C++ converter (a list of tuples into a struct
-    array, then its children): no transpose in Python.
+
+def _kind_batch(flat: list[object], kind: str, writer_id: str, first_seq: int) -> pa.RecordBatch:
+    """Rows of one kind, laid end to end in ``flat`` (each row: the values of its
+    :data:`KIND_COLUMNS`, in table order).
+
+    A column is a strided slice of ``flat`` (a C loop), converted by Arrow's C++
+    converter; the columns a kind never fills are null.
     """
-    n = len(rows)
     indexes, _ = _KIND_GETTERS[kind]
-    children = pa.array(rows, type=_KIND_STRUCTS[kind]).flatten()
-    columns = dict(zip(indexes, children, strict=True))
+    width = len(indexes)
+    n = len(flat) // width
+    columns = {i: flat[j::width] for j, i in enumerate(indexes)}
     arrays: list[pa.Array] = []
     for i, field in enumerate(SPAN_SCHEMA):
         values = columns.get(i)
@@ -122,19 +122,23 @@ def _kind_batch(
         elif values is None:
             arrays.append(pa.nulls(n, field.type))
         elif i in _TIMESTAMPS:  # float seconds -> µs
-            micros = pc.cast(pc.round(pc.multiply(values, 1e6)), pa.int64())
+            seconds = pa.array(values, pa.float64())
+            micros = pc.cast(pc.round(pc.multiply(seconds, 1e6)), pa.int64())
             arrays.append(micros.cast(field.type))
         else:
-            arrays.append(values)
+            arrays.append(pa.array(values, _CARRIED_TYPES[i]))
     return pa.RecordBatch.from_arrays(arrays, schema=SPAN_SCHEMA)
 
 
 class _Segment:
-    """The open log segment: an Arrow IPC stream appended batch by batch."""
+    """The open log segment: an Arrow IPC stream appended flush by flush."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.sink = pa.OSFile(str(path), "wb")  # unbuffered: each batch reaches the OS
+        self.file = pa.OSFile(str(path), "wb")
+        # buffered (a batch is a write per column buffer: ~270 a batch unbuffered), and
+        # flushed by every flush: each flush's batches reach the OS
+        self.sink = pa.BufferedOutputStream(self.file, 1 << 20)
         self.stream = ipc.new_stream(self.sink, SPAN_SCHEMA)
         self.rows = 0
         self.opened = time.monotonic()
@@ -148,9 +152,14 @@ class _Segment:
         self.batches.append(batch)
         self.rows += batch.num_rows
 
+    def sync(self, fsync: bool) -> None:
+        self.sink.flush()
+        if fsync:
+            os.fsync(self.file.fileno())
+
     def close(self) -> None:
         self.stream.close()
-        self.sink.close()
+        self.sink.close()  # and the file under it
 
 
 class TraceWriter:
@@ -180,8 +189,11 @@ class TraceWriter:
         self.fsync = fsync
         self.spans_written = 0
         self.parts_written = 0
-        # per kind, each span's row as a tuple: taken at emit, while the span is in cache
-        self._rows: dict[str, deque[tuple[object, ...]]] = {k: deque() for k in _KIND_GETTERS}
+        # per kind, the rows' values end to end: taken at emit, while the span is in cache.
+        # Flat lists of strings and numbers hold no object the garbage collector tracks
+        # (a tuple a row did: a second of rows made it run and sweep the heap).
+        self._rows: dict[str, list[object]] = {k: [] for k in _KIND_GETTERS}
+        self._rows_lock = threading.Lock()  # emit's appends and the flush's swap
         self._seq = 0
         self._segment_no = 0
         self._segment: _Segment | None = None
@@ -209,9 +221,11 @@ class TraceWriter:
     # -- the hot path --------------------------------------------------------------
 
     def emit(self, span: Span) -> None:
-        """Buffer one span (thread-safe, no I/O): its row, as a tuple of its kind's columns."""
+        """Buffer one span (thread-safe, no I/O): the values of its kind's columns."""
         kind = span.record_type
-        self._rows[kind].append(_KIND_GETTERS[kind][1](span))
+        row = _KIND_GETTERS[kind][1](span)
+        with self._rows_lock:
+            self._rows[kind].extend(row)
 
     # -- the background thread -------------------------------------------------------
 
@@ -233,22 +247,19 @@ class TraceWriter:
             self._flush_locked()
 
     def _flush_locked(self) -> None:
-        rows: dict[str, list[tuple[object, ...]]] = {}
-        n = 0
-        for kind, buffer in self._rows.items():
-            count = len(buffer)  # popleft: emit may append meanwhile, from another thread
-            rows[kind] = [buffer.popleft() for _ in range(count)]
-            n += count
-        if n:
-            batch = _rows_to_batch(rows, self.writer_id, self._seq)
-            self._seq += n
+        with self._rows_lock:
+            rows, self._rows = self._rows, {k: [] for k in _KIND_GETTERS}
+        batches = _kind_batches(rows, self.writer_id, self._seq)
+        if batches:
             if self._segment is None:
                 self._segment_no += 1
                 name = f"{self.writer_id}-{self._segment_no:06d}{WAL_SUFFIX}"
                 self._segment = _Segment(self.directory / WAL_DIR / name)
-            self._segment.write(batch)
-            if self.fsync:
-                os.fsync(self._segment.sink.fileno())
+            for batch in batches:  # a batch per kind: no copy to join them
+                self._segment.write(batch)
+            n = sum(b.num_rows for b in batches)
+            self._seq += n
+            self._segment.sync(self.fsync)
             self.spans_written += n
         segment = self._segment
         if segment is not None and (
