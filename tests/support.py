@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,18 +100,23 @@ def start_emulator(config: EmulatorConfig) -> Iterator[Emulator]:
         yield Emulator(server)
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (at the moment of asking)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 @contextmanager
 def emulator_process(*args: str) -> Iterator[Emulator]:
     """``fanout sim-server ARGS`` in its own process (as a real provider is: not sharing
     the test's CPU and GIL), on a free loopback port."""
-    import socket
     import subprocess
     import sys
     import time
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "fanout", "sim-server", "--port", str(port), *args],
         stderr=subprocess.DEVNULL,

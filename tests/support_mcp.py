@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from support import free_port
 
 from fanout import DAG, Config, mcp, parse_config
 from fanout.trace import trace_files
@@ -78,12 +79,6 @@ def tool_rows(traces: Path) -> list[dict[str, object]]:
         for r in table.to_pylist()
         if r["record_type"] == "attempt" and str(r["span_name"]).startswith("execute_tool ")
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -3,7 +3,6 @@ holds across them (their calls draw on the quota coordinator's leases)."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -13,7 +12,7 @@ import openai
 import pytest
 import ray
 from ray.cluster_utils import Cluster
-from support import Emulator, start_emulator
+from support import Emulator, free_port, start_emulator
 
 from fanout import parse_config
 from fanout.distributed.serve import deploy_service, serve
@@ -22,13 +21,6 @@ from fanout.sim.server import EmulatorConfig
 from fanout.store import KeyStore
 
 RPM = 600  # 10 calls/s upstream, its bucket one second deep
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +42,7 @@ def gateway(
             "models": {"fast": {"provider": "emu", "model": "sim-small"}},
         }
     )  # fmt: skip
-    port = _free_port()
+    port = free_port()
     serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
     names: dict[str, str] = {}
     try:

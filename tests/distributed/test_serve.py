@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 from collections.abc import Iterator
 from functools import partial
@@ -13,7 +12,7 @@ import httpx
 import pytest
 import ray
 from ray.cluster_utils import Cluster
-from support import sim_config
+from support import free_port, sim_config
 
 from fanout.batch import load_pipeline
 from fanout.distributed.serve import (  # serve: imported without its warnings
@@ -29,16 +28,9 @@ from fanout.service import TokenStore, build_app
 TOKEN = "tok-" + "5e7e" * 8
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def served(ray_cluster: Cluster) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
     dag = load_pipeline("examples/pipelines/map_reduce.py:dag")
     tokens = TokenStore.parse(f"acme:{TOKEN}", source="test")

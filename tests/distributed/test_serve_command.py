@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,20 +17,13 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from support import Emulator, emulator_process
+from support import Emulator, emulator_process, free_port
 
 from fanout.store import KeyStore
 
 pytestmark = pytest.mark.slow  # a Ray of its own: ~15 s on 2 cores
 
 _RAY_ENV = ("RAY_ADDRESS", "RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_HAPROXY_STATS_PORT")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +76,7 @@ def test_fanout_serve_on_ray_answers_the_openai_sdk_through_haproxy(
         'requests_per_min = 600\n[models.fast]\nprovider = "emu"\nmodel = "sim-small"\n'
     )
     _, key = KeyStore(tmp_path / "keys.db").create("acme")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in _RAY_ENV}  # nothing to join
     env["RAY_AUTH_MODE"] = "disabled"  # loopback only: no token banner
     log = tmp_path / "serve.log"

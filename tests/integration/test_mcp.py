@@ -11,10 +11,10 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
+from support import free_port
 from support_mcp import (
     agent,
     effects,
-    free_port,
     http_server,
     kv_config,
     lookup_prompt,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from typing import Any
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from support import Emulator, emulator_process
+from support import Emulator, emulator_process, free_port
 from support_venv import ROOT, cached_venv
 
 pytestmark = [
@@ -132,13 +131,6 @@ def send_probe_span(url: str, project: str, model: str) -> None:
     with provider.get_tracer("fanout-tests").start_as_current_span("probe", attributes=attributes):
         pass
     provider.shutdown()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
