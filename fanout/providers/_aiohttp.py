@@ -4,34 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 from yarl import URL
 
 from fanout.providers._http import (
-    JSON,
     Reply,
     Streamed,
     TransportBroken,
     TransportTimeout,
     env_proxy,
 )
+from fanout.providers._pooled import LoopPooled
 
 __all__ = ["AiohttpTransport"]
 
 _NEVER_ROUNDED = 1e9
 
 
-class AiohttpTransport:
+class AiohttpTransport(LoopPooled[aiohttp.ClientSession]):
     """One ``aiohttp.ClientSession`` with a pool of up to ``max_connections`` keep-alive
     connections (HTTP/1.1, one request at a time on each: aiohttp never pipelines).
 
-    The session is made in the running loop at the first call (an engine may be built
-    before its loop exists) and made again if the loop changes (``asyncio.run`` twice).
-    Cookies are not kept (an API call needs none, and the jar costs every call a
-    lookup); proxies come from the environment once (as httpx's ``trust_env``), not
-    per call. Only headers whose names start with one of ``keep`` are returned.
+    One session per event loop (:class:`LoopPooled`). Cookies are not kept (an API call
+    needs none, and the jar costs every call a lookup); proxies come from the environment
+    once (as httpx's ``trust_env``), not per call. Only headers whose names start with
+    one of ``keep`` are returned.
     """
 
     def __init__(
@@ -43,42 +42,25 @@ class AiohttpTransport:
         max_connections: int,
         connect_timeout_s: float,
     ) -> None:
-        self._base_url = base_url.rstrip("/")
-        self._headers = {"content-type": JSON, "accept": JSON, **headers}
+        super().__init__(
+            base_url, headers=headers, max_connections=max_connections,
+            connect_timeout_s=connect_timeout_s,
+        )  # fmt: skip
         self._keep = tuple(k.encode() for k in keep)
-        self._max_connections = max_connections
-        self.connect_timeout_s = connect_timeout_s
         self._urls: dict[str, URL] = {}
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closer: AsyncGenerator[None, None] | None = None
         self._timeout: aiohttp.ClientTimeout | None = None
 
-    async def _current(self) -> aiohttp.ClientSession:
-        """The session of the running loop (made at the first call, or anew in a new loop)."""
-        loop = asyncio.get_running_loop()
-        old = self._session
-        if old is not None:
-            if self._loop is loop:
-                return old
-            if self._loop is not None and self._loop.is_closed():
-                await old.close()  # its loop ended without asyncio.run's clean-up
+    def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300
         )
-        self._session = session = aiohttp.ClientSession(
+        return aiohttp.ClientSession(
             connector=connector,
             headers=self._headers,
             cookie_jar=aiohttp.DummyCookieJar(),
             proxy=env_proxy(self._base_url),
             timeout=aiohttp.ClientTimeout(total=None),
         )
-        self._loop = loop
-        # Closed when the loop shuts down (asyncio.run finalises open async generators
-        # while the loop still runs), so an engine whose loop ends leaves no socket open.
-        self._closer = _closed_with_loop(session)
-        await anext(self._closer)
-        return session
 
     def _timeout_of(self, timeout_s: float) -> aiohttp.ClientTimeout:
         timeout = self._timeout
@@ -112,7 +94,7 @@ class AiohttpTransport:
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = URL(self._base_url + path, encoded=True)
-        session = self._session
+        session = self._client
         if session is None or self._loop is not asyncio.get_running_loop():
             session = await self._current()
         timeout = self._timeout_of(timeout_s)
@@ -138,7 +120,7 @@ class AiohttpTransport:
         self, path: str, body: bytes, *, timeout_s: float, headers: Mapping[str, str] | None = None
     ) -> AsyncIterator[Streamed]:
         """POST ``body`` and yield the answer while its body is still arriving."""
-        session = self._session
+        session = self._client
         if session is None or self._loop is not asyncio.get_running_loop():
             session = await self._current()
         timeout = self._timeout_of(timeout_s)
@@ -158,15 +140,6 @@ class AiohttpTransport:
         finally:
             response.close()  # a stream left unread is not put back in the pool
 
-    async def aclose(self) -> None:
-        if self._closer is not None:
-            await self._closer.aclose()  # closes the session
-            self._session = self._closer = None
-
-    def __repr__(self) -> str:
-        return f"AiohttpTransport({self._base_url!r})"  # never the headers: they hold the key
-
-
 _SSE = {"accept": "text/event-stream"}
 
 
@@ -179,9 +152,3 @@ async def _chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     except (aiohttp.ClientError, OSError) as exc:
         raise TransportBroken(f"{type(exc).__name__}: {exc}") from None
 
-
-async def _closed_with_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
-    try:
-        yield
-    finally:
-        await session.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 
 from pyreqwest.client import Client, ClientBuilder
@@ -25,24 +25,23 @@ from pyreqwest.proxy import ProxyBuilder
 from pyreqwest.response import Response
 
 from fanout.providers._http import (
-    JSON,
     Reply,
     Streamed,
     TransportBroken,
     TransportTimeout,
     env_proxy,
 )
+from fanout.providers._pooled import LoopPooled
 
 __all__ = ["ReqwestTransport"]
 
 
-class ReqwestTransport:
+class ReqwestTransport(LoopPooled[Client]):
     """One pyreqwest ``Client`` per event loop, with a pool of up to ``max_connections``
     keep-alive HTTP/1.1 connections (one request at a time on each, never pipelined).
 
-    As ``AiohttpTransport``: the client is made at the first call in the running loop
-    and again if the loop changes; no cookies, no redirects followed, no decompression
-    asked for; the proxy comes from the environment once (``HTTPS_PROXY``, ``NO_PROXY``).
+    One client per event loop (:class:`LoopPooled`), as ``AiohttpTransport``'s session;
+    no cookies, no redirects followed, no decompression asked for; the proxy comes from the environment once (``HTTPS_PROXY``, ``NO_PROXY``).
     Every header but the content types is marked sensitive: it holds the key, and
     pyreqwest masks such values in any repr. Only headers whose names start with one of
     ``keep`` are returned.
@@ -59,26 +58,15 @@ class ReqwestTransport:
         max_connections: int,
         connect_timeout_s: float,
     ) -> None:
-        self._base_url = base_url.rstrip("/")
-        self._headers = {"content-type": JSON, "accept": JSON, **headers}
+        super().__init__(
+            base_url, headers=headers, max_connections=max_connections,
+            connect_timeout_s=connect_timeout_s,
+        )  # fmt: skip
         self._keep = keep
-        self._max_connections = max_connections
-        self.connect_timeout_s = connect_timeout_s
         self._urls: dict[str, str] = {}
         self._timeouts: dict[float, timedelta] = {}
-        self._client: Client | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closer: AsyncGenerator[None, None] | None = None
 
-    async def _current(self) -> Client:
-        """The client of the running loop (made at the first call, or anew in a new loop)."""
-        loop = asyncio.get_running_loop()
-        old = self._client
-        if old is not None:
-            if self._loop is loop:
-                return old
-            if self._loop is not None and self._loop.is_closed():
-                await old.close()  # its loop ended without asyncio.run's clean-up
+    def _open(self) -> Client:
         builder = (
             ClientBuilder()
             .max_connections(self._max_connections)
@@ -92,11 +80,7 @@ class ReqwestTransport:
         proxy = env_proxy(self._base_url)
         if proxy:
             builder = builder.proxy(ProxyBuilder.all(proxy))
-        self._client = client = builder.build()
-        self._loop = loop
-        self._closer = _closed_with_loop(client)
-        await anext(self._closer)
-        return client
+        return builder.build()
 
     def _timeout(self, timeout_s: float) -> timedelta:
         timeout = self._timeouts.get(timeout_s)
@@ -156,15 +140,6 @@ class ReqwestTransport:
         finally:
             await request.__aexit__(None, None, None)  # an unread body is dropped, not pooled
 
-    async def aclose(self) -> None:
-        if self._closer is not None:
-            await self._closer.aclose()  # closes the client
-            self._client = self._closer = None
-
-    def __repr__(self) -> str:
-        return f"ReqwestTransport({self._base_url!r})"  # never the headers: they hold the key
-
-
 _SSE = {"accept": "text/event-stream"}
 
 
@@ -196,9 +171,3 @@ async def _chunks(response: Response) -> AsyncIterator[bytes]:
     except PyreqwestError as exc:
         raise _translated(exc) from None
 
-
-async def _closed_with_loop(client: Client) -> AsyncGenerator[None, None]:
-    try:
-        yield
-    finally:
-        await client.close()
