@@ -40,9 +40,10 @@ class ReqwestTransport(LoopPooled[Client]):
     """One pyreqwest ``Client`` per event loop, with a pool of up to ``max_connections``
     keep-alive HTTP/1.1 connections (one request at a time on each, never pipelined).
 
-    One client per event loop (:class:`LoopPooled`), as ``AiohttpTransport``'s session;
-    no cookies, no redirects followed, no decompression asked for; the proxy comes from the environment once (``HTTPS_PROXY``, ``NO_PROXY``).
-    Every header but the content types is marked sensitive: it holds the key, and
+    The client is remade when the loop changes (:class:`LoopPooled`), as
+    ``AiohttpTransport``'s session is. No cookies, no redirects followed, no
+    decompression asked for; the proxy comes from the environment once (``HTTPS_PROXY``,
+    ``NO_PROXY``). Every header but the content types is marked sensitive: it holds the key, and
     pyreqwest masks such values in any repr. Only headers whose names start with one of
     ``keep`` are returned.
     """
