@@ -1,7 +1,7 @@
 """``ReviewStore``: pending human reviews and the checkpoints of the runs they paused.
 
 Kept in the same SQLite file as sessions (``sessions.db`` under the data dir), with
-the same discipline: a connection per operation, one short ``BEGIN IMMEDIATE``
+the same discipline: a connection kept per thread, one short ``BEGIN IMMEDIATE``
 transaction per write, WAL mode, so several processes (the run that paused, the
 ``fanout review`` command, the run that resumes) share it safely.
 
