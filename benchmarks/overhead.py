@@ -13,6 +13,12 @@ round in one run, at the same concurrency (``--concurrency``, 200):
                 the results, the call journal and the trace (run, node and attempt rows
                 with the default content HMACs) written; every record must be ok
   fanout reqwest  the same ``fanout run`` with the provider's ``http_client = "reqwest"``
+  fanout no net the same ``fanout run`` over an in-process transport that answers each
+                call after one turn of the loop with a reply the emulator gave (its
+                status, headers and body): every step of a record but the socket's
+  aiohttp+work  the bare aiohttp loop doing ``--work-us`` of plain Python (no allocation
+                the collector sees) before each request: what alternating other work with
+                the client's costs on one core, apart from fanout
   Engine.run    N workers calling ``Engine.run`` of the same DAG, traced (a service's path)
   Engine.run anth  the same over the Anthropic Messages protocol (the emulator's
                 /v1/messages): the per-call cost of a second protocol against OpenAI's
@@ -23,12 +29,14 @@ round in one run, at the same concurrency (``--concurrency``, 200):
 and prints requests/s (records/s for ``fanout run``), the client's CPU µs per request,
 and the emulator's CPU share while each ran: the emulator must stay well under one
 core, or it (not the client) is what the figures measure. The ratio printed is
-``fanout run`` over bare aiohttp, the best round of each (target >= 0.5); the Anthropic
+``fanout run`` over bare aiohttp, the best round of each (target >= 0.5); how much more
+``fanout run`` costs than its two parts alone (the bare client and ``fanout no net``),
+next to what the same interleaving costs the bare loop (``aiohttp+work``); the Anthropic
 protocol's client CPU a call against OpenAI's; and the streamed path's client CPU per
 output token against the same reply not streamed.
 
 Run: python benchmarks/overhead.py [--seconds 4] [--records 20000] [--concurrency 200]
-     [--rounds 3]
+     [--rounds 3] [--work-us 40]
 """
 
 from __future__ import annotations
@@ -56,6 +64,8 @@ from batch_1m import machine
 from fanout import DAG, Engine, parse_config
 from fanout.batch import run_file
 from fanout.cli._loop import run as cli_run
+from fanout.providers import OpenAIProvider
+from fanout.providers._http import Reply
 from fanout.trace import OtelSettings
 
 PROMPT = "Classify the sentiment of this review as positive, negative or neutral. Review: {text}"
@@ -136,13 +146,18 @@ async def workers(
     return done
 
 
-async def bare_aiohttp(base_url: str, seconds: float, concurrency: int) -> int:
+async def bare_aiohttp(
+    base_url: str, seconds: float, concurrency: int, work: Callable[[], None] | None = None
+) -> int:
+    """The ceiling; with ``work``, calling it before each request."""
     url = f"{base_url}/chat/completions"
     headers = {"content-type": "application/json"}
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def one(w: int, i: int) -> None:
+            if work is not None:
+                work()
             async with session.post(url, data=orjson.dumps(body(w, i)), headers=headers) as r:
                 data = orjson.loads(await r.read())
             assert data["choices"][0]["message"]["content"]
@@ -264,6 +279,64 @@ async def fanout_run(
     return stats.ok
 
 
+class InstantTransport:
+    """Answers every POST with ``reply`` after one turn of the event loop (no socket)."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+
+    async def post(
+        self, path: str, body: bytes, *, timeout_s: float, headers: Any = None
+    ) -> Reply:
+        await asyncio.sleep(0)
+        return self.reply
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def captured_reply(base_url: str) -> Reply:
+    """One real reply of the emulator to the classify prompt: status, headers, body."""
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(f"{base_url}/chat/completions", json=body(0, 0))
+    answer.raise_for_status()
+    return Reply(answer.status_code, dict(answer.headers), answer.content)
+
+
+async def fanout_no_net(
+    base_url: str, concurrency: int, source: Path, work: Path, reply: Reply
+) -> int:
+    """``fanout_run`` with the provider over :class:`InstantTransport`."""
+    provider = OpenAIProvider(
+        "emu", base_url=base_url, max_connections=concurrency, transport=InstantTransport(reply)
+    )
+    engine = Engine(
+        config(base_url, concurrency), providers={"emu": provider}, traces=work / "traces"
+    )
+    async with engine:
+        stats = await run_file(engine, classify(), source, work, key="id",
+                               max_in_flight=concurrency)  # fmt: skip
+    if stats.failed:
+        raise SystemExit(f"fanout no net: {stats.failed} records failed")
+    return stats.ok
+
+
+def spin(micros: float) -> Callable[[], None]:
+    """A function taking about ``micros`` µs of plain Python (integers only: nothing the
+    collector tracks), calibrated here."""
+    def run(n: int) -> None:
+        total = 0
+        for i in range(n):
+            total += i * i
+    n = 10_000
+    start = time.process_time()
+    for _ in range(100):
+        run(n)
+    per = (time.process_time() - start) / 100 / n * 1e6  # µs an iteration
+    count = max(1, round(micros / per))
+    return lambda: run(count)
+
+
 def write_records(path: Path, count: int) -> Path:
     with path.open("wb") as out:
         for i in range(count):
@@ -304,6 +377,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=20_000, help="per fanout run")
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--work-us", type=float, default=40.0, help="aiohttp+work's work")
     args = parser.parse_args()
     os.environ.setdefault("FANOUT_TRACE_KEY", "benchmark-key")
     os.environ.setdefault("OVERHEAD_BENCH_KEY", "sk-overhead-bench")
@@ -311,7 +385,7 @@ def main() -> None:
     rows = {
         label: Row(label, [], [], [])
         for label in ("bare aiohttp", "bare reqwest", "bare httpx", "fanout run",
-                      "fanout reqwest", "Engine.run",
+                      "fanout reqwest", "fanout no net", "aiohttp+work", "Engine.run",
                       "Engine.run anth", "long reply", "long streamed")
     }  # fmt: skip
     tokens = {"long reply": [0, 0], "long streamed": [0, 0]}  # output tokens, replies
@@ -320,6 +394,8 @@ def main() -> None:
         url = f"{root}/v1"
         source = write_records(Path(tmp) / "records.jsonl", args.records)
         uvloop_run(bare_aiohttp(url, 1.0, n))  # warm-up: imports, the emulator's first calls
+        reply = asyncio.run(captured_reply(url))
+        work_us = spin(args.work_us)
         for r in range(args.rounds):
             work = Path(tmp) / f"run-{r}"
             runs: dict[str, Callable[[], int]] = {
@@ -329,6 +405,9 @@ def main() -> None:
                 "fanout run": lambda: cli_run(fanout_run(url, n, source, work)),  # noqa: B023  # called at once
                 "fanout reqwest": lambda: cli_run(fanout_run(  # http_client = "reqwest"
                     url, n, source, work / "reqwest", "reqwest")),  # noqa: B023
+                "fanout no net": lambda: cli_run(fanout_no_net(
+                    url, n, source, work / "no-net", reply)),  # noqa: B023
+                "aiohttp+work": lambda: uvloop_run(bare_aiohttp(url, s, n, work_us)),
                 "Engine.run": lambda: cli_run(engine_loop(url, s, n, work / "traces-e")),  # noqa: B023
                 "Engine.run anth": lambda: cli_run(engine_loop(  # the Anthropic protocol
                     url, s, n, work / "traces-a", kind="anthropic")),  # noqa: B023
@@ -354,6 +433,17 @@ def main() -> None:
     reqwest = rows["fanout reqwest"].best()
     print(f"ratio fanout run (http_client = reqwest) / bare aiohttp  {reqwest / ceiling:.2f}")
     print(f"ratio fanout run (reqwest) / bare reqwest  {reqwest / rows['bare reqwest'].best():.2f}")
+    cpu = {label: min(row.cpu_us) for label, row in rows.items()}
+    bare, together, alone = cpu["bare aiohttp"], cpu["fanout run"], cpu["fanout no net"]
+    print(
+        f"fanout run {together:.0f} µs a record against its parts alone {bare:.0f} +"
+        f" {alone:.0f} (the bare client, fanout no net): {together - bare - alone:+.0f} µs"
+    )
+    worked = cpu["aiohttp+work"]
+    print(
+        f"the bare loop plus {args.work_us:.0f} µs of Python a request: {worked:.0f} µs"
+        f" ({worked - bare - args.work_us:+.0f} µs together)"
+    )
     print(f"ratio Engine.run / bare aiohttp  {rows['Engine.run'].best() / ceiling:.2f}")
     print(f"ratio bare httpx / bare aiohttp  {rows['bare httpx'].best() / ceiling:.2f}")
     anth, oai = min(rows["Engine.run anth"].cpu_us), min(rows["Engine.run"].cpu_us)
