@@ -21,7 +21,6 @@ then its calls are sent again). See docs/batch-api.md for the guarantee.
 from __future__ import annotations
 
 import os
-import re
 import urllib.parse
 from collections.abc import Mapping
 from datetime import datetime
@@ -39,14 +38,14 @@ from fanout.errors import (
 )
 from fanout.providers._anthropic import message_response, messages_body
 from fanout.providers._batch_api import BatchStatus, LineResult
+from fanout.providers._batch_http import BatchHttp
 from fanout.providers._build import env_secret, secret_values
-from fanout.providers._errors import error_for, response_headers
+from fanout.providers._errors import error_for
 from fanout.providers._turns import answered, output_tool
 from fanout.types import ChatRequest, ChatResponse
 
 __all__ = ["AnthropicBatchAPI", "batch_status"]
 
-_KEY_LIKE = re.compile(r"\b(sk-ant|sk|key)-[A-Za-z0-9_\-*]{6,}")
 _PAGE = 1000  # the most a page of the list may hold
 _ENVELOPE = 64  # bytes of '{"requests":[' ... ']}' around the lines, with room to spare
 # an errored line's error type and the HTTP status the same error has online
@@ -64,7 +63,7 @@ _STATUS_OF = {
 }
 
 
-class AnthropicBatchAPI:
+class AnthropicBatchAPI(BatchHttp):
     """The Message Batches API at ``base_url`` (Anthropic's, or the emulator's).
 
     ``cache_prompt`` marks each request's system prompt and tools cacheable, as the
@@ -89,18 +88,12 @@ class AnthropicBatchAPI:
         timeout_s: float = 300.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.name = name
-        self.base_url = base_url.rstrip("/")
         self.cache_prompt = cache_prompt
-        self._secrets = tuple(s for s in (api_key, *secrets) if s)
         sent = {"x-api-key": api_key, "anthropic-version": anthropic_version, **(headers or {})}
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=sent,
-            params=dict(query or {}),
-            timeout=httpx.Timeout(timeout_s, connect=10.0),  # bodies of up to 256 MB
-            transport=transport,
-        )
+        super().__init__(
+            name, base_url, headers=sent, query=query, secrets=(api_key, *secrets),
+            timeout_s=timeout_s, transport=transport,
+        )  # fmt: skip
 
     @classmethod
     def from_config(
@@ -243,51 +236,6 @@ class AnthropicBatchAPI:
         kind = inner.get("type") if isinstance(inner, dict) else None
         status = _STATUS_OF.get(str(kind), 500)
         return error_for(self.name, status, orjson.dumps(error), {}, scrub=self._scrub)
-
-    async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        raw = await self._send(method, path, **kwargs)
-        try:
-            data = orjson.loads(raw)
-        except ValueError:
-            raise InvalidResponse(
-                f"{self.name}: {method} {path}: body is not JSON ({raw[:80]!r})", provider=self.name
-            ) from None
-        if not isinstance(data, dict):
-            raise InvalidResponse(
-                f"{self.name}: {method} {path}: not an object", provider=self.name
-            )
-        return data
-
-    async def _send(self, method: str, path: str, **kwargs: Any) -> bytes:
-        try:
-            response = await self._client.request(method, path, **kwargs)
-        except httpx.TimeoutException:
-            raise ProviderTimeout(
-                f"{self.name}: {method} {path}: no answer in time", provider=self.name
-            ) from None
-        except httpx.TransportError as exc:
-            raise ProviderConnectionError(
-                f"{self.name}: {method} {path}: {self._scrub(f'{type(exc).__name__}: {exc}')}",
-                provider=self.name,
-            ) from None
-        if response.status_code != 200:
-            headers = response_headers(response.headers)
-            raise error_for(
-                self.name, response.status_code, response.content, headers, scrub=self._scrub
-            )
-        return response.content
-
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return _KEY_LIKE.sub("***", text)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    def __repr__(self) -> str:
-        return f"AnthropicBatchAPI({self.name!r}, base_url={self.base_url!r}, api_key=***)"
-
 
 def batch_status(batch: dict[str, Any]) -> BatchStatus:
     """A ``message_batch`` object in the provider-neutral vocabulary: ``in_progress``,

@@ -31,7 +31,7 @@ from fanout.errors import (
 )
 from fanout.limits import RateLimitHeaders
 
-__all__ = ["KEPT_HEADERS", "error_detail", "error_for", "response_headers"]
+__all__ = ["KEPT_HEADERS", "error_detail", "error_for", "response_headers", "scrub"]
 
 KEPT_HEADERS = (
     "x-ratelimit-", "retry-after", "anthropic-ratelimit-", "date",
@@ -39,6 +39,17 @@ KEPT_HEADERS = (
 )  # fmt: skip
 """Response headers a provider keeps (prefixes): limits and retry hints, as sent or as
 LiteLLM's proxy forwards them."""
+
+# what looks like a key in a message (OpenAI's and Anthropic's sk-, pk-, key-; Google's AIza)
+_KEY_LIKE = re.compile(r"\b(sk|pk|key)-[A-Za-z0-9_\-*]{6,}|\bAIza[0-9A-Za-z_\-]{20,}")
+
+
+def scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with each of ``secrets`` and anything shaped like a key masked as ``***``."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return _KEY_LIKE.sub("***", text)
+
 
 _TOO_LARGE_429 = re.compile(r"request too large", re.IGNORECASE)
 _TPM_NUMBERS = re.compile(r"limit\D{0,5}(\d[\d,]*)\D{1,20}requested\D{0,5}(\d[\d,]*)", re.I)

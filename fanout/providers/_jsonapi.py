@@ -9,7 +9,6 @@ how a reply is read (:meth:`_reply`) and what a failed status means (:meth:`_err
 
 from __future__ import annotations
 
-import re
 import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -23,7 +22,7 @@ from fanout.errors import (
     ProviderTimeout,
 )
 from fanout.providers._deadline import post_within
-from fanout.providers._errors import KEPT_HEADERS, error_for
+from fanout.providers._errors import KEPT_HEADERS, error_for, scrub
 from fanout.providers._http import (
     HttpClient,
     HttpTransport,
@@ -37,8 +36,6 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = ["JsonApiProvider", "malformed"]
-
-_KEY_LIKE = re.compile(r"\b(sk|pk|key|sk-ant)-[A-Za-z0-9_\-*]{6,}|\bAIza[0-9A-Za-z_\-]{20,}")
 
 
 class JsonApiProvider:
@@ -127,9 +124,7 @@ class JsonApiProvider:
             raise malformed(self.name, f"missing or bad field {self._scrub(str(exc))}") from None
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return _KEY_LIKE.sub("***", text)
+        return scrub(text, self._secrets)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING
@@ -21,7 +20,7 @@ from fanout.errors import (
     StreamCut,
 )
 from fanout.providers._deadline import CallDeadline, post_within
-from fanout.providers._errors import KEPT_HEADERS, error_for
+from fanout.providers._errors import KEPT_HEADERS, error_for, scrub
 from fanout.providers._http import (
     HttpClient,
     HttpTransport,
@@ -49,8 +48,6 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = ["OpenAIProvider", "completion_usage"]
-
-_KEY_LIKE = re.compile(r"\b(sk|pk|key)-[A-Za-z0-9_\-*]{6,}")
 
 
 class OpenAIProvider:
@@ -314,11 +311,8 @@ class OpenAIProvider:
         return error_for(self.name, status, raw, headers, scrub=self._scrub)
 
     def _scrub(self, text: str) -> str:
-        if self._api_key is not None:
-            text = text.replace(self._api_key.get_secret_value(), "***")
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return _KEY_LIKE.sub("***", text)
+        key = self._api_key.get_secret_value() if self._api_key is not None else None
+        return scrub(text, (key, *self._secrets) if key else self._secrets)
 
     async def aclose(self) -> None:
         await self._http.aclose()

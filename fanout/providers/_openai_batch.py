@@ -12,7 +12,6 @@ error file (failed lines, and ``batch_expired`` for those an expired batch never
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,13 +21,13 @@ import orjson
 from fanout.errors import (
     ConfigError,
     InvalidResponse,
-    ProviderConnectionError,
     ProviderError,
     ProviderHTTPError,
     ProviderTimeout,
     RateLimited,
 )
 from fanout.providers._batch_api import BatchStatus, LineResult
+from fanout.providers._batch_http import BatchHttp
 from fanout.providers._openai import _request_body
 from fanout.types import ChatRequest, ChatResponse, ToolCall, Usage
 
@@ -36,11 +35,10 @@ __all__ = ["OpenAIBatchAPI"]
 
 ENDPOINT = "/v1/chat/completions"
 LABEL_KEY = "fanout_batch"
-_KEY_LIKE = re.compile(r"\b(sk|pk|key)-[A-Za-z0-9_\-*]{6,}")
 _PAGE = 100
 
 
-class OpenAIBatchAPI:
+class OpenAIBatchAPI(BatchHttp):
     """The Batch API of an OpenAI-compatible ``base_url`` (OpenAI itself, or the emulator).
 
     ``transport`` replaces the network (``httpx.MockTransport`` in tests). The key is
@@ -59,16 +57,11 @@ class OpenAIBatchAPI:
         timeout_s: float = 300.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.name = name
-        self.base_url = base_url.rstrip("/")
-        self._api_key = api_key
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=10.0),  # uploads of up to 200 MB
+        super().__init__(
+            name, base_url, headers=headers, secrets=(api_key,), timeout_s=timeout_s,
             transport=transport,
-        )
+        )  # fmt: skip
 
     @classmethod
     def from_env(
@@ -194,50 +187,12 @@ class OpenAIBatchAPI:
             text, provider=self.name, status_code=status, content_filter=code == "content_filter"
         )
 
-    async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        raw = await self._send(method, path, **kwargs)
+    def _refused(self, response: httpx.Response) -> ProviderError:
         try:
-            data = orjson.loads(raw)
+            body = orjson.loads(response.content)
         except ValueError:
-            raise InvalidResponse(
-                f"{self.name}: {method} {path}: body is not JSON ({raw[:80]!r})", provider=self.name
-            ) from None
-        if not isinstance(data, dict):
-            raise InvalidResponse(
-                f"{self.name}: {method} {path}: not an object", provider=self.name
-            )
-        return data
-
-    async def _send(self, method: str, path: str, **kwargs: Any) -> bytes:
-        try:
-            response = await self._client.request(method, path, **kwargs)
-        except httpx.TimeoutException:
-            raise ProviderTimeout(
-                f"{self.name}: {method} {path}: no answer in time", provider=self.name
-            ) from None
-        except httpx.TransportError as exc:
-            raise ProviderConnectionError(
-                f"{self.name}: {method} {path}: {self._scrub(f'{type(exc).__name__}: {exc}')}",
-                provider=self.name,
-            ) from None
-        if response.status_code != 200:
-            try:
-                body = orjson.loads(response.content)
-            except ValueError:
-                body = {"error": {"message": response.text[:200]}}
-            raise self._http_error(response.status_code, body if isinstance(body, dict) else {})
-        return response.content
-
-    def _scrub(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return _KEY_LIKE.sub("***", text)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    def __repr__(self) -> str:
-        return f"OpenAIBatchAPI({self.name!r}, base_url={self.base_url!r}, api_key=***)"
+            body = {"error": {"message": response.text[:200]}}
+        return self._http_error(response.status_code, body if isinstance(body, dict) else {})
 
 
 def _status(batch: dict[str, Any]) -> BatchStatus:

@@ -12,7 +12,7 @@ from fanout import ChatRequest, ProviderHTTPError, RateLimited, RequestTooLarge
 from fanout.errors import CircuitOpen, ProviderConnectionError, ProviderTimeout
 from fanout.limits import RateLimitHeaders
 from fanout.providers import OpenAIProvider
-from fanout.providers._errors import error_for
+from fanout.providers._errors import error_for, scrub
 from fanout.retry import RetryPolicy, classify, provider_fault
 
 
@@ -153,3 +153,15 @@ async def test_the_provider_keeps_proxy_hint_headers_on_a_429() -> None:
     await provider.aclose()
     assert info.value.retry_after_s == 0.7
     assert "x-litellm-call-id" not in info.value.headers  # only limits and hints are kept
+
+
+def test_scrub_masks_the_secrets_given_and_anything_shaped_like_a_key() -> None:
+    text = (
+        "bad key sk-proj-abcdef123456 for tenant-secret-42; also sk-ant-api03-xyzxyzxyz, "
+        "AIzaSyA1234567890abcdefghijk and key-0123456789"
+    )
+    masked = scrub(text, ("tenant-secret-42",))
+    for leaked in ("sk-proj", "tenant-secret", "sk-ant", "AIzaSy", "key-0123"):
+        assert leaked not in masked, masked
+    assert masked.startswith("bad key *** for ***")
+    assert scrub("nothing here", ()) == "nothing here"
