@@ -16,6 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import BaseModel
 from support import Emulator, ListSink, start_emulator
+from support_protocols import MODELS, PROTOCOLS, aws_env
+from support_protocols import provider as shared_provider
 from typer.testing import CliRunner
 
 from fanout import DAG, Engine, NodeStatus, parse_config
@@ -26,14 +28,6 @@ from fanout.sim.server import EmulatorConfig
 KEY = "sk-fanout-proto-0123456789-SECRET"
 AWS_KEY_ID = "AKIAFANOUTTEST0EXAMPLE"
 AWS_SECRET = "fanoutTestSecretAccessKey/0123456789SECRETaws"
-PROTOCOLS = ("openai", "anthropic", "azure", "bedrock", "gemini")
-MODELS = {
-    "openai": "gpt-4o-mini",
-    "anthropic": "claude-3-5-haiku-latest",
-    "azure": "gpt-4o-mini-prod",  # a deployment's name
-    "bedrock": "anthropic.claude-3-haiku-20240307-v1:0",  # a colon, quoted in the path
-    "gemini": "gemini-2.0-flash",
-}
 SYSTEM = "You are a careful support assistant. " * 6  # 222 characters: cached
 PIPELINE = Path(__file__).parent / "pipelines" / "everywhere.py"
 
@@ -49,28 +43,13 @@ def emulator() -> Iterator[Emulator]:
 def _fresh(emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     emulator.reset()
     emulator.faults(overloaded_rate=0, throttle_rate=0)
-    monkeypatch.setenv("FANOUT_TEST_KEY", KEY)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", AWS_KEY_ID)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):  # not this machine's
-        monkeypatch.setenv(name, str(tmp_path / "no-aws-file"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    aws_env(monkeypatch, tmp_path, key_env="FANOUT_TEST_KEY", key=KEY,
+            aws_key_id=AWS_KEY_ID, aws_secret=AWS_SECRET)  # fmt: skip
 
 
 def provider(protocol: str, root: str, **extra: object) -> dict[str, object]:
-    table: dict[str, object] = {
-        "openai": {"kind": "openai", "base_url": f"{root}/v1", "api_key_env": "FANOUT_TEST_KEY"},
-        "anthropic": {"kind": "anthropic", "base_url": f"{root}/v1",
-                      "api_key_env": "FANOUT_TEST_KEY", "cache_prompt": True},
-        "azure": {"kind": "azure", "endpoint": root, "api_key_env": "FANOUT_TEST_KEY"},
-        "bedrock": {"kind": "bedrock", "region": "us-east-1", "base_url": root,
-                    "cache_prompt": True},
-        "gemini": {"kind": "gemini", "base_url": f"{root}/v1beta",
-                   "api_key_env": "FANOUT_TEST_KEY"},
-    }[protocol]  # fmt: skip
-    return {**table, "timeout_s": 10.0, "retry": {"initial_backoff_s": 0.01}, **extra}  # type: ignore[dict-item]
+    cache = {"cache_prompt": True} if protocol in ("anthropic", "bedrock") else {}
+    return shared_provider(protocol, root, key_env="FANOUT_TEST_KEY", **cache, **extra)
 
 
 def config(protocol: str, emulator: Emulator, **extra: object) -> Config:

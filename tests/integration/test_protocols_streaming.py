@@ -16,6 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import BaseModel
 from support import Emulator, ListSink, start_emulator
+from support_protocols import MODELS, aws_env
+from support_protocols import provider as shared_provider
 from typer.testing import CliRunner
 
 from fanout import DAG, Engine, parse_config
@@ -29,13 +31,6 @@ KEY = "sk-fanout-protostream-0123456789-SECRET"
 AWS_KEY_ID = "AKIAFANOUTSTREAM0EXMP"
 AWS_SECRET = "fanoutStreamSecretAccessKey/0123456789SECRETaws"
 NATIVE = ("anthropic", "gemini", "bedrock")  # Azure streams OpenAI's chunks
-MODELS = {
-    "openai": "gpt-4o-mini",
-    "anthropic": "claude-3-5-haiku-latest",
-    "azure": "gpt-4o-mini-prod",
-    "bedrock": "anthropic.claude-3-haiku-20240307-v1:0",
-    "gemini": "gemini-2.0-flash",
-}
 OVERLOADED_STATUS = {"anthropic": 529, "gemini": 503, "bedrock": 503}
 TEXT = "the parcel came late and the box was damaged but the support team was kind"
 PIPELINE = Path(__file__).parent / "pipelines" / "everywhere.py"
@@ -52,27 +47,16 @@ def emulator() -> Iterator[Emulator]:
 def _fresh(emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     emulator.reset()
     emulator.faults(cut_streams=0, overload_streams=0)
-    monkeypatch.setenv("FANOUT_STREAM_KEY", KEY)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", AWS_KEY_ID)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):  # not this machine's
-        monkeypatch.setenv(name, str(tmp_path / "no-aws-file"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    aws_env(monkeypatch, tmp_path, key_env="FANOUT_STREAM_KEY", key=KEY,
+            aws_key_id=AWS_KEY_ID, aws_secret=AWS_SECRET)  # fmt: skip
 
 
 def provider(protocol: str, root: str) -> dict[str, object]:
-    table: dict[str, object] = {
-        "openai": {"kind": "openai", "base_url": f"{root}/v1", "api_key_env": "FANOUT_STREAM_KEY"},
-        "anthropic": {"kind": "anthropic", "base_url": f"{root}/v1",
-                      "api_key_env": "FANOUT_STREAM_KEY"},
-        "azure": {"kind": "azure", "endpoint": root, "api_key_env": "FANOUT_STREAM_KEY"},
-        "bedrock": {"kind": "bedrock", "region": "us-east-1", "base_url": root},
-        "gemini": {"kind": "gemini", "base_url": f"{root}/v1beta",
-                   "api_key_env": "FANOUT_STREAM_KEY"},
-    }[protocol]  # fmt: skip
-    return {**table, "timeout_s": 10.0}  # type: ignore[dict-item]
+    """The shared table without its retry (config() sets one; the pipeline test writes
+    the table as flat TOML)."""
+    table = shared_provider(protocol, root, key_env="FANOUT_STREAM_KEY")
+    del table["retry"]
+    return table
 
 
 def config(protocol: str, emulator: Emulator, *, max_attempts: int = 3) -> Config:
