@@ -173,6 +173,13 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
     def __add__(self, other: Usage) -> Usage:
+        # frozen, so a zero side may be shared: most sums in a run add to or add a zero
+        if not (other.input_tokens or other.output_tokens or other.cached_input_tokens
+                or other.cache_write_tokens):  # fmt: skip
+            return self
+        if not (self.input_tokens or self.output_tokens or self.cached_input_tokens
+                or self.cache_write_tokens):  # fmt: skip
+            return other
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
@@ -188,6 +195,9 @@ class Usage:
                 self.cached_input_tokens, self.cache_write_tokens,
             )  # fmt: skip
         return Usage, (self.input_tokens, self.output_tokens)
+
+
+NO_USAGE = Usage()  # the shared zero (frozen): a default that costs no construction
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,14 +28,22 @@ def _adapter(annotation: object) -> TypeAdapter[object]:
     return TypeAdapter(annotation)  # type: ignore[arg-type]  # any annotation, by design
 
 
+# Annotations whose validation returns a value of exactly that type unchanged.
+_EXACT = frozenset({str, int, float, bool, bytes})
+
+
 def check_input_types(plan: Plan, inputs: Mapping[str, object]) -> Mapping[str, object]:
     """``inputs`` with each typed input validated (a pydantic model's dict becomes the
     model); raises :class:`ConfigError` naming the input, what it got and the type."""
-    typed = [(n, t) for n, t in input_types(plan).items() if t is not None and n in inputs]
-    if not typed:
-        return inputs
-    checked = dict(inputs)
-    for name, annotation in typed:
+    checked: dict[str, object] | None = None
+    for name, annotation in plan.typed_inputs:
+        if name not in inputs:
+            continue
+        value = inputs[name]
+        if type(value) is annotation and annotation in _EXACT:
+            continue  # what pydantic would return: the value itself
+        if checked is None:
+            checked = dict(inputs)
         try:
             checked[name] = _adapter(annotation).validate_python(inputs[name])
         except ValidationError as exc:
@@ -48,7 +56,7 @@ def check_input_types(plan: Plan, inputs: Mapping[str, object]) -> Mapping[str, 
                 f"DAG {plan.dag_name!r}: input {name!r} must be {_name(annotation)} "
                 f"({reason}; got {got})"
             ) from None
-    return checked
+    return inputs if checked is None else checked
 
 
 def _name(annotation: object) -> str:

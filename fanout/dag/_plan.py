@@ -48,6 +48,8 @@ class Plan:
     dependents: Mapping[str, tuple[str, ...]]
     gates: Mapping[str, tuple[tuple[str, frozenset[str]], ...]]
     models: frozenset[str]
+    # the inputs with a declared type, in order: what each run's values are checked against
+    typed_inputs: tuple[tuple[str, object], ...] = ()
 
     def check_models(self, known: Collection[str]) -> None:
         for node in self.nodes.values():
@@ -115,6 +117,11 @@ def build_plan(name: str, nodes: Mapping[str, Node], outputs: Mapping[str, Ref |
         dependents={e: tuple(d) for e, d in dependents.items()},
         gates=gates,
         models=models,
+        typed_inputs=tuple(
+            (name, node.annotation)
+            for name in inputs
+            if isinstance(node := normal[name], InputNode) and node.annotation is not None
+        ),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
@@ -44,6 +44,7 @@ from fanout.run._tracing import CallSite, Tracer, Wire
 from fanout.trace import format_traceparent, provider_identity
 from fanout.types import (
     MODALITIES,
+    NO_USAGE,
     ChatRequest,
     ChatResponse,
     Message,
@@ -264,10 +265,10 @@ _BATCH_TIMEOUT_S = 2 * 86_400.0  # unused by a batching provider; the window is 
 class NodeStats:
     """Usage, cost and time of one node, summed over its calls (and, for a map, its items)."""
 
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = NO_USAGE
     cost_usd: float = 0.0
     # calls answered from the call journal: paid by an earlier run (not in usage/cost)
-    replayed: Usage = field(default_factory=Usage)
+    replayed: Usage = NO_USAGE
     replayed_cost_usd: float = 0.0
     calls: int = 0
     retries: int = 0

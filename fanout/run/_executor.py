@@ -50,7 +50,7 @@ from fanout.run._result import NodeResult, RunResult
 from fanout.run._review import ReviewState
 from fanout.run._tools import call_tool
 from fanout.run._tracing import CallSite
-from fanout.types import NodeStatus, RunStatus, Usage
+from fanout.types import NO_USAGE, NodeStatus, RunStatus
 
 __all__ = ["execute", "run_items"]
 
@@ -555,8 +555,8 @@ class _Run:
 
     def result(self, request_id: str) -> RunResult:
         nodes: dict[str, NodeResult] = {}
-        usage, cost = Usage(), 0.0
-        replayed, replayed_cost = Usage(), 0.0
+        usage, cost = NO_USAGE, 0.0
+        replayed, replayed_cost = NO_USAGE, 0.0
         root_error: BaseException | None = None
         budget_hit = self.budget_hit
         for node_id, node in self.plan.nodes.items():
@@ -589,9 +589,10 @@ class _Run:
             root_error = self.stop_error if root_error is None else root_error
         status = RunStatus.OK
         # A call cut by the deadline may end the run a moment before the watchdog does.
-        deadline_hit = any(isinstance(o.error, DeadlineExceeded) for o in self.outcomes.values())
         stop = self.stop_status
-        if stop in (None, RunStatus.OK) and deadline_hit and not all_ok:
+        if stop in (None, RunStatus.OK) and not all_ok and any(
+            isinstance(o.error, DeadlineExceeded) for o in self.outcomes.values()
+        ):
             stop = RunStatus.DEADLINE_EXCEEDED
         if not all_ok or budget_hit or stop not in (None, RunStatus.OK):
             if stop in (RunStatus.DEADLINE_EXCEEDED, RunStatus.CANCELLED):

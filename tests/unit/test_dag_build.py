@@ -6,7 +6,8 @@ import pytest
 from pydantic import BaseModel
 
 from fanout import DAG, ConfigError, TemplateError
-from fanout.dag import LLMNode, MapNode, decide_event
+from fanout.dag import LLMNode, MapNode, check_input_types, decide_event
+from fanout.types import Usage
 
 
 def split(text: str) -> list[str]:
@@ -179,3 +180,36 @@ def test_tool_without_type_hints_is_rejected() -> None:
     dag = DAG("d")
     with pytest.raises(ConfigError, match="no type hint"):
         dag.llm("fast", "hi", tools=[untyped])
+
+
+class Point(BaseModel):
+    x: int
+    y: int
+
+
+def test_typed_inputs_are_checked_and_exact_values_pass_through_unchanged() -> None:
+    dag = DAG("typed")
+    text, count = dag.input("text", str), dag.input("count", int)
+    where, loose = dag.input("where", Point), dag.input("loose")
+    dag.output(a=text, b=count, c=where, d=loose)
+    plan = dag.validate()
+    assert plan.typed_inputs == (("text", str), ("count", int), ("where", Point))
+    given = {"text": "hi", "count": 3, "where": Point(x=1, y=2), "loose": object()}
+    scalars = {"text": "hi", "count": 3, "loose": given["loose"]}
+    assert check_input_types(plan, scalars) is scalars  # nothing to convert: no copy
+    assert check_input_types(plan, given)["where"] == Point(x=1, y=2)
+    converted = check_input_types(plan, {**given, "count": "4", "where": {"x": 5, "y": 6}})
+    assert converted["count"] == 4 and type(converted["count"]) is int
+    assert converted["where"] == Point(x=5, y=6)
+    assert converted["text"] == "hi"
+    with pytest.raises(ConfigError, match=r"input 'count' must be int .*got 'four'"):
+        check_input_types(plan, {**given, "count": "four"})
+    with pytest.raises(ConfigError, match="input 'text' must be str"):
+        check_input_types(plan, {**given, "text": 7})
+
+
+def test_a_usage_sum_with_a_zero_side_is_the_other_side() -> None:
+    some = Usage(3, 4, cached_input_tokens=1)
+    assert some + Usage() is some and Usage() + some is some
+    assert some + some == Usage(6, 8, cached_input_tokens=2)
+    assert Usage(0, 0, cache_write_tokens=2) + some == Usage(3, 4, 1, 2)
