@@ -61,15 +61,19 @@ def classify() -> DAG:
 class Floor:
     """One job's components, and the work of one record."""
 
-    def __init__(self, work: Path) -> None:
-        config = parse_config(tomllib.loads(CONFIG))
-        provider = SimProvider.from_config("sim", config.providers["sim"])
-        router = Router(config, {"sim": provider}, provider.clock)
-        self.route: ModelRoute = router.route("fast")
+    def __init__(self, work: Path, route: ModelRoute | None = None) -> None:
+        """``route``: the model's route (its provider and limiter); by default the
+        simulated provider's, in-process."""
+        if route is None:
+            config = parse_config(tomllib.loads(CONFIG))
+            provider = SimProvider.from_config("sim", config.providers["sim"])
+            route = Router(config, {"sim": provider}, provider.clock).route("fast")
+        self.route: ModelRoute = route
         plan = classify().validate()
         node = plan.nodes["label"]
         assert isinstance(node, LLMNode) and isinstance(node.prompt, Template)
         self.node, self.prompt = node, node.prompt
+        work.mkdir(parents=True, exist_ok=True)
         self.content = ContentPolicy(key=b"batch-floor")
         self.traces = TraceWriter(work / "traces", job_id="floor")
         self.results = ResultWriter(work, output_types(plan))
@@ -150,10 +154,13 @@ async def engine_job(source: Path, work: Path) -> int:
     return stats.ok
 
 
-async def job(source: Path, work: Path) -> int:
-    floor = Floor(work)
+async def job(
+    source: Path, work: Path, route: ModelRoute | None = None, window: int = WINDOW
+) -> int:
+    """The floor's job over ``source``: ``window`` records in flight; records done."""
+    floor = Floor(work, route)
     tasks: set[asyncio.Task[None]] = set()
-    room = asyncio.Semaphore(WINDOW)
+    room = asyncio.Semaphore(window)
     loop = asyncio.get_running_loop()
 
     def done(task: asyncio.Task[None]) -> None:

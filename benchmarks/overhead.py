@@ -16,6 +16,12 @@ round in one run, at the same concurrency (``--concurrency``, 200):
   fanout no net the same ``fanout run`` over an in-process transport that answers each
                 call after one turn of the loop with a reply the emulator gave (its
                 status, headers and body): every step of a record but the socket's
+  floor aiohttp  a record's essential work and nothing else (``batch_floor.py``'s
+                ``Floor``: read and key it, render, a permit, the journal line, three
+                trace rows, the result row) with the real provider over aiohttp, no DAG
+                executor, no ``RunResult``: the most any engine could reach over this
+                client, so ``fanout run``'s ratio can never pass this row's
+  floor reqwest the same essential work over pyreqwest
   aiohttp+work  the bare aiohttp loop doing ``--work-us`` of plain Python (no allocation
                 the collector sees) before each request: what alternating other work with
                 the client's costs on one core, apart from fanout
@@ -60,12 +66,16 @@ import aiohttp
 import httpx
 import orjson
 from batch_1m import machine
+from batch_floor import job as floor_job
 
 from fanout import DAG, Engine, parse_config
 from fanout.batch import run_file
 from fanout.cli._loop import run as cli_run
+from fanout.clock import SystemClock
 from fanout.providers import OpenAIProvider
+from fanout.providers._build import build_http_provider
 from fanout.providers._http import Reply
+from fanout.run._context import Router
 from fanout.trace import OtelSettings
 
 PROMPT = "Classify the sentiment of this review as positive, negative or neutral. Review: {text}"
@@ -295,6 +305,19 @@ class InstantTransport:
         return None
 
 
+async def floor_run(
+    base_url: str, concurrency: int, source: Path, work: Path, http_client: str = "aiohttp"
+) -> int:
+    """``batch_floor.py``'s floor job with the model's route over the emulator."""
+    cfg = config(base_url, concurrency, http_client=http_client)
+    provider = build_http_provider("emu", cfg.providers["emu"])
+    route = Router(cfg, {"emu": provider}, SystemClock()).route("fast")
+    try:
+        return await floor_job(source, work, route, window=concurrency)
+    finally:
+        await provider.aclose()
+
+
 async def captured_reply(base_url: str) -> Reply:
     """One real reply of the emulator to the classify prompt: status, headers, body."""
     async with httpx.AsyncClient() as client:
@@ -385,7 +408,8 @@ def main() -> None:
     rows = {
         label: Row(label, [], [], [])
         for label in ("bare aiohttp", "bare reqwest", "bare httpx", "fanout run",
-                      "fanout reqwest", "fanout no net", "aiohttp+work", "Engine.run",
+                      "fanout reqwest", "fanout no net", "floor aiohttp", "floor reqwest",
+                      "aiohttp+work", "Engine.run",
                       "Engine.run anth", "long reply", "long streamed")
     }  # fmt: skip
     tokens = {"long reply": [0, 0], "long streamed": [0, 0]}  # output tokens, replies
@@ -407,6 +431,9 @@ def main() -> None:
                     url, n, source, work / "reqwest", "reqwest")),  # noqa: B023
                 "fanout no net": lambda: cli_run(fanout_no_net(
                     url, n, source, work / "no-net", reply)),  # noqa: B023
+                "floor aiohttp": lambda: cli_run(floor_run(url, n, source, work / "floor")),  # noqa: B023
+                "floor reqwest": lambda: cli_run(floor_run(
+                    url, n, source, work / "floor-rq", "reqwest")),  # noqa: B023
                 "aiohttp+work": lambda: uvloop_run(bare_aiohttp(url, s, n, work_us)),
                 "Engine.run": lambda: cli_run(engine_loop(url, s, n, work / "traces-e")),  # noqa: B023
                 "Engine.run anth": lambda: cli_run(engine_loop(  # the Anthropic protocol
@@ -430,6 +457,9 @@ def main() -> None:
     ceiling = rows["bare aiohttp"].best()
     ratio = rows["fanout run"].best() / ceiling
     print(f"ratio fanout run / bare aiohttp  {ratio:.2f} (target >= 0.5)")
+    for client in ("aiohttp", "reqwest"):
+        floor = rows[f"floor {client}"].best() / ceiling
+        print(f"ratio floor ({client}) / bare aiohttp  {floor:.2f} (no engine could pass it)")
     reqwest = rows["fanout reqwest"].best()
     print(f"ratio fanout run (http_client = reqwest) / bare aiohttp  {reqwest / ceiling:.2f}")
     print(f"ratio fanout run (reqwest) / bare reqwest  {reqwest / rows['bare reqwest'].best():.2f}")
