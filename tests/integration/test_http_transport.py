@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import importlib.abc
 import importlib.machinery
+import os
 import socket
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from types import ModuleType
 
@@ -18,6 +20,7 @@ from support import Emulator, start_emulator
 from fanout import ChatRequest, ProviderConnectionError, ProviderTimeout
 from fanout.providers import OpenAIProvider
 from fanout.providers._http import HttpClient, env_proxy
+from fanout.providers._reqwest import RUNTIME_THREAD, batch_scheduled
 from fanout.sim.server import EmulatorConfig
 
 KEY = "sk-transport-test-0123456789-SECRET"
@@ -225,3 +228,33 @@ async def test_the_configured_client_is_the_hot_path(client: HttpClient) -> None
     await provider.aclose()
     assert name == {"aiohttp": "AiohttpTransport", "reqwest": "ReqwestTransport"}[client]
     assert KEY not in repr(provider._http)
+
+
+def _runtime_threads() -> list[int]:
+    """This process's threads that pyreqwest's runtime named (its comm)."""
+    found = []
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/comm", encoding="utf-8") as comm:
+            if comm.read().startswith(RUNTIME_THREAD):
+                found.append(int(tid))
+    return found
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
+async def test_pyreqwest_runtime_thread_is_batch_scheduled(emulator: Emulator) -> None:
+    """Opening the client marks the runtime's thread SCHED_BATCH (so it does not preempt
+    the loop on a busy core), and nothing else: the loop's own thread keeps its policy."""
+    provider = OpenAIProvider("batch", base_url=emulator.base_url, api_key=KEY, transport="reqwest")
+    try:
+        await provider.complete(REQUEST, timeout_s=5)  # the runtime's thread exists from here on
+        threads = _runtime_threads()
+        for tid in threads:  # as a process that never opened a client would have it
+            os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+        assert batch_scheduled(RUNTIME_THREAD) == len(threads) >= 1
+        assert {os.sched_getscheduler(tid) for tid in threads} == {os.SCHED_BATCH}
+        assert os.sched_getscheduler(threading.get_native_id()) == os.SCHED_OTHER
+        assert batch_scheduled(RUNTIME_THREAD) == 0  # already batch: nothing to change
+        reply = await provider.complete(REQUEST, timeout_s=5)  # and calls still get answered
+    finally:
+        await provider.aclose()
+    assert reply.content
