@@ -11,8 +11,11 @@ round in one run, at the same concurrency (``--concurrency``, 200):
   fanout run    what ``fanout run`` does (``fanout.batch.run_file``, on the CLI's event
                 loop): the ``classify`` example over ``--records`` records, N in flight,
                 the results, the call journal and the trace (run, node and attempt rows
-                with the default content HMACs) written; every record must be ok
-  fanout reqwest  the same ``fanout run`` with the provider's ``http_client = "reqwest"``
+                with the default content HMACs) written; every record must be ok. The
+                provider's config names no ``http_client``, so the client is the one
+                ``fanout run`` picks (``fanout.batch.batch_clients``: pyreqwest when it is
+                installed), printed below
+  fanout aiohttp  the same ``fanout run`` with the provider's ``http_client = "aiohttp"``
   fanout no net the same ``fanout run`` over an in-process transport that answers each
                 call after one turn of the loop with a reply the emulator gave (its
                 status, headers and body): every step of a record but the socket's
@@ -69,7 +72,7 @@ from batch_1m import machine
 from batch_floor import job as floor_job
 
 from fanout import DAG, Engine, parse_config
-from fanout.batch import run_file
+from fanout.batch import batch_clients, run_file
 from fanout.cli._loop import run as cli_run
 from fanout.clock import SystemClock
 from fanout.providers import OpenAIProvider
@@ -203,10 +206,13 @@ async def bare_httpx(base_url: str, seconds: float, concurrency: int) -> int:
 
 
 def config(
-    base_url: str, concurrency: int, kind: str = "openai", http_client: str = "aiohttp"
+    base_url: str, concurrency: int, kind: str = "openai", http_client: str | None = "aiohttp"
 ) -> Any:
+    """The emulator as provider ``emu`` and model ``fast``; ``http_client=None`` names no
+    client (what a config that leaves it out says)."""
     provider: dict[str, object] = {"kind": kind, "base_url": base_url}
-    provider["http_client"] = http_client
+    if http_client is not None:
+        provider["http_client"] = http_client
     provider["max_concurrency"] = concurrency
     if kind == "anthropic":
         provider["api_key_env"] = "OVERHEAD_BENCH_KEY"  # the emulator takes any key
@@ -277,10 +283,16 @@ async def engine_loop(
         return await workers(concurrency, seconds, one)
 
 
+def run_config(base_url: str, concurrency: int, http_client: str | None = None) -> Any:
+    """The config ``fanout run`` would run with: with no client named, the CLI's choice
+    (:func:`fanout.batch.batch_clients`)."""
+    return batch_clients(config(base_url, concurrency, http_client=http_client))
+
+
 async def fanout_run(
-    base_url: str, concurrency: int, source: Path, work: Path, http_client: str = "aiohttp"
+    base_url: str, concurrency: int, source: Path, work: Path, http_client: str | None = None
 ) -> int:
-    engine = Engine(config(base_url, concurrency, http_client=http_client), traces=work / "traces")
+    engine = Engine(run_config(base_url, concurrency, http_client), traces=work / "traces")
     async with engine:
         stats = await run_file(engine, classify(), source, work, key="id",
                                max_in_flight=concurrency)  # fmt: skip
@@ -408,7 +420,7 @@ def main() -> None:
     rows = {
         label: Row(label, [], [], [])
         for label in ("bare aiohttp", "bare reqwest", "bare httpx", "fanout run",
-                      "fanout reqwest", "fanout no net", "floor aiohttp", "floor reqwest",
+                      "fanout aiohttp", "fanout no net", "floor aiohttp", "floor reqwest",
                       "aiohttp+work", "Engine.run",
                       "Engine.run anth", "long reply", "long streamed")
     }  # fmt: skip
@@ -427,8 +439,8 @@ def main() -> None:
                 "bare reqwest": lambda: uvloop_run(bare_reqwest(url, s, n)),
                 "bare httpx": lambda: asyncio.run(bare_httpx(url, min(s, 2), n)),
                 "fanout run": lambda: cli_run(fanout_run(url, n, source, work)),  # noqa: B023  # called at once
-                "fanout reqwest": lambda: cli_run(fanout_run(  # http_client = "reqwest"
-                    url, n, source, work / "reqwest", "reqwest")),  # noqa: B023
+                "fanout aiohttp": lambda: cli_run(fanout_run(  # http_client = "aiohttp"
+                    url, n, source, work / "aiohttp", "aiohttp")),  # noqa: B023
                 "fanout no net": lambda: cli_run(fanout_no_net(
                     url, n, source, work / "no-net", reply)),  # noqa: B023
                 "floor aiohttp": lambda: cli_run(floor_run(url, n, source, work / "floor")),  # noqa: B023
@@ -455,19 +467,22 @@ def main() -> None:
             f"{max(row.emulator_cores):14.2f}  {[round(x) for x in row.rates]}"
         )
     ceiling = rows["bare aiohttp"].best()
+    chosen = run_config(url, n).providers["emu"].http_client
     ratio = rows["fanout run"].best() / ceiling
+    print(f"fanout run's HTTP client (no http_client in its config): {chosen}")
     print(f"ratio fanout run / bare aiohttp  {ratio:.2f} (target >= 0.5)")
     for client in ("aiohttp", "reqwest"):
         floor = rows[f"floor {client}"].best() / ceiling
         print(f"ratio floor ({client}) / bare aiohttp  {floor:.2f} (no engine could pass it)")
-    reqwest = rows["fanout reqwest"].best()
-    print(f"ratio fanout run (http_client = reqwest) / bare aiohttp  {reqwest / ceiling:.2f}")
-    print(f"ratio fanout run (reqwest) / bare reqwest  {reqwest / rows['bare reqwest'].best():.2f}")
+    over_aiohttp = rows["fanout aiohttp"].best() / ceiling
+    print(f"ratio fanout run (http_client = aiohttp) / bare aiohttp  {over_aiohttp:.2f}")
+    over_own = rows["fanout run"].best() / rows[f"bare {chosen}"].best()
+    print(f"ratio fanout run / bare {chosen}  {over_own:.2f}")
     cpu = {label: min(row.cpu_us) for label, row in rows.items()}
-    bare, together, alone = cpu["bare aiohttp"], cpu["fanout run"], cpu["fanout no net"]
+    bare, together, alone = cpu[f"bare {chosen}"], cpu["fanout run"], cpu["fanout no net"]
     print(
         f"fanout run {together:.0f} µs a record against its parts alone {bare:.0f} +"
-        f" {alone:.0f} (the bare client, fanout no net): {together - bare - alone:+.0f} µs"
+        f" {alone:.0f} (bare {chosen}, fanout no net): {together - bare - alone:+.0f} µs"
     )
     worked = cpu["aiohttp+work"]
     print(

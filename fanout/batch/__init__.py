@@ -16,6 +16,7 @@ records that failed; running the same job into ``out/`` again resumes it. With
 
 from fanout.batch._batch_lines import BatchStats
 from fanout.batch._batching import BatchClient
+from fanout.batch._clients import batch_clients
 from fanout.batch._job import CALLS_DIR, INVALID_RECORD, JobStats, Runner, run_file
 from fanout.batch._keys import KeySet, content_key
 from fanout.batch._manifest import MANIFEST_FILE, fingerprint, open_job
@@ -45,6 +46,7 @@ __all__ = [
     "Record",
     "ResultWriter",
     "Runner",
+    "batch_clients",
     "content_key",
     "count_records",
     "fingerprint",

@@ -298,6 +298,7 @@ def _local_engine(
     job_budget: tuple[float | None, int | None],
     cache: Path | None = None,
 ) -> Engine:
+    from fanout.batch import batch_clients
     from fanout.run import Engine
 
     budget = None
@@ -305,7 +306,7 @@ def _local_engine(
         from fanout.budget import Budget
 
         budget = Budget(usd=job_budget[0], tokens=job_budget[1])
-    return Engine.from_config(config, traces=traces, job_budget=budget, cache=cache)
+    return Engine(batch_clients(load_cfg(config)), traces=traces, job_budget=budget, cache=cache)
 
 
 def _ray_engine(
