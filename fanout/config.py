@@ -156,7 +156,9 @@ class _HttpProviderBase(_ProviderBase):
         default="aiohttp",
         description="the HTTP client of the calls: aiohttp, or reqwest (pyreqwest, the "
         "reqwest extra: about a third of aiohttp's client CPU a call; a call cancelled "
-        "before its answer arrived runs on in the background to its answer or timeout)",
+        "before its answer arrived runs on in the background to its answer or timeout). "
+        "Unset: aiohttp, but fanout run picks reqwest when it is installed and no model "
+        "on the provider hedges",
     )
     headers: dict[str, str | FromEnv] = Field(
         default_factory=dict,
