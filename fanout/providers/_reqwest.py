@@ -158,9 +158,10 @@ def batch_scheduled(prefix: str) -> int:
     the other thread's caches cold, and the loop holding the GIL the woken thread needs.
     A batch thread is never woken ahead of a running one; it runs when the loop's thread
     blocks (it waits for answers) or its time slice ends, and handles the responses that
-    arrived meanwhile together. A core to spare runs it at once, as before. Measured on one
-    core (benchmarks/overhead.py): the runtime thread's CPU a call falls from ~50 µs to
-    ~28, the loop's by ~10. A policy this process may not set (a sandbox) is left as it is.
+    arrived meanwhile together. A core to spare runs it at once, as before. On one core
+    this takes about half the runtime thread's CPU a call away (what ``fanout run`` costs
+    beyond its parts: benchmarks/overhead.py). A policy this process may not set (a
+    sandbox) is left as it is.
     """
     if not hasattr(os, "SCHED_BATCH"):
         return 0
