@@ -25,14 +25,16 @@ def batch_clients(config: Config) -> Config:
     if importlib.util.find_spec("pyreqwest") is None:
         return config
     hedged = {model.provider for model in config.models.values() if model.hedge is not None}
-    providers = {
-        name: provider.model_copy(update={"http_client": "reqwest"})
+    unnamed = [
+        name
+        for name, provider in config.providers.items()
         if isinstance(provider, HttpProviderConfig)
         and "http_client" not in provider.model_fields_set
         and name not in hedged
-        else provider
-        for name, provider in config.providers.items()
-    }
-    if all(providers[name] is provider for name, provider in config.providers.items()):
+    ]
+    if not unnamed:
         return config
+    providers = dict(config.providers)
+    for name in unnamed:
+        providers[name] = providers[name].model_copy(update={"http_client": "reqwest"})
     return config.model_copy(update={"providers": providers})

@@ -165,21 +165,33 @@ def batch_scheduled(prefix: str) -> int:
     """
     if not hasattr(os, "SCHED_BATCH"):
         return 0
-    try:
-        tids = os.listdir("/proc/self/task")
-    except OSError:
-        return 0
     changed = 0
-    for tid in tids:
+    for tid in named_threads(prefix):
         try:
-            with open(f"/proc/self/task/{tid}/comm", encoding="utf-8") as comm:
-                named = comm.read().startswith(prefix)
-            if named and os.sched_getscheduler(int(tid)) == os.SCHED_OTHER:
-                os.sched_setscheduler(int(tid), os.SCHED_BATCH, os.sched_param(0))
+            if os.sched_getscheduler(tid) == os.SCHED_OTHER:
+                os.sched_setscheduler(tid, os.SCHED_BATCH, os.sched_param(0))
                 changed += 1
         except OSError:  # the thread ended, or the policy is not ours to set
             continue
     return changed
+
+
+def named_threads(prefix: str) -> list[int]:
+    """The ids of this process's threads whose name starts with ``prefix`` (Linux's
+    ``/proc``; none where it is missing)."""
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return []
+    found = []
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/comm", encoding="utf-8") as comm:
+                if comm.read().startswith(prefix):
+                    found.append(int(tid))
+        except OSError:  # the thread ended
+            continue
+    return found
 
 
 _PLAIN = frozenset({"content-type", "accept"})

@@ -20,7 +20,7 @@ from support import Emulator, start_emulator
 from fanout import ChatRequest, ProviderConnectionError, ProviderTimeout
 from fanout.providers import OpenAIProvider
 from fanout.providers._http import HttpClient, env_proxy
-from fanout.providers._reqwest import RUNTIME_THREAD, batch_scheduled
+from fanout.providers._reqwest import RUNTIME_THREAD, batch_scheduled, named_threads
 from fanout.sim.server import EmulatorConfig
 
 KEY = "sk-transport-test-0123456789-SECRET"
@@ -230,16 +230,6 @@ async def test_the_configured_client_is_the_hot_path(client: HttpClient) -> None
     assert KEY not in repr(provider._http)
 
 
-def _runtime_threads() -> list[int]:
-    """This process's threads that pyreqwest's runtime named (its comm)."""
-    found = []
-    for tid in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{tid}/comm", encoding="utf-8") as comm:
-            if comm.read().startswith(RUNTIME_THREAD):
-                found.append(int(tid))
-    return found
-
-
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
 async def test_pyreqwest_runtime_thread_is_batch_scheduled(emulator: Emulator) -> None:
     """Opening the client marks the runtime's thread SCHED_BATCH (so it does not preempt
@@ -247,7 +237,7 @@ async def test_pyreqwest_runtime_thread_is_batch_scheduled(emulator: Emulator) -
     provider = OpenAIProvider("batch", base_url=emulator.base_url, api_key=KEY, transport="reqwest")
     try:
         await provider.complete(REQUEST, timeout_s=5)  # the runtime's thread exists from here on
-        threads = _runtime_threads()
+        threads = named_threads(RUNTIME_THREAD)
         for tid in threads:  # as a process that never opened a client would have it
             os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
         assert batch_scheduled(RUNTIME_THREAD) == len(threads) >= 1
